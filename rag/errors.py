@@ -1,0 +1,59 @@
+"""The project's error family. Each entry point (CLI, API) translates these once."""
+
+from __future__ import annotations
+
+
+class RagError(Exception):
+    """Base class: `code` is a stable machine-readable name, `status` the HTTP status it maps to."""
+
+    code = "error"
+    status = 500
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidInput(RagError):
+    code = "invalid_input"
+    status = 400
+
+
+class NotFound(RagError):
+    code = "not_found"
+    status = 404
+
+
+class IndexNotReady(RagError):
+    """No usable index: none built yet, or the one on disk failed its checks."""
+
+    code = "index_not_ready"
+    status = 503
+
+
+class IndexCorrupted(IndexNotReady):
+    code = "index_corrupted"
+
+
+class IngestBusy(RagError):
+    code = "ingest_busy"
+    status = 409
+
+
+class IngestFailed(RagError):
+    code = "ingest_failed"
+    status = 500
+
+
+class ModelUnavailable(RagError):
+    """The embedder (or reranker) cannot be prepared or loaded."""
+
+    code = "model_unavailable"
+    status = 503
+
+
+class GenerationError(RagError):
+    """The LLM backend failed (timeout, HTTP error, empty or malformed reply)."""
+
+    code = "generation_failed"
+    status = 502

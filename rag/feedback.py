@@ -1,0 +1,150 @@
+"""User feedback on answers (thumbs up/down with an optional comment), kept in `data_dir/feedback.sqlite`.
+
+One short-lived connection per operation, WAL journal and a busy timeout, so concurrent API workers can
+write at once; an operation that still meets "database is locked" is retried with backoff.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Callable
+from contextlib import closing
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Literal, TypeVar
+
+from rag.errors import InvalidInput, NotFound
+
+Rating = Literal["up", "down"]
+T = TypeVar("T")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS feedback (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    created_at TEXT NOT NULL,
+    rating TEXT NOT NULL CHECK (rating IN ('up', 'down')),
+    answer_id TEXT,
+    question TEXT,
+    comment TEXT
+)
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class FeedbackEntry:
+    """One stored piece of feedback."""
+
+    id: int
+    created_at: str  # ISO 8601, UTC
+    rating: Rating
+    answer_id: str | None = None
+    question: str | None = None
+    comment: str | None = None
+
+
+def normalize_rating(value: str | int) -> Rating:
+    """"up"/"down" (any case) or +1/-1 -> "up"/"down"; anything else is invalid input."""
+    if isinstance(value, bool):
+        raise InvalidInput("rating must be 'up', 'down', 1 or -1")
+    if isinstance(value, int):
+        if value in (1, -1):
+            return "up" if value == 1 else "down"
+    elif isinstance(value, str):
+        text = value.strip().lower()
+        if text in ("up", "+1", "1"):
+            return "up"
+        if text in ("down", "-1"):
+            return "down"
+    raise InvalidInput("rating must be 'up', 'down', 1 or -1")
+
+
+class FeedbackStore:
+    """Add, list and delete feedback entries in one SQLite file."""
+
+    def __init__(self, path: Path, *, busy_timeout_ms: int = 5000, retries: int = 6) -> None:
+        self.path = Path(path)
+        self.busy_timeout_ms = busy_timeout_ms
+        self.retries = retries
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+
+        self._run(lambda conn: conn.execute("PRAGMA journal_mode=WAL").fetchone(), transaction=False)
+        self._run(lambda conn: conn.execute(_SCHEMA))
+
+    def add(
+        self,
+        rating: str | int,
+        *,
+        answer_id: str | None = None,
+        question: str | None = None,
+        comment: str | None = None,
+    ) -> FeedbackEntry:
+        """Store one entry and return it with its id."""
+        normalized = normalize_rating(rating)
+        created = datetime.now(UTC).isoformat(timespec="milliseconds")
+
+        def insert(conn: sqlite3.Connection) -> int:
+            cur = conn.execute(
+                "INSERT INTO feedback (created_at, rating, answer_id, question, comment) VALUES (?, ?, ?, ?, ?)",
+                (created, normalized, answer_id, question, comment),
+            )
+            assert cur.lastrowid is not None
+            return cur.lastrowid
+
+        entry_id = self._run(insert)
+        return FeedbackEntry(entry_id, created, normalized, answer_id, question, comment)
+
+    def list(self, *, limit: int = 100, offset: int = 0) -> list[FeedbackEntry]:
+        """Entries, newest first."""
+
+        def select(conn: sqlite3.Connection) -> list[FeedbackEntry]:
+            rows = conn.execute(
+                "SELECT id, created_at, rating, answer_id, question, comment FROM feedback "
+                "ORDER BY id DESC LIMIT ? OFFSET ?",
+                (limit, offset),
+            ).fetchall()
+            return [FeedbackEntry(*row) for row in rows]
+
+        return self._run(select)
+
+    def count(self) -> int:
+        """How many entries are stored."""
+        return self._run(lambda conn: conn.execute("SELECT COUNT(*) FROM feedback").fetchone()[0])
+
+    def delete(self, entry_id: int) -> None:
+        """Remove one entry; NotFound when there is no such id."""
+        deleted = self._run(lambda conn: conn.execute("DELETE FROM feedback WHERE id = ?", (entry_id,)).rowcount)
+        if not deleted:
+            raise NotFound(f"no feedback entry {entry_id}")
+
+    # --- plumbing -------------------------------------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, timeout=self.busy_timeout_ms / 1000, isolation_level=None)
+        conn.execute(f"PRAGMA busy_timeout={int(self.busy_timeout_ms)}")
+        return conn
+
+    def _run(self, operation: Callable[[sqlite3.Connection], T], *, transaction: bool = True) -> T:
+        """Run `operation` in its own transaction, retrying while the database is locked or busy."""
+        delay = 0.05
+        for attempt in range(self.retries + 1):
+            try:
+                with closing(self._connect()) as conn:
+                    if not transaction:
+                        return operation(conn)
+                    conn.execute("BEGIN IMMEDIATE")
+                    try:
+                        result = operation(conn)
+                    except BaseException:
+                        conn.execute("ROLLBACK")
+                        raise
+                    conn.execute("COMMIT")
+                    return result
+            except sqlite3.OperationalError as exc:
+                message = str(exc).lower()
+                if attempt >= self.retries or not ("locked" in message or "busy" in message):
+                    raise
+                time.sleep(delay)
+                delay = min(delay * 2, 1.0)
+        raise AssertionError("unreachable")

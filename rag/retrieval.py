@@ -1,0 +1,339 @@
+"""Hybrid retrieval (BM25 + dense, fused with RRF), adjacent-chunk merging and the relevance gate.
+
+`Retriever.search` is the one code path behind `rag search`, `rag ask`, `/search` and `/ask`, so the
+search test and the chat always rank the same passages the same way.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from ingest.glossary import AliasIndex
+from rag.config import Settings
+from rag.embedding import Embedder
+from rag.fusion import rrf
+from rag.store import LoadedIndex
+from rag.text import Tokenizer, char_bigrams, is_cjk, normalize
+from rag.types import Chunk, Hit, RetrievalMode
+
+_LATIN_WORD = re.compile(r"[a-z][a-z0-9+#\-]*[a-z0-9+#]|[a-z]{2,}")
+
+
+class Reranker(Protocol):
+    def predict(self, pairs: list[tuple[str, str]]) -> Any: ...
+
+
+@dataclass
+class GateDecision:
+    """Whether the retrieved evidence covers the question, with the figures behind the decision."""
+
+    answerable: bool
+    score: float
+    threshold: float
+    features: dict[str, float]
+    reason: str
+
+
+@dataclass
+class SearchResult:
+    query: str
+    hits: list[Hit]
+    gate: GateDecision
+    mode: RetrievalMode
+    timings: dict[str, float] = field(default_factory=dict)
+    explanation: dict | None = None
+
+
+# Logistic weights of the relevance gate over the features of `gate_features`, fitted on the dev and
+# calibration questions together (see README "Relevance gate"); the threshold is `Settings.gate_threshold`.
+GATE_WEIGHTS: dict[str, float] = {
+    "dense_top": 0.0,
+    "coverage": 0.0,
+    "bigram_coverage": 0.0,
+    "bm25_norm": 0.0,
+    "unknown_latin": 0.0,
+    "bias": 0.0,
+}
+
+
+class Retriever:
+    """Searches one loaded index. Cheap to build; the engine makes a new one when the index is swapped."""
+
+    def __init__(
+        self,
+        index: LoadedIndex,
+        embedder: Embedder,
+        tokenizer: Tokenizer,
+        aliases: AliasIndex,
+        settings: Settings,
+        reranker: Reranker | None = None,
+        gate_weights: dict[str, float] | None = None,
+    ) -> None:
+        self.index = index
+        self.embedder = embedder
+        self.tokenizer = tokenizer
+        self.aliases = aliases
+        self.settings = settings
+        self.reranker = reranker
+        self.gate_weights = gate_weights or GATE_WEIGHTS
+        self._titles = {d["doc_id"]: d["title"] for d in index.documents()}
+        self._alias_of: dict[str, list[str]] = {}
+        for group in index.alias_groups:
+            for member in group:
+                # an acronym may stand in several groups: it stands for all their members
+                self._alias_of.setdefault(normalize(member), []).extend(group)
+
+    def search(
+        self,
+        query: str,
+        *,
+        top_k: int | None = None,
+        mode: RetrievalMode = "hybrid",
+        explain: bool = False,
+        expansion: bool | None = None,
+    ) -> SearchResult:
+        """Rank passages for `query` and decide whether they answer it."""
+        s = self.settings
+        top_k = top_k or s.top_k
+        n = max(s.candidates, top_k * 3)
+        timings: dict[str, float] = {}
+        t0 = time.perf_counter()
+
+        tokens = self.tokenizer.tokenize(query)
+        use_expansion = s.query_expansion if expansion is None else expansion
+        if use_expansion:
+            weighted, expansions = self.aliases.expand_explained(tokens, self.tokenizer, query)
+        else:
+            weighted, expansions = dict.fromkeys(tokens, 1.0), []
+        bm25 = self.index.keyword_search(weighted, n) if weighted else []
+        t1 = time.perf_counter()
+        timings["bm25_ms"] = (t1 - t0) * 1000
+
+        vector = self.embedder.embed_queries([query])[0]
+        dense = self.index.dense_search(vector, n)
+        t2 = time.perf_counter()
+        timings["dense_ms"] = (t2 - t1) * 1000
+
+        bm25_rank = {row: (rank, score) for rank, (row, score) in enumerate(bm25, start=1)}
+        dense_rank = {row: (rank, score) for rank, (row, score) in enumerate(dense, start=1)}
+        if mode == "bm25":
+            fused = [(row, score, {"bm25": score}) for row, score in bm25]
+        elif mode == "dense":
+            fused = [(row, score, {"dense": score}) for row, score in dense]
+        else:
+            fused = rrf(
+                {"bm25": [r for r, _ in bm25], "dense": [r for r, _ in dense]},
+                k=s.rrf_k,
+                weights={"bm25": s.bm25_weight, "dense": s.dense_weight},
+            )
+        fused = fused[: max(top_k * 3, 10)]
+        rows = [int(row) for row, _, _ in fused]
+        chunks = dict(zip(rows, self.index.chunks(rows), strict=True))
+        hits = []
+        for row, score, _parts in fused:
+            b = bm25_rank.get(row)
+            d = dense_rank.get(row)
+            hits.append(
+                Hit(
+                    chunk=chunks[row],
+                    score=float(score),
+                    rank=0,
+                    bm25_score=b[1] if b else None,
+                    bm25_rank=b[0] if b else None,
+                    dense_score=d[1] if d else None,
+                    dense_rank=d[0] if d else None,
+                    chunk_ids=(chunks[row].chunk_id,),
+                )
+            )
+        if self.reranker is not None and hits:
+            hits = self._rerank(query, hits)
+        hits = merge_adjacent(hits)[:top_k]
+        for rank, hit in enumerate(hits, start=1):
+            hit.rank = rank
+            hit.document_title = self._titles.get(hit.chunk.doc_id, hit.chunk.doc_id)
+        t3 = time.perf_counter()
+        timings["fuse_ms"] = (t3 - t2) * 1000
+
+        features = self.gate_features(query, weighted, hits, dense, bm25)
+        gate = self.decide(features)
+        timings["gate_ms"] = (time.perf_counter() - t3) * 1000
+        timings["retrieval_ms"] = (time.perf_counter() - t0) * 1000
+
+        explanation = None
+        if explain:
+            explanation = {
+                "query": query,
+                "tokens": tokens,
+                "expansions": expansions,
+                "weighted_query": weighted,
+                "bm25": [
+                    {
+                        "rank": rank,
+                        "chunk_id": self.index.chunks([row])[0].chunk_id,
+                        "score": round(score, 4),
+                        "matched_terms": self._matched_terms(row, weighted),
+                    }
+                    for rank, (row, score) in enumerate(bm25[:10], start=1)
+                ],
+                "dense": [
+                    {"rank": rank, "chunk_id": self.index.chunks([row])[0].chunk_id, "similarity": round(score, 4)}
+                    for rank, (row, score) in enumerate(dense[:10], start=1)
+                ],
+                "fused": [
+                    {
+                        "rank": rank,
+                        "chunk_id": chunks[int(row)].chunk_id,
+                        "score": round(score, 6),
+                        "contributions": {k: round(v, 6) for k, v in parts.items()},
+                    }
+                    for rank, (row, score, parts) in enumerate(fused[:10], start=1)
+                ],
+                "gate": {
+                    "answerable": gate.answerable,
+                    "score": round(gate.score, 4),
+                    "threshold": gate.threshold,
+                    "features": {k: round(v, 4) for k, v in gate.features.items()},
+                    "reason": gate.reason,
+                },
+                "mode": mode,
+                "top_k": top_k,
+            }
+        return SearchResult(query=query, hits=hits, gate=gate, mode=mode, timings=timings, explanation=explanation)
+
+    def _matched_terms(self, row: int, weighted: dict[str, float]) -> list[str]:
+        text = normalize(self.index.chunks([row])[0].index_text)
+        return [t for t in weighted if t in text]
+
+    def _rerank(self, query: str, hits: list[Hit]) -> list[Hit]:
+        assert self.reranker is not None
+        scores = self.reranker.predict([(query, h.chunk.index_text) for h in hits])
+        for hit, score in zip(hits, np.asarray(scores, dtype=float).ravel(), strict=True):
+            hit.rerank_score = float(score)
+            hit.score = float(score)
+        return sorted(hits, key=lambda h: -h.score)
+
+    # --- relevance gate -------------------------------------------------------------------------
+
+    def gate_features(
+        self,
+        query: str,
+        weighted: dict[str, float],
+        hits: list[Hit],
+        dense: list[tuple[int, float]],
+        bm25: list[tuple[int, float]],
+    ) -> dict[str, float]:
+        """Evidence that the notes answer `query` (each roughly in 0..1)."""
+        top_text = normalize(" ".join(h.chunk.index_text for h in hits[:3]))
+        words = [w for w in self.tokenizer.words(query) if len(w) > 1 or is_cjk(w)]
+        total = found = 0.0
+        for word in dict.fromkeys(words):
+            weight = self.index.idf(word) if self.index.has_term(word) else self._max_idf()
+            weight = max(weight, 0.1)
+            total += weight
+            members = self._alias_of.get(normalize(word), [word])
+            if any(normalize(m) in top_text for m in members):
+                found += weight
+        coverage = found / total if total else 0.0
+
+        grams = char_bigrams(query)
+        top_grams = char_bigrams(top_text)
+        bigram_coverage = len(grams & top_grams) / len(grams) if grams else 0.0
+
+        max_score = self.index.keyword_max_score(weighted) if weighted else 0.0
+        bm25_norm = (bm25[0][1] / max_score) if bm25 and max_score > 0 else 0.0
+
+        unknown_latin = 0.0
+        if is_cjk(query):
+            for term in set(_LATIN_WORD.findall(normalize(query))):
+                if len(term) >= 2 and not self.index.has_term(term) and term not in self._alias_of:
+                    unknown_latin = 1.0
+        return {
+            "dense_top": float(dense[0][1]) if dense else 0.0,
+            "coverage": coverage,
+            "bigram_coverage": bigram_coverage,
+            "bm25_norm": min(bm25_norm, 1.0),
+            "unknown_latin": unknown_latin,
+        }
+
+    def decide(self, features: dict[str, float]) -> GateDecision:
+        """Logistic combination of the features against `Settings.gate_threshold`."""
+        w = self.gate_weights
+        z = w.get("bias", 0.0) + sum(w.get(k, 0.0) * v for k, v in features.items())
+        score = 1.0 / (1.0 + math.exp(-z))
+        threshold = self.settings.gate_threshold
+        answerable = score >= threshold
+        if answerable:
+            reason = "the retrieved passages cover the question"
+        elif features.get("unknown_latin"):
+            reason = "the question names a term that appears nowhere in the notes"
+        else:
+            reason = "the retrieved passages do not cover the question's terms"
+        return GateDecision(answerable, score, threshold, features, reason)
+
+    def _max_idf(self) -> float:
+        n = max(len(self.index), 1)
+        return math.log((n + 0.5) / 0.5 + 1)
+
+
+def merge_adjacent(hits: list[Hit]) -> list[Hit]:
+    """Merge hits on neighbouring chunks of the same section into one passage; drop duplicates.
+
+    The merged hit keeps the better rank and score; its chunk spans both originals.
+    """
+    merged: list[Hit] = []
+    for hit in hits:
+        target = None
+        for kept in merged:
+            if _adjacent(kept.chunk, hit.chunk):
+                target = kept
+                break
+        if target is None:
+            if any(hit.chunk.chunk_id in kept.chunk_ids or _contains(kept.chunk, hit.chunk) for kept in merged):
+                continue
+            merged.append(hit)
+            continue
+        target.chunk = _join(target.chunk, hit.chunk)
+        target.chunk_ids = tuple(dict.fromkeys(target.chunk_ids + hit.chunk_ids))
+        for name in ("bm25_score", "dense_score", "rerank_score"):
+            mine, theirs = getattr(target, name), getattr(hit, name)
+            if theirs is not None and (mine is None or theirs > mine):
+                setattr(target, name, theirs)
+        for name in ("bm25_rank", "dense_rank"):
+            mine, theirs = getattr(target, name), getattr(hit, name)
+            if theirs is not None and (mine is None or theirs < mine):
+                setattr(target, name, theirs)
+    return merged
+
+
+def _contains(outer: Chunk, inner: Chunk) -> bool:
+    return outer.doc_id == inner.doc_id and outer.start <= inner.start and inner.end <= outer.end
+
+
+def _adjacent(a: Chunk, b: Chunk) -> bool:
+    if a.doc_id != b.doc_id or a.heading_path != b.heading_path:
+        return False
+    lo, hi = (a, b) if a.start <= b.start else (b, a)
+    # contiguous or overlapping spans only, so the merged text is exactly a slice of the note
+    return lo.end >= hi.start and hi.end > lo.end
+
+
+def _join(a: Chunk, b: Chunk) -> Chunk:
+    lo, hi = (a, b) if a.start <= b.start else (b, a)
+    text = lo.text + hi.text[lo.end - hi.start :]
+    index_text = lo.index_text + "\n" + hi.index_text.split("\n", 1)[-1]
+    return Chunk(
+        chunk_id=lo.chunk_id,
+        doc_id=lo.doc_id,
+        heading_path=lo.heading_path,
+        start=lo.start,
+        end=hi.end,
+        text=text,
+        index_text=index_text,
+        ordinal=lo.ordinal,
+    )

@@ -1,0 +1,132 @@
+"""Text primitives used the same way at ingest and at query time: normalization, tokens, sentences.
+
+`Tokenizer` wraps a private jieba instance so the corpus's own terms (headings, aliases) can be added as a
+user dictionary without touching jieba's global state.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import unicodedata
+from collections.abc import Iterable
+from pathlib import Path
+
+# Function words that carry no topic. Kept short on purpose: BM25's IDF already discounts common words.
+STOPWORDS = frozenset(
+    """
+    的 了 是 在 和 与 及 或 也 就 都 而 被 把 对 从 向 以 之 其 这 那 这个 那个 这些 那些 一个 一种 一些 有 有的
+    吗 呢 吧 啊 呀 嘛 么 哪 哪些 哪个 什么 怎么 怎样 如何 为什么 为何 多少 几 是否 能否 可以 能 会 要 需要
+    我 你 他 她 它 我们 你们 他们 它们 请 请问 一下 下 上 中 里 时 时候 之后 之前 还是 还有 以及 并且 但是 但
+    如果 因为 所以 然后 并 又 很 更 最 非常 比较 通常 一般 主要 就是 也是 叫 叫做 称为 指 指的是 呢 啥 咋 怎么样
+    说 讲 到底 具体 一样 东西 情况 问题 方面 作用 有何 有啥 区别 不同
+    a an the of to in on for and or is are was were be been being what which who whom how why when where
+    do does did can could should would will shall may might must this that these those it its with by as at
+    from about into than then there their them they we you your i me my our us he she his her not no yes
+    please tell explain describe between vs
+    """.split()  # noqa: SIM905 - a word list reads better as text
+)
+
+_SENTENCE_END = re.compile(r"[。！？；!?;]+|\.(?=\s|$)|\n")
+_PUNCT_OR_SPACE = re.compile(r"^[\W_]+$", re.UNICODE)
+_LATIN_TERM = re.compile(r"[a-z0-9][a-z0-9+#._\-]*[a-z0-9+#]|[a-z0-9]")
+
+
+def normalize(text: str) -> str:
+    """NFKC width folding and lowercasing: 'ＬｏＲＡ' and 'LoRA' become 'lora'."""
+    return unicodedata.normalize("NFKC", text).lower()
+
+
+def sentence_spans(text: str) -> list[tuple[int, int]]:
+    """Split `text` into sentences at 。！？； . ! ? ; and line ends; return (start, end) offsets.
+
+    Each span includes its closing punctuation; whitespace-only spans are dropped. A '.' ends a sentence
+    only when followed by whitespace or the end, so '3.5' and 'np.dot' stay whole.
+    """
+    spans: list[tuple[int, int]] = []
+    start = 0
+    for match in _SENTENCE_END.finditer(text):
+        end = match.end()
+        if text[start:end].strip():
+            spans.append((start, end))
+        start = end
+    if text[start:].strip():
+        spans.append((start, len(text)))
+    return spans
+
+
+class Tokenizer:
+    """jieba search-mode tokens, normalized, with stopwords and punctuation dropped.
+
+    English terms stay whole ("lora", "gpt-3"); `user_words` (domain terms) are kept as single tokens, and
+    search mode also emits their parts, so "灾难性遗忘" matches both itself and "遗忘".
+    """
+
+    def __init__(self, user_words: Iterable[str] = (), cache_dir: Path | None = None) -> None:
+        import jieba
+
+        jieba.setLogLevel(logging.WARNING)
+        self._jieba = jieba.Tokenizer()
+        if cache_dir is not None:
+            cache_dir.mkdir(parents=True, exist_ok=True)
+            self._jieba.tmp_dir = str(cache_dir)
+        self._lock = threading.Lock()
+        self.user_words: list[str] = []
+        for word in sorted(set(user_words)):
+            self.add_word(word)
+
+    def add_word(self, word: str) -> None:
+        word = normalize(word).strip()
+        # jieba cannot keep a term with spaces as one token, and Latin-only words in its dictionary make
+        # it split longer Latin words that contain them ("ml" inside "html"); Latin runs stay whole anyway.
+        if len(word) >= 2 and " " not in word and is_cjk(word) and not _PUNCT_OR_SPACE.match(word):
+            self._jieba.add_word(word, freq=2000)
+            self.user_words.append(word)
+
+    def tokenize(self, text: str) -> list[str]:
+        """Tokens for BM25: the same function at ingest and at query time."""
+        with self._lock:  # jieba's lazy initialisation is not thread-safe
+            pieces = list(self._jieba.cut_for_search(normalize(text)))
+        tokens = []
+        for piece in pieces:
+            piece = piece.strip()
+            if not piece or piece in STOPWORDS or _PUNCT_OR_SPACE.match(piece):
+                continue
+            tokens.append(piece)
+            if len(piece) >= 5 and is_cjk(piece):
+                # search mode emits only 2- and 3-character parts; keep longer known terms inside a long
+                # word too ("神经网络" inside "卷积神经网络")
+                tokens.extend(self._long_subwords(piece))
+        return tokens
+
+    def _long_subwords(self, word: str) -> list[str]:
+        freq = self._jieba.FREQ
+        return [
+            word[i : i + n]
+            for n in range(4, len(word))
+            for i in range(len(word) - n + 1)
+            if freq.get(word[i : i + n])
+        ]
+
+    def words(self, text: str) -> list[str]:
+        """Precise-mode words (no search-mode sub-words), for features such as term coverage."""
+        with self._lock:
+            pieces = list(self._jieba.cut(normalize(text)))
+        return [p.strip() for p in pieces if p.strip() and p.strip() not in STOPWORDS and not _PUNCT_OR_SPACE.match(p.strip())]
+
+
+def char_bigrams(text: str) -> set[str]:
+    """Character bigrams of the CJK runs of `text` plus whole Latin terms: a segmentation-free term set."""
+    norm = normalize(text)
+    grams: set[str] = set(_LATIN_TERM.findall(norm))
+    for run in re.findall(r"[\u3400-\u9fff]+", norm):
+        if len(run) == 1:
+            grams.add(run)
+        grams.update(run[i : i + 2] for i in range(len(run) - 1))
+    return grams
+
+
+def is_cjk(text: str) -> bool:
+    """True when the text holds any CJK ideograph."""
+    return re.search(r"[\u3400-\u9fff]", text) is not None

@@ -1,0 +1,85 @@
+"""Shared fixtures: one converted embedder, one ingested copy of the bundled corpus, per test session.
+
+Tests that need their own index get a fresh data dir whose model directory points at the shared one
+and whose embedding cache starts as a copy of the shared cache, so nothing is converted or embedded twice.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from rag.config import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+CORPUS = ROOT / "corpus"
+DATA = Path(__file__).resolve().parent / "data"
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+
+@pytest.fixture(scope="session")
+def base_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("rag-base")
+
+
+@pytest.fixture(scope="session")
+def base_settings(base_dir: Path) -> Settings:
+    """Settings of the shared data dir (bundled corpus, default embedder), isolated from any .env."""
+    return Settings(_env_file=None, data_dir=base_dir / "data", corpus_dir=CORPUS)
+
+
+@pytest.fixture(scope="session")
+def embedder(base_settings: Settings):
+    """The default embedder, converted once and loaded once for the whole session."""
+    from rag.embedding import load_embedder, prepare_embed_model
+
+    prepare_embed_model(base_settings)
+    return load_embedder(base_settings)
+
+
+@pytest.fixture(scope="session")
+def corpus_index(base_settings: Settings, embedder):
+    """The bundled corpus ingested into the shared data dir; returns the ingest summary."""
+    from ingest.pipeline import run_ingest
+
+    return run_ingest(base_settings, embedder=embedder)
+
+
+@pytest.fixture(scope="session")
+def engine(base_settings: Settings, embedder, corpus_index):
+    """An engine serving the bundled corpus with default settings (extractive answerer)."""
+    from rag.engine import Engine
+
+    eng = Engine(base_settings, embedder=embedder)
+    eng.load()
+    return eng
+
+
+@pytest.fixture
+def make_settings(tmp_path: Path, base_settings: Settings, embedder, corpus_index) -> Callable[..., Settings]:
+    """Settings for a private data dir sharing the converted model and a copy of the embedding cache."""
+
+    def factory(**overrides) -> Settings:
+        data = tmp_path / f"data{len(list(tmp_path.glob('data*')))}"
+        (data / "cache").mkdir(parents=True)
+        os.symlink(base_settings.models_dir.resolve(), data / "models")
+        shared_cache = base_settings.cache_dir / "embeddings.sqlite"
+        if shared_cache.exists():
+            shutil.copy(shared_cache, data / "cache" / "embeddings.sqlite")
+        values = {"data_dir": data, "corpus_dir": CORPUS} | overrides
+        return Settings(_env_file=None, **values)
+
+    return factory
+
+
+def copy_corpus(dest: Path) -> Path:
+    """A private, editable copy of the bundled corpus."""
+    shutil.copytree(CORPUS, dest)
+    return dest

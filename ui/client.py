@@ -1,0 +1,408 @@
+"""HTTP client for the question-answering API, used by the chat UI.
+
+Typed methods, one per endpoint, and one error type, `ApiError`, whose `message` is a Chinese sentence
+telling the user what went wrong and what to do (markdown-safe: server details are escaped).
+Nothing is read from the environment here; the caller passes the URL and key.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from typing import Any, Literal, NotRequired, TypedDict
+from urllib.parse import quote
+
+import httpx
+
+from ui.render import escape_markdown
+
+DEFAULT_API_URL = "http://127.0.0.1:8000"
+
+Mode = Literal["hybrid", "bm25", "dense"]
+Rating = Literal["up", "down"]
+
+
+class Citation(TypedDict):
+    number: int
+    doc_id: str
+    document: str
+    heading_path: list[str]
+    chunk_id: str
+    start: int
+    end: int
+    snippet: str
+    score: float
+    snippet_start: NotRequired[int | None]
+    snippet_end: NotRequired[int | None]
+
+
+class Answer(TypedDict):
+    question: str
+    text: str
+    citations: list[Citation]
+    refused: bool
+    backend: str
+    answer_id: str
+    resolved_question: NotRequired[str]
+    fallback_reason: NotRequired[str | None]
+    uncited: NotRequired[bool]
+    timings: NotRequired[dict[str, float]]
+    explanation: NotRequired[dict[str, Any] | None]
+
+
+class Turn(TypedDict):
+    role: Literal["user", "assistant"]
+    content: str
+
+
+class DocumentInfo(TypedDict):
+    doc_id: str
+    title: str
+    sha256: NotRequired[str]
+    encoding: NotRequired[str]
+    size_bytes: NotRequired[int]
+    chunks: NotRequired[int]
+
+
+class ChunkInfo(TypedDict):
+    chunk_id: str
+    heading_path: list[str]
+    start: int
+    end: int
+    ordinal: NotRequired[int]
+
+
+class DocumentDetail(TypedDict):
+    doc_id: str
+    title: str
+    text: str
+    chunks: list[ChunkInfo]
+
+
+class IngestJob(TypedDict, total=False):
+    job_id: str
+    state: Literal["queued", "running", "succeeded", "failed"]
+    progress: dict[str, dict[str, int]]
+    summary: dict[str, Any] | None
+    error: Any
+
+
+class Stats(TypedDict, total=False):
+    ready: bool
+    documents: int
+    chunks: int
+    embedder: str | None
+    llm_backend: str
+    last_ingest: dict[str, Any] | None
+    version: str | None
+    last_error: str | None
+    max_upload_mb: float
+    ingest_job: IngestJob | None
+
+
+StreamEvent = (
+    tuple[Literal["citations"], list[Citation]] | tuple[Literal["token"], str] | tuple[Literal["done"], Answer]
+)
+
+
+class ApiError(Exception):
+    """A failed API call. `message` is for the user (Chinese, markdown-safe); `status`/`code` for code."""
+
+    def __init__(self, message: str, *, status: int | None = None, code: str = "error") -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.code = code
+
+
+# Status of each error code of the API, for errors that arrive inside a stream (no HTTP status).
+_CODE_STATUS = {
+    "invalid_input": 400,
+    "unauthorized": 401,
+    "not_found": 404,
+    "ingest_busy": 409,
+    "too_large": 413,
+    "index_not_ready": 503,
+    "index_corrupted": 503,
+    "model_unavailable": 503,
+    "generation_failed": 502,
+}
+
+
+def _detail(text: str) -> str:
+    text = " ".join(str(text).split())
+    return escape_markdown(text[:300] + ("…" if len(text) > 300 else ""))
+
+
+def error_for_status(status: int, code: str, server_message: str) -> ApiError:
+    """The user-facing error for an HTTP error status (or a streamed error event with `code`)."""
+    detail = f"（服务端信息：{_detail(server_message)}）" if server_message else ""
+    if status == 401 or code == "unauthorized":
+        msg = (
+            "访问被拒绝（401）：问答服务要求访问密钥。请把环境变量 `RAG_API_KEY` 设为服务端配置的密钥，"
+            "然后重新启动界面（`rag ui`）。"
+        )
+    elif status == 403:
+        msg = f"没有权限（403）：请检查 `RAG_API_KEY` 是否正确。{detail}"
+    elif code == "model_unavailable":
+        msg = f"向量模型不可用（503）：请运行 `rag model` 准备模型后重启 `rag serve`。{detail}"
+    elif status == 503 or code in ("index_not_ready", "index_corrupted"):
+        msg = (
+            "知识库索引尚未就绪（503）：请先运行 `rag ingest` 构建索引（或点击侧边栏的“重新入库”），"
+            f"然后重试。{detail}"
+        )
+    elif status == 413:
+        msg = f"内容太大（413）：请缩小文件或问题后重试。{detail}"
+    elif status == 409:
+        msg = f"操作冲突（409）：{detail or '资源已存在或有任务正在运行。'}"
+    elif status == 404:
+        msg = f"未找到（404）。{detail}"
+    elif status in (400, 422):
+        msg = f"请求无效（{status}）。{detail}"
+    elif status == 429:
+        msg = f"请求太多（429）：服务正忙，请稍后重试。{detail}"
+    elif status == 502 or code == "generation_failed":
+        msg = f"生成回答失败：大模型服务出错，请稍后重试。{detail}"
+    else:
+        msg = f"问答服务出错（{status}）：请查看 `rag serve` 的日志后重试。{detail}"
+    return ApiError(msg, status=status, code=code)
+
+
+class ApiClient:
+    """Synchronous client for the API at `base_url` (Bearer `api_key` when given)."""
+
+    def __init__(
+        self,
+        base_url: str = DEFAULT_API_URL,
+        api_key: str | None = None,
+        *,
+        timeout: float = 60.0,
+        connect_timeout: float = 5.0,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.timeout = timeout
+        headers = {"Accept": "application/json"}
+        if api_key:
+            headers["Authorization"] = f"Bearer {api_key}"
+        self._http = httpx.Client(
+            base_url=self.base_url,
+            headers=headers,
+            timeout=httpx.Timeout(timeout, connect=connect_timeout),
+        )
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> ApiClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- plumbing -------------------------------------------------------------------------------
+
+    def _transport_error(self, exc: httpx.HTTPError) -> ApiError:
+        if isinstance(exc, httpx.TimeoutException) and not isinstance(exc, httpx.ConnectTimeout):
+            return ApiError(
+                f"请求超时：问答服务在 {self.timeout:.0f} 秒内没有响应。请稍后重试；"
+                "若一直超时，请查看 `rag serve` 的日志。",
+                code="timeout",
+            )
+        if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
+            return ApiError(
+                f"无法连接到问答服务（`{self.base_url.replace('`', '')}`）。请先在终端运行 `rag serve` 启动 API，"
+                "或检查环境变量 `RAG_API_URL` 是否指向正在运行的服务，然后刷新页面重试。",
+                code="unreachable",
+            )
+        return ApiError(
+            f"与问答服务通信失败：{_detail(type(exc).__name__ + ': ' + str(exc))}。请重试。",
+            code="transport",
+        )
+
+    def _raise_for(self, response: httpx.Response) -> None:
+        if response.is_success:
+            return
+        code, message = "error", ""
+        try:
+            err = response.json().get("error") or {}
+            code, message = str(err.get("code") or "error"), str(err.get("message") or "")
+        except (ValueError, AttributeError):
+            message = response.text[:300]
+        raise error_for_status(response.status_code, code, message)
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> Any:
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.HTTPError as exc:
+            raise self._transport_error(exc) from exc
+        self._raise_for(response)
+        if response.status_code == 204 or not response.content:
+            return {}
+        try:
+            return response.json()
+        except ValueError as exc:
+            raise ApiError("问答服务返回了无法解析的响应：请确认 `RAG_API_URL` 指向本项目的 API。") from exc
+
+    # --- endpoints ------------------------------------------------------------------------------
+
+    def health(self) -> dict[str, Any]:
+        """GET /healthz."""
+        return self._request("GET", "/healthz")
+
+    def ready(self) -> bool:
+        """True when GET /readyz says the index is loaded (False on 503)."""
+        try:
+            self._request("GET", "/readyz")
+        except ApiError as exc:
+            if exc.status == 503:
+                return False
+            raise
+        return True
+
+    def stats(self) -> Stats:
+        """GET /stats: readiness, counts, embedder, LLM backend, last ingest."""
+        return self._request("GET", "/stats")
+
+    def documents(self) -> list[DocumentInfo]:
+        """GET /documents."""
+        data = self._request("GET", "/documents")
+        return data.get("documents", []) if isinstance(data, dict) else data
+
+    def document(self, doc_id: str) -> DocumentDetail:
+        """GET /documents/{doc_id}: the raw note text and its chunks."""
+        return self._request("GET", f"/documents/{quote(doc_id, safe='/')}")
+
+    def upload(self, filename: str, content: bytes, *, overwrite: bool = False) -> dict[str, Any]:
+        """POST /documents with one note as multipart field `file` (409 when it exists, unless overwrite)."""
+        mime = "text/markdown" if filename.lower().endswith(".md") else "text/plain"
+        params = {"overwrite": "true"} if overwrite else None
+        return self._request("POST", "/documents", files={"file": (filename, content, mime)}, params=params)
+
+    def start_ingest(self, full: bool = False) -> IngestJob:
+        """POST /ingest: start a background ingest job."""
+        return self._request("POST", "/ingest", json={"full": full})
+
+    def ingest_job(self, job_id: str) -> IngestJob:
+        """GET /ingest/{job_id}: state and per-stage progress."""
+        return self._request("GET", f"/ingest/{quote(job_id, safe='')}")
+
+    def feedback(
+        self,
+        rating: Rating,
+        *,
+        answer_id: str | None = None,
+        question: str | None = None,
+        comment: str | None = None,
+    ) -> dict[str, Any]:
+        """POST /feedback for one answer."""
+        body: dict[str, Any] = {"rating": rating}
+        if answer_id:
+            body["answer_id"] = answer_id
+        if question:
+            body["question"] = question
+        if comment:
+            body["comment"] = comment
+        return self._request("POST", "/feedback", json=body)
+
+    def search(
+        self, query: str, *, top_k: int | None = None, mode: Mode = "hybrid", explain: bool = False
+    ) -> dict[str, Any]:
+        """POST /search: ranked passages without an answer."""
+        body: dict[str, Any] = {"query": query, "mode": mode, "explain": explain}
+        if top_k:
+            body["top_k"] = top_k
+        return self._request("POST", "/search", json=body)
+
+    @staticmethod
+    def _ask_body(
+        question: str, history: Sequence[Turn], top_k: int | None, mode: Mode, explain: bool, stream: bool
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "question": question,
+            "history": [{"role": t["role"], "content": t["content"]} for t in history],
+            "mode": mode,
+            "explain": explain,
+            "stream": stream,
+        }
+        if top_k:
+            body["top_k"] = top_k
+        return body
+
+    def ask(
+        self,
+        question: str,
+        *,
+        history: Sequence[Turn] = (),
+        top_k: int | None = None,
+        mode: Mode = "hybrid",
+        explain: bool = False,
+    ) -> Answer:
+        """POST /ask (not streamed): the complete answer."""
+        return self._request("POST", "/ask", json=self._ask_body(question, history, top_k, mode, explain, False))
+
+    def ask_stream(
+        self,
+        question: str,
+        *,
+        history: Sequence[Turn] = (),
+        top_k: int | None = None,
+        mode: Mode = "hybrid",
+        explain: bool = False,
+    ) -> Iterator[StreamEvent]:
+        """POST /ask with stream: true; yields ("citations", [...]), ("token", text)…, ("done", Answer).
+
+        A streamed `error` event, or a stream that ends without `done`, raises ApiError.
+        """
+        body = self._ask_body(question, history, top_k, mode, explain, True)
+        try:
+            with self._http.stream(
+                "POST", "/ask", json=body, headers={"Accept": "text/event-stream"}
+            ) as response:
+                if not response.is_success:
+                    response.read()
+                    self._raise_for(response)
+                if "text/event-stream" not in response.headers.get("content-type", ""):
+                    response.read()
+                    answer: Answer = response.json()
+                    yield "citations", answer.get("citations", [])
+                    yield "token", answer.get("text", "")
+                    yield "done", answer
+                    return
+                for event, data in _parse_sse(response.iter_lines()):
+                    if event == "error":
+                        err = (data or {}).get("error", {}) if isinstance(data, dict) else {}
+                        code = str(err.get("code") or "error")
+                        raise error_for_status(_CODE_STATUS.get(code, 500), code, str(err.get("message") or ""))
+                    if event == "citations":
+                        yield "citations", data or []
+                    elif event == "token":
+                        yield "token", data.get("text", "") if isinstance(data, dict) else str(data)
+                    elif event == "done":
+                        yield "done", data
+                        return
+        except httpx.HTTPError as exc:
+            raise self._transport_error(exc) from exc
+        except ValueError as exc:
+            raise ApiError("问答服务返回了无法解析的流式响应，请重试。") from exc
+        raise ApiError("回答流意外中断（没有收到完整回答），请重试。", code="stream_incomplete")
+
+
+def _parse_sse(lines: Iterator[str]) -> Iterator[tuple[str, Any]]:
+    """Server-sent events as (event name, JSON-decoded data); comments and keep-alives are skipped."""
+    event, data = "message", []
+    for line in lines:
+        if line == "":
+            if data:
+                yield event, json.loads("\n".join(data))
+            event, data = "message", []
+        elif line.startswith(":"):
+            continue
+        else:
+            name, _, value = line.partition(":")
+            value = value[1:] if value.startswith(" ") else value
+            if name == "event":
+                event = value
+            elif name == "data":
+                data.append(value)
+    if data:
+        yield event, json.loads("\n".join(data))
