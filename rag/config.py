@@ -54,7 +54,7 @@ class Settings(BaseSettings):
     dense_weight: float = Field(1.0, ge=0)
     rerank_model: str | None = Field(None, description="Optional sentence-transformers CrossEncoder.")
     gate_threshold: float = Field(
-        0.5, description="Relevance gate: refuse when the evidence score is below this (0..1)."
+        0.35, ge=0, le=1, description="Relevance gate: refuse when the evidence score is below this (0..1)."
     )
     query_expansion: bool = Field(True, description="Expand BM25 queries with aliases from the notes.")
     keyword_backend: Literal["auto", "rank_bm25", "bm25s"] = "auto"

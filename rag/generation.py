@@ -408,11 +408,11 @@ class ExtractiveGenerator:
             s.lex = query.coverage(s.matched_words, s.matched_grams)
             inherited = query.coverage((q_words & ctx_words) - words, (q_grams & ctx_grams) - grams)
             lexical = s.lex + 0.4 * inherited
-            rank_prior = 1.0 / (1.0 + 0.5 * s.passage)
+            rank_prior = 1.0 / (1.0 + 1.0 * s.passage)
             pos_prior = 1.0 / (1.0 + 0.2 * s.pos)
             length = min(1.0, len(_MEANINGFUL.findall(s.text)) / 15.0)
             defines = wants_definition and s.lex > 0 and _DEFINES.search(s.text) is not None
-            s.score = 0.65 * lexical + 0.2 * rank_prior + 0.1 * pos_prior + 0.05 * length + 0.1 * defines
+            s.score = 0.6 * lexical + 0.25 * rank_prior + 0.1 * pos_prior + 0.05 * length + 0.1 * defines
         return query
 
     def _rerank_with_embeddings(self, question: str, ranked: list[_Sentence]) -> list[_Sentence]:
@@ -517,6 +517,12 @@ class ExtractiveGenerator:
             pool.remove(candidate)
             if candidate.score < 0.6 * best.score and not (
                 candidate.score >= 0.4 * best.score and gain(candidate) >= 0.2
+            ):
+                continue
+            # Another passage earns a citation only with strong evidence: every extra source is one more
+            # place the reader must check, and a weak one is usually a near-miss.
+            if candidate.passage != best.passage and not (
+                candidate.passage < 3 and candidate.score >= 0.7 * best.score and gain(candidate) >= 0.35
             ):
                 continue
             if add(candidate):

@@ -19,7 +19,7 @@ from rag.config import Settings
 from rag.embedding import Embedder
 from rag.fusion import rrf
 from rag.store import LoadedIndex
-from rag.text import Tokenizer, char_bigrams, is_cjk, normalize
+from rag.text import Tokenizer, char_bigrams, is_cjk, normalize, sentence_spans
 from rag.types import Chunk, Hit, RetrievalMode
 
 _LATIN_WORD = re.compile(r"[a-z][a-z0-9+#\-]*[a-z0-9+#]|[a-z]{2,}")
@@ -53,12 +53,16 @@ class SearchResult:
 # Logistic weights of the relevance gate over the features of `gate_features`, fitted on the dev and
 # calibration questions together (see README "Relevance gate"); the threshold is `Settings.gate_threshold`.
 GATE_WEIGHTS: dict[str, float] = {
-    "dense_top": 0.0,
-    "coverage": 0.0,
-    "bigram_coverage": 0.0,
-    "bm25_norm": 0.0,
-    "unknown_latin": 0.0,
-    "bias": 0.0,
+    "dense_top": 27.719,
+    "coverage": 0.732,
+    "window_coverage": 1.761,
+    "corpus_coverage": 1.914,
+    "bigram_coverage": 1.602,
+    "bm25_norm": 4.075,
+    "unknown_latin": -3.179,
+    "latin_share": 0.729,
+    "dense_x_latin": 0.844,
+    "bias": -28.275,
 }
 
 
@@ -160,7 +164,7 @@ class Retriever:
         t3 = time.perf_counter()
         timings["fuse_ms"] = (t3 - t2) * 1000
 
-        features = self.gate_features(query, weighted, hits, dense, bm25)
+        features = self.gate_features(query, weighted, hits, dense, bm25, expansions)
         gate = self.decide(features)
         timings["gate_ms"] = (time.perf_counter() - t3) * 1000
         timings["retrieval_ms"] = (time.perf_counter() - t0) * 1000
@@ -227,19 +231,35 @@ class Retriever:
         hits: list[Hit],
         dense: list[tuple[int, float]],
         bm25: list[tuple[int, float]],
+        expansions: list[dict] | None = None,
     ) -> dict[str, float]:
-        """Evidence that the notes answer `query` (each roughly in 0..1)."""
+        """Evidence that the notes answer `query`, each feature roughly in 0..1.
+
+        coverage: IDF-weighted share of the question's words found in the top-3 passages (a word inside an
+        alias the question names counts as found when any alias of it is there, so English questions about
+        Chinese notes are not penalised); corpus_coverage: the same share over the whole vocabulary.
+        """
         top_text = normalize(" ".join(h.chunk.index_text for h in hits[:3]))
+        alias_names: list[tuple[str, list[str]]] = []
+        for item in expansions or []:
+            alias_names.append((normalize(item["matched"]), [item["matched"], *item["added"]]))
         words = [w for w in self.tokenizer.words(query) if len(w) > 1 or is_cjk(w)]
-        total = found = 0.0
+        total = found = in_corpus = 0.0
         for word in dict.fromkeys(words):
-            weight = self.index.idf(word) if self.index.has_term(word) else self._max_idf()
-            weight = max(weight, 0.1)
+            known = self.index.has_term(word)
+            weight = max(self.index.idf(word) if known else self._max_idf(), 0.1)
             total += weight
-            members = self._alias_of.get(normalize(word), [word])
-            if any(normalize(m) in top_text for m in members):
+            names = self._alias_of.get(word, [word])
+            for matched, members in alias_names:
+                if word in matched:
+                    names = names + members
+            if any(normalize(m) in top_text for m in names):
                 found += weight
+            if known or any(self.index.has_term(normalize(m)) for m in names[1:]):
+                in_corpus += weight
         coverage = found / total if total else 0.0
+        window_coverage = self._window_coverage(words, hits[:3], alias_names)
+        corpus_coverage = in_corpus / total if total else 0.0
 
         grams = char_bigrams(query)
         top_grams = char_bigrams(top_text)
@@ -248,18 +268,56 @@ class Retriever:
         max_score = self.index.keyword_max_score(weighted) if weighted else 0.0
         bm25_norm = (bm25[0][1] / max_score) if bm25 and max_score > 0 else 0.0
 
+        norm_query = normalize(query)
         unknown_latin = 0.0
         if is_cjk(query):
-            for term in set(_LATIN_WORD.findall(normalize(query))):
+            for term in set(_LATIN_WORD.findall(norm_query)):
                 if len(term) >= 2 and not self.index.has_term(term) and term not in self._alias_of:
                     unknown_latin = 1.0
+        letters = [c for c in norm_query if c.isalpha()]
+        latin_share = sum(1 for c in letters if "a" <= c <= "z") / len(letters) if letters else 0.0
+        dense_top = float(dense[0][1]) if dense else 0.0
         return {
-            "dense_top": float(dense[0][1]) if dense else 0.0,
+            "dense_top": dense_top,
             "coverage": coverage,
+            "window_coverage": window_coverage,
+            "corpus_coverage": corpus_coverage,
             "bigram_coverage": bigram_coverage,
             "bm25_norm": min(bm25_norm, 1.0),
             "unknown_latin": unknown_latin,
+            "latin_share": latin_share,
+            # cross-lingual similarities run lower than same-language ones: let the gate weigh them apart
+            "dense_x_latin": dense_top * latin_share,
         }
+
+    def _window_coverage(
+        self, words: list[str], hits: list[Hit], alias_names: list[tuple[str, list[str]]]
+    ) -> float:
+        """Best IDF-weighted share of the question's words inside 3 consecutive sentences of one passage.
+
+        Whole passages can cover a question's words by accident; an answer usually sits in a few sentences.
+        """
+        unique = list(dict.fromkeys(words))
+        if not unique or not hits:
+            return 0.0
+        variants = []
+        for word in unique:
+            names = list(self._alias_of.get(word, [word]))
+            for matched, members in alias_names:
+                if word in matched:
+                    names += members
+            weight = max(self.index.idf(word) if self.index.has_term(word) else self._max_idf(), 0.1)
+            variants.append(({normalize(n) for n in names}, weight))
+        total = sum(w for _, w in variants)
+        best = 0.0
+        for hit in hits:
+            text = normalize(hit.chunk.index_text)
+            sentences = [text[a:b] for a, b in sentence_spans(text)] or [text]
+            for i in range(len(sentences)):
+                window = " ".join(sentences[i : i + 3])
+                share = sum(w for names, w in variants if any(n in window for n in names)) / total
+                best = max(best, share)
+        return best
 
     def decide(self, features: dict[str, float]) -> GateDecision:
         """Logistic combination of the features against `Settings.gate_threshold`."""

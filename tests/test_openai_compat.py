@@ -65,7 +65,7 @@ def test_chat_completion_answers_with_markers_and_sources(client: openai.OpenAI)
 
 def test_english_questions_get_an_english_sources_header(client: openai.OpenAI) -> None:
     completion = client.chat.completions.create(
-        model="rag-notes", messages=[{"role": "user", "content": "What is LoRA rank in fine-tuning?"}]
+        model="rag-notes", messages=[{"role": "user", "content": "What is LoRA (Low rank adaptation)?"}]
     )
     content = completion.choices[0].message.content or ""
     answer, _, sources = content.partition("\n\nSources:\n")

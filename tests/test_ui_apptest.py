@@ -406,6 +406,8 @@ def test_highlight_marks_each_line_and_escapes_inside() -> None:
     assert "前&lt;<mark>第一行\\*</mark>" in md
     assert "<mark>第三行</mark>&gt;后" in md
     assert "<mark></mark>" not in md
+    indented = render.highlight("前文\n", "    缩进的引用", "")
+    assert indented.endswith("\u00a0" * 4 + "<mark>缩进的引用</mark>"), "indentation stays outside the mark"
 
 
 def test_locate_span_prefers_matching_offsets_then_search() -> None:

@@ -138,8 +138,12 @@ def preview_window(text: str, start: int, end: int, radius: int = PREVIEW_RADIUS
 def highlight(before: str, span: str, after: str) -> str:
     """Escaped markdown of `before + span + after` with `span` wrapped in `<mark>`, line by line."""
     before, span, after = (_SENTINELS.sub("", s) for s in (before, span, after))
-    marked = _OPEN + span.replace("\n", _CLOSE + "\n" + _OPEN) + _CLOSE if span else ""
-    body = _block(before + marked + after).replace(_OPEN + _CLOSE, "")
+    lines = []
+    for line in span.split("\n"):
+        text = line.strip(" \t")
+        indent = line[: len(line) - len(line.lstrip(" \t"))]
+        lines.append(indent + (_OPEN + text + _CLOSE if text else ""))
+    body = _block(before + "\n".join(lines) + after)
     return body.replace(_OPEN, "<mark>").replace(_CLOSE, "</mark>")
 
 
