@@ -3,7 +3,7 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 
-.PHONY: run test setup lint bench api ui browser
+.PHONY: run test setup lint bench api ui system-deps
 
 setup: $(VENV)/.installed
 
@@ -18,7 +18,7 @@ run: setup
 	$(BIN)/rag ingest
 	bash scripts/run-services.sh $(BIN)
 
-test: setup browser
+test: setup system-deps
 	$(BIN)/ruff check .
 	$(BIN)/pytest -q -p no:cacheprovider
 
@@ -28,5 +28,5 @@ lint: setup
 bench: setup
 	$(BIN)/rag bench
 
-browser:
-	bash scripts/ensure-chromium.sh
+system-deps:
+	bash scripts/ensure-system-deps.sh

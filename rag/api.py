@@ -87,6 +87,14 @@ class PayloadTooLarge(RagError):
     status = 413
 
 
+class Overloaded(RagError):
+    """Every worker is busy and the wait queue is full: the client should retry after `retry_after` seconds."""
+
+    code = "overloaded"
+    status = 503
+    retry_after = 1
+
+
 class CorpusUnavailable(RagError):
     """The corpus directory is missing or read-only, so uploads cannot be stored."""
 
@@ -362,16 +370,40 @@ class ThreadStream(Generic[T]):
 
 
 class Worker:
-    """Runs engine calls in threads, at most `limit` at once (further calls wait their turn)."""
+    """Runs engine calls in threads, at most `limit` at once; up to `queue` further calls wait their turn and
+    any beyond that are refused at once (Overloaded: 503 + Retry-After) instead of piling up without bound.
 
-    def __init__(self, limit: int) -> None:
+    The admitted count is only touched on the event loop, so it needs no lock.
+    """
+
+    def __init__(self, limit: int, queue: int = 0) -> None:
         self.limiter = anyio.CapacityLimiter(limit)
+        self.capacity = limit + queue
+        self.admitted = 0  # running + waiting calls (a stream counts until its producer thread ends)
+
+    def _admit(self) -> None:
+        if self.admitted >= self.capacity:
+            raise Overloaded(f"the server is busy ({self.admitted} requests in progress or queued); retry shortly")
+        self.admitted += 1
+
+    def _release(self, *_: object) -> None:
+        self.admitted -= 1
 
     async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        return await anyio.to_thread.run_sync(functools.partial(fn, *args, **kwargs), limiter=self.limiter)
+        self._admit()
+        try:
+            return await anyio.to_thread.run_sync(functools.partial(fn, *args, **kwargs), limiter=self.limiter)
+        finally:
+            self._release()
 
     async def stream(self, make: Callable[[], Iterator[T]]) -> ThreadStream[T]:
-        stream = ThreadStream(make, self.limiter)
+        self._admit()
+        try:
+            stream = ThreadStream(make, self.limiter)
+        except BaseException:
+            self._release()
+            raise
+        stream._task.add_done_callback(self._release)
         await stream.prime()
         return stream
 
@@ -764,6 +796,8 @@ async def handle_rag_error(request: Request, exc: Exception) -> Response:
     if exc.status >= 500:
         log.warning("%s: %s (request %s)", exc.code, exc.message, _request_id(request))
     headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+    if isinstance(exc, Overloaded):
+        headers = {"Retry-After": str(exc.retry_after)}
     return error_response(exc.status, exc.code, exc.message, headers)
 
 
@@ -1014,7 +1048,7 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         eng = engine or Engine(settings)
         app.state.engine = eng
-        app.state.worker = Worker(settings.max_concurrent_requests)
+        app.state.worker = Worker(settings.max_concurrent_requests, settings.max_queued_requests)
         app.state.load_error = None
         if not eng.ready:
             try:

@@ -251,7 +251,10 @@ def serve(
     from rag.api import create_app
 
     settings = _settings(ctx)
-    uvicorn.run(create_app(settings), host=host or settings.host, port=port or settings.port, log_level="info")
+    uvicorn.run(
+        create_app(settings), host=host or settings.host, port=port or settings.port, log_level="info",
+        access_log=False,  # the app logs every request itself, with its request id
+    )
 
 
 @app.command()
@@ -264,7 +267,8 @@ def ui(ctx: typer.Context, port: Annotated[int | None, typer.Option(help="Port (
     cmd = [
         sys.executable, "-m", "streamlit", "run", str(app_path),
         "--server.port", str(port or settings.ui_port), "--server.headless", "true",
-        "--browser.gatherUsageStats", "false",
+        "--browser.gatherUsageStats", "false", "--client.toolbarMode", "viewer",
+        "--server.fileWatcherType", "none",
     ]
     raise typer.Exit(subprocess.call(cmd))
 

@@ -85,6 +85,9 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(1_000_000, ge=1024)
     max_upload_mb: float = Field(5, gt=0)
     max_concurrent_requests: int = Field(64, ge=1)
+    max_queued_requests: int = Field(
+        256, ge=0, description="Requests waiting for a worker beyond max_concurrent_requests; more get 503 + Retry-After."
+    )
 
     # UI
     api_url: str = Field("http://127.0.0.1:8000", description="Where the Streamlit UI finds the API.")

@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from ingest.glossary import AliasIndex
 from rag.config import Settings
-from rag.conversation import resolve_followup
+from rag.conversation import looks_like_followup, resolve_followup
 from rag.embedding import Embedder, load_embedder
 from rag.errors import IndexNotReady, InvalidInput, NotFound
 from rag.generation import Generator, make_generator, refusal_answer, rewrite_with_llm
@@ -103,7 +103,9 @@ class Engine:
             self.last_error = None
         if old is not None:
             # Let requests that hold the old snapshot finish; its files stay until a later GC.
-            threading.Timer(30.0, old.index.close).start()
+            closer = threading.Timer(30.0, old.index.close)
+            closer.daemon = True
+            closer.start()
         return True
 
     def _build_state(self, index: LoadedIndex) -> _State:
@@ -216,7 +218,7 @@ class Engine:
         """A standalone question: follow-ups are resolved against the conversation history."""
         if not history:
             return question
-        if self.settings.llm_model:
+        if self.settings.llm_model and looks_like_followup(question, tokenizer):
             return rewrite_with_llm(question, history, self.settings, tokenizer)
         return resolve_followup(question, history, tokenizer)
 

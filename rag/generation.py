@@ -187,6 +187,7 @@ _DEFINES = re.compile(
     re.I,
 )
 _COLON_END = re.compile(r"[：:]\s*$")
+_BULLET = re.compile(r"[-*+•●▪◦·]")
 
 
 @dataclass
@@ -202,6 +203,7 @@ class _Sentence:
     line_start: bool
     gap_newline: bool  # a line break separates it from the previous sentence
     heading: str = ""  # the nearest heading above it (markdown or numbered title line)
+    bullet: bool = False  # a list item ("- x", "• x", "1. x")
     matched_words: frozenset[str] = frozenset()  # query words it contains
     matched_grams: frozenset[str] = frozenset()  # query character bigrams / Latin terms it contains
     lex: float = 0.0  # IDF-weighted share of the query it covers by itself
@@ -320,6 +322,7 @@ def _split_passage(index: int, hit: Hit) -> list[_Sentence]:
                 line_start=not text[line_begin:raw_start].strip(),
                 gap_newline=bool(out) and "\n" in text[prev_end:body_start],
                 heading=heading,
+                bullet=bool(prefix and _BULLET.search(prefix.group())) or bool(_LIST_ITEM.match(body)),
             )
         )
         prev_end = e
@@ -412,7 +415,7 @@ class ExtractiveGenerator:
             pos_prior = 1.0 / (1.0 + 0.2 * s.pos)
             length = min(1.0, len(_MEANINGFUL.findall(s.text)) / 15.0)
             defines = wants_definition and s.lex > 0 and _DEFINES.search(s.text) is not None
-            s.score = 0.6 * lexical + 0.25 * rank_prior + 0.1 * pos_prior + 0.05 * length + 0.1 * defines
+            s.score = 0.55 * lexical + 0.3 * rank_prior + 0.1 * pos_prior + 0.05 * length + 0.1 * defines
         return query
 
     def _rerank_with_embeddings(self, question: str, ranked: list[_Sentence]) -> list[_Sentence]:
@@ -503,6 +506,12 @@ class ExtractiveGenerator:
             if prev is not None and prev.kind == "text" and not prev.ends_colon:
                 add(prev)
         follow(best, limit=3)
+        whole_list = False
+        if best.bullet and best.line_start:
+            # one item of a list under the asked-about heading: its sibling items complete the answer
+            for sib in by_passage[best.passage]:
+                if sib is not best and sib.bullet and sib.line_start and sib.kind == "text" and sib.heading == best.heading:
+                    whole_list = add(sib) or whole_list
         # Fill greedily: base score plus what a sentence adds to the query coverage so far (so a second
         # subject of the question, e.g. the other half of a comparison, gets its sentence).
         pool = [s for s in ranked[1:] if s.kind == "text" and s.lex > 0 and s not in chosen]
@@ -521,6 +530,8 @@ class ExtractiveGenerator:
                 continue
             # Another passage earns a citation only with strong evidence: every extra source is one more
             # place the reader must check, and a weak one is usually a near-miss.
+            if candidate.passage != best.passage and whole_list:
+                continue  # a whole list already answers; other passages would only dilute it
             if candidate.passage != best.passage and not (
                 candidate.passage < 3 and candidate.score >= 0.7 * best.score and gain(candidate) >= 0.35
             ):

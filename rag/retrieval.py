@@ -141,8 +141,9 @@ class Retriever:
         chunks = dict(zip(rows, self.index.chunks(rows), strict=True))
         hits = []
         for row, score, _parts in fused:
-            b = bm25_rank.get(row)
-            d = dense_rank.get(row)
+            # a single-retriever mode reports only the evidence it ranked by
+            b = bm25_rank.get(row) if mode != "dense" else None
+            d = dense_rank.get(row) if mode != "bm25" else None
             hits.append(
                 Hit(
                     chunk=chunks[row],

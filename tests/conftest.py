@@ -44,12 +44,25 @@ def embedder(base_settings: Settings):
     return load_embedder(base_settings)
 
 
+# Developer machines keep converted weights and corpus vectors between sessions here (git-ignored);
+# CI starts from a clean clone, so there everything is converted and embedded for real.
+LOCAL_CACHE = Path(__file__).resolve().parent / ".cache"
+
+
 @pytest.fixture(scope="session")
 def corpus_index(base_settings: Settings, embedder):
     """The bundled corpus ingested into the shared data dir; returns the ingest summary."""
     from ingest.pipeline import run_ingest
 
-    return run_ingest(base_settings, embedder=embedder)
+    cached = LOCAL_CACHE / "embeddings.sqlite"
+    target = base_settings.cache_dir / "embeddings.sqlite"
+    if cached.exists() and not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(cached, target)
+    summary = run_ingest(base_settings, embedder=embedder)
+    LOCAL_CACHE.mkdir(exist_ok=True)
+    shutil.copy(target, cached)
+    return summary
 
 
 @pytest.fixture(scope="session")

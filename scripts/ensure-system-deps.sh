@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# System packages the test suite uses: Debian's Chromium (browser end-to-end test), CJK fonts (readable
+# screenshots) and docker-compose (validates docker-compose.yml without a Docker engine).
+# Installs what is missing when we may (root with apt-get); otherwise says what to install.
+set -euo pipefail
+missing=()
+command -v chromium >/dev/null 2>&1 || missing+=(chromium chromium-driver)
+command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
+fc-list 2>/dev/null | grep -qi "wqy" || missing+=(fonts-wqy-microhei fonts-noto-color-emoji)
+[ ${#missing[@]} -eq 0 ] && exit 0
+if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+else
+  echo "missing system packages: ${missing[*]} (sudo apt-get install ${missing[*]})" >&2
+  exit 1
+fi

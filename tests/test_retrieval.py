@@ -1,0 +1,365 @@
+"""Retrieval: RRF and passage merging as pure functions, then the modes, reranking, the relevance gate,
+follow-ups, explanations and search/ask consistency on the shared index of the bundled corpus."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from conftest import CORPUS
+from test_api import LiveServer
+
+from rag.api import create_app
+from rag.config import Settings
+from rag.engine import Engine
+from rag.evaluation import is_hit
+from rag.fusion import rrf
+from rag.retrieval import merge_adjacent
+from rag.types import Chunk, Hit, Turn
+
+ANSWERABLE = "LoRA 微调里最重要的超参数是什么？"
+FORGETTING_GOLD = ["灾难性遗忘（Catastrophic Forgetting）是指在模型微调过程中"]
+CONSISTENCY_QUERIES = [
+    ANSWERABLE,
+    "为什么微调大模型时会出现灾难性遗忘，怎么缓解？",
+    "What is catastrophic forgetting when fine-tuning an LLM?",
+    "知识蒸馏中温度T变大时 softmax 输出会怎样？",
+    "RLHF 是什么",
+]
+
+
+# --------------------------------------------------------------------------------------------- rrf
+
+
+def test_rrf_scores_are_weighted_reciprocal_ranks() -> None:
+    fused = rrf({"bm25": ["a", "b", "c"], "dense": ["c", "a"]}, k=60)
+    by_id = {item: (score, parts) for item, score, parts in fused}
+    assert [item for item, _, _ in fused] == ["a", "c", "b"]
+    assert by_id["a"][0] == pytest.approx(1 / 61 + 1 / 62)
+    assert by_id["c"][0] == pytest.approx(1 / 63 + 1 / 61)
+    assert by_id["b"][0] == pytest.approx(1 / 62)
+    assert by_id["a"][1] == pytest.approx({"bm25": 1 / 61, "dense": 1 / 62})
+    assert by_id["b"][1] == pytest.approx({"bm25": 1 / 62})
+
+
+def test_rrf_weights_and_k_change_the_order() -> None:
+    rankings = {"bm25": ["a", "b"], "dense": ["b", "a"]}
+    heavy_dense = rrf(rankings, k=1, weights={"bm25": 1.0, "dense": 3.0})
+    assert [item for item, _, _ in heavy_dense] == ["b", "a"]
+    assert heavy_dense[0][1] == pytest.approx(1 / 3 + 3 / 2)
+    assert heavy_dense[1][1] == pytest.approx(1 / 2 + 3 / 3)
+    # a list missing from `weights` counts with weight 1; weight 0 silences a list
+    muted = rrf(rankings, k=1, weights={"dense": 0.0})
+    assert [item for item, _, _ in muted] == ["a", "b"]
+    assert muted[0][2]["dense"] == 0.0
+
+
+def test_rrf_ties_are_broken_deterministically_by_the_first_list() -> None:
+    first = rrf({"bm25": ["x", "y"], "dense": ["y", "x"]}, k=60)
+    assert first[0][1] == first[1][1]
+    assert [item for item, _, _ in first] == ["x", "y"]
+    assert [item for item, _, _ in rrf({"dense": ["y", "x"], "bm25": ["x", "y"]}, k=60)] == ["y", "x"]
+    for _ in range(5):
+        assert rrf({"bm25": ["x", "y"], "dense": ["y", "x"]}, k=60) == first
+    # equal sums: the id with the better best rank wins, even when another list names the other first
+    tied = rrf({"b": ["z", "q"], "a": ["p"]}, k=1, weights={"b": 3.0, "a": 2.0})
+    assert [(item, score) for item, score, _ in tied] == [("z", 1.5), ("p", 1.0), ("q", 1.0)]
+
+
+@pytest.mark.parametrize("k", [0, -1])
+def test_rrf_rejects_non_positive_k(k: int) -> None:
+    with pytest.raises(ValueError, match="k"):
+        rrf({"bm25": ["a"]}, k=k)
+
+
+def test_rrf_of_nothing_is_empty() -> None:
+    assert rrf({}) == []
+    assert rrf({"bm25": [], "dense": []}) == []
+
+
+# ------------------------------------------------------------------------------------ merge_adjacent
+
+DOC = "".join(f"第{i:03d}句讲的是检索增强生成的一个细节。" for i in range(40))
+
+
+def chunk(doc_id: str, start: int, end: int, heading: tuple[str, ...] = ("检索",), text: str = DOC) -> Chunk:
+    return Chunk(
+        chunk_id=f"{doc_id}:{heading}:{start}-{end}",
+        doc_id=doc_id,
+        heading_path=heading,
+        start=start,
+        end=end,
+        text=text[start:end],
+        index_text=" > ".join(heading) + "\n" + text[start:end],
+        ordinal=start // 100,
+    )
+
+
+def hit(c: Chunk, score: float, *, bm25: int | None = None, dense: int | None = None) -> Hit:
+    return Hit(
+        chunk=c,
+        score=score,
+        rank=0,
+        bm25_score=None if bm25 is None else 10.0 / bm25,
+        bm25_rank=bm25,
+        dense_score=None if dense is None else 1.0 / dense,
+        dense_rank=dense,
+        chunk_ids=(c.chunk_id,),
+    )
+
+
+def test_overlapping_neighbours_of_one_section_merge_into_an_exact_slice() -> None:
+    a, b = chunk("n.md", 0, 120), chunk("n.md", 100, 220)
+    merged = merge_adjacent([hit(b, 0.9, bm25=3), hit(a, 0.5, bm25=1, dense=2)])
+    assert len(merged) == 1
+    m = merged[0]
+    assert (m.chunk.start, m.chunk.end) == (0, 220)
+    assert m.chunk.text == DOC[0:220]
+    assert m.chunk_ids == (b.chunk_id, a.chunk_id)
+    assert m.score == 0.9  # the better (earlier) hit's score
+    assert (m.bm25_rank, m.dense_rank) == (1, 2)  # best evidence of both
+    assert m.bm25_score == pytest.approx(10.0)
+
+
+def test_contiguous_chunks_merge_but_a_gap_does_not() -> None:
+    a, b, far = chunk("n.md", 0, 100), chunk("n.md", 100, 200), chunk("n.md", 300, 400)
+    merged = merge_adjacent([hit(a, 0.9), hit(far, 0.8), hit(b, 0.7)])
+    assert [(h.chunk.start, h.chunk.end) for h in merged] == [(0, 200), (300, 400)]
+    assert merged[0].chunk.text == DOC[0:200]
+
+
+def test_never_merges_across_sections_or_documents() -> None:
+    a = chunk("n.md", 0, 120)
+    other_section = chunk("n.md", 100, 220, heading=("生成",))
+    other_doc = chunk("m.md", 100, 220)
+    merged = merge_adjacent([hit(a, 0.9), hit(other_section, 0.8), hit(other_doc, 0.7)])
+    assert [h.chunk.chunk_id for h in merged] == [a.chunk_id, other_section.chunk_id, other_doc.chunk_id]
+    assert all(len(h.chunk_ids) == 1 for h in merged)
+
+
+def test_duplicates_and_contained_chunks_are_dropped() -> None:
+    a = chunk("n.md", 0, 200)
+    inner = chunk("n.md", 50, 150)
+    merged = merge_adjacent([hit(a, 0.9), hit(a, 0.8), hit(inner, 0.7)])
+    assert len(merged) == 1
+    assert merged[0].chunk == a and merged[0].score == 0.9
+
+
+# ------------------------------------------------------------------------------------------- modes
+
+
+@pytest.mark.parametrize("mode", ["bm25", "dense", "hybrid"])
+def test_modes_set_their_own_score_fields(engine: Engine, mode: str) -> None:
+    result = engine.search(ANSWERABLE, mode=mode, top_k=5)
+    assert result.mode == mode
+    assert len(result.hits) == 5
+    assert [h.rank for h in result.hits] == [1, 2, 3, 4, 5]
+    scores = [h.score for h in result.hits]
+    assert scores == sorted(scores, reverse=True)
+    s = engine.settings
+    for h in result.hits:
+        assert h.document_title and h.chunk.chunk_id in h.chunk_ids
+        if mode == "bm25":
+            assert h.bm25_rank is not None and h.bm25_score is not None
+            assert h.dense_rank is None and h.dense_score is None
+            assert h.score == pytest.approx(h.bm25_score)
+        elif mode == "dense":
+            assert h.dense_rank is not None and h.dense_score is not None
+            assert h.bm25_rank is None and h.bm25_score is None
+            assert h.score == pytest.approx(h.dense_score) and -1.0 <= h.score <= 1.0
+        else:
+            assert h.bm25_rank is not None or h.dense_rank is not None
+            if len(h.chunk_ids) == 1:  # an unmerged hit's score is exactly its RRF sum
+                expected = sum(
+                    w / (s.rrf_k + r)
+                    for w, r in ((s.bm25_weight, h.bm25_rank), (s.dense_weight, h.dense_rank))
+                    if r is not None
+                )
+                assert h.score == pytest.approx(expected)
+        assert h.rerank_score is None
+
+
+def test_hybrid_uses_evidence_from_both_retrievers(engine: Engine) -> None:
+    hits = engine.search(ANSWERABLE, mode="hybrid", top_k=5).hits
+    assert any(h.bm25_rank is not None for h in hits)
+    assert any(h.dense_rank is not None for h in hits)
+    assert any(h.bm25_rank is not None and h.dense_rank is not None for h in hits)
+
+
+@pytest.mark.parametrize("top_k", [1, 3, 8])
+def test_top_k_is_respected(engine: Engine, top_k: int) -> None:
+    for mode in ("bm25", "dense", "hybrid"):
+        assert len(engine.search("注意力机制", mode=mode, top_k=top_k).hits) == top_k
+
+
+# --------------------------------------------------------------------------------------- reranking
+
+
+def tiny_cross_encoder(path: Path) -> Path:
+    """A randomly initialised 2-layer BERT cross-encoder with a character vocabulary of the corpus."""
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
+
+    chars = sorted(
+        {ch for note in CORPUS.glob("*.md") for ch in note.read_text(encoding="utf-8") if ch.strip()}
+    )
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *dict.fromkeys(c.lower() for c in chars)]
+    path.mkdir(parents=True)
+    (path / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
+    tokenizer = BertTokenizerFast(vocab_file=str(path / "vocab.txt"), do_lower_case=True)
+    config = BertConfig(
+        vocab_size=len(vocab),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=512,
+        num_labels=1,
+    )
+    torch.manual_seed(0)
+    BertForSequenceClassification(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def reranker_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tiny_cross_encoder(tmp_path_factory.mktemp("reranker") / "tiny-ce")
+
+
+def test_reranker_scores_and_orders_the_hits(
+    base_settings: Settings, embedder, corpus_index, reranker_path: Path
+) -> None:
+    from sentence_transformers import CrossEncoder
+
+    settings = base_settings.model_copy(update={"rerank_model": str(reranker_path)})
+    reranked = Engine(settings, embedder=embedder)
+    reranked.load()
+    query = "为什么微调大模型时会出现灾难性遗忘？"
+    hits = reranked.search(query, top_k=5).hits
+    assert len(hits) == 5
+    assert all(h.rerank_score is not None for h in hits)
+    assert [h.score for h in hits] == [h.rerank_score for h in hits]
+    assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+    model = CrossEncoder(str(reranker_path), device="cpu")
+    single = [h for h in hits if len(h.chunk_ids) == 1]
+    assert single
+    expected = np.asarray(model.predict([(query, h.chunk.index_text) for h in single]), dtype=float).ravel()
+    assert [h.rerank_score for h in single] == pytest.approx(expected.tolist(), abs=1e-4)
+    assert reranked.ask(query).citations  # answering still works on reranked passages
+
+
+# ----------------------------------------------------------------------------------- relevance gate
+
+
+@pytest.mark.parametrize("question", ["红烧肉怎么做才好吃？", "🤔"])
+def test_off_domain_questions_are_refused(engine: Engine, question: str) -> None:
+    answer = engine.ask(question)
+    assert answer.refused
+    assert answer.citations == []
+    assert answer.text
+    assert not engine.search(question).gate.answerable
+
+
+def test_answerable_question_is_answered_with_citations(engine: Engine) -> None:
+    answer = engine.ask(ANSWERABLE)
+    assert not answer.refused
+    assert answer.citations
+    assert "秩" in answer.text
+    assert engine.search(ANSWERABLE).gate.answerable
+
+
+# --------------------------------------------------------------------------------------- follow-ups
+
+
+def test_followup_is_resolved_against_the_history(engine: Engine) -> None:
+    question = "那它的秩一般设多少？"
+    history = [Turn("user", "LoRA 是什么？"), Turn("assistant", "LoRA 是一种低秩适配的微调方法。")]
+    answer = engine.ask(question, history=history)
+    assert answer.question == question
+    assert answer.resolved_question != question
+    assert "lora" in answer.resolved_question.lower() and question in answer.resolved_question
+    assert not answer.refused
+    assert any("lora" in c.snippet.lower() for c in answer.citations)
+    alone = engine.ask(question)
+    assert alone.resolved_question == question
+    assert not any("lora" in c.snippet.lower() for c in alone.citations)
+
+
+def test_a_standalone_question_with_history_is_not_rewritten(engine: Engine) -> None:
+    history = [Turn("user", "LoRA 是什么？"), Turn("assistant", "LoRA 是一种低秩适配的微调方法。")]
+    question = "知识蒸馏中温度T变大时 softmax 输出会怎样？"
+    assert engine.ask(question, history=history).resolved_question == question
+
+
+# ------------------------------------------------------------------------------------- explanations
+
+
+def test_explanation_block_when_asked_for(engine: Engine) -> None:
+    answer = engine.ask("What is catastrophic forgetting?", explain=True)
+    e = answer.explanation
+    assert e is not None
+    assert {"tokens", "expansions", "bm25", "dense", "fused", "gate"} <= set(e)
+    assert "catastrophic" in e["tokens"] and "forgetting" in e["tokens"]
+    assert any("灾难性遗忘" in item["added"] for item in e["expansions"])
+    assert e["bm25"] and e["dense"] and e["fused"]
+    assert [r["rank"] for r in e["fused"]] == list(range(1, len(e["fused"]) + 1))
+    assert all(r["matched_terms"] for r in e["bm25"])
+    assert set(e["gate"]) >= {"answerable", "score", "threshold", "features", "reason"}
+    assert e["gate"]["answerable"] is True and e["gate"]["score"] >= e["gate"]["threshold"]
+    assert engine.ask("What is catastrophic forgetting?").explanation is None
+    assert engine.search("What is catastrophic forgetting?").explanation is None
+
+
+def assert_same_ranking(search: dict, ask: dict, hit_ids: list[list[str]]) -> None:
+    """`ask`'s fused ranking equals `search`'s, and search's hits are those passages in that order."""
+    assert [(r["chunk_id"], r["score"]) for r in ask["fused"]] == [
+        (r["chunk_id"], r["score"]) for r in search["fused"]
+    ]
+    rank_of = {r["chunk_id"]: r["rank"] for r in ask["fused"]}
+    assert all(cid in rank_of for ids in hit_ids for cid in ids)
+    first_ranks = [min(rank_of[cid] for cid in ids) for ids in hit_ids]
+    assert first_ranks == sorted(first_ranks)
+    assert first_ranks[0] == 1
+
+
+@pytest.mark.parametrize("query", CONSISTENCY_QUERIES)
+def test_search_and_ask_rank_the_same_passages(engine: Engine, query: str) -> None:
+    # top_k=3 keeps every candidate inside the explanation's top 10 fused passages
+    result = engine.search(query, top_k=3, explain=True)
+    answer = engine.ask(query, top_k=3, explain=True)
+    assert result.explanation is not None and answer.explanation is not None
+    assert answer.explanation["expansions"] == result.explanation["expansions"]
+    assert_same_ranking(result.explanation, answer.explanation, [list(h.chunk_ids) for h in result.hits])
+    hit_spans = {(h.chunk.doc_id, h.chunk.start, h.chunk.end) for h in result.hits}
+    assert {(c.doc_id, c.start, c.end) for c in answer.citations} <= hit_spans
+
+
+@pytest.fixture(scope="module")
+def live(base_settings: Settings, engine: Engine) -> Iterator[httpx.Client]:
+    with LiveServer(create_app(base_settings, engine=engine)) as server, server.client() as client:
+        yield client
+
+
+def test_search_and_ask_rank_the_same_passages_over_http(live: httpx.Client, engine: Engine) -> None:
+    for query in CONSISTENCY_QUERIES[:3]:
+        search = live.post("/search", json={"query": query, "top_k": 3, "explain": True})
+        ask = live.post("/ask", json={"question": query, "top_k": 3, "explain": True})
+        assert search.status_code == 200 and ask.status_code == 200, (search.text, ask.text)
+        s, a = search.json(), ask.json()
+        assert_same_ranking(s["explanation"], a["explanation"], [h["chunk_ids"] for h in s["hits"]])
+        local = engine.search(query, top_k=3)
+        assert [h["chunk_ids"] for h in s["hits"]] == [list(h.chunk_ids) for h in local.hits]
+
+
+# ------------------------------------------------------------------------------------ cross-lingual
+
+
+def test_english_question_finds_the_chinese_passage(engine: Engine) -> None:
+    hits = engine.search("What is catastrophic forgetting?", top_k=3).hits
+    assert any(is_hit(h.chunk.text, FORGETTING_GOLD) for h in hits)
+    answer = engine.ask("What is catastrophic forgetting?")
+    assert not answer.refused and "灾难性遗忘" in answer.text
