@@ -105,6 +105,10 @@ class CorpusUnavailable(RagError):
 # --- request and response models -------------------------------------------------------------
 
 
+# Request bodies take JSON types as the schema documents them: no lax coercion ({"full": 0.0}, {"top_k": "3"}).
+STRICT = ConfigDict(strict=True)
+
+
 class ErrorDetail(BaseModel):
     code: str
     message: str
@@ -115,11 +119,15 @@ class ErrorResponse(BaseModel):
 
 
 class HistoryTurn(BaseModel):
+    model_config = STRICT
+
     role: Literal["user", "assistant"]
     content: str
 
 
 class AskRequest(BaseModel):
+    model_config = STRICT
+
     question: str
     history: list[HistoryTurn] = Field(default_factory=list, max_length=50)
     top_k: int | None = Field(None, ge=1, le=50)
@@ -129,6 +137,8 @@ class AskRequest(BaseModel):
 
 
 class SearchRequest(BaseModel):
+    model_config = STRICT
+
     query: str
     top_k: int | None = Field(None, ge=1, le=50)
     mode: RetrievalMode = "hybrid"
@@ -146,6 +156,8 @@ class SearchResponse(BaseModel):
 
 
 class IngestRequest(BaseModel):
+    model_config = STRICT
+
     full: bool = False
 
 
@@ -175,6 +187,8 @@ class UploadResponse(BaseModel):
 
 
 class FeedbackRequest(BaseModel):
+    model_config = STRICT
+
     answer_id: str | None = Field(None, max_length=200)
     question: str | None = Field(None, max_length=10_000)
     rating: Literal["up", "down", 1, -1]
@@ -186,14 +200,14 @@ class FeedbackList(BaseModel):
 
 
 class ChatContentPart(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", strict=True)
 
     type: str
     text: str | None = None
 
 
 class ChatMessage(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", strict=True)
 
     role: Literal["system", "developer", "user", "assistant", "tool", "function"]
     content: str | list[ChatContentPart] | None = None
@@ -202,7 +216,7 @@ class ChatMessage(BaseModel):
 class ChatRequest(BaseModel):
     """The subset of the OpenAI chat-completions request we use; other fields are accepted and ignored."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", strict=True)
 
     model: str = MODEL_ID
     messages: list[ChatMessage] = Field(min_length=1, max_length=200)
@@ -234,6 +248,21 @@ class ModelList(BaseModel):
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorResponse} for status in (400, 401, 404, 409, 413, 422, 500, 503)
+}
+# Streaming routes answer 200 with JSON or, when asked to stream, server-sent events (schema: one event).
+STREAMED: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "JSON, or server-sent events when streaming is requested",
+        "content": {
+            "text/event-stream": {
+                "schema": {
+                    "type": "object",
+                    "required": ["data"],
+                    "properties": {"event": {"type": "string"}, "data": {"type": "string"}},
+                }
+            }
+        },
+    }
 }
 
 
@@ -902,7 +931,7 @@ async def metrics(registry: MetricsDep) -> Response:
     return Response(body, media_type=content_type)
 
 
-@router.post("/ask", response_model=Answer, tags=["query"])
+@router.post("/ask", response_model=Answer, tags=["query"], responses=STREAMED)
 async def ask(body: AskRequest, request: Request, engine: EngineDep, worker: WorkerDep) -> Response:
     """Answer a question with citations; `stream: true` (or Accept: text/event-stream) for SSE."""
     options = {
@@ -994,7 +1023,7 @@ async def list_feedback(
     store: FeedbackDep,
     worker: WorkerDep,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=2**63 - 1)] = 0,
 ) -> Response:
     """Stored feedback, newest first."""
     entries = await worker.run(store.list, limit=limit, offset=offset)
@@ -1014,7 +1043,7 @@ async def list_models() -> ModelList:
     return ModelList(data=[ModelCard(id=MODEL_ID)])
 
 
-@router.post("/v1/chat/completions", response_model=ChatCompletion, tags=["openai"])
+@router.post("/v1/chat/completions", response_model=ChatCompletion, tags=["openai"], responses=STREAMED)
 async def chat_completions(body: ChatRequest, request: Request, engine: EngineDep, worker: WorkerDep) -> Response:
     """OpenAI-compatible chat: the last user message is the question, earlier ones the history."""
     question, history = conversation_from(body.messages)

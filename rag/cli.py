@@ -12,14 +12,15 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from rag.config import Settings
-from rag.errors import RagError
+from rag.errors import InvalidInput, RagError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, help="Question answering over your notes.")
 console = Console(stderr=True)
-out = Console()
+out = Console(markup=False)  # stdout shows note text: "[b,h,w,c]" is data, not Rich markup
 
 ModeOpt = Annotated[str, typer.Option("--mode", help="hybrid | bm25 | dense")]
 KOpt = Annotated[int | None, typer.Option("--k", "-k", help="How many passages.")]
@@ -27,6 +28,13 @@ KOpt = Annotated[int | None, typer.Option("--k", "-k", help="How many passages."
 
 def _settings(ctx: typer.Context) -> Settings:
     return ctx.obj
+
+
+def _nonempty(question: str) -> str:
+    """Reject an empty question before any model is loaded (the engine checks it again)."""
+    if not question.strip():
+        raise InvalidInput("the question is empty")
+    return question
 
 
 def _mode(mode: str) -> str:
@@ -93,7 +101,7 @@ def ingest(
             try:
                 once(False)
             except RagError as exc:
-                console.print(f"[red]ingest failed:[/red] {exc.message}")
+                console.print(f"[red]ingest failed:[/red] {escape(exc.message)}")
 
         with contextlib.suppress(KeyboardInterrupt):
             watch_corpus(Path(corpus_dir), on_change)
@@ -134,7 +142,8 @@ def search(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Ranked passages for a query, with their scores (no answer generation)."""
-    result = _engine(_settings(ctx)).search(query, top_k=k, mode=_mode(mode), explain=explain)
+    query, mode = _nonempty(query), _mode(mode)  # cheap checks first: loading the engine takes seconds
+    result = _engine(_settings(ctx)).search(query, top_k=k, mode=mode, explain=explain)
     if as_json:
         print(json.dumps(_search_json(result), ensure_ascii=False))
         return
@@ -173,12 +182,13 @@ def ask(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Answer a question from the notes, with a sources table."""
-    answer = _engine(_settings(ctx)).ask(question, top_k=k, mode=_mode(mode))
+    question, mode = _nonempty(question), _mode(mode)
+    answer = _engine(_settings(ctx)).ask(question, top_k=k, mode=mode)
     if as_json:
         print(json.dumps(asdict(answer), ensure_ascii=False))
         return
     if answer.fallback_reason:
-        out.print(f"[yellow]{answer.fallback_reason}[/yellow]")
+        out.print(answer.fallback_reason, style="yellow")
     out.print(answer.text)
     if answer.citations:
         table = Table(title="sources")
@@ -187,7 +197,7 @@ def ask(
         for c in answer.citations:
             table.add_row(f"[{c.number}]", c.document, " › ".join(c.heading_path), f"{c.start}–{c.end}", c.snippet[:80])
         out.print(table)
-    out.print(f"[dim]{answer.backend} · {answer.timings.get('total_ms', 0):.0f} ms[/dim]")
+    out.print(f"{answer.backend} · {answer.timings.get('total_ms', 0):.0f} ms", style="dim")
 
 
 @app.command(name="eval")
@@ -204,9 +214,11 @@ def eval_(
 
     if not qa.is_file():
         raise RagError(f"question file not found: {qa}")
-    figures, rows = evaluate(
-        _engine(_settings(ctx)), load_questions(qa), mode=_mode(mode), expansion=False if no_expansion else None
-    )
+    settings = _settings(ctx)
+    if no_expansion:  # the whole engine, so the answers follow the same retrieval as the rankings
+        settings = settings.model_copy(update={"query_expansion": False})
+    questions, mode = load_questions(qa), _mode(mode)  # a malformed file fails before the engine loads
+    figures, rows = evaluate(_engine(settings), questions, mode=mode)
     if details:
         for r in rows:
             console.print(
@@ -237,6 +249,35 @@ def glossary(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json")
     for group in groups:
         out.print(" = ".join(group))
     console.print(f"{len(groups)} alias groups")
+
+
+@app.command()
+def bench(
+    ctx: typer.Context,
+    quick: Annotated[bool, typer.Option("--quick", help="Small sizes and few requests (about 2 minutes).")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the results as one JSON object, last line.")] = False,
+    out_dir: Annotated[Path, typer.Option("--out", help="Where the JSON, PNG and Markdown reports go.")] = Path(
+        "benchmarks/results"
+    ),
+    max_chunks: Annotated[int, typer.Option("--max-chunks", help="Largest synthetic index to build.")] = 1_010_000,
+) -> None:
+    """Benchmark the embedder, ingest, retrieval up to ~1M chunks and /ask over HTTP; write reports."""
+    from rag.bench import run_bench, summary_tables
+
+    results = run_bench(
+        _settings(ctx), quick=quick, out_dir=out_dir, max_chunks=max_chunks,
+        progress=lambda message: console.print(f"[dim]bench:[/dim] {message}"),
+    )
+    for title, header, rows in summary_tables(results):
+        table = Table(title=title)
+        for col in header:
+            table.add_column(col)
+        for row in rows:
+            table.add_row(*row)
+        out.print(table)
+    console.print("reports: " + ", ".join(results["files"].values()))
+    if as_json:
+        print(json.dumps(results, ensure_ascii=False))
 
 
 @app.command()
@@ -278,7 +319,7 @@ def main() -> None:
     try:
         app()
     except RagError as exc:
-        console.print(f"[red]error:[/red] {exc.message}")
+        console.print(f"[red]error:[/red] {escape(exc.message)}")
         sys.exit(2 if exc.status < 500 else 1)
 
 

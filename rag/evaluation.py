@@ -57,7 +57,7 @@ def load_questions(path: Path) -> list[EvalQuestion]:
                     answerable=bool(raw.get("answerable", bool(raw.get("gold")))),
                 )
             )
-        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:  # AttributeError: not an object
             raise InvalidInput(f"{path}:{number}: not a question record ({exc})") from exc
     return questions
 

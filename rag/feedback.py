@@ -114,6 +114,8 @@ class FeedbackStore:
 
     def delete(self, entry_id: int) -> None:
         """Remove one entry; NotFound when there is no such id."""
+        if not 0 < entry_id < 2**63:  # beyond SQLite's INTEGER: no row can have it (and binding would overflow)
+            raise NotFound(f"no feedback entry {entry_id}")
         deleted = self._run(lambda conn: conn.execute("DELETE FROM feedback WHERE id = ?", (entry_id,)).rowcount)
         if not deleted:
             raise NotFound(f"no feedback entry {entry_id}")

@@ -67,17 +67,21 @@ def _checks() -> list[Any]:
     ]
 
 
-def check_error_shape(response: requests.Response) -> None:
+def header(response: schemathesis.Response, name: str) -> str:
+    return (response.headers.get(name.lower()) or [""])[0]
+
+
+def check_error_shape(response: schemathesis.Response) -> None:
     """A 4xx/5xx is JSON of exactly {"error": {"code", "message"}} and carries a request id."""
-    assert response.headers.get("x-request-id"), response.headers
+    assert header(response, "x-request-id"), response.headers
     if response.status_code < 400:
         return
-    assert response.headers.get("content-type", "").startswith("application/json"), response.headers
-    body = response.json()
+    assert header(response, "content-type").startswith("application/json"), response.headers
+    body = json.loads(response.content)
     assert set(body) == {"error"} and set(body["error"]) == {"code", "message"}, body
     assert isinstance(body["error"]["code"], str) and body["error"]["code"]
     assert isinstance(body["error"]["message"], str) and body["error"]["message"]
-    assert "Traceback" not in response.text
+    assert b"Traceback" not in response.content
 
 
 @pytest.fixture(scope="module")
@@ -134,7 +138,7 @@ def fuzz(label: str, base_url: str, examples: int, headers: dict[str, str] | Non
 
 @pytest.mark.parametrize("label", sorted(OPERATIONS))
 def test_fuzz_every_operation_without_a_key_configured(label: str, open_server: LiveServer) -> None:
-    fuzz(label, open_server.url, 25, None, expect_401=False)
+    fuzz(label, open_server.url, 150, None, expect_401=False)
 
 
 @pytest.mark.parametrize("label", sorted(OPERATIONS))
