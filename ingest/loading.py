@@ -231,6 +231,10 @@ def discover(corpus_dir: Path, max_file_mb: float) -> tuple[list[Document], list
                     continue
                 if suffix not in SUFFIXES:
                     continue
+                if any(unicodedata.category(ch) in _NAME_CONTROLS for ch in rel):
+                    # the API could not address it, and it would forge lines in logs and source lists
+                    skip(_escaped(rel), "the file name contains control characters (line breaks, format codes)")
+                    continue
                 if not entry.is_file(follow_symlinks=False):
                     skip(rel, "not a regular file")
                     continue
@@ -249,6 +253,17 @@ def discover(corpus_dir: Path, max_file_mb: float) -> tuple[list[Document], list
     documents.sort(key=lambda doc: doc.doc_id)
     skipped.sort(key=lambda item: item.path)
     return documents, skipped
+
+
+_NAME_CONTROLS = frozenset({"Cc", "Cf", "Zl", "Zp"})  # the same rule as for uploaded note names
+
+
+def _escaped(name: str) -> str:
+    """`name` with control and format characters written as escapes ("line\\nbreak.md")."""
+    return "".join(
+        ch.encode("unicode_escape").decode("ascii") if unicodedata.category(ch) in _NAME_CONTROLS else ch
+        for ch in name
+    )
 
 
 def _relative(path: Path, root: Path) -> str:

@@ -163,7 +163,6 @@ def run_ingest(
         )
         summary.embed_seconds = time.perf_counter() - embed_started
 
-        stage("writing")
         summary.documents = len(documents)
         summary.chunks = len(chunks)
         summary.embedded = embedded
@@ -182,6 +181,7 @@ def run_ingest(
             ingest_summary={"user_glossary": user_glossary},
         )
         try:
+            stage("writing")  # inside the try: a write failure injected on entering the stage is reported alike
             manifest = store.publish(build, on_stage=stage)
         except OSError as exc:
             raise IngestFailed(f"could not write the index ({exc.strerror or exc}); the previous index is intact") from exc

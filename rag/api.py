@@ -35,7 +35,7 @@ import anyio.to_thread
 from fastapi import APIRouter, Depends, FastAPI, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response, StreamingResponse
@@ -193,6 +193,13 @@ class FeedbackRequest(BaseModel):
     question: str | None = Field(None, max_length=10_000)
     rating: Literal["up", "down", 1, -1]
     comment: str | None = Field(None, max_length=5_000)
+
+    @field_validator("rating", mode="before")
+    @classmethod
+    def _not_a_bool(cls, value: Any) -> Any:
+        if isinstance(value, bool):  # true == 1 would otherwise match the literal 1
+            raise ValueError("rating must be 'up', 'down', 1 or -1")
+        return value
 
 
 class FeedbackList(BaseModel):
@@ -919,7 +926,7 @@ async def healthz() -> dict[str, str]:
 @router.get("/readyz", tags=["ops"])
 async def readyz(request: Request, engine: EngineDep) -> dict[str, Any]:
     """Readiness: 200 once an index is loaded, else 503 with guidance (no auth)."""
-    if not engine.ready:
+    if not engine.ready and not await anyio.to_thread.run_sync(engine.load_if_published):
         raise not_ready(engine, request.app.state.load_error)
     return {"status": "ready", "version": engine.version}
 

@@ -57,6 +57,8 @@ class Engine:
         self._embedder = embedder
         self._state: _State | None = None
         self._reload_lock = threading.Lock()
+        self._pickup_lock = threading.Lock()
+        self._failed_version: str | None = None  # a published version that failed to load (not retried)
         self._reranker = None
         self.last_error: str | None = None
 
@@ -131,8 +133,30 @@ class Engine:
             self._reranker = CrossEncoder(self.settings.rerank_model, device="cpu")
         return self._reranker
 
+    def load_if_published(self) -> bool:
+        """With no index loaded, load one published since (by `rag ingest` in another process, say), so the
+        "run `rag ingest`" advice works without a restart. A version that failed to load is not tried again
+        until CURRENT names another one; a request that finds another one loading does not wait for it."""
+        if self._state is not None or not self._pickup_lock.acquire(blocking=False):
+            return self._state is not None
+        try:
+            current = self.store.current_version()
+            if current is None or current == self._failed_version:
+                return False
+            try:
+                return self.reload()
+            except IndexNotReady:
+                self._failed_version = current
+                return False
+        except IndexNotReady:  # CURRENT itself is unreadable
+            return False
+        finally:
+            self._pickup_lock.release()
+
     def _snapshot(self) -> _State:
         state = self._state
+        if state is None and self.load_if_published():
+            state = self._state
         if state is None:
             raise IndexNotReady("no index is loaded: run `rag ingest` first")
         return state

@@ -655,8 +655,18 @@ def sanitize_reply(text: str, passages: Sequence[Hit] = ()) -> str:
     """Remove forged links from an LLM reply: markdown links/images, HTML tags, script URLs, foreign URLs.
 
     A markdown link keeps its label (a numeric label becomes a citation marker); bare http(s) URLs survive
-    only when they occur verbatim in one of the passages.
+    only when they occur verbatim in one of the passages. Passes repeat until nothing changes, so a removal
+    cannot join the text around it into a new link or scheme ("java<http://x>script:").
     """
+    for _ in range(len(text) + 1):  # a pass that changes the text shortens it: this terminates
+        cleaned = _sanitize_pass(text, passages)
+        if cleaned == text:
+            break
+        text = cleaned
+    return text
+
+
+def _sanitize_pass(text: str, passages: Sequence[Hit]) -> str:
     text = _THINK.sub("", text)
     text = _HTML_BLOCK.sub("", text)
     text = _MD_IMAGE.sub("", text)
@@ -984,12 +994,15 @@ class LiteLLMGenerator:
                 if text:
                     yield text
         finally:
-            close = getattr(response, "close", None)
-            if callable(close):
-                try:
-                    close()
-                except Exception:  # closing a broken stream must not mask the original outcome
-                    log.debug("closing the LLM stream failed", exc_info=True)
+            # litellm's stream wrapper has no close() (only aclose()): close the provider stream it wraps too,
+            # so an abandoned answer ends the HTTP call now rather than whenever garbage collection gets to it.
+            for stream in (response, getattr(response, "completion_stream", None)):
+                close = getattr(stream, "close", None)
+                if callable(close):
+                    try:
+                        close()
+                    except Exception:  # closing a broken stream must not mask the original outcome
+                        log.debug("closing the LLM stream failed", exc_info=True)
 
     def _finish(self, question: str, passages: Sequence[Hit], raw: str) -> Answer:
         """Validate the complete reply: refusal, sanitising, citations, emptiness."""

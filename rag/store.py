@@ -864,6 +864,7 @@ class LoadedIndex:
         q = np.ascontiguousarray(np.asarray(vector, dtype=np.float32).reshape(1, -1))
         if q.shape[1] != self.dim:
             raise ValueError(f"query vector has dim {q.shape[1]}, index has {self.dim}")
+        faiss.omp_set_num_threads(1)  # per calling thread: request threads would otherwise fan out (flat)
         scores, ids = index.search(q, min(n, index.ntotal))
         return [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0]
 

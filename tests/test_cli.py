@@ -122,7 +122,8 @@ def test_ask_prints_an_answer_and_a_sources_table(ingested: dict, data_dir: Path
     assert proc.returncode == 0, proc.stderr
     assert "秩" in proc.stdout
     assert "sources" in proc.stdout and "[1]" in proc.stdout
-    assert "deep-learning-glossary" in proc.stdout or "术语" in proc.stdout
+    assert "[n]" in proc.stdout  # stdout is data, never Rich markup
+    assert "deep-learning-glossary" in proc.stdout and "LoRA" in proc.stdout
     assert "extractive" in proc.stdout
 
 
@@ -132,11 +133,13 @@ def test_eval_json_figures(ingested: dict, data_dir: Path, tmp_path: Path) -> No
     lines.append(json.dumps({"id": "u1", "question": "红烧肉怎么做才好吃？", "answerable": False}))
     questions.write_text("\n".join(lines) + "\n\n", encoding="utf-8")
     figures = last_json(rag("eval", "--qa", str(questions), "--json", data_dir=data_dir, cwd=tmp_path))
-    assert EVAL_KEYS <= set(figures)
+    assert set(figures) >= EVAL_KEYS
     assert figures["n"] == 3
     assert figures["refusal_accuracy"] == 1.0
     assert figures["hit@10"] == 1.0
-    assert 0.0 <= figures["false_refusal_rate"] <= 1.0 and figures["latency_p95_ms"] >= figures["latency_p50_ms"]
+    assert (
+        0.0 <= figures["false_refusal_rate"] <= 1.0 and figures["latency_p95_ms"] >= figures["latency_p50_ms"]
+    )
 
 
 def test_empty_question_is_a_clear_error(ingested: dict, data_dir: Path, tmp_path: Path) -> None:
@@ -149,11 +152,16 @@ def test_search_without_an_index_says_to_ingest(tmp_path: Path) -> None:
 
 def test_eval_file_errors_are_clear(tmp_path: Path) -> None:
     data = tmp_path / "data"
-    missing = assert_clean_error(rag("eval", "--qa", "missing.jsonl", data_dir=data, cwd=tmp_path), "not found")
-    assert "missing.jsonl" in missing
+    # a name that looks like Rich markup is printed verbatim, not parsed
+    missing = assert_clean_error(
+        rag("eval", "--qa", "missing[/b].jsonl", data_dir=data, cwd=tmp_path), "not found"
+    )
+    assert "missing[/b].jsonl" in missing
     bad = tmp_path / "bad.jsonl"
     bad.write_text(
-        json.dumps({"question": "什么是 LoRA？", "gold": ["秩"]}, ensure_ascii=False) + "\n" + '["not", "a record"]\n',
+        json.dumps({"question": "什么是 LoRA？", "gold": ["秩"]}, ensure_ascii=False)
+        + "\n"
+        + '["not", "a record"]\n',
         encoding="utf-8",
     )
     assert_clean_error(rag("eval", "--qa", str(bad), data_dir=data, cwd=tmp_path), "bad.jsonl:2")

@@ -7,10 +7,12 @@ The bf16/fp32 cosine agreement on tests/data/e5_reference.jsonl lives in tests/t
 
 from __future__ import annotations
 
+import threading
 import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
 
+import faiss
 import numpy as np
 import pytest
 
@@ -207,3 +209,19 @@ def test_a_scaled_index_keeps_chunks_in_sqlite_and_maps_its_arrays(
         assert index.dense_search(vectors[row], 1)[0][0] == row
         assert index.doc_freq("注意力") == copies * session_index.doc_freq("注意力")
         assert sum(1 for _ in index.all_chunks_iter(batch=1000)) == copies * n0
+
+
+def test_single_queries_run_faiss_on_one_thread_in_any_thread(session_index: LoadedIndex) -> None:
+    """OpenMP thread counts are per calling thread: a request thread must not fan a flat search out."""
+    vector = session_index.vectors([0])[0]
+    seen: list[tuple[int, int]] = []
+
+    def request_thread() -> None:
+        before = faiss.omp_get_max_threads()
+        session_index.dense_search(vector, 5)
+        seen.append((before, faiss.omp_get_max_threads()))
+
+    worker = threading.Thread(target=request_thread)
+    worker.start()
+    worker.join()
+    assert seen and seen[0][1] == 1

@@ -27,8 +27,8 @@ CORPUS = ROOT / "corpus"
 # Two short bundled notes: enough to answer questions, small enough that a full re-embed takes seconds.
 SMALL_NOTES = ("python-for-ai.md", "ai-terms-explained.md")
 
-# A question both small and full corpora answer (ai-terms-explained.md defines it).
-SMALL_QUESTION = "什么是过拟合？"
+# A question the small corpus answers (ai-terms-explained.md defines it).
+SMALL_QUESTION = "epoch 是什么意思？"
 
 # Appears only in the file placed outside the corpus: it must never become findable.
 OUTSIDE_SECRET = "外部机密文本ZQXJ-7731-OUTSIDE"
@@ -102,9 +102,10 @@ class HostileCorpus:
 def build_hostile_corpus(root: Path) -> HostileCorpus:
     """Every awkward file a notes folder can hold, next to a few good notes.
 
-    Good: a UTF-8 note, a UTF-16 (BOM) note, a GB18030 note, names with spaces / Chinese / a newline, a note
-    20 folders deep. Skipped: empty, whitespace-only, binary named .md, over the size limit, undecodable,
-    a symlink loop, symlinks to a file and a folder outside the corpus, a symlink to a note inside.
+    Good: a UTF-8 note, a UTF-16 (BOM) note, a GB18030 note, names with spaces / Chinese, a note 20 folders
+    deep. Skipped: empty, whitespace-only, binary named .md, over the size limit, undecodable, names with a
+    newline or a direction override, a symlink loop, symlinks to a file and a folder outside the corpus, a
+    symlink to a note inside, a symlink to itself.
     """
     corpus, outside = root / "corpus", root / "outside"
     corpus.mkdir(parents=True)
@@ -125,7 +126,6 @@ def build_hostile_corpus(root: Path) -> HostileCorpus:
     good("国标笔记.txt", "国标编码笔记介绍知识蒸馏的温度参数", "# 国标\n\n国标编码笔记介绍知识蒸馏的温度参数。\n".encode("gb18030"))
     good("name with spaces.md", "带空格文件名的笔记介绍余弦退火")
     good("中文 文件名.markdown", "中文文件名笔记介绍混合精度训练")
-    good("line\nbreak.md", "换行文件名笔记介绍标签平滑")
     deep = "/".join(f"level{i:02d}" for i in range(20))
     good(f"{deep}/deep.md", "二十层深处的笔记介绍早停策略")
 
@@ -140,6 +140,11 @@ def build_hostile_corpus(root: Path) -> HostileCorpus:
     bad("binary.md", "binary", bytes(range(256)) * 8)
     bad("huge.md", "too large", ("超大文件" * 4000).encode())  # 48 KB > 0.02 MB
     bad("latin1.md", "undecodable", "caf\xe9 na\xefve r\xe9sum\xe9 \xff\xfe".encode("latin-1"))
+    # Names the API could not address and that would forge log lines: skipped, reported with escapes.
+    (corpus / "line\nbreak.md").write_text("# 换行\n\n换行文件名笔记介绍标签平滑。\n", encoding="utf-8")
+    hc.skipped["line\\nbreak.md"] = "control characters"
+    (corpus / "evil\u202edm.txt").write_text("# 反转\n\n方向控制字符文件名。\n", encoding="utf-8")
+    hc.skipped["evil\\u202edm.txt"] = "control characters"
     os.symlink(corpus, corpus / "loop")
     hc.skipped["loop"] = "symbolic link"
     os.symlink(outside / "secret.md", corpus / "secret-link.md")
