@@ -43,7 +43,16 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from rag.config import Settings
 from rag.engine import Engine
-from rag.errors import IndexNotReady, InvalidInput, RagError
+from rag.errors import (
+    AlreadyExists,
+    CorpusUnavailable,
+    IndexNotReady,
+    InvalidInput,
+    Overloaded,
+    PayloadTooLarge,
+    RagError,
+    Unauthorized,
+)
 from rag.feedback import FeedbackEntry, FeedbackStore
 from rag.jobs import IngestJobs
 from rag.metrics import Metrics
@@ -68,38 +77,6 @@ _CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
 _ROUGH_TOKEN = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]|[A-Za-z0-9_]+|[^\sA-Za-z0-9_]")
 _SOURCES_TAIL = re.compile(r"\n\n(?:来源：|Sources:)\n(?:\d+\. [^\n]*(?:\n|$))+\s*$")
 
-
-# --- errors only the HTTP edge raises (candidates for rag/errors.py) -----------------------------
-
-
-class Unauthorized(RagError):
-    code = "unauthorized"
-    status = 401
-
-
-class AlreadyExists(RagError):
-    code = "already_exists"
-    status = 409
-
-
-class PayloadTooLarge(RagError):
-    code = "payload_too_large"
-    status = 413
-
-
-class Overloaded(RagError):
-    """Every worker is busy and the wait queue is full: the client should retry after `retry_after` seconds."""
-
-    code = "overloaded"
-    status = 503
-    retry_after = 1
-
-
-class CorpusUnavailable(RagError):
-    """The corpus directory is missing or read-only, so uploads cannot be stored."""
-
-    code = "corpus_unavailable"
-    status = 503
 
 
 # --- request and response models -------------------------------------------------------------

@@ -57,3 +57,34 @@ class GenerationError(RagError):
 
     code = "generation_failed"
     status = 502
+
+
+# Raised by the HTTP edge only.
+class Unauthorized(RagError):
+    code = "unauthorized"
+    status = 401
+
+
+class AlreadyExists(RagError):
+    code = "already_exists"
+    status = 409
+
+
+class PayloadTooLarge(RagError):
+    code = "payload_too_large"
+    status = 413
+
+
+class Overloaded(RagError):
+    """Every worker is busy and the wait queue is full: the client should retry after `retry_after` seconds."""
+
+    code = "overloaded"
+    status = 503
+    retry_after = 1
+
+
+class CorpusUnavailable(RagError):
+    """The corpus directory is missing or read-only, so uploads cannot be stored."""
+
+    code = "corpus_unavailable"
+    status = 503
