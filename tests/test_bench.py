@@ -84,8 +84,10 @@ def test_quick_bench_produces_every_figure_and_report(
         assert emb["passages"] == plan.embed_passages and emb["passages_per_s"] > 0
         assert_stats(emb["query"], plan.query_samples)
         assert_stats(emb["query_1_thread"], plan.query_samples)
+        assert len(emb["passages_per_s_rounds"]) == plan.repeats
         ingest = results["ingest"][dtype]
         assert ingest["subset"] is True and ingest["notes"] >= 1
+        assert len(ingest["full_seconds_rounds"]) == plan.repeats
         full, same, edited = ingest["full"], ingest["no_change"], ingest["edited"]
         assert full["published"] and 0 < full["embedded"] <= full["chunks"]
         assert 0 <= full["outside_embedder_share"] <= 1
