@@ -16,7 +16,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rag.text import STOPWORDS, Tokenizer, normalize
+from rag.text import STOPWORDS, Tokenizer, normalize, singular
 from rag.types import Document
 
 log = logging.getLogger(__name__)
@@ -115,6 +115,12 @@ def member_key(text: str) -> str:
 def _latin_key(text: str) -> str:
     """The letters and digits of a CJK-free member, lowercased and joined: 'Low-Rank Adaptation' -> 'lowrankadaptation'."""
     return "".join(_LATIN_WORD.findall(normalize(text)))
+
+
+def _singular_latin_key(text: str) -> str:
+    """`_latin_key` with the last word in the singular: 'Deep Neural Networks' -> 'deepneuralnetwork'."""
+    words = _LATIN_WORD.findall(normalize(text))
+    return "".join([*words[:-1], singular(words[-1])]) if words else ""
 
 
 def _member_status(member: str, strict: bool) -> str:
@@ -836,6 +842,9 @@ class AliasIndex:
                 ):
                     continue
                 (self._latin if latin else self._other).setdefault(key, []).append(_Member(index, text))
+                if latin and (plain := _singular_latin_key(text)) != key and len(plain) >= 2:
+                    # "RNNs" in a question finds "RNN", "language model" finds "Language Models"
+                    self._latin.setdefault(plain, []).append(_Member(index, text))
         self._longest_latin = max((len(key) for key in self._latin), default=0)
 
     def __len__(self) -> int:
@@ -858,7 +867,10 @@ class AliasIndex:
                 joined += words[j][0]
                 if len(joined) > self._longest_latin:
                     break
-                for member in self._latin.get(joined, ()):
+                plain = joined[: len(joined) - len(words[j][0])] + singular(words[j][0])
+                keys = (joined,) if plain == joined else (joined, plain)
+                members = dict.fromkeys(m for key in keys for m in self._latin.get(key, ()))
+                for member in members:
                     found.append(_Match(offset[words[i][1]], offset[words[j][2]], member))
         for key, members in self._other.items():
             start = compact.find(key)

@@ -19,6 +19,7 @@ from ingest.chunking import chunk_document, heading_texts
 from ingest.glossary import extract_alias_groups, heading_terms, load_user_glossary, merge_groups
 from ingest.loading import discover
 from rag.config import Settings
+from rag.crosslingual import bridge_terms
 from rag.embedding import Embedder, load_embedder
 from rag.errors import IngestFailed
 from rag.store import IndexBuild, IndexStore, WriteLock
@@ -27,8 +28,8 @@ from rag.types import Chunk, Document, SkippedFile
 
 log = logging.getLogger(__name__)
 
-# Bump when tokenization or chunking changes meaning, so an old index is rebuilt rather than mixed.
-PIPELINE_VERSION = 1
+# Bump when tokenization, chunking or the stored glossary change meaning, so an old index is rebuilt rather than mixed.
+PIPELINE_VERSION = 2  # 2: plural-tolerant glossary matching, bridge term vectors
 GLOSSARY_FILE = "glossary.txt"
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
@@ -161,6 +162,11 @@ def run_ingest(
         vectors, embedded, reused = _embed_chunks(
             chunks, settings, model_id, embedder, full=full, report=report
         )
+        # the notes' terms, for the cross-lingual bridge (a few hundred short texts, cached like chunks)
+        vector_terms = bridge_terms(groups, user_words)
+        term_vectors, _ = _embed_cached(
+            vector_terms, settings, model_id, embedder, full=full, report=report, as_queries=True, label="terms"
+        )
         summary.embed_seconds = time.perf_counter() - embed_started
 
         summary.documents = len(documents)
@@ -179,6 +185,8 @@ def run_ingest(
             user_words=user_words,
             skipped=skipped,
             ingest_summary={"user_glossary": user_glossary},
+            vector_terms=vector_terms,
+            term_vectors=term_vectors if vector_terms else None,
         )
         try:
             stage("writing")  # inside the try: a write failure injected on entering the stage is reported alike
@@ -204,28 +212,54 @@ def _embed_chunks(
     full: bool,
     report: Progress,
 ) -> tuple[np.ndarray, int, int]:
-    """Vectors for every chunk: from the cache where the text is unchanged, else from the embedder."""
+    """Vectors for every chunk: from the cache where the text is unchanged, else from the embedder.
+
+    Returns (vectors, texts embedded now, chunks whose vector came from the cache).
+    """
+    vectors, embedded = _embed_cached(
+        [c.index_text for c in chunks], settings, model_id, embedder, full=full, report=report
+    )
+    return vectors, embedded, len(chunks) - embedded
+
+
+def _embed_cached(
+    texts: list[str],
+    settings: Settings,
+    model_id: str,
+    embedder: Embedder | None,
+    *,
+    full: bool,
+    report: Progress,
+    as_queries: bool = False,
+    label: str = "embeddings",
+) -> tuple[np.ndarray, int]:
+    """Vectors of `texts` (as passages, or as queries), through the embedding cache; returns (vectors, number
+    of distinct texts embedded now). The cache is saved per batch: a killed run keeps its work."""
     cache = EmbeddingCache(settings.cache_dir / "embeddings.sqlite")
     try:
-        keys = [text_key(model_id, c.index_text) for c in chunks]
+        kind = f"{model_id}#query" if as_queries else model_id  # the e5 prompts differ: so do the vectors
+        keys = [text_key(kind, text) for text in texts]
         cached = {} if full else cache.get_many(keys)
-        missing = [i for i, key in enumerate(keys) if key not in cached]
-        missing_unique = list(dict.fromkeys(keys[i] for i in missing))
-        report("embeddings", 0, len(missing_unique))
-        if missing_unique:
+        text_of = {key: text for key, text in zip(keys, texts, strict=True) if key not in cached}
+        missing = list(text_of)
+        report(label, 0, len(missing))
+        if missing:
             embedder = embedder or load_embedder(settings)
-            text_of = {keys[i]: chunks[i].index_text for i in missing}
+            embed = embedder.embed_queries if as_queries else embedder.embed_passages
             batch = max(settings.embed_batch_size * 4, 32)
-            done = 0
-            for start in range(0, len(missing_unique), batch):
-                part = missing_unique[start : start + batch]
-                vecs = embedder.embed_passages([text_of[k] for k in part])
-                cache.put_many(zip(part, vecs, strict=True))  # saved per batch: a killed run keeps its work
+            for start in range(0, len(missing), batch):
+                part = missing[start : start + batch]
+                vecs = embed([text_of[k] for k in part])
+                cache.put_many(zip(part, vecs, strict=True))
                 cached.update(zip(part, vecs, strict=True))
-                done += len(part)
-                report("embeddings", done, len(missing_unique))
-        vectors = np.vstack([cached[k] for k in keys]).astype(np.float32, copy=False)
-        return vectors, len(missing_unique), len(chunks) - len(missing)
+                report(label, start + len(part), len(missing))
+        dim = next(iter(cached.values())).shape[0] if cached else 0
+        vectors = (
+            np.vstack([cached[k] for k in keys]).astype(np.float32, copy=False)
+            if keys
+            else np.zeros((0, dim), dtype=np.float32)
+        )
+        return vectors, len(missing)
     finally:
         cache.close()
 

@@ -57,6 +57,14 @@ class Settings(BaseSettings):
         0.35, ge=0, le=1, description="Relevance gate: refuse when the evidence score is below this (0..1)."
     )
     query_expansion: bool = Field(True, description="Expand BM25 queries with aliases from the notes.")
+    cross_lingual: bool = Field(
+        True,
+        description="With expansion on: link an English question's terms to the notes' Chinese-only terms "
+        "(embedding similarity) and let the dense retriever also hear the question with its terms' Chinese names.",
+    )
+    cross_lingual_threshold: float = Field(
+        0.04, ge=0, le=2, description="Smallest CSLS similarity that links an English phrase to a Chinese term."
+    )
     keyword_backend: Literal["auto", "rank_bm25", "bm25s"] = Field(
         "auto", description="BM25 implementation; auto = rank_bm25 for small corpora, bm25s above 5,000 chunks."
     )

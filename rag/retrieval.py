@@ -16,10 +16,11 @@ import numpy as np
 
 from ingest.glossary import AliasIndex
 from rag.config import Settings
+from rag.crosslingual import TermBridge, mostly_english, translated_query
 from rag.embedding import Embedder
 from rag.fusion import rrf
 from rag.store import LoadedIndex
-from rag.text import Tokenizer, char_bigrams, is_cjk, normalize, sentence_spans
+from rag.text import Tokenizer, char_bigrams, is_cjk, normalize, sentence_spans, singular
 from rag.types import Chunk, Hit, RetrievalMode
 
 _LATIN_WORD = re.compile(r"[a-z][a-z0-9+#\-]*[a-z0-9+#]|[a-z]{2,}")
@@ -92,6 +93,15 @@ class Retriever:
             for member in group:
                 # an acronym may stand in several groups: it stands for all their members
                 self._alias_of.setdefault(normalize(member), []).extend(group)
+        # a term found in more than 5% of the passages says nothing about any of them: never a bridge target
+        everywhere = {t for t in index.vector_terms if index.doc_freq(normalize(t)) > 0.05 * len(index)}
+        self.bridge = TermBridge(
+            index.alias_groups,
+            index.vector_terms,
+            index.term_vectors,
+            threshold=settings.cross_lingual_threshold,
+            exclude=everywhere,
+        )
 
     def search(
         self,
@@ -111,28 +121,33 @@ class Retriever:
 
         tokens = self.tokenizer.tokenize(query)
         use_expansion = s.query_expansion if expansion is None else expansion
+        translated = None
         if use_expansion:
             weighted, expansions = self.aliases.expand_explained(tokens, self.tokenizer, query)
+            if s.cross_lingual and mostly_english(query):
+                translated = self._bridge(query, weighted, expansions)
         else:
             weighted, expansions = dict.fromkeys(tokens, 1.0), []
         bm25 = self.index.keyword_search(weighted, n) if weighted else []
         t1 = time.perf_counter()
         timings["bm25_ms"] = (t1 - t0) * 1000
 
-        vector = self.embedder.embed_queries([query])[0]
-        dense = self.index.dense_search(vector, n)
+        # The gate judges the question's own text; the ranking also hears its Chinese translation, if any.
+        vectors = self.embedder.embed_queries([query, translated] if translated else [query])
+        dense = self.index.dense_search(vectors[0], n)
+        ranked_dense = _best_of(dense, self.index.dense_search(vectors[1], n), n) if translated else dense
         t2 = time.perf_counter()
         timings["dense_ms"] = (t2 - t1) * 1000
 
         bm25_rank = {row: (rank, score) for rank, (row, score) in enumerate(bm25, start=1)}
-        dense_rank = {row: (rank, score) for rank, (row, score) in enumerate(dense, start=1)}
+        dense_rank = {row: (rank, score) for rank, (row, score) in enumerate(ranked_dense, start=1)}
         if mode == "bm25":
             fused = [(row, score, {"bm25": score}) for row, score in bm25]
         elif mode == "dense":
-            fused = [(row, score, {"dense": score}) for row, score in dense]
+            fused = [(row, score, {"dense": score}) for row, score in ranked_dense]
         else:
             fused = rrf(
-                {"bm25": [r for r, _ in bm25], "dense": [r for r, _ in dense]},
+                {"bm25": [r for r, _ in bm25], "dense": [r for r, _ in ranked_dense]},
                 k=s.rrf_k,
                 weights={"bm25": s.bm25_weight, "dense": s.dense_weight},
             )
@@ -176,6 +191,7 @@ class Retriever:
                 "query": query,
                 "tokens": tokens,
                 "expansions": expansions,
+                "translated_query": translated,
                 "weighted_query": weighted,
                 "bm25": [
                     {
@@ -188,7 +204,7 @@ class Retriever:
                 ],
                 "dense": [
                     {"rank": rank, "chunk_id": self.index.chunks([row])[0].chunk_id, "similarity": round(score, 4)}
-                    for rank, (row, score) in enumerate(dense[:10], start=1)
+                    for rank, (row, score) in enumerate(ranked_dense[:10], start=1)
                 ],
                 "fused": [
                     {
@@ -210,6 +226,41 @@ class Retriever:
                 "top_k": top_k,
             }
         return SearchResult(query=query, hits=hits, gate=gate, mode=mode, timings=timings, explanation=explanation)
+
+    def _bridge(self, query: str, weighted: dict[str, float], expansions: list[dict]) -> str | None:
+        """The cross-lingual part of the expansion, for an English question; updates `weighted` and
+        `expansions` in place and returns the question with the Chinese names of its terms (or None).
+
+        English names the glossary matched bring their Chinese aliases; the remaining English phrases are
+        linked by the term bridge to Chinese-only terms, whose names join the BM25 query like aliases.
+        """
+        names: list[str] = []
+        matched_words: set[str] = set()
+        for item in expansions:
+            if not is_cjk(item["matched"]):
+                matched_words.update(singular(w) for w in _LATIN_WORD.findall(normalize(item["matched"])))
+                names.extend([m for m in item["added"] if is_cjk(m)][:2])
+        budget = self.aliases.max_added_tokens - sum(len(item["tokens"]) for item in expansions)
+        for bridge in self.bridge.link(query, self.embedder.embed_queries, matched_words):
+            chinese = [name for name in bridge.names if is_cjk(name)]
+            added = []
+            for name in chinese:
+                for token in self.tokenizer.tokenize(name):
+                    if token not in weighted and budget > 0:
+                        weighted[token] = self.aliases.expansion_weight
+                        added.append(token)
+                        budget -= 1
+            expansions.append(
+                {
+                    "matched": bridge.phrase,
+                    "added": chinese,
+                    "tokens": added,
+                    "bridged_to": bridge.term,
+                    "similarity": round(bridge.score, 4),
+                }
+            )
+            names.extend(chinese[:2])
+        return translated_query(query, names) if names else None
 
     def _matched_terms(self, row: int, weighted: dict[str, float]) -> list[str]:
         text = normalize(self.index.chunks([row])[0].index_text)
@@ -338,6 +389,14 @@ class Retriever:
     def _max_idf(self) -> float:
         n = max(len(self.index), 1)
         return math.log((n + 0.5) / 0.5 + 1)
+
+
+def _best_of(a: list[tuple[int, float]], b: list[tuple[int, float]], n: int) -> list[tuple[int, float]]:
+    """Two dense rankings of one index as one: each row at its better similarity, top `n`."""
+    best: dict[int, float] = {}
+    for row, score in [*a, *b]:
+        best[row] = max(best.get(row, score), score)
+    return sorted(best.items(), key=lambda item: (-item[1], item[0]))[:n]
 
 
 def merge_adjacent(hits: list[Hit]) -> list[Hit]:

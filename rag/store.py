@@ -51,7 +51,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: glossary term vectors (terms.npy)
 K1 = 1.5
 B = 0.75
 # `auto` keyword backend: rank_bm25 below this many chunks, bm25s from here on. Measured (7-term weighted
@@ -68,6 +68,7 @@ VERSIONS_DIR = "versions"
 TMP_PREFIX = ".tmp-"
 MANIFEST_FILE = "manifest.json"
 SQLITE_FILE = "chunks.sqlite"
+TERM_VECTORS_FILE = "terms.npy"  # glossary names embedded as queries, rows = glossary.json "vector_terms"
 VECTORS_FILE = "vectors.faiss"
 KEYWORD_DIR = "keyword"
 GLOSSARY_FILE = "glossary.json"
@@ -107,6 +108,8 @@ class IndexBuild:
     user_words: list[str] = field(default_factory=list)
     skipped: list[SkippedFile] = field(default_factory=list)
     ingest_summary: dict = field(default_factory=dict)
+    vector_terms: list[str] = field(default_factory=list)  # glossary names with a vector in term_vectors
+    term_vectors: np.ndarray | None = None  # (len(vector_terms), dim) float32, L2-normalised
 
 
 @dataclass
@@ -673,11 +676,17 @@ class LoadedIndex:
         keyword: RankBM25Index | BM25sIndex,
         alias_groups: list[list[str]],
         user_words: list[str],
+        vector_terms: list[str] | None = None,
+        term_vectors: np.ndarray | None = None,
     ) -> None:
         self.path = path
         self.manifest = manifest
         self.alias_groups = alias_groups
         self.user_words = user_words
+        self.vector_terms = vector_terms or []
+        self.term_vectors = (
+            term_vectors if term_vectors is not None else np.zeros((0, manifest.dim), dtype=np.float32)
+        )
         self.skipped = [SkippedFile(path=s["path"], reason=s["reason"]) for s in manifest.skipped]
         self._db: sqlite3.Connection | None = db
         self._db_lock = threading.Lock()
@@ -1039,11 +1048,21 @@ class IndexStore:
             glossary = json.loads((path / GLOSSARY_FILE).read_text(encoding="utf-8"))
             alias_groups = [[str(t) for t in g] for g in glossary.get("alias_groups", [])]
             user_words = [str(w) for w in glossary.get("user_words", [])]
+            vector_terms = [str(t) for t in glossary.get("vector_terms", [])]
+
+            stage = TERM_VECTORS_FILE
+            term_vectors = np.load(path / TERM_VECTORS_FILE, allow_pickle=False)
+            if term_vectors.shape != (len(vector_terms), manifest.dim) or term_vectors.dtype != np.float32:
+                raise ValueError(
+                    f"{term_vectors.shape} {term_vectors.dtype} term vectors for {len(vector_terms)} terms"
+                )
         except Exception as exc:  # any parse failure of our own files means a damaged index
             if db is not None:
                 db.close()
             raise IndexCorrupted(f"index {path.name}: {stage} failed to load ({exc}), {_REINGEST}") from exc
-        return LoadedIndex(path, manifest, db, vectors, keyword, alias_groups, user_words)
+        return LoadedIndex(
+            path, manifest, db, vectors, keyword, alias_groups, user_words, vector_terms, term_vectors
+        )
 
     # -- writing --------------------------------------------------------------------------------------
 
@@ -1114,8 +1133,11 @@ class IndexStore:
         keyword = _KEYWORD_CLASSES[keyword_name]()
         keyword.build(build.tokens)
         keyword.save(tmp / KEYWORD_DIR)
-        glossary = {"alias_groups": build.alias_groups, "user_words": build.user_words}
+        terms = build.vector_terms if build.term_vectors is not None else []
+        glossary = {"alias_groups": build.alias_groups, "user_words": build.user_words, "vector_terms": terms}
         (tmp / GLOSSARY_FILE).write_text(json.dumps(glossary, ensure_ascii=False), encoding="utf-8")
+        term_vectors = build.term_vectors if build.term_vectors is not None else np.zeros((0, vectors.shape[1]))
+        np.save(tmp / TERM_VECTORS_FILE, np.ascontiguousarray(term_vectors, dtype=np.float32), allow_pickle=False)
         stage(PUBLISH_STAGES[1])
 
         checksums: dict[str, str] = {}
@@ -1226,6 +1248,11 @@ def _validate(build: IndexBuild) -> NDArray[np.float32]:
     unknown = {c.doc_id for c in build.chunks} - doc_ids
     if unknown:
         raise ValueError(f"chunks refer to unknown documents: {sorted(unknown)[:5]}")
+    if build.term_vectors is not None and build.term_vectors.shape != (len(build.vector_terms), vectors.shape[1]):
+        raise ValueError(
+            f"term vectors must be (n_terms={len(build.vector_terms)}, {vectors.shape[1]}), "
+            f"got {build.term_vectors.shape}"
+        )
     return vectors
 
 

@@ -127,6 +127,19 @@ def char_bigrams(text: str) -> set[str]:
     return grams
 
 
+def singular(word: str) -> str:
+    """English plural to singular by spelling alone: 'models' -> 'model', 'RNNs' -> 'RNN', 'entropies' ->
+    'entropy', 'losses' -> 'loss'; 'loss', 'corpus', 'analysis' stay. Used on the last word of a name ("language models")."""
+    lower = word.lower()
+    if len(word) > 4 and lower.endswith("ies"):
+        return word[:-3] + ("Y" if word[-1].isupper() else "y")
+    if len(word) > 4 and lower.endswith(("sses", "xes", "ches", "shes")):
+        return word[:-2]
+    if len(word) < 3 or not lower.endswith("s") or lower.endswith(("ss", "us", "is")):
+        return word
+    return word[:-1]
+
+
 def is_cjk(text: str) -> bool:
     """True when the text holds any CJK ideograph."""
     return re.search(r"[\u3400-\u9fff]", text) is not None

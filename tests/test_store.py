@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -101,6 +102,8 @@ def make_build(
         user_words=["低秩适配"],
         skipped=[SkippedFile(path="big.md", reason="too large")],
         ingest_summary={"user_glossary": [["a", "b"]]},
+        vector_terms=["lora", "低秩适配"],
+        term_vectors=unit_vectors(2, dim, seed + 7),
     )
 
 
@@ -161,6 +164,8 @@ def test_publish_then_load_round_trips_everything(tmp_path: Path, backend: str) 
         assert index.alias_groups == [["lora", "低秩适配"]]
         assert index.user_words == ["低秩适配"]
         assert index.skipped == [SkippedFile(path="big.md", reason="too large")]
+        assert index.vector_terms == ["lora", "低秩适配"]
+        np.testing.assert_array_equal(index.term_vectors, build.term_vectors)
 
         # rows come back as the very chunks that were published, in the order asked for
         assert index.chunks([5, 0, 5]) == [build.chunks[5], build.chunks[0], build.chunks[5]]
@@ -235,6 +240,11 @@ def test_publish_rejects_inconsistent_builds_and_leaves_no_debris(tmp_path: Path
     orphan.documents = orphan.documents[1:]
     with pytest.raises(ValueError, match="unknown documents"):
         store.publish(orphan)
+
+    terms = make_build(SMALL_TOKENS)
+    terms.vector_terms = terms.vector_terms[:1]
+    with pytest.raises(ValueError, match="term vectors"):
+        store.publish(terms)
 
     duplicate = make_build(SMALL_TOKENS)
     duplicate.chunks[1] = duplicate.chunks[0]
@@ -517,6 +527,17 @@ def _corrupt_manifest_counts(version_dir: Path) -> None:
     path.write_text(json.dumps(data))
 
 
+def _corrupt_term_vectors_shape(version_dir: Path) -> None:
+    # a well-formed .npy of the wrong shape, with a manifest that matches it: only the shape check can tell
+    path = version_dir / "terms.npy"
+    np.save(path, np.zeros((3, 16), dtype=np.float32), allow_pickle=False)
+    manifest = version_dir / "manifest.json"
+    data = json.loads(manifest.read_text())
+    data["checksums"]["terms.npy"] = hashlib.sha256(path.read_bytes()).hexdigest()
+    data["sizes"]["terms.npy"] = path.stat().st_size
+    manifest.write_text(json.dumps(data))
+
+
 CORRUPTIONS = {
     "truncated vectors.faiss": (_corrupt_truncate_vectors, "vectors.faiss"),
     "flipped byte in chunks.sqlite": (_corrupt_flip_sqlite_byte, "checksum mismatch in chunks.sqlite"),
@@ -524,6 +545,7 @@ CORRUPTIONS = {
     "broken manifest JSON": (_corrupt_manifest_syntax, "manifest.json"),
     "missing keyword file": (_corrupt_delete_keyword_file, "missing"),
     "edited manifest counts": (_corrupt_manifest_counts, "chunk rows"),
+    "term vectors of the wrong shape": (_corrupt_term_vectors_shape, "terms.npy failed to load"),
 }
 
 

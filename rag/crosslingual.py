@@ -1,0 +1,200 @@
+"""Cross-lingual bridging: English phrases of a question linked to the notes' Chinese-only terms.
+
+The glossary links the names the notes spell out themselves ("灾难性遗忘（Catastrophic Forgetting）"). Many
+terms have only a Chinese name ("折扣率: 又叫折扣因子"), and an English question about them matches nothing in
+BM25, while a small multilingual embedder ranks the passage only loosely (cross-lingual similarities run low
+and flat). So each English phrase of the question is compared with the embeddings of those Chinese-only
+terms, computed at ingest and stored with the index.
+
+Raw cosine favours "hub" terms that sit close to everything; CSLS (cross-domain similarity local scaling,
+from bilingual lexicon induction) discounts each side's mean similarity to its nearest neighbours:
+
+    csls(x, y) = 2 cos(x, y) - r_T(x) - r_S(y)
+
+with r_T(x) the mean cosine of phrase x to its k nearest Chinese terms and r_S(y) the mean cosine of term y
+to its k nearest English names in the glossary. A phrase is linked to its best term when csls reaches the
+threshold; the best-scoring phrases are taken first and a word joins at most one link. A single word counts
+half (it must reach twice the threshold): alone, English words are ambiguous ("point", "store", "mount")
+where a phrase names a concept.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from rag.text import STOPWORDS, is_cjk, normalize, singular
+
+# Question words that name no topic, on top of the shared stopwords.
+_QUESTION_WORDS = frozenset(
+    """
+    mean means meaning stand stands known called used use uses using way ways much many far difference differ
+    differs compare compared work works happen happens get make makes end need needs bring good best better
+    some any all each other such also only just very really
+    """.split()  # noqa: SIM905 - a word list reads better as text
+)
+_TOKEN = re.compile(r"[a-z][a-z0-9]*(?:[-'][a-z0-9]+)*|\S")
+_WORD = re.compile(r"[a-z][a-z0-9]*(?:-[a-z0-9]+)*")
+
+Embed = Callable[[Sequence[str]], np.ndarray]
+SINGLE_WORD_FACTOR = 2.0  # a one-word phrase needs this multiple of the threshold
+
+
+@dataclass(frozen=True, slots=True)
+class Bridge:
+    """One link: `phrase` of the question stands for `term`, one of the Chinese `names` of a glossary group."""
+
+    phrase: str
+    term: str
+    names: tuple[str, ...]
+    score: float  # CSLS
+
+
+def english_phrases(query: str) -> list[list[str]]:
+    """Runs of consecutive English content words: stopwords, question words, digits, CJK and punctuation
+    break a run. "What does the discount factor mean in RL?" -> [["discount", "factor"], ["rl"]]."""
+    runs: list[list[str]] = []
+    current: list[str] = []
+    for token in _TOKEN.findall(normalize(query)):
+        word = token.split("'")[0]  # "openai's" -> "openai"
+        if _WORD.fullmatch(word) and word not in STOPWORDS and word not in _QUESTION_WORDS and len(word) > 1:
+            current.append(word)
+            if "'" in token:  # a possessive ends the name
+                runs.append(current)
+                current = []
+            continue
+        if current:
+            runs.append(current)
+            current = []
+    if current:
+        runs.append(current)
+    return runs
+
+
+def mostly_english(query: str, share: float = 0.8) -> bool:
+    """True when at least `share` of the question's letters are Latin (and there are some)."""
+    letters = [c for c in normalize(query) if c.isalpha()]
+    latin = sum(1 for c in letters if "a" <= c <= "z")
+    return bool(letters) and latin / len(letters) >= share
+
+
+class TermBridge:
+    """Links English phrases to the notes' Chinese-only terms by CSLS over their stored embeddings.
+
+    `terms` / `vectors` are the glossary names and heading terms embedded at ingest (as queries: term-to-term
+    similarity is symmetric). Targets are the Chinese terms without an English alias (the others are
+    already reachable through the glossary); anchors, used for the term side's hubness, are the glossary's
+    English names. A target stands for its whole alias group; `exclude` lists terms never to link to.
+    """
+
+    def __init__(
+        self,
+        groups: Sequence[Sequence[str]],
+        terms: Sequence[str],
+        vectors: np.ndarray,
+        *,
+        threshold: float = 0.04,
+        neighbours: int = 10,
+        max_words: int = 4,
+        exclude: Collection[str] = (),
+    ) -> None:
+        self.threshold = threshold
+        self.max_words = max_words
+        self._k = neighbours
+        group_of: dict[str, Sequence[str]] = {}
+        for group in groups:
+            for member in group:
+                group_of.setdefault(member, group)
+        target_rows: list[int] = []
+        anchor_rows: list[int] = []
+        self.targets: list[str] = []
+        self.target_names: list[tuple[str, ...]] = []
+        for row, term in enumerate(terms):
+            group = group_of.get(term, (term,))
+            if not is_cjk(term):
+                if term in group_of:
+                    anchor_rows.append(row)
+            elif term not in exclude and all(is_cjk(member) for member in group):  # no English name yet
+                target_rows.append(row)
+                self.targets.append(term)
+                self.target_names.append(tuple(group))
+        dim = vectors.shape[1] if vectors.ndim == 2 else 0
+        self._targets = np.asarray(vectors[target_rows], dtype=np.float32).reshape(len(target_rows), dim)
+        anchors = np.asarray(vectors[anchor_rows], dtype=np.float32).reshape(len(anchor_rows), dim)
+        if len(self._targets) and len(anchors):
+            sims = self._targets @ anchors.T
+            k = min(self._k, sims.shape[1])
+            self._target_hubness = np.sort(sims, axis=1)[:, -k:].mean(axis=1)
+        else:
+            self._target_hubness = np.zeros(len(self._targets), dtype=np.float32)
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def link(self, query: str, embed: Embed, skip_words: set[str] = frozenset()) -> list[Bridge]:
+        """Links for the English phrases of `query`, in query order; words in `skip_words` (say, already
+        matched by the glossary) break phrases and are never linked."""
+        if not len(self.targets):
+            return []
+        candidates: list[tuple[int, int, int, str]] = []  # (run, start, length, phrase)
+        runs: list[list[str]] = []
+        for run in english_phrases(query):
+            for part in _split_at(run, skip_words):
+                runs.append(part)
+        for r, words in enumerate(runs):
+            for length in range(min(self.max_words, len(words)), 0, -1):
+                for start in range(len(words) - length + 1):
+                    candidates.append((r, start, length, " ".join(words[start : start + length])))
+        if not candidates:
+            return []
+        vectors = embed([phrase for *_, phrase in candidates])
+        sims = vectors @ self._targets.T  # (candidates, targets)
+        k = min(self._k, sims.shape[1])
+        phrase_hubness = np.sort(sims, axis=1)[:, -k:].mean(axis=1)
+        csls = 2 * sims - phrase_hubness[:, None] - self._target_hubness[None, :]
+        best = np.argmax(csls, axis=1)
+        # a one-word phrase counts half: it must reach twice the threshold, and a phrase beats its words
+        effective = csls[np.arange(len(candidates)), best] / np.array(
+            [1.0 if length > 1 else SINGLE_WORD_FACTOR for _, _, length, _ in candidates]
+        )
+        used = [[False] * len(words) for words in runs]
+        links: list[tuple[int, int, Bridge]] = []
+        for i in np.argsort(-effective, kind="stable"):  # best phrases first; a word joins one link
+            r, start, length, phrase = candidates[i]
+            if effective[i] < self.threshold:
+                break
+            if any(used[r][start : start + length]):
+                continue
+            term = int(best[i])
+            links.append((r, start, Bridge(phrase, self.targets[term], self.target_names[term], float(csls[i, term]))))
+            used[r][start : start + length] = [True] * length
+        return [bridge for _, _, bridge in sorted(links, key=lambda item: (item[0], item[1]))]
+
+
+def _split_at(words: list[str], skip: set[str]) -> list[list[str]]:
+    parts: list[list[str]] = [[]]
+    for word in words:
+        if word in skip or singular(word) in skip:
+            parts.append([])
+        else:
+            parts[-1].append(word)
+    return [part for part in parts if part]
+
+
+def bridge_terms(groups: Sequence[Sequence[str]], words: Sequence[str]) -> list[str]:
+    """What ingest embeds for the bridge: the distinct names of all alias groups, then the other `words`
+    (the notes' heading terms), in order."""
+    return list(dict.fromkeys([*(member for group in groups for member in group), *words]))
+
+
+def translated_query(query: str, names: Sequence[str], limit: int = 8) -> str:
+    """The question followed by the Chinese names its English terms stand for: "What is X? (中文名, ...)".
+
+    The dense retriever sees this besides the question itself, so an English question can land near a
+    passage that names its terms only in Chinese.
+    """
+    chosen = list(dict.fromkeys(names))[:limit]
+    return f"{query} ({', '.join(chosen)})" if chosen else query
