@@ -1049,6 +1049,18 @@ async def chat_completions(body: ChatRequest, request: Request, engine: EngineDe
 # --- the app -------------------------------------------------------------------------------------------
 
 
+async def _poll_index(engine: Engine, every: float) -> None:
+    """Swap in an index that another process (`rag ingest`) published; runs for the app's lifetime."""
+    if every <= 0:
+        return
+    while True:
+        await asyncio.sleep(every)
+        try:
+            await anyio.to_thread.run_sync(engine.load_if_published)
+        except Exception:  # a bad poll must not end polling; the engine logs refused versions itself
+            log.exception("index poll failed")
+
+
 def create_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
     """The API app for `settings`. The engine (built here unless given) is loaded in the lifespan;
     without an index the app still starts and answers 503 until an ingest job publishes one."""
@@ -1072,7 +1084,11 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
         app.state.feedback = await anyio.to_thread.run_sync(FeedbackStore, settings.data_dir / "feedback.sqlite")
         app.state.jobs = IngestJobs(settings, eng, on_finished=metrics.observe_ingest)
         metrics.track_ready(lambda: eng.ready)
-        yield
+        poll = asyncio.create_task(_poll_index(eng, settings.index_poll_seconds))
+        try:
+            yield
+        finally:
+            poll.cancel()
 
     app = FastAPI(
         title="rag-notes",

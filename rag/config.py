@@ -96,6 +96,9 @@ class Settings(BaseSettings):
     max_question_chars: int = Field(2000, ge=1, description="Longest accepted question.")
     max_body_bytes: int = Field(1_000_000, ge=1024, description="Largest accepted request body (413 above).")
     max_upload_mb: float = Field(5, gt=0, description="Largest note accepted by POST /documents.")
+    index_poll_seconds: float = Field(
+        2.0, ge=0, description="API: how often to look for an index published by another process (`rag ingest`); 0 = never."
+    )
     max_concurrent_requests: int = Field(8, ge=1, description="Engine calls running at once (each in a worker thread).")
     max_queued_requests: int = Field(
         256, ge=0, description="Requests waiting for a worker beyond max_concurrent_requests; more get 503 + Retry-After."

@@ -134,22 +134,26 @@ class Engine:
         return self._reranker
 
     def load_if_published(self) -> bool:
-        """With no index loaded, load one published since (by `rag ingest` in another process, say), so the
-        "run `rag ingest`" advice works without a restart. A version that failed to load is not tried again
-        until CURRENT names another one; a request that finds another one loading does not wait for it."""
-        if self._state is not None or not self._pickup_lock.acquire(blocking=False):
+        """Load the published version when it is not the one serving: with no index yet, or after `rag ingest`
+        in another process published a newer one, so neither needs a restart (the API calls this on a timer).
+
+        A version that failed to load is not tried again until CURRENT names another one; a caller that finds
+        another one loading does not wait for it. Returns True when an index is serving.
+        """
+        if not self._pickup_lock.acquire(blocking=False):
             return self._state is not None
         try:
             current = self.store.current_version()
-            if current is None or current == self._failed_version:
-                return False
+            if current is None or current in (self._failed_version, self.version):
+                return self._state is not None
             try:
-                return self.reload()
+                if not self.reload() and self.version != current:
+                    self._failed_version = current  # refused; the current index keeps serving
             except IndexNotReady:
                 self._failed_version = current
-                return False
+            return self._state is not None
         except IndexNotReady:  # CURRENT itself is unreadable
-            return False
+            return self._state is not None
         finally:
             self._pickup_lock.release()
 

@@ -142,7 +142,8 @@ class IngestJobs:
                 embedder=self.engine.embedder,
                 on_stage=self._on_stage,
             )
-            reloaded = self.engine.reload()
+            # the API's index poll may have swapped the new version in first: it serves either way
+            reloaded = self.engine.reload() or (result.published and self.engine.version == result.version)
             summary = result.to_dict()
             log.info("ingest job %s succeeded (version %s, reloaded=%s)", job.job_id, result.version, reloaded)
         except RagError as exc:

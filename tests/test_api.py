@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import socket
 import statistics
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -632,6 +635,39 @@ def test_ingest_during_a_burst_of_asks_swaps_the_index_without_failures(
         assert c.post("/ingest").status_code == 202  # the slot is free again
     release.set()
     jobs.wait(300)
+
+
+def test_an_index_published_by_a_separate_rag_ingest_is_swapped_in(
+    tmp_path: Path, make_settings: Callable[..., Settings], embedder: Any
+) -> None:
+    from ingest.pipeline import run_ingest
+
+    corpus = copy_corpus(tmp_path / "corpus")
+    settings = make_settings(corpus_dir=corpus, index_poll_seconds=0.2)
+    run_ingest(settings, embedder=embedder)
+    with (
+        LiveServer(create_app(settings, engine=Engine(settings, embedder=embedder))) as live,
+        live.client() as c,
+    ):
+        old_version = c.get("/stats").json()["version"]
+        assert NEW_NOTE not in [d["doc_id"] for d in c.get("/documents").json()["documents"]]
+        (corpus / NEW_NOTE).write_text(NEW_NOTE_TEXT, encoding="utf-8")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("RAG_")}
+        env |= {"RAG_DATA_DIR": str(settings.data_dir), "RAG_CORPUS_DIR": str(corpus), "HF_HUB_OFFLINE": "1"}
+        rag = Path(sys.executable).with_name("rag")
+        proc = subprocess.run(
+            [str(rag), "ingest", "--json"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600
+        )
+        assert proc.returncode == 0, proc.stderr
+        new_version = json.loads(proc.stdout.strip().splitlines()[-1])["version"]
+        assert new_version != old_version
+
+        deadline = time.monotonic() + 60
+        while c.get("/stats").json()["version"] != new_version:
+            assert time.monotonic() < deadline, "the server never picked up the new index"
+            time.sleep(0.1)
+        answer = c.post("/ask", json={"question": "量子退火是什么？"}).json()
+        assert not answer["refused"] and any(cite["doc_id"] == NEW_NOTE for cite in answer["citations"])
 
 
 def test_job_routes_report_unknown_ids(client: httpx.Client) -> None:
