@@ -823,10 +823,12 @@ class AliasIndex:
         expansion_weight: float = 0.5,
         max_added_tokens: int = 32,
         ignore: Iterable[str] = (),
+        group_tokens: float = 5.0,
     ) -> None:
         self.groups: list[list[str]] = merge_groups(groups)
         self.expansion_weight = expansion_weight
         self.max_added_tokens = max_added_tokens
+        self.group_tokens = group_tokens
         ignored = {member_key(term) for term in ignore}
         self._latin: dict[str, list[_Member]] = {}  # by _latin_key
         self._other: dict[str, list[_Member]] = {}  # by member_key
@@ -903,7 +905,7 @@ class AliasIndex:
 
         Original tokens weigh 1.0. For each group named in the query, the tokens of its other names, and of
         the matched name itself when the query spells it differently ("gpt3" for "GPT-3"), are added with
-        `expansion_weight` unless already present; at most `max_added_tokens` in all.
+        `added_weight` unless already present; at most `max_added_tokens` in all.
         """
         weights: dict[str, float] = dict.fromkeys(tokens, 1.0)
         matched: dict[int, list[str]] = {}
@@ -920,11 +922,18 @@ class AliasIndex:
             for name in names + others:
                 for token in tokenizer.tokenize(name):
                     if token not in weights and budget > 0:
-                        weights[token] = self.expansion_weight
                         added.append(token)
+                        weights[token] = 0.0
                         budget -= 1
+            weights.update(dict.fromkeys(added, self.added_weight(len(added))))
             explanation.append({"matched": names[0], "added": others, "tokens": added})
         return weights, explanation
+
+    def added_weight(self, n_tokens: int) -> float:
+        """Weight of each of the `n_tokens` tokens one group adds: `expansion_weight`, shared out once a group
+        adds more than `group_tokens` of them, so a concept with many names is not counted many times over
+        (a passage listing all five names of 强化学习 would otherwise outscore one that answers the question)."""
+        return self.expansion_weight * min(1.0, self.group_tokens / max(n_tokens, 1))
 
     def expand(self, tokens: Sequence[str], tokenizer: Tokenizer, query_text: str) -> dict[str, float]:
         """The weighted BM25 query of `expand_explained`, without the explanation."""

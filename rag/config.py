@@ -49,7 +49,12 @@ class Settings(BaseSettings):
     # Retrieval
     top_k: int = Field(5, ge=1, le=50, description="Passages returned / given to the answerer.")
     candidates: int = Field(30, ge=1, le=500, description="Top-N fetched from each retriever before fusion.")
-    rrf_k: int = Field(60, ge=1, description="Reciprocal rank fusion constant k.")
+    fusion: Literal["score", "rrf"] = Field(
+        "score",
+        description="How BM25 and dense rankings combine: score = distribution-based score fusion (mean ± 3 sd "
+        "rescaling), rrf = reciprocal rank fusion.",
+    )
+    rrf_k: int = Field(60, ge=1, description="Reciprocal rank fusion constant k (fusion=rrf).")
     bm25_weight: float = Field(1.0, ge=0, description="Weight of the BM25 ranking in the fusion.")
     dense_weight: float = Field(1.0, ge=0, description="Weight of the dense ranking in the fusion.")
     rerank_model: str | None = Field(None, description="Optional sentence-transformers CrossEncoder.")

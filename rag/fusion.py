@@ -1,7 +1,13 @@
-"""Reciprocal rank fusion: a pure function over ranked lists."""
+"""Fusion of the BM25 and dense rankings: pure functions.
+
+`score_fusion` (the default) keeps how far ahead a passage is: a passage whose BM25 score towers over the
+rest wins even where the dense model ranks it low, which reciprocal rank fusion (`rrf`, ranks only) cannot
+see.
+"""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Hashable, Mapping, Sequence
 
 
@@ -30,3 +36,33 @@ def rrf(
             best_rank[item] = min(best_rank.get(item, rank), rank)
     order = sorted(scores, key=lambda item: (-scores[item], best_rank[item]))
     return [(item, scores[item], parts[item]) for item in order]
+
+
+def score_fusion(
+    scores: Mapping[str, Mapping[Hashable, float]],
+    *,
+    weights: Mapping[str, float] | None = None,
+) -> list[tuple[Hashable, float, dict[str, float]]]:
+    """Distribution-based score fusion over the union of the candidates.
+
+    Each retriever's scores are rescaled so that its mean - 3 sd maps to 0 and its mean + 3 sd to 1 (so one
+    retriever's scale or spread cannot dominate), weighted and summed; a candidate a retriever did not score
+    counts 0 there before rescaling. Returns (id, fused score, contribution per retriever) sorted by score,
+    ties broken by first appearance (the first mapping's order first), so the order is deterministic.
+    """
+    candidates = list(dict.fromkeys(item for ranked in scores.values() for item in ranked))
+    if not candidates:
+        return []
+    fused = dict.fromkeys(candidates, 0.0)
+    parts: dict[Hashable, dict[str, float]] = {item: {} for item in candidates}
+    for name, by_item in scores.items():
+        weight = 1.0 if weights is None else float(weights.get(name, 1.0))
+        values = [float(by_item.get(item, 0.0)) for item in candidates]
+        mean = sum(values) / len(values)
+        spread = 6 * math.sqrt(sum((v - mean) ** 2 for v in values) / len(values))
+        for item, value in zip(candidates, values, strict=True):
+            contribution = weight * ((value - mean) / spread + 0.5 if spread > 0 else 0.5)
+            fused[item] += contribution
+            parts[item][name] = contribution
+    order = sorted(range(len(candidates)), key=lambda i: (-fused[candidates[i]], i))
+    return [(candidates[i], fused[candidates[i]], parts[candidates[i]]) for i in order]

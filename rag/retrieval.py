@@ -1,4 +1,4 @@
-"""Hybrid retrieval (BM25 + dense, fused with RRF), adjacent-chunk merging and the relevance gate.
+"""Hybrid retrieval (BM25 + dense, score-fused), adjacent-chunk merging and the relevance gate.
 
 `Retriever.search` is the one code path behind `rag search`, `rag ask`, `/search` and `/ask`, so the
 search test and the chat always rank the same passages the same way.
@@ -18,7 +18,7 @@ from ingest.glossary import AliasIndex
 from rag.config import Settings
 from rag.crosslingual import TermBridge, mostly_english, translated_query
 from rag.embedding import Embedder
-from rag.fusion import rrf
+from rag.fusion import rrf, score_fusion
 from rag.store import LoadedIndex
 from rag.text import Tokenizer, char_bigrams, is_cjk, normalize, sentence_spans, singular
 from rag.types import Chunk, Hit, RetrievalMode
@@ -145,10 +145,19 @@ class Retriever:
             fused = [(row, score, {"bm25": score}) for row, score in bm25]
         elif mode == "dense":
             fused = [(row, score, {"dense": score}) for row, score in ranked_dense]
-        else:
+        elif s.fusion == "rrf":
             fused = rrf(
                 {"bm25": [r for r, _ in bm25], "dense": [r for r, _ in ranked_dense]},
                 k=s.rrf_k,
+                weights={"bm25": s.bm25_weight, "dense": s.dense_weight},
+            )
+        else:
+            # every candidate gets its exact dense similarity (the better of question and translation), so a
+            # passage only BM25 found is not scored as if the dense model had rejected it
+            candidates = list(dict.fromkeys([r for r, _ in bm25] + [r for r, _ in ranked_dense]))
+            similarity = (self.index.vectors(candidates) @ vectors.T).max(axis=1) if candidates else []
+            fused = score_fusion(
+                {"bm25": dict(bm25), "dense": dict(zip(candidates, map(float, similarity), strict=True))},
                 weights={"bm25": s.bm25_weight, "dense": s.dense_weight},
             )
         fused = fused[: max(top_k * 3, 10)]
@@ -243,13 +252,14 @@ class Retriever:
         budget = self.aliases.max_added_tokens - sum(len(item["tokens"]) for item in expansions)
         for bridge in self.bridge.link(query, self.embedder.embed_queries, matched_words):
             chinese = [name for name in bridge.names if is_cjk(name)]
-            added = []
+            added: list[str] = []
             for name in chinese:
                 for token in self.tokenizer.tokenize(name):
                     if token not in weighted and budget > 0:
-                        weighted[token] = self.aliases.expansion_weight
                         added.append(token)
+                        weighted[token] = 0.0
                         budget -= 1
+            weighted.update(dict.fromkeys(added, self.aliases.added_weight(len(added))))
             expansions.append(
                 {
                     "matched": bridge.phrase,

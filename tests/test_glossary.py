@@ -385,9 +385,23 @@ def test_gpt3_matches_a_gpt_dash_3_member(tokenizer: Tokenizer) -> None:
     for query in ("GPT3 有多少参数", "gpt 3 有多少参数", "Gpt_3有多少参数"):
         weights, explanation = index.expand_explained(tokenizer.tokenize(query), tokenizer, query)
         assert [entry["matched"] for entry in explanation] == ["GPT-3"], query
-        assert weights["变换"] == 0.5
+        assert 0 < weights["变换"] == index.added_weight(len(explanation[0]["tokens"])) < 0.5
     # The member's own spelling is added too, as BM25 sees it in the notes.
-    assert index.expand(["gpt3"], tokenizer, "gpt3")["gpt"] == 0.5
+    assert index.expand(["gpt3"], tokenizer, "gpt3")["gpt"] > 0
+
+
+def test_a_group_with_many_names_adds_a_bounded_weight(tokenizer: Tokenizer) -> None:
+    few = AliasIndex([["LoRA", "低秩适配"]])
+    weights, explanation = few.expand_explained(["lora"], tokenizer, "LoRA")
+    added = explanation[0]["tokens"]
+    assert 0 < len(added) <= few.group_tokens and all(weights[t] == few.expansion_weight for t in added)
+
+    many = AliasIndex([["强化学习", "RL", "再励学习", "评价学习", "增强学习", "Reinforcement Learning"]])
+    weights, explanation = many.expand_explained(["rl"], tokenizer, "RL")
+    added = explanation[0]["tokens"]
+    assert len(added) > many.group_tokens
+    assert sum(weights[t] for t in added) == pytest.approx(many.group_tokens * many.expansion_weight)
+    assert all(weights[t] < many.expansion_weight for t in added)
 
 
 def test_latin_members_match_whole_words_only(tokenizer: Tokenizer) -> None:

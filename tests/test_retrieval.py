@@ -16,7 +16,7 @@ from rag.api import create_app
 from rag.config import Settings
 from rag.engine import Engine
 from rag.evaluation import is_hit
-from rag.fusion import rrf
+from rag.fusion import rrf, score_fusion
 from rag.retrieval import merge_adjacent
 from rag.types import Chunk, Hit, Turn
 
@@ -78,6 +78,35 @@ def test_rrf_rejects_non_positive_k(k: int) -> None:
 def test_rrf_of_nothing_is_empty() -> None:
     assert rrf({}) == []
     assert rrf({"bm25": [], "dense": []}) == []
+
+
+def test_score_fusion_rescales_each_retriever_by_its_spread() -> None:
+    # BM25 scores run to the tens, cosine similarities sit within 0.02 of each other: rescaled, both count.
+    # "a" towers over the rest in BM25 and is 7th of 10 in dense.
+    bm25 = {"a": 30.0, **{f"n{i}": 8.0 - 0.3 * i for i in range(9)}}
+    dense = {"n0": 0.84, **{f"n{i}": 0.835 - 0.002 * i for i in range(1, 9)}, "a": 0.829}
+    fused = score_fusion({"bm25": bm25, "dense": dense})
+    assert fused[0][0] == "a"
+    # ranks alone cannot see the lead: reciprocal rank fusion puts "a" third
+    ranked = rrf({"bm25": list(bm25), "dense": sorted(dense, key=dense.get, reverse=True)})
+    assert [item for item, _, _ in ranked].index("a") == 2
+    for _, score, parts in fused:
+        assert score == pytest.approx(parts["bm25"] + parts["dense"])
+    values = [parts["bm25"] for _, _, parts in fused]
+    assert sum(values) / len(values) == pytest.approx(0.5)  # the mean maps to 0.5 (mean ± 3 sd -> 0..1)
+
+
+def test_score_fusion_weights_missing_scores_and_ties() -> None:
+    bm25, dense = {"a": 10.0, "b": 1.0}, {"b": 0.9, "c": 0.1}
+    fused = dict((item, score) for item, score, _ in score_fusion({"bm25": bm25, "dense": dense}))
+    assert set(fused) == {"a", "b", "c"}
+    assert fused["b"] > fused["c"]  # c has no BM25 score: it counts 0 there
+    dense_only = score_fusion({"bm25": bm25, "dense": dense}, weights={"bm25": 0.0, "dense": 1.0})
+    assert dense_only[0][0] == "b" and dense_only[0][2]["bm25"] == 0.0
+    flat = score_fusion({"bm25": {"x": 1.0, "y": 1.0}, "dense": {"y": 0.5, "x": 0.5}})
+    assert [item for item, _, _ in flat] == ["x", "y"]  # equal scores keep first appearance
+    assert all(parts == {"bm25": 0.5, "dense": 0.5} for _, _, parts in flat)
+    assert score_fusion({}) == [] and score_fusion({"bm25": {}, "dense": {}}) == []
 
 
 # ------------------------------------------------------------------------------------ merge_adjacent
@@ -153,13 +182,14 @@ def test_duplicates_and_contained_chunks_are_dropped() -> None:
 
 @pytest.mark.parametrize("mode", ["bm25", "dense", "hybrid"])
 def test_modes_set_their_own_score_fields(engine: Engine, mode: str) -> None:
-    result = engine.search(ANSWERABLE, mode=mode, top_k=5)
+    result = engine.search(ANSWERABLE, mode=mode, top_k=5, explain=True)
     assert result.mode == mode
     assert len(result.hits) == 5
     assert [h.rank for h in result.hits] == [1, 2, 3, 4, 5]
     scores = [h.score for h in result.hits]
     assert scores == sorted(scores, reverse=True)
-    s = engine.settings
+    assert result.explanation is not None
+    fused = {row["chunk_id"]: row for row in result.explanation["fused"]}
     for h in result.hits:
         assert h.document_title and h.chunk.chunk_id in h.chunk_ids
         if mode == "bm25":
@@ -172,14 +202,29 @@ def test_modes_set_their_own_score_fields(engine: Engine, mode: str) -> None:
             assert h.score == pytest.approx(h.dense_score) and -1.0 <= h.score <= 1.0
         else:
             assert h.bm25_rank is not None or h.dense_rank is not None
-            if len(h.chunk_ids) == 1:  # an unmerged hit's score is exactly its RRF sum
-                expected = sum(
-                    w / (s.rrf_k + r)
-                    for w, r in ((s.bm25_weight, h.bm25_rank), (s.dense_weight, h.dense_rank))
-                    if r is not None
-                )
-                assert h.score == pytest.approx(expected)
+            if len(h.chunk_ids) == 1:  # an unmerged hit's score is its fused score: the sum of both parts
+                row = fused[h.chunk.chunk_id]
+                assert set(row["contributions"]) == {"bm25", "dense"}
+                assert h.score == pytest.approx(row["score"], abs=1e-5)
+                assert row["score"] == pytest.approx(sum(row["contributions"].values()), abs=1e-5)
         assert h.rerank_score is None
+
+
+def test_rrf_fusion_setting_scores_hits_by_reciprocal_ranks(engine: Engine, base_settings: Settings) -> None:
+    rrf_engine = Engine(base_settings.model_copy(update={"fusion": "rrf"}), embedder=engine.embedder)
+    rrf_engine.load()
+    result = rrf_engine.search(ANSWERABLE, top_k=5)
+    s = rrf_engine.settings
+    unmerged = [h for h in result.hits if len(h.chunk_ids) == 1]
+    assert unmerged
+    for h in unmerged:
+        expected = sum(
+            w / (s.rrf_k + r)
+            for w, r in ((s.bm25_weight, h.bm25_rank), (s.dense_weight, h.dense_rank))
+            if r is not None
+        )
+        assert h.score == pytest.approx(expected)
+    assert result.hits[0].chunk.chunk_id == engine.search(ANSWERABLE, top_k=5).hits[0].chunk.chunk_id
 
 
 def test_hybrid_uses_evidence_from_both_retrievers(engine: Engine) -> None:
