@@ -93,11 +93,11 @@ def test_english_dev_questions_are_found_with_expansion(dev: Run) -> None:
 
 
 def test_calibration_set_stays_above_its_floors(calibration: Run) -> None:
-    # Measured when these floors were set: hit@5 0.79, mrr@10 0.66, refusal_accuracy 0.83,
-    # false_refusal_rate 0.17; the floors sit a little below so only a real regression fails.
+    # Measured when these floors were set: hit@5 0.875, mrr@10 0.71, refusal_accuracy 0.78,
+    # false_refusal_rate 0.08; the floors sit a little below so only a real regression fails.
     figures, rows = calibration
     assert figures["n"] == len(rows) == 60
-    assert figures["hit@5"] >= 0.75, misses(rows)
-    assert figures["mrr@10"] >= 0.60, misses(rows)
+    assert figures["hit@5"] >= 0.80, misses(rows)
+    assert figures["mrr@10"] >= 0.65, misses(rows)
     assert figures["refusal_accuracy"] >= 0.75, misses(rows)
-    assert figures["false_refusal_rate"] <= 0.25, misses(rows)
+    assert figures["false_refusal_rate"] <= 0.15, misses(rows)
