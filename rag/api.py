@@ -42,7 +42,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from rag.config import Settings
-from rag.engine import Engine
+from rag.engine import PICKUP_WAIT_SECONDS, Engine
 from rag.errors import (
     AlreadyExists,
     CorpusUnavailable,
@@ -903,7 +903,9 @@ async def healthz() -> dict[str, str]:
 @router.get("/readyz", tags=["ops"])
 async def readyz(request: Request, engine: EngineDep) -> dict[str, Any]:
     """Readiness: 200 once an index is loaded, else 503 with guidance (no auth)."""
-    if not engine.ready and not await anyio.to_thread.run_sync(engine.load_if_published):
+    if not engine.ready and not await anyio.to_thread.run_sync(
+        functools.partial(engine.load_if_published, wait=PICKUP_WAIT_SECONDS)
+    ):
         raise not_ready(engine, request.app.state.load_error)
     return {"status": "ready", "version": engine.version}
 

@@ -28,6 +28,10 @@ from rag.types import Answer, Citation, Hit, RetrievalMode, Turn
 
 log = logging.getLogger(__name__)
 
+# A request that finds no index loaded waits this long for a load already under way (the API's index poll,
+# say) instead of failing at once.
+PICKUP_WAIT_SECONDS = 60.0
+
 StreamEvent = tuple[Literal["citations", "token", "done"], Any]
 
 
@@ -133,14 +137,16 @@ class Engine:
             self._reranker = CrossEncoder(self.settings.rerank_model, device="cpu")
         return self._reranker
 
-    def load_if_published(self) -> bool:
+    def load_if_published(self, *, wait: float = 0.0) -> bool:
         """Load the published version when it is not the one serving: with no index yet, or after `rag ingest`
         in another process published a newer one, so neither needs a restart (the API calls this on a timer).
 
-        A version that failed to load is not tried again until CURRENT names another one; a caller that finds
-        another one loading does not wait for it. Returns True when an index is serving.
+        A version that failed to load is not tried again until CURRENT names another one. A caller that finds
+        another one loading waits up to `wait` seconds for it (requests with no index to serve do; the timer
+        does not). Returns True when an index is serving.
         """
-        if not self._pickup_lock.acquire(blocking=False):
+        lock = self._pickup_lock
+        if not (lock.acquire(timeout=wait) if wait > 0 else lock.acquire(blocking=False)):
             return self._state is not None
         try:
             current = self.store.current_version()
@@ -159,7 +165,7 @@ class Engine:
 
     def _snapshot(self) -> _State:
         state = self._state
-        if state is None and self.load_if_published():
+        if state is None and self.load_if_published(wait=PICKUP_WAIT_SECONDS):
             state = self._state
         if state is None:
             raise IndexNotReady("no index is loaded: run `rag ingest` first")
