@@ -99,10 +99,12 @@ class TermBridge:
         threshold: float = 0.04,
         neighbours: int = 10,
         max_words: int = 4,
+        max_phrases: int = 48,
         exclude: Collection[str] = (),
     ) -> None:
         self.threshold = threshold
         self.max_words = max_words
+        self.max_phrases = max_phrases
         self._k = neighbours
         group_of: dict[str, Sequence[str]] = {}
         for group in groups:
@@ -134,9 +136,16 @@ class TermBridge:
     def __len__(self) -> int:
         return len(self.targets)
 
-    def link(self, query: str, embed: Embed, skip_words: set[str] = frozenset()) -> list[Bridge]:
-        """Links for the English phrases of `query`, in query order; words in `skip_words` (say, already
-        matched by the glossary) break phrases and are never linked."""
+    def link(
+        self,
+        query: str,
+        embed: Embed,
+        skip_words: Collection[str] = frozenset(),
+        known: Callable[[str], bool] = lambda word: False,
+    ) -> list[Bridge]:
+        """Links for the English phrases of `query`, in query order. Words in `skip_words` (say, already
+        matched by the glossary) break phrases and are never linked; a `known` word (one the notes contain as
+        it is, so BM25 finds it unaided) is not tried on its own, only inside longer phrases."""
         if not len(self.targets):
             return []
         candidates: list[tuple[int, int, int, str]] = []  # (run, start, length, phrase)
@@ -147,7 +156,9 @@ class TermBridge:
         for r, words in enumerate(runs):
             for length in range(min(self.max_words, len(words)), 0, -1):
                 for start in range(len(words) - length + 1):
-                    candidates.append((r, start, length, " ".join(words[start : start + length])))
+                    if length > 1 or not known(words[start]):
+                        candidates.append((r, start, length, " ".join(words[start : start + length])))
+        candidates = candidates[: self.max_phrases]  # a wall of English text costs one bounded model call
         if not candidates:
             return []
         vectors = embed([phrase for *_, phrase in candidates])
@@ -174,7 +185,7 @@ class TermBridge:
         return [bridge for _, _, bridge in sorted(links, key=lambda item: (item[0], item[1]))]
 
 
-def _split_at(words: list[str], skip: set[str]) -> list[list[str]]:
+def _split_at(words: list[str], skip: Collection[str]) -> list[list[str]]:
     parts: list[list[str]] = [[]]
     for word in words:
         if word in skip or singular(word) in skip:

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
 
 DEFAULT_MODEL_DIRNAME = "multilingual-e5-small"
+QUERY_BATCH_SIZE = 64
 QUERY_CACHE_SIZE = 1024
 _BF16_CPU_FLAGS = frozenset({"amx_bf16", "avx512_bf16"})
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
@@ -229,13 +230,13 @@ class SentenceTransformerEmbedder:
         with self._cache_lock:
             return len(self._cache)
 
-    def _encode(self, texts: list[str], prompt: str) -> np.ndarray:
+    def _encode(self, texts: list[str], prompt: str, batch_size: int | None = None) -> np.ndarray:
         """One model call (under the lock) -> float32, renormalised rows."""
         with self._model_lock:
             out: Any = self._model.encode(
                 texts,
                 prompt=prompt,  # "" = no prefix (and no default prompt)
-                batch_size=self.batch_size,
+                batch_size=batch_size or self.batch_size,
                 show_progress_bar=False,
                 convert_to_tensor=True,
                 normalize_embeddings=False,
@@ -259,7 +260,8 @@ class SentenceTransformerEmbedder:
                     out[i] = hit
         if missing:
             unique = list(missing)
-            vectors = self._encode(unique, self.query_prompt)
+            # queries are short: one forward pass for a question and its phrases beats batches of 16
+            vectors = self._encode(unique, self.query_prompt, max(self.batch_size, QUERY_BATCH_SIZE))
             with self._cache_lock:
                 for text, vec in zip(unique, vectors, strict=True):
                     out[missing[text]] = vec

@@ -147,6 +147,20 @@ def test_bridge_skips_words_the_glossary_matched_and_unrelated_words() -> None:
     assert bridge.link("discount factors", embed, skip_words={"discount", "factor"}) == []
 
 
+def test_a_word_the_notes_contain_is_not_tried_alone() -> None:
+    bridge, phrases = make_bridge()
+    tried: list[str] = []
+
+    def embed(texts):
+        tried.extend(texts)
+        return fake_embed(phrases)(texts)
+
+    assert [b.phrase for b in bridge.link("the ladder", embed, known=lambda word: word == "ladder")] == []
+    assert tried == []
+    bridge.link("discount factor", embed, known=lambda word: word == "factor")
+    assert tried == ["discount factor", "discount"]
+
+
 def test_a_single_word_needs_twice_the_threshold() -> None:
     bridge, phrases = make_bridge()
     score = bridge.link("ladder", fake_embed(phrases))[0].score
