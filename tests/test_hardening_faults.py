@@ -23,7 +23,7 @@ from typing import Any
 import httpx
 import pytest
 from hostile import SMALL_QUESTION, ServeProcess, small_corpus
-from test_api import LiveServer, assert_error, wait_for_job
+from live import LiveServer, assert_error, wait_for_job
 
 from ingest.pipeline import run_ingest
 from rag.api import create_app

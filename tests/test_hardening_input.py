@@ -32,9 +32,9 @@ from hostile import (
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
+from live import LiveServer, assert_error, raw_upload
 from pydantic import SecretStr
 from schemathesis.generation import GenerationMode
-from test_api import LiveServer, assert_error, raw_upload
 
 from ingest.pipeline import run_ingest
 from rag.api import create_app

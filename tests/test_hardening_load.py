@@ -23,8 +23,8 @@ import psutil
 import pytest
 from fake_llm import FakeLLM, reply, slow, streaming
 from hostile import ServeProcess
+from live import LiveServer, assert_error, read_sse
 from pydantic import SecretStr
-from test_api import LiveServer, assert_error, read_sse
 
 from rag.api import create_app
 from rag.config import Settings

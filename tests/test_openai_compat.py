@@ -9,8 +9,8 @@ from collections.abc import Iterator
 import httpx
 import openai
 import pytest
+from live import LiveServer
 from pydantic import SecretStr
-from test_api import LiveServer
 
 from rag.api import create_app
 from rag.config import Settings

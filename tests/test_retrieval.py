@@ -10,7 +10,7 @@ import httpx
 import numpy as np
 import pytest
 from conftest import CORPUS
-from test_api import LiveServer
+from live import LiveServer
 
 from rag.api import create_app
 from rag.config import Settings

@@ -16,8 +16,8 @@ import httpx
 import pytest
 from fake_llm import FakeLLM, http_error, reply, streaming
 from hostile import INJECTION_NOTE, INJECTION_QUESTION, ServeProcess, small_corpus
+from live import LiveServer, assert_error, read_sse
 from pydantic import SecretStr
-from test_api import LiveServer, assert_error, read_sse
 
 from ingest.pipeline import run_ingest
 from rag.api import create_app
