@@ -914,20 +914,26 @@ class AliasIndex:
             if match.member.text not in names:
                 names.append(match.member.text)
         explanation: list[dict] = []
-        budget = self.max_added_tokens
         for group, names in matched.items():
             keys = {member_key(name) for name in names}
             others = [member for member in self.groups[group] if member_key(member) not in keys]
-            added: list[str] = []
-            for name in names + others:
-                for token in tokenizer.tokenize(name):
-                    if token not in weights and budget > 0:
-                        added.append(token)
-                        weights[token] = 0.0
-                        budget -= 1
-            weights.update(dict.fromkeys(added, self.added_weight(len(added))))
+            added = self.add_names(weights, names + others, tokenizer, explanation)
             explanation.append({"matched": names[0], "added": others, "tokens": added})
         return weights, explanation
+
+    def add_names(
+        self, weights: dict[str, float], names: Sequence[str], tokenizer: Tokenizer, expansions: Sequence[dict]
+    ) -> list[str]:
+        """Add the tokens of one group's `names` that `weights` lacks, at `added_weight`, within what
+        `max_added_tokens` leaves after the `expansions` made so far; returns the tokens added."""
+        budget = self.max_added_tokens - sum(len(item["tokens"]) for item in expansions)
+        added: list[str] = []
+        for name in names:
+            for token in tokenizer.tokenize(name):
+                if token not in weights and token not in added and len(added) < budget:
+                    added.append(token)
+        weights.update(dict.fromkeys(added, self.added_weight(len(added))))
+        return added
 
     def added_weight(self, n_tokens: int) -> float:
         """Weight of each of the `n_tokens` tokens one group adds: `expansion_weight`, shared out once a group

@@ -250,21 +250,14 @@ class Retriever:
             if not is_cjk(item["matched"]):
                 matched_words.update(singular(w) for w in _LATIN_WORD.findall(normalize(item["matched"])))
                 names.extend([m for m in item["added"] if is_cjk(m)][:2])
-        budget = self.aliases.max_added_tokens - sum(len(item["tokens"]) for item in expansions)
+
         def embed_with_query(phrases: Sequence[str]) -> np.ndarray:
             # one model call for the question and its phrases; the question's vector waits in the query cache
             return self.embedder.embed_queries([query, *phrases])[1:]
 
         for bridge in self.bridge.link(query, embed_with_query, matched_words, known=self.index.has_term):
             chinese = [name for name in bridge.names if is_cjk(name)]
-            added: list[str] = []
-            for name in chinese:
-                for token in self.tokenizer.tokenize(name):
-                    if token not in weighted and budget > 0:
-                        added.append(token)
-                        weighted[token] = 0.0
-                        budget -= 1
-            weighted.update(dict.fromkeys(added, self.aliases.added_weight(len(added))))
+            added = self.aliases.add_names(weighted, chinese, self.tokenizer, expansions)
             expansions.append(
                 {
                     "matched": bridge.phrase,
