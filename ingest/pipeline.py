@@ -16,13 +16,14 @@ import numpy as np
 
 from ingest.cache import EmbeddingCache, text_key
 from ingest.chunking import chunk_document, heading_texts
-from ingest.glossary import extract_alias_groups, heading_terms, load_user_glossary, merge_groups
+from ingest.glossary import extract_alias_groups, heading_terms, load_user_glossary
 from ingest.loading import discover
+from rag.aliases import merge_groups
 from rag.config import Settings
 from rag.crosslingual import bridge_terms
 from rag.embedding import Embedder, load_embedder
 from rag.errors import IngestFailed
-from rag.store import IndexBuild, IndexStore, WriteLock
+from rag.index import IndexBackend, IndexBuild, IndexStore, WriteLock
 from rag.text import Tokenizer, is_cjk
 from rag.types import Chunk, Document, SkippedFile
 
@@ -98,13 +99,7 @@ def run_ingest(
         raise IngestFailed(f"corpus directory not found: {corpus}")
     report = progress or (lambda stage, done, total: None)
     stage = on_stage or (lambda name: None)
-    store = IndexStore(
-        settings.index_dir,
-        keyword_backend=settings.keyword_backend,
-        vector_index=settings.vector_index,
-        hnsw_m=settings.hnsw_m,
-        hnsw_ef_search=settings.hnsw_ef_search,
-    )
+    store = IndexStore.from_settings(settings)
     settings.index_dir.mkdir(parents=True, exist_ok=True)
     with WriteLock(settings.index_dir, timeout=lock_timeout):
         store.cleanup_debris()
@@ -199,7 +194,7 @@ def run_ingest(
         return summary
 
 
-def _glossary_source(index) -> list[list[str]]:
+def _glossary_source(index: IndexBackend) -> list[list[str]]:
     return index.manifest.ingest_summary.get("user_glossary", [])
 
 

@@ -239,7 +239,7 @@ def eval_(
 @app.command()
 def glossary(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Alias groups found in the notes (and glossary.txt), used for query expansion."""
-    from rag.store import IndexStore
+    from rag.index import IndexStore
 
     index = IndexStore(_settings(ctx).index_dir).load(verify=False)
     groups = index.alias_groups
@@ -262,7 +262,8 @@ def bench(
     max_chunks: Annotated[int, typer.Option("--max-chunks", help="Largest synthetic index to build.")] = 1_010_000,
 ) -> None:
     """Benchmark the embedder, ingest, retrieval up to ~1M chunks and /ask over HTTP; write reports."""
-    from rag.bench import run_bench, summary_tables
+    from rag.bench.report import summary_tables
+    from rag.bench.run import run_bench
 
     results = run_bench(
         _settings(ctx), quick=quick, out_dir=out_dir, max_chunks=max_chunks,

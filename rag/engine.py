@@ -15,14 +15,15 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
-from ingest.glossary import AliasIndex
+from rag.aliases import AliasIndex
+from rag.answer import Generator, make_generator, refusal_answer
+from rag.answer.citations import citation_from_hit
 from rag.config import Settings
-from rag.conversation import looks_like_followup, resolve_followup
+from rag.conversation import resolve_question
 from rag.embedding import Embedder, load_embedder
 from rag.errors import IndexNotReady, InvalidInput, NotFound
-from rag.generation import Generator, make_generator, refusal_answer, rewrite_with_llm
+from rag.index import IndexBackend, IndexStore
 from rag.retrieval import Retriever, SearchResult
-from rag.store import IndexStore, LoadedIndex
 from rag.text import Tokenizer
 from rag.types import Answer, Citation, Hit, RetrievalMode, Turn
 
@@ -40,7 +41,7 @@ class _State:
     """Everything that belongs to one published index version; replaced as a whole on reload."""
 
     version: str
-    index: LoadedIndex
+    index: IndexBackend
     tokenizer: Tokenizer
     retriever: Retriever
     generator: Generator
@@ -51,13 +52,7 @@ class Engine:
 
     def __init__(self, settings: Settings, *, embedder: Embedder | None = None) -> None:
         self.settings = settings
-        self.store = IndexStore(
-            settings.index_dir,
-            keyword_backend=settings.keyword_backend,
-            vector_index=settings.vector_index,
-            hnsw_m=settings.hnsw_m,
-            hnsw_ef_search=settings.hnsw_ef_search,
-        )
+        self.store = IndexStore.from_settings(settings)
         self._embedder = embedder
         self._state: _State | None = None
         self._reload_lock = threading.Lock()
@@ -114,7 +109,7 @@ class Engine:
             closer.start()
         return True
 
-    def _build_state(self, index: LoadedIndex) -> _State:
+    def _build_state(self, index: IndexBackend) -> _State:
         embedder = self.embedder
         if index.manifest.embed_model_id != embedder.model_id:
             index.close()
@@ -219,7 +214,7 @@ class Engine:
         question = self._check_question(question)
         top_k = self._check_top_k(top_k)
         state = self._snapshot()
-        resolved = self.resolve_question(question, history, state.tokenizer)
+        resolved = resolve_question(question, history, state.generator, state.tokenizer)
         result = state.retriever.search(resolved, top_k=top_k, mode=mode, explain=explain)
         timings = dict(result.timings)
         if not result.gate.answerable or not result.hits:
@@ -247,14 +242,6 @@ class Engine:
             explanation=result.explanation,
         )
         yield "done", answer
-
-    def resolve_question(self, question: str, history: Sequence[Turn], tokenizer: Tokenizer) -> str:
-        """A standalone question: follow-ups are resolved against the conversation history."""
-        if not history:
-            return question
-        if self.settings.llm_model and looks_like_followup(question, tokenizer):
-            return rewrite_with_llm(question, history, self.settings, tokenizer)
-        return resolve_followup(question, history, tokenizer)
 
     # --- knowledge base -------------------------------------------------------------------------
 
@@ -333,16 +320,6 @@ class Engine:
 def passages_as_citations(hits: Sequence[Hit]) -> list[Citation]:
     """The numbered passages given to the answerer, in the shape of citations (for streaming clients)."""
     return [
-        Citation(
-            number=i,
-            doc_id=h.chunk.doc_id,
-            document=h.document_title or h.chunk.doc_id,
-            heading_path=h.chunk.heading_path,
-            chunk_id=h.chunk.chunk_id,
-            start=h.chunk.start,
-            end=h.chunk.end,
-            snippet=h.chunk.text[:300],
-            score=round(h.score, 6),
-        )
-        for i, h in enumerate(hits, start=1)
+        citation_from_hit(number, hit, hit.chunk.text[:300], score=round(hit.score, 6))
+        for number, hit in enumerate(hits, start=1)
     ]

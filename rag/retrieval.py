@@ -15,12 +15,12 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from ingest.glossary import AliasIndex
+from rag.aliases import AliasIndex
 from rag.config import Settings
 from rag.crosslingual import TermBridge, mostly_english, translated_query
 from rag.embedding import Embedder
 from rag.fusion import rrf, score_fusion
-from rag.store import LoadedIndex
+from rag.index import IndexBackend
 from rag.text import Tokenizer, char_bigrams, is_cjk, normalize, sentence_spans, singular
 from rag.types import Chunk, Hit, RetrievalMode
 
@@ -73,7 +73,7 @@ class Retriever:
 
     def __init__(
         self,
-        index: LoadedIndex,
+        index: IndexBackend,
         embedder: Embedder,
         tokenizer: Tokenizer,
         aliases: AliasIndex,
@@ -156,7 +156,7 @@ class Retriever:
             # every candidate gets its exact dense similarity (the better of question and translation), so a
             # passage only BM25 found is not scored as if the dense model had rejected it
             candidates = list(dict.fromkeys([r for r, _ in bm25] + [r for r, _ in ranked_dense]))
-            similarity = (self.index.vectors(candidates) @ vectors.T).max(axis=1) if candidates else []
+            similarity = self.index.similarities(vectors, candidates)
             fused = score_fusion(
                 {"bm25": dict(bm25), "dense": dict(zip(candidates, map(float, similarity), strict=True))},
                 weights={"bm25": s.bm25_weight, "dense": s.dense_weight},

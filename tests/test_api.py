@@ -23,7 +23,8 @@ from fastapi.routing import APIRoute, iter_route_contexts
 from live import LiveServer, assert_error, raw_upload, read_sse, wait_for_job
 from pydantic import SecretStr
 
-from rag.api import create_app, get_jobs
+from rag.api import create_app
+from rag.api.routes import get_jobs
 from rag.config import Settings
 from rag.engine import Engine
 from rag.jobs import IngestJobs

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from rag.bench import BenchPlan, bench_questions, evaluate_targets, unique_texts
+from rag.bench.plan import BenchPlan, bench_questions, unique_texts
+from rag.bench.report import evaluate_targets
 from rag.cli import app
 from rag.config import Settings
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ingest.glossary import AliasIndex
+from rag.aliases import AliasIndex
 from rag.config import Settings
 from rag.crosslingual import TermBridge, bridge_terms, english_phrases, mostly_english, translated_query
 from rag.engine import Engine

@@ -11,16 +11,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rag.config import Settings
-from rag.conversation import looks_like_followup, resolve_followup
-from rag.generation import (
+from rag.answer import (
     REFUSAL_EN,
     REFUSAL_ZH,
     ExtractiveGenerator,
     make_generator,
-    parse_citations,
     refusal_answer,
 )
+from rag.answer.citations import parse_citations
+from rag.config import Settings
+from rag.conversation import looks_like_followup, resolve_followup
 from rag.text import Tokenizer, char_bigrams, sentence_spans
 from rag.types import Answer, Chunk, Hit, Turn
 

@@ -8,16 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from ingest.glossary import (
-    AliasIndex,
-    alias_groups_from_text,
-    extract_alias_groups,
-    heading_terms,
-    load_user_glossary,
-    member_key,
-    merge_groups,
-    parse_term_string,
-)
+from ingest.alias_patterns import parse_term_string
+from ingest.glossary import alias_groups_from_text, extract_alias_groups, heading_terms, load_user_glossary
+from rag.aliases import AliasIndex, member_key, merge_groups
 from rag.text import Tokenizer
 from rag.types import Document
 

@@ -30,7 +30,7 @@ from rag.api import create_app
 from rag.config import Settings
 from rag.engine import Engine
 from rag.errors import IndexNotReady, IngestFailed
-from rag.store import CURRENT_FILE, TMP_PREFIX, IndexStore
+from rag.index import CURRENT_FILE, TMP_PREFIX, IndexStore
 
 ROOT = Path(__file__).resolve().parent.parent
 NEW_NOTE = "量子退火笔记.md"
@@ -263,7 +263,7 @@ def test_disk_full_during_ingest_is_a_clear_error_and_the_previous_index_stays(
 
 
 def test_disk_full_in_an_api_ingest_job_is_reported_on_the_job(served: tuple[Settings, Engine]) -> None:
-    from rag.api import get_jobs
+    from rag.api.routes import get_jobs
     from rag.jobs import IngestJobs
 
     settings, engine = served

@@ -37,10 +37,11 @@ from pydantic import SecretStr
 from schemathesis.generation import GenerationMode
 
 from ingest.pipeline import run_ingest
+from rag.answer.citations import parse_citations
+from rag.answer.llm import sanitize_reply
 from rag.api import create_app
 from rag.config import Settings
 from rag.engine import Engine
-from rag.generation import parse_citations, sanitize_reply
 from rag.text import STOPWORDS, Tokenizer, char_bigrams, normalize, sentence_spans
 
 API_KEY = "fuzz-key-0123456789abcdef"

@@ -19,21 +19,13 @@ from fake_llm import (
     streaming,
 )
 
+from rag.answer import REFUSAL_EN, REFUSAL_ZH, ExtractiveGenerator, LiteLLMGenerator, make_generator
+from rag.answer.llm import sanitize_reply
+from rag.answer.prompts import format_passages, neutralise
 from rag.config import Settings
-from rag.generation import (
-    REFUSAL_EN,
-    REFUSAL_ZH,
-    Answer,
-    ExtractiveGenerator,
-    LiteLLMGenerator,
-    format_passages,
-    make_generator,
-    neutralise,
-    rewrite_with_llm,
-    sanitize_reply,
-)
+from rag.conversation import resolve_question
 from rag.text import Tokenizer
-from rag.types import Chunk, Hit, Turn
+from rag.types import Answer, Chunk, Hit, Turn
 
 CORPUS = Path(__file__).resolve().parents[1] / "corpus"
 GLOSSARY = "deep-learning-glossary.md"
@@ -370,7 +362,7 @@ HISTORY = [Turn("user", "LoRA 是什么？"), Turn("assistant", "LoRA 是低秩�
 
 def test_rewrite_with_llm_uses_the_server(llm: FakeLLM, tokenizer: Tokenizer) -> None:
     llm.behave(reply("改写后的问题：LoRA 有什么缺点？\n"))
-    rewritten = rewrite_with_llm("那它有什么缺点？", HISTORY, settings_for(llm), tokenizer)
+    rewritten = resolve_question("那它有什么缺点？", HISTORY, generator(llm, tokenizer), tokenizer)
     assert rewritten == "LoRA 有什么缺点？"
     assert len(llm.requests) == 1 and llm.requests[0].body.get("stream") in (None, False)
     prompt = llm.prompts()[0]
@@ -380,11 +372,11 @@ def test_rewrite_with_llm_uses_the_server(llm: FakeLLM, tokenizer: Tokenizer) ->
 @pytest.mark.parametrize("behaviour", [http_error(500), empty(), garbage()])
 def test_rewrite_falls_back_to_the_heuristic(behaviour, llm: FakeLLM, tokenizer: Tokenizer) -> None:
     llm.behave(behaviour)
-    rewritten = rewrite_with_llm("那它有什么缺点？", HISTORY, settings_for(llm), tokenizer)
+    rewritten = resolve_question("那它有什么缺点？", HISTORY, generator(llm, tokenizer), tokenizer)
     assert rewritten.startswith("LoRA") and rewritten.endswith("那它有什么缺点？")
     assert len(llm.requests) == 1
 
 
 def test_rewrite_without_history_does_not_call_the_llm(llm: FakeLLM, tokenizer: Tokenizer) -> None:
-    assert rewrite_with_llm("LoRA 是什么？", [], settings_for(llm), tokenizer) == "LoRA 是什么？"
+    assert resolve_question("LoRA 是什么？", [], generator(llm, tokenizer), tokenizer) == "LoRA 是什么？"
     assert llm.requests == []

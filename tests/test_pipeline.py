@@ -20,7 +20,7 @@ from ingest.pipeline import IngestSummary, run_ingest
 from rag.config import Settings
 from rag.engine import Engine
 from rag.errors import IngestBusy
-from rag.store import PUBLISH_STAGES, IndexStore, LoadedIndex, WriteLock
+from rag.index import PUBLISH_STAGES, IndexStore, LoadedIndex, WriteLock
 
 SettingsFactory = Callable[..., Settings]
 
@@ -384,7 +384,7 @@ def test_an_ingest_in_another_process_blocks_this_one(
         [
             sys.executable,
             "-c",
-            "import sys, time\nfrom rag.store import WriteLock\n"
+            "import sys, time\nfrom rag.index import WriteLock\n"
             "with WriteLock(__import__('pathlib').Path(sys.argv[1])):\n"
             "    print('locked', flush=True)\n    sys.stdin.read()\n",
             str(settings.index_dir),

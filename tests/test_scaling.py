@@ -16,15 +16,15 @@ import faiss
 import numpy as np
 import pytest
 
-from ingest.glossary import AliasIndex
 from ingest.pipeline import run_ingest
-from rag.bench import build_scaled_index
+from rag.aliases import AliasIndex
+from rag.bench.scale import build_scaled_index
 from rag.config import Settings
 from rag.embedding import load_embedder
 from rag.engine import Engine
 from rag.errors import IndexNotReady
 from rag.evaluation import is_hit, load_questions
-from rag.store import SQLITE_FILE, BM25sIndex, IndexStore, LoadedIndex, RankBM25Index
+from rag.index import SQLITE_FILE, BM25sIndex, IndexStore, LoadedIndex, RankBM25Index
 from rag.text import Tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -20,10 +20,10 @@ from live import LiveServer, assert_error, read_sse
 from pydantic import SecretStr
 
 from ingest.pipeline import run_ingest
+from rag.answer import REFUSAL_ZH
 from rag.api import create_app
 from rag.config import Settings
 from rag.engine import Engine
-from rag.generation import REFUSAL_ZH
 
 API_KEY = "k3y-5ecret-Zx81-ok"
 LLM_KEY = "sk-llm-5ecret-9f2e"

@@ -1,4 +1,4 @@
-"""rag.store against real files: SQLite, FAISS, rank_bm25/bm25s, fcntl locks and SIGKILLed writers."""
+"""rag.index against real files: SQLite, FAISS, rank_bm25/bm25s, fcntl locks and SIGKILLed writers."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from rag.errors import IndexCorrupted, IndexNotReady, IngestBusy
-from rag.store import (
+from rag.index import (
     FLAT_MAX_VECTORS,
     K1,
     PUBLISH_STAGES,
@@ -591,7 +591,7 @@ def test_garbage_current_file_is_corruption(tmp_path: Path) -> None:
 HOLD_LOCK = """
     import sys
     from pathlib import Path
-    from rag.store import WriteLock
+    from rag.index import WriteLock
     with WriteLock(Path(sys.argv[1])):
         print("locked", flush=True)
         sys.stdin.read()
@@ -671,7 +671,7 @@ PUBLISH_AND_DIE = """
     from pathlib import Path
     sys.path.insert(0, sys.argv[3])
     from test_store import SMALL_TOKENS, make_build
-    from rag.store import IndexStore, WriteLock
+    from rag.index import IndexStore, WriteLock
 
     def on_stage(stage):
         if stage == sys.argv[2]:

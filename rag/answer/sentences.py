@@ -1,0 +1,163 @@
+"""Passages cut into sentences: each with its offsets in the chunk, its kind (text, heading, code, URL...),
+the heading above it and whether it is a list item. The extractive answerer quotes them; LLM citations pick
+their snippet among them.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from rag.text import sentence_spans
+from rag.types import Hit
+
+_PREFIX = re.compile(r"^(?:#{1,6}[ \t]+|>[ \t]*|[-*+•●▪◦·][ \t]+)+")
+_HEADING_LINE = re.compile(r"^[ \t]*#{1,6}[ \t]")
+_FENCE = re.compile(r"^[ \t]*(```|~~~)")
+_URL_TOKEN = re.compile(r"^(?:<?(?:https?://|www\.)\S+>?|!?\[[^\]]*\]\([^)]*\))$", re.I)
+_CODE_LINE = re.compile(
+    r"^(?:import\s|from\s+\S+\s+import\s|def\s|class\s+\w+\s*[(:]|return\b|print\s*\(|>>>|\$\s|"
+    r"In\s*\[\d*\]|Out\s*\[\d*\]|@\w+|[\w.]+\s*\(.*\)\s*;?$|[\w.\[\], ]+\s*[-+*/%]?=\s*\S|[{}()\[\];]+$)"
+)
+_CODE_SYMBOLS = set("{}()[]=;<>_/\\|$`")
+# "2.3 设置学习率的过程": a numbered title line without punctuation, used as a heading by web-page notes.
+_TITLE_LINE = re.compile(r"^\d{1,2}(?:\.\d{1,2})*\.?\s+[^，,。；;：:！？!?、]{1,40}$")
+_CITE_LIKE = re.compile(r"[\[［【]\s*\d+\s*[\]］】]")
+_CJK = re.compile(r"[\u3400-\u9fff]")
+MEANINGFUL = re.compile(r"[\u3400-\u9fffA-Za-z0-9]")
+LIST_ITEM = re.compile(r"^(?:\d{1,2}\s*[、.．)）]|[（(]\d{1,2}[)）]|[①-⑳]|[-*+•●▪◦·]\s)")
+_COLON_END = re.compile(r"[：:]\s*$")
+_BULLET = re.compile(r"[-*+•●▪◦·]")
+
+
+@dataclass
+class Sentence:
+    """One candidate sentence of one passage; `start`/`end` index the passage's chunk.text."""
+
+    passage: int  # 0-based index into passages
+    pos: int  # index among the passage's sentences
+    start: int
+    end: int
+    text: str
+    kind: str  # "text", "heading", "code", "url", "short", "marker"
+    line_start: bool
+    gap_newline: bool  # a line break separates it from the previous sentence
+    heading: str = ""  # the nearest heading above it (markdown or numbered title line)
+    bullet: bool = False  # a list item ("- x", "• x", "1. x")
+    matched_words: frozenset[str] = frozenset()  # query words it contains
+    matched_grams: frozenset[str] = frozenset()  # query character bigrams / Latin terms it contains
+    lex: float = 0.0  # IDF-weighted share of the query it covers by itself
+    score: float = 0.0
+
+    @property
+    def ends_colon(self) -> bool:
+        return _COLON_END.search(self.text) is not None
+
+
+def _fenced_lines(text: str) -> list[tuple[int, int]]:
+    """(start, end) offsets of lines inside ``` fences (fence lines included)."""
+    spans: list[tuple[int, int]] = []
+    inside = False
+    offset = 0
+    for line in text.splitlines(keepends=True):
+        fence = _FENCE.match(line) is not None
+        if inside or fence:
+            spans.append((offset, offset + len(line)))
+        if fence:
+            inside = not inside
+        offset += len(line)
+    return spans
+
+
+def _url_only(text: str) -> bool:
+    """A line made only of URLs / markdown links or images."""
+    tokens = [t for t in re.split(r"[\s,，、;；]+", text) if t]
+    return bool(tokens) and all(_URL_TOKEN.match(t) for t in tokens)
+
+
+def _classify(raw_line: str, text: str, in_fence: bool) -> str:
+    if in_fence:
+        return "code"
+    if _HEADING_LINE.match(raw_line) or _TITLE_LINE.match(text):
+        return "heading"
+    if _url_only(text):
+        return "url"
+    if _CITE_LIKE.search(text):
+        return "marker"  # would be confused with our own citation markers
+    if not _CJK.search(text):
+        if _CODE_LINE.match(text):
+            return "code"
+        symbols = sum(1 for ch in text if ch in _CODE_SYMBOLS)
+        if symbols >= 3 and symbols / max(1, len(text)) > 0.12:
+            return "code"
+    if len(MEANINGFUL.findall(text)) < 4:
+        return "short"
+    return "text"
+
+
+def _merged_spans(text: str) -> list[tuple[int, int]]:
+    """sentence_spans, re-joining splits at an ASCII '!'/'?' glued between two non-blank characters ("10!种")."""
+    merged: list[tuple[int, int]] = []
+    for start, end in sentence_spans(text):
+        if (
+            merged
+            and text[merged[-1][1] - 1] in "!?"
+            and merged[-1][1] >= 2
+            and text[merged[-1][1] - 2].isalnum()
+            and not text[start].isspace()
+        ):
+            merged[-1] = (merged[-1][0], end)
+        else:
+            merged.append((start, end))
+    return merged
+
+
+def split_passage(index: int, hit: Hit) -> list[Sentence]:
+    """Sentences of a passage, stripped of heading markers / bullets, classified."""
+    text = hit.chunk.text
+    fenced = _fenced_lines(text)
+    out: list[Sentence] = []
+    prev_end = 0
+    heading = hit.chunk.heading_path[-1] if hit.chunk.heading_path else ""
+    for s, e in _merged_spans(text):
+        piece = text[s:e]
+        raw_start = s + len(piece) - len(piece.lstrip())
+        line_begin = text.rfind("\n", 0, raw_start) + 1
+        line_end = text.find("\n", raw_start)
+        raw_line = text[line_begin : line_end if line_end >= 0 else len(text)]
+        body = text[raw_start:e].rstrip()
+        prefix = _PREFIX.match(body)
+        body = (body[prefix.end() :] if prefix else body).strip()
+        if not body:
+            prev_end = e
+            continue
+        body_start = text.index(body, raw_start)
+        in_fence = any(a <= body_start < b for a, b in fenced)
+        kind = _classify(raw_line, body, in_fence)
+        if kind == "heading":
+            heading = body
+        out.append(
+            Sentence(
+                passage=index,
+                pos=len(out),
+                start=body_start,
+                end=body_start + len(body),
+                text=body,
+                kind=kind,
+                line_start=not text[line_begin:raw_start].strip(),
+                gap_newline=bool(out) and "\n" in text[prev_end:body_start],
+                heading=heading,
+                bullet=bool(prefix and _BULLET.search(prefix.group())) or bool(LIST_ITEM.match(body)),
+            )
+        )
+        prev_end = e
+    return out
+
+
+def clause_cut(text: str, limit: int) -> str:
+    """The longest prefix of `text` within `limit` chars, cut after a clause mark when possible."""
+    if len(text) <= limit:
+        return text
+    head = text[:limit]
+    cut = max(head.rfind(ch) for ch in "，,；;、：:）)")
+    return head[: cut + 1] if cut >= limit // 2 else head
