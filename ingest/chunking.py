@@ -3,8 +3,10 @@
 Structure first, size second:
 
 1. The note is cut into sections. Markdown ATX headings ("#".."######", outside fenced code) define them;
-   a note without any (a web page saved as text) is cut at numbered outline lines ("1. 关键字",
-   "2.1 训练过程") and at bullet terms (a short "• 术语" line whose explanation is indented below it).
+   before the first of them (all of a note without any, such as a web page saved as text) the note is cut
+   at numbered outline lines ("1. 关键字", "2.1 训练过程") and at bullet terms (a short "• 术语" line whose
+   explanation is indented below it). Structure is decided per region, not per note, so adding a markdown
+   section to an outline note leaves the chunks before it as they were.
 2. Each section becomes atoms that must never be cut: sentences (rag.text.sentence_spans), whole fenced
    code blocks, whole table rows. Boilerplate lines (cleaning.noise_spans) are not atoms.
 3. Atoms are packed into chunks of about `chunk_size` characters, with whole sentences of overlap between
@@ -20,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from bisect import bisect_right
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Literal
@@ -137,9 +140,20 @@ def chunk_document(doc: Document, chunk_size: int = 500, overlap: int = 80) -> l
                     text=chunk_text,
                     index_text=index_text,
                     ordinal=len(chunks),
+                    **_pages(doc.page_starts, start, end),
                 )
             )
     return chunks
+
+
+def _pages(page_starts: tuple[int, ...], start: int, end: int) -> dict:
+    """`page` and `page_breaks` of the span [start, end) of a document with pages (nothing without)."""
+    if not page_starts:
+        return {}
+    return {
+        "page": max(1, bisect_right(page_starts, start)),
+        "page_breaks": tuple(b for b in page_starts if start < b <= end),
+    }
 
 
 # --------------------------------------------------------------------------------------------------
@@ -167,10 +181,11 @@ def _sections(text: str, noise: list[tuple[int, int]], chunk_size: int) -> list[
         for i, (start, end) in enumerate(lines)
         if not fenced[i] and not is_noise[i] and (heading := atx_heading(text[start:end])) is not None
     }
-    if markdown:
-        headings = {i: _Heading(level, heading_title(raw)) for i, (level, raw) in markdown.items()}
-    else:
-        headings = _outline_headings(text, lines, fenced, is_noise)
+    # Outline headings only in the region before the first markdown heading, judged as if the note ended
+    # there: what follows (an appended "## section", say) cannot change them.
+    first_markdown = min(markdown, default=len(lines))
+    headings = _outline_headings(text, lines[:first_markdown], fenced, is_noise)
+    headings |= {i: _Heading(level, heading_title(raw)) for i, (level, raw) in markdown.items()}
 
     sections: list[_Section] = []
     current = _Section(())
@@ -194,7 +209,9 @@ def _sections(text: str, noise: list[tuple[int, int]], chunk_size: int) -> list[
         heading = headings.get(i)
         if heading is not None:
             sections.append(current)
-            _push(stack, heading, first_depth, consistent_levels=bool(markdown))
+            if i == first_markdown:
+                stack.clear()  # the markdown region starts its own hierarchy, below no outline heading
+            _push(stack, heading, first_depth, consistent_levels=i in markdown)
             current = _Section(tuple(h.title for h in stack))
             current.atoms.extend(_split_atom(text, start, end, "heading", chunk_size))
             i += 1

@@ -17,39 +17,39 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from ingest.alias_patterns import (
-    _ABBREVIATION_OF,
-    _ALIAS_CONN,
-    _DIGITS,
-    _MEMBER_PREFIX,
-    _PURE_CJK,
-    _SEP,
-    _SPLIT_CONN,
-    _URL,
+    ABBREVIATION_OF,
+    ALIAS_CONN,
+    DIGITS,
     MAX_STRICT_CJK_CHARS,
-    _dedupe,
-    _member_status,
-    _prepare,
-    _scan,
-    _segments,
-    _term_members,
+    MEMBER_PREFIX,
+    PURE_CJK,
+    SEPARATOR,
+    SPLIT_CONN,
+    URL,
+    dedupe_members,
+    member_status,
     parse_term_string,
+    prepare_text,
+    split_parens,
+    split_segments,
+    term_members,
 )
-from rag.aliases import _CJK, _EDGE_PUNCT, _HAS_CJK, _IMAGE, _LATIN_WORD, _SPACES, clean_member, merge_groups
-from rag.text import STOPWORDS, normalize
+from rag.aliases import EDGE_PUNCT, LATIN_WORD, MARKDOWN_IMAGE, SPACES, clean_member, member_key, merge_groups
+from rag.text import CJK_CHARS, HAS_CJK, STOPWORDS, normalize
 from rag.types import Document
 
 log = logging.getLogger(__name__)
 
-_STARTS_WITH_CONN = re.compile(f"^\\s*(?:{_ALIAS_CONN})")
+_STARTS_WITH_CONN = re.compile(f"^\\s*(?:{ALIAS_CONN})")
 # Connectors strong enough to make "X conn Y" an alias statement without parentheses (not a bare 或).
-_STRONG_CONN = re.compile(_ALIAS_CONN.replace("|或者|", "|").replace("|或(?![许是])", ""))
+_STRONG_CONN = re.compile(ALIAS_CONN.replace("|或者|", "|").replace("|或(?![许是])", ""))
 _OUTLINE = re.compile(r"^\s*(?:[•·▪◦●\-*+]\s+|\d+(?:\.\d+)*[.)]?\s+|\d+、\s*)")
 _HEADING = re.compile(r"^\s{0,3}(#{1,6})\s*(.*?)\s*#*\s*$")
 _SENTENCE_END = re.compile(r"[。!?;\n]|\.(?=\s|$)")
 _FULL_NAME_IS = re.compile(r"^(.{1,20}?)的全称是\s*(.+)$")  # "WOE的全称是“Weight of Evidence”"
 _IS_ABBREVIATION_OF = re.compile(r"^(?:(.{1,20}?)\s*)?是\s*(.+?)\s*的(?:首字母)?(?:缩写|简称|简写)$")
 _HEADING_PART_SPLIT = re.compile(
-    rf"[()\[\]{{}}<>【】“”\"‘’'「」『』《》,、;:。!?|/\\&+]|{_ALIAS_CONN}|{_SPLIT_CONN}"
+    rf"[()\[\]{{}}<>【】“”\"‘’'「」『』《》,、;:。!?|/\\&+]|{ALIAS_CONN}|{SPLIT_CONN}"
 )
 _DEFINITION_LINE = re.compile(r"^\s*[^()\s:][^():]{0,30}\([^()]{1,80}\)\s*:")
 
@@ -92,7 +92,7 @@ def _first_sentence(text: str) -> str:
 def _is_term_like(text: str) -> bool:
     """A short single name that could head a definition ("采样频率", "OCR", "高斯噪声或白噪声")."""
     text = clean_member(text)
-    return bool(text) and not re.search(r"[,、]", text) and _member_status(text, strict=True) == "ok"
+    return bool(text) and not re.search(r"[,、]", text) and member_status(text, strict=True) == "ok"
 
 
 def _head_with_parens(clause: str) -> tuple[str, bool] | None:
@@ -100,7 +100,7 @@ def _head_with_parens(clause: str) -> tuple[str, bool] | None:
 
     None when the clause does not start with a name followed by a parenthesis.
     """
-    items = _scan(clause)
+    items = split_parens(clause)
     if len(items) < 2 or items[0][0] != "text" or items[1][0] != "paren" or not items[1][1].strip():
         return None
     if not _is_term_like(items[0][1]):
@@ -115,7 +115,7 @@ def _head_with_parens(clause: str) -> tuple[str, bool] | None:
         return kept, True
     if _STARTS_WITH_CONN.match(rest):
         return clause, True  # "AIGC(AI Generated Content)即人工智能生成内容"
-    if rest[:1].isspace() and _PURE_CJK.match(rest.strip()) and len(rest.strip()) <= MAX_STRICT_CJK_CHARS:
+    if rest[:1].isspace() and PURE_CJK.match(rest.strip()) and len(rest.strip()) <= MAX_STRICT_CJK_CHARS:
         return kept + rest, False  # "Quantization Aware Training (QAT) 量化感知训练"
     return kept, False
 
@@ -128,7 +128,7 @@ def _opening_term_string(line: str, heading_term: str | None) -> str | None:
     or, after a Chinese subject, give its English name ("弱分类器，weak classifier"); stops at the first
     other clause.
     """
-    sentence = _first_sentence(_prepare(line)).strip()
+    sentence = _first_sentence(prepare_text(line)).strip()
     clauses = _split_clauses(sentence)
     if not clauses:
         return None
@@ -137,7 +137,7 @@ def _opening_term_string(line: str, heading_term: str | None) -> str | None:
     first = clauses[0].strip()
     can_continue = True
     full_name = _FULL_NAME_IS.match(first)
-    abbreviation = _IS_ABBREVIATION_OF.match(first) or _ABBREVIATION_OF.match(first)
+    abbreviation = _IS_ABBREVIATION_OF.match(first) or ABBREVIATION_OF.match(first)
     with_parens = _head_with_parens(first)
     strong = _STRONG_CONN.search(first)
     if _STARTS_WITH_CONN.match(first):
@@ -160,12 +160,12 @@ def _opening_term_string(line: str, heading_term: str | None) -> str | None:
             return None
     elif strong and _is_term_like(first[: strong.start()]):
         head = first  # "FP16也叫做 float16", "神经网络即人工神经网络"
-    elif _is_term_like(first) and not _SEP.search(first):
+    elif _is_term_like(first) and not SEPARATOR.search(first):
         head = first  # a bare subject; only an alias clause after it can make a group
     else:
         return None
     accepted = [head]
-    subject_is_cjk = bool(_PURE_CJK.match(clean_member(first)))
+    subject_is_cjk = bool(PURE_CJK.match(clean_member(first)))
     if can_continue:
         for position, clause in enumerate(clauses[1:], start=1):
             text = clause.strip()
@@ -180,9 +180,9 @@ def _opening_term_string(line: str, heading_term: str | None) -> str | None:
 def _clause_is_names(clause: str) -> bool:
     """Whether an alias clause ("又称再励学习、评价学习或增强学习") holds only names."""
     body = _STARTS_WITH_CONN.sub("", clause)
-    segments = _segments(body)
+    segments = split_segments(body)
     return bool(segments) and all(
-        _term_members(segment.term, strict=True) is not None for segment, _ in segments
+        term_members(segment.term, strict=True) is not None for segment, _ in segments
     )
 
 
@@ -192,16 +192,16 @@ def _is_english_gloss(text: str) -> bool:
     return (
         bool(re.fullmatch(r"[A-Za-z][A-Za-z0-9' \-]*", text))
         and len(text) >= 3
-        and _member_status(text, True) == "ok"
+        and member_status(text, True) == "ok"
     )
 
 
 def _heading_primary_term(heading: str) -> str | None:
     """The first name of a heading ("排列语言模型" of "排列语言模型(Permutation Language Model, PLM)")."""
-    segments = _segments(_prepare(heading))
+    segments = split_segments(prepare_text(heading))
     if not segments:
         return None
-    names = _term_members(segments[0][0].term, strict=False)
+    names = term_members(segments[0][0].term, strict=False)
     return names[0] if names else None
 
 
@@ -222,11 +222,11 @@ def _term_line_content(line: str) -> str | None:
 def _related(member: str, heading: str) -> bool:
     """Whether a name shares a Chinese character pair or a Latin word with a heading."""
     a, b = normalize(member), normalize(heading)
-    cjk = {a[i : i + 2] for i in range(len(a) - 1) if _PURE_CJK.match(a[i : i + 2])}
+    cjk = {a[i : i + 2] for i in range(len(a) - 1) if PURE_CJK.match(a[i : i + 2])}
     if any(pair in b for pair in cjk):
         return True
-    words = {w for w in _LATIN_WORD.findall(a) if len(w) >= 2 and w not in STOPWORDS}
-    return bool(words & set(_LATIN_WORD.findall(b)))
+    words = {w for w in LATIN_WORD.findall(a) if len(w) >= 2 and w not in STOPWORDS}
+    return bool(words & set(LATIN_WORD.findall(b)))
 
 
 def alias_groups_from_text(text: str) -> list[list[str]]:
@@ -251,7 +251,7 @@ def alias_groups_from_text(text: str) -> list[list[str]]:
             awaiting_opening = True
             continue
         content = _term_line_content(line)
-        probe = _URL.sub("", _IMAGE.sub("", line)).strip()
+        probe = URL.sub("", MARKDOWN_IMAGE.sub("", line)).strip()
         if awaiting_opening and not probe:
             continue  # an image or a bare link before the opening sentence
         opening = awaiting_opening
@@ -281,30 +281,77 @@ def extract_alias_groups(documents: Iterable[Document]) -> list[list[str]]:
 
 
 def load_user_glossary(path: Path) -> list[list[str]]:
-    """Groups from a user's glossary file: one group per line, members separated by , ， | = or tabs.
+    """The groups a user's glossary file adds (see `read_user_glossary`)."""
+    return read_user_glossary(path)[0]
 
-    Blank lines, lines starting with '#' and " # …" line ends are skipped; a line with fewer than two
-    distinct members is ignored with a warning. A missing file yields no groups (with a warning).
+
+def read_user_glossary(path: Path) -> tuple[list[list[str]], list[list[str]]]:
+    """A user's glossary file: (groups it adds, removals). One entry per line, names separated by , ， | = or tabs.
+
+    A line names a group to add. A line starting with '-' removes: "- X" removes the group holding X, and
+    "- X = Y = Z" removes Y and Z from the group holding X (a removal is [X, Y, Z], or [X] for a whole group).
+    Blank lines, lines starting with '#' and " # …" line ends are skipped; a group with fewer than two distinct
+    names is ignored with a warning. A missing file yields nothing (with a warning).
     """
     if not path.is_file():
         log.warning("glossary %s not found; no user aliases", path)
-        return []
+        return [], []
     raw = path.read_bytes()
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError:
         text = raw.decode("gb18030", errors="replace")
     groups: list[list[str]] = []
+    removals: list[list[str]] = []
     for number, line in enumerate(text.splitlines(), start=1):
         line = re.sub(r"\s#.*$", "", line).strip()
         if not line or line.startswith("#"):
             continue
-        members = _dedupe(m for m in (clean_member(p) for p in re.split(r"[,，|=\t]", line)) if m)
-        if len(members) < 2:
+        removal = line.startswith(("-", "－"))
+        members = dedupe_members(
+            m for m in (clean_member(p) for p in re.split(r"[,，|=\t]", line[1:] if removal else line)) if m
+        )
+        if removal and members:
+            removals.append(members)
+        elif len(members) < 2:
             log.warning("glossary %s line %d ignored: needs at least two distinct names", path, number)
+        else:
+            groups.append(members)
+    return groups, removals
+
+
+def apply_removals(
+    groups: list[list[str]], removals: list[list[str]]
+) -> tuple[list[list[str]], list[dict[str, list[str]]]]:
+    """`groups` without what the user removed, and a record of each removal that took effect.
+
+    A removal [X] drops the group holding X; [X, Y, …] drops Y, … from it (a group left with one name goes).
+    Names match as aliases do ("GPT-3" == "gpt3"); a removal that matches nothing is logged and skipped.
+    """
+    kept = [list(g) for g in groups]
+    records: list[dict[str, list[str]]] = []
+    for removal in removals:
+        anchor, drop = member_key(removal[0]), {member_key(m) for m in removal[1:]}
+        # the group holding X (and, when names are given, one of them: an acronym may head several groups)
+        index = next(
+            (
+                i for i, g in enumerate(kept)
+                if anchor in (keys := {member_key(m) for m in g}) and (not drop or keys & drop)
+            ),
+            None,
+        )
+        if index is None:
+            log.warning("glossary removal %r matches no alias group", " = ".join(removal))
             continue
-        groups.append(members)
-    return groups
+        group = kept[index]
+        gone = group if not drop else [m for m in group if member_key(m) in drop]
+        records.append({"group": list(group), "removed": list(gone)})
+        rest = [m for m in group if m not in gone]
+        if len(rest) >= 2:
+            kept[index] = rest
+        else:
+            del kept[index]
+    return kept, records
 
 
 # --------------------------------------------------------------------------------------- heading terms
@@ -323,20 +370,21 @@ def heading_terms(headings: Iterable[str], include_latin: bool = False) -> set[s
     """
     terms: set[str] = set()
     for heading in headings:
-        text = _OUTLINE.sub("", _prepare(heading).strip().lstrip("#").strip())
+        text = _OUTLINE.sub("", prepare_text(heading).strip().lstrip("#").strip())
         text = re.sub(r"\)\s*(?:以及|和|与|及)", ") ", text)  # "训练(train)和推理(inference)"
         for part in _HEADING_PART_SPLIT.split(text):
-            part = _SPACES.sub(" ", _MEMBER_PREFIX.sub("", part.strip())).strip(_EDGE_PUNCT + "*#")
+            part = SPACES.sub(" ", MEMBER_PREFIX.sub("", part.strip())).strip(EDGE_PUNCT + "*#")
             if not part:
                 continue
-            if _HAS_CJK.search(part) and re.search(r"[^\W\d_]", _HAS_CJK.sub("", part)):
-                pieces = re.findall(f"[{_CJK}]+|[^{_CJK}]+", part)  # mixed scripts: one piece per run
+            if HAS_CJK.search(part) and re.search(r"[^\W\d_]", HAS_CJK.sub("", part)):
+                # mixed scripts: one piece per run
+                pieces = re.findall(f"[{CJK_CHARS}]+|[^{CJK_CHARS}]+", part)
             else:
                 pieces = [part]
             for piece in pieces:
-                piece = piece.strip(_EDGE_PUNCT)
-                if not include_latin and not _HAS_CJK.search(piece):
+                piece = piece.strip(EDGE_PUNCT)
+                if not include_latin and not HAS_CJK.search(piece):
                     continue
-                if 2 <= len(piece) <= 20 and not _DIGITS.match(piece) and normalize(piece) not in STOPWORDS:
+                if 2 <= len(piece) <= 20 and not DIGITS.match(piece) and normalize(piece) not in STOPWORDS:
                     terms.add(piece)
     return terms

@@ -14,14 +14,17 @@ import os
 import stat
 import unicodedata
 from bisect import bisect_right
+from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 
 from ingest.cleaning import heading_title, markdown_headings
-from rag.types import Document, SkippedFile
+from rag.types import CONVERTED_SUFFIXES, NOTE_SUFFIXES, Document, SkippedFile
 
 logger = logging.getLogger(__name__)
 
-SUFFIXES = frozenset({".md", ".markdown", ".txt"})
+ConvertFile = Callable[[Path, str], Document]  # (path, doc_id) -> document of a PDF/Word/HTML file
+VAULT_MARKER = ".obsidian"  # the settings folder that makes a folder an Obsidian vault
+
 # Share of control characters (other than tab, line breaks, form feed) above which text counts as binary.
 _MAX_CONTROL_SHARE = 0.05
 _ALLOWED_CONTROLS = frozenset("\t\n\r\f\v")
@@ -140,19 +143,28 @@ def _gb18030_if_more_plausible(raw: bytes, utf8_text: str) -> str | None:
 
 
 def document_title(text: str, fallback: str) -> str:
-    """The note's title: its first markdown heading when that heading is top-level, else `fallback`.
+    """The note's title: its first markdown heading when that heading alone is top-level, else `fallback`.
 
     "Top-level" means no later heading has a smaller level: a glossary starting with "### term" and
-    later using "#" has no title heading, and would otherwise be named after its first term.
+    later using "#" has no title heading, and would otherwise be named after its first term. "Alone" means
+    no later heading shares its level: notes made of many "# topic" sections ("# learning", "# trl", …) are
+    named by their file, not by their first topic.
     """
     headings = markdown_headings(text)
-    if headings and headings[0][0] <= min(level for level, *_ in headings):
+    if (
+        headings
+        and headings[0][0] <= min(level for level, *_ in headings)
+        and not any(level == headings[0][0] for level, *_ in headings[1:])
+    ):
         return heading_title(headings[0][1]) or fallback
     return fallback
 
 
-def load_document(path: Path, doc_id: str, max_bytes: int | None = None) -> Document:
-    """Read and decode one note. Raises ValueError (empty, binary, undecodable, too large) or OSError."""
+def load_document(path: Path, doc_id: str, max_bytes: int | None = None, *, vault: bool = False) -> Document:
+    """Read and decode one note. Raises ValueError (empty, binary, undecodable, too large) or OSError.
+
+    `vault`: the note lies in an Obsidian vault, and is read with its wikilinks, embeds, comments and #tags.
+    """
     # O_NOFOLLOW: the walk saw a regular file, but it could have been swapped for a link since.
     flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
     fd = os.open(path, flags)
@@ -164,26 +176,51 @@ def load_document(path: Path, doc_id: str, max_bytes: int | None = None) -> Docu
         raw = handle.read() if max_bytes is None else handle.read(max_bytes + 1)
     if max_bytes is not None and len(raw) > max_bytes:
         raise ValueError(f"too large: over {max_bytes / 1024 / 1024:g} MB")
-    text, encoding = decode(raw)
+    return note_document(raw, doc_id, info.st_mtime, vault=vault)
+
+
+def note_document(raw: bytes, doc_id: str, mtime: float = 0.0, *, vault: bool = False) -> Document:
+    """A note's bytes as a `Document`, the one reading that ingest and upload share.
+
+    Raises ValueError (binary, undecodable, empty). A markdown note's YAML front matter becomes metadata (title,
+    tags, aliases); without front matter and outside a vault its text is the decoded bytes, unchanged.
+    """
+    from ingest.converters import converter_for
+
+    converter = converter_for(doc_id, vault=vault)
+    if converter is None or converter.name not in ("markdown", "obsidian", "text"):
+        raise ValueError(f"not a note ({', '.join(NOTE_SUFFIXES)})")
+    converted = converter.convert(raw, doc_id)
+    text = converted.text
     if not text.strip():
-        raise ValueError("empty file (no text)" if not text else "empty file (whitespace only)")
+        if not raw.strip() or converted.text == decode(raw)[0]:
+            raise ValueError("empty file (no text)" if not text else "empty file (whitespace only)")
+        raise ValueError("empty note (nothing but front matter)")
     return Document(
         doc_id=doc_id,
-        title=document_title(text, PurePosixPath(doc_id).stem),
+        title=converted.title or document_title(text, PurePosixPath(doc_id).stem),
         text=text,
         sha256=hashlib.sha256(raw).hexdigest(),
-        encoding=encoding,
+        encoding=converted.encoding,
         size_bytes=len(raw),
-        mtime=info.st_mtime,
+        mtime=mtime,
+        converter=converter.name,
+        tags=converted.tags,
+        aliases=converted.aliases,
+        links=converted.links,
     )
 
 
-def discover(corpus_dir: Path, max_file_mb: float) -> tuple[list[Document], list[SkippedFile]]:
-    """All notes (.md, .markdown, .txt) under `corpus_dir`, recursively, sorted by doc_id.
+def discover(
+    corpus_dir: Path, max_file_mb: float, *, convert: ConvertFile | None = None
+) -> tuple[list[Document], list[SkippedFile]]:
+    """All notes (.md, .markdown, .txt) under `corpus_dir`, recursively, sorted by doc_id; with `convert`,
+    also the PDF, Word and HTML files it turns into documents (its ValueError is the skip reason).
 
     Hidden files and directories (".name") are ignored. Symbolic links are never followed: they, and
     anything that resolves outside the corpus, are returned as skipped, as are files that are too large,
-    empty, binary or undecodable. A warning is logged for each skipped file.
+    empty, binary or undecodable. A warning is logged for each skipped file. A folder holding `.obsidian/`
+    (or inside one) is an Obsidian vault: its notes are read as Obsidian shows them.
     """
     root = corpus_dir.resolve()
     max_bytes = int(max_file_mb * 1024 * 1024)
@@ -199,9 +236,11 @@ def discover(corpus_dir: Path, max_file_mb: float) -> tuple[list[Document], list
         return documents, skipped
 
     seen_dirs: set[tuple[int, int]] = set()
-    pending: list[Path] = [root]
+    in_vault = any((folder / VAULT_MARKER).is_dir() for folder in (root, *root.parents))
+    pending: list[tuple[Path, bool]] = [(root, in_vault)]
+    wanted = NOTE_SUFFIXES + (CONVERTED_SUFFIXES if convert is not None else ())
     while pending:
-        directory = pending.pop()
+        directory, vault = pending.pop()
         try:
             dir_stat = directory.stat()
             # Guards against bind-mount cycles; symlinked directories are never entered at all.
@@ -210,6 +249,7 @@ def discover(corpus_dir: Path, max_file_mb: float) -> tuple[list[Document], list
             seen_dirs.add((dir_stat.st_dev, dir_stat.st_ino))
             with os.scandir(directory) as entries:
                 listing = sorted(entries, key=lambda entry: entry.name)
+            vault = vault or any(e.name == VAULT_MARKER and e.is_dir(follow_symlinks=False) for e in listing)
         except OSError as exc:
             skip(_relative(directory, root), f"directory not readable: {exc.strerror or exc}")
             continue
@@ -223,13 +263,13 @@ def discover(corpus_dir: Path, max_file_mb: float) -> tuple[list[Document], list
             try:
                 if entry.is_symlink():
                     # Only links that look like notes or folders are worth a mention.
-                    if suffix in SUFFIXES or os.path.isdir(path):
+                    if suffix in wanted or os.path.isdir(path):
                         skip(rel, f"symbolic link, not followed (points to {os.readlink(path)})")
                     continue
                 if entry.is_dir(follow_symlinks=False):
-                    pending.append(path)
+                    pending.append((path, vault))
                     continue
-                if suffix not in SUFFIXES:
+                if suffix not in wanted:
                     continue
                 if any(unicodedata.category(ch) in _NAME_CONTROLS for ch in rel):
                     # the API could not address it, and it would forge lines in logs and source lists
@@ -241,11 +281,14 @@ def discover(corpus_dir: Path, max_file_mb: float) -> tuple[list[Document], list
                 if not path.resolve().is_relative_to(root):
                     skip(rel, "resolves outside the corpus directory")
                     continue
+                if convert is not None and suffix in CONVERTED_SUFFIXES:
+                    documents.append(convert(path, rel))  # its own size limit per format
+                    continue
                 size = entry.stat(follow_symlinks=False).st_size
                 if size > max_bytes:
                     skip(rel, f"too large: {size / 1024 / 1024:.1f} MB > limit of {max_file_mb:g} MB")
                     continue
-                documents.append(load_document(path, rel, max_bytes))
+                documents.append(load_document(path, rel, max_bytes, vault=vault))
             except ValueError as exc:
                 skip(rel, str(exc))
             except OSError as exc:

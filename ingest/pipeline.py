@@ -16,9 +16,15 @@ import numpy as np
 
 from ingest.cache import EmbeddingCache, text_key
 from ingest.chunking import chunk_document, heading_texts
-from ingest.glossary import extract_alias_groups, heading_terms, load_user_glossary
+from ingest.converters import converter_versions
+from ingest.converters.graph import alias_groups as front_matter_aliases
+from ingest.converters.graph import resolve_links
+from ingest.converters.service import ConversionService
+from ingest.corpus import GLOSSARY_FILE
+from ingest.glossary import apply_removals, extract_alias_groups, heading_terms, read_user_glossary
 from ingest.loading import discover
 from rag.aliases import merge_groups
+from rag.answer.reader import reader_texts
 from rag.config import Settings
 from rag.crosslingual import bridge_terms
 from rag.embedding import Embedder, load_embedder
@@ -30,8 +36,7 @@ from rag.types import Chunk, Document, SkippedFile
 log = logging.getLogger(__name__)
 
 # Bump when tokenization, chunking or the stored glossary change meaning, so an old index is rebuilt rather than mixed.
-PIPELINE_VERSION = 2  # 2: plural-tolerant glossary matching, bridge term vectors
-GLOSSARY_FILE = "glossary.txt"
+PIPELINE_VERSION = 4  # 2: plural-tolerant glossary matching, bridge term vectors; 3-4: reader sentence vectors
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 StageHook = Callable[[str], None]  # called on entering each stage; tests use it to inject faults
@@ -62,12 +67,17 @@ class IngestSummary:
 
 
 def fingerprint(settings: Settings, embed_model_id: str) -> dict:
-    """The settings an index depends on; a difference forces a rebuild of everything derived from them."""
+    """The settings an index depends on; a difference forces a rebuild of everything derived from them
+    (vectors come from the embedding cache when only the index structure changed)."""
     return {
         "pipeline_version": PIPELINE_VERSION,
         "chunk_size": settings.chunk_size,
         "chunk_overlap": settings.chunk_overlap,
         "embed_model_id": embed_model_id,
+        "keyword_backend": settings.keyword_backend,
+        "vector_index": settings.vector_index,
+        "hnsw_m": settings.hnsw_m,
+        "converters": converter_versions(),  # a new converter version re-reads its format (cached by bytes)
     }
 
 
@@ -106,11 +116,14 @@ def run_ingest(
         summary = IngestSummary()
 
         stage("loading")
-        documents, skipped = discover(corpus, settings.max_file_mb)
+        with ConversionService(settings, retry_limits=full) as conversions:
+            documents, skipped = discover(corpus, settings.max_file_mb, convert=conversions.document)
+        documents = resolve_links(documents)
         user_glossary: list[list[str]] = []
+        removals: list[list[str]] = []  # "- X" lines of glossary.txt: wrong groups or names to drop
         glossary_path = corpus / GLOSSARY_FILE
         if glossary_path.is_file() and not glossary_path.is_symlink():
-            user_glossary = load_user_glossary(glossary_path)
+            user_glossary, removals = read_user_glossary(glossary_path)
             documents = [d for d in documents if d.doc_id != GLOSSARY_FILE]
         summary.skipped = skipped
         report("files", len(documents), len(documents))
@@ -124,17 +137,28 @@ def run_ingest(
         summary.removed = sorted(set(old_files) - set(new_files))
         summary.changed = sorted(k for k in new_files if k in old_files and old_files[k] != new_files[k])
         same_settings = previous is not None and previous.manifest.settings_fingerprint == prints
-        glossary_same = previous is not None and _glossary_source(previous) == user_glossary
+        glossary_same = (
+            previous is not None
+            and _glossary_source(previous) == user_glossary
+            and previous.manifest.ingest_summary.get("glossary_removals", []) == removals
+        )
+        previous_groups = len(previous.alias_groups) if previous is not None else 0
+        # the manifest reports the skipped files: a new or fixed one is a change even when no note changed
+        skipped_same = previous is not None and previous.manifest.skipped == [
+            {"path": s.path, "reason": s.reason} for s in skipped
+        ]
         if previous is not None:
             previous.close()
         if (
             not full
             and same_settings
             and glossary_same
+            and skipped_same
             and not (summary.added or summary.removed or summary.changed)
         ):
             summary.documents = len(documents)
             summary.chunks = previous.manifest.counts.get("chunks", 0) if previous else 0
+            summary.alias_groups = previous_groups
             summary.version = store.current_version()
             summary.seconds = time.perf_counter() - started
             return summary
@@ -147,7 +171,11 @@ def run_ingest(
         if not chunks:
             raise IngestFailed(f"no ingestible notes in {corpus}: nothing to index")
 
-        groups = merge_groups(extract_alias_groups(documents), user_glossary)
+        # the user's removals apply to the groups found in the notes; the user's own groups join afterwards
+        found, removed = apply_removals(
+            merge_groups(extract_alias_groups(documents), front_matter_aliases(documents)), removals
+        )
+        groups = merge_groups(found, user_glossary)
         user_words = sorted(heading_terms(heading_texts(chunks)) | {m for g in groups for m in g if is_cjk(m)})
         tokenizer = Tokenizer(user_words, cache_dir=settings.cache_dir / "jieba")
         tokens = [tokenizer.tokenize(c.index_text) for c in chunks]
@@ -161,6 +189,11 @@ def run_ingest(
         vector_terms = bridge_terms(groups, user_words)
         term_vectors, _ = _embed_cached(
             vector_terms, settings, model_id, embedder, full=full, report=report, as_queries=True, label="terms"
+        )
+        # the reader's candidate sentences with their headings (short texts, embedded shortest first)
+        sentence_texts = reader_texts(chunks)
+        sentence_vectors, _ = _embed_cached(
+            sentence_texts, settings, model_id, embedder, full=full, report=report, label="sentences", by_length=True
         )
         summary.embed_seconds = time.perf_counter() - embed_started
 
@@ -179,9 +212,11 @@ def run_ingest(
             alias_groups=groups,
             user_words=user_words,
             skipped=skipped,
-            ingest_summary={"user_glossary": user_glossary},
+            ingest_summary={"user_glossary": user_glossary, "glossary_removals": removals, "glossary_removed": removed},
             vector_terms=vector_terms,
             term_vectors=term_vectors if vector_terms else None,
+            reader_texts=sentence_texts,
+            reader_vectors=sentence_vectors if sentence_texts else None,
         )
         try:
             stage("writing")  # inside the try: a write failure injected on entering the stage is reported alike
@@ -227,6 +262,7 @@ def _embed_cached(
     report: Progress,
     as_queries: bool = False,
     label: str = "embeddings",
+    by_length: bool = False,
 ) -> tuple[np.ndarray, int]:
     """Vectors of `texts` (as passages, or as queries), through the embedding cache; returns (vectors, number
     of distinct texts embedded now). The cache is saved per batch: a killed run keeps its work."""
@@ -237,6 +273,8 @@ def _embed_cached(
         cached = {} if full else cache.get_many(keys)
         text_of = {key: text for key, text in zip(keys, texts, strict=True) if key not in cached}
         missing = list(text_of)
+        if by_length:  # batches of similar length waste no time on padding
+            missing.sort(key=lambda k: len(text_of[k]))
         report(label, 0, len(missing))
         if missing:
             embedder = embedder or load_embedder(settings)

@@ -7,7 +7,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-NOTE_SUFFIXES = (".md", ".markdown", ".txt")
+from rag.types import CONVERTED_SUFFIXES, NOTE_SUFFIXES
+
+WATCHED = NOTE_SUFFIXES + CONVERTED_SUFFIXES  # notes, and the PDF, Word and HTML files ingest converts
 
 
 def watch_corpus(
@@ -30,7 +32,7 @@ def watch_corpus(
     class Handler(FileSystemEventHandler):
         def on_any_event(self, event: FileSystemEvent) -> None:
             paths = [str(event.src_path), str(getattr(event, "dest_path", "") or "")]
-            if event.is_directory or any(p.endswith(NOTE_SUFFIXES) for p in paths):
+            if event.is_directory or any(p.lower().endswith(WATCHED) for p in paths):
                 last_change.append(time.monotonic())
 
     observer = Observer()

@@ -3,8 +3,9 @@
 Alias groups are mined from the notes and a user glossary at ingest (`ingest/glossary.py`) and stored with the
 index; the engine and the retriever only read them through `AliasIndex`. `member_key` says when two spellings
 are the same name ("GPT-3" == "gpt3"), `merge_groups` joins groups that share a name, and `AliasIndex` finds
-the names of a question and adds their groups' other names to the BM25 query. The underscore patterns and
-keys below are also read by the miners in `ingest/`, so both sides agree on what a name is.
+the names of a question and adds their groups' other names to the BM25 query. The public patterns and keys
+below (`LATIN_WORD`, `latin_key`, `clean_member`...) are also read by the miners in `ingest/`, so both sides
+agree on what a name is.
 """
 
 from __future__ import annotations
@@ -14,16 +15,14 @@ import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from rag.text import STOPWORDS, Tokenizer, normalize, singular
+from rag.text import CJK_CHARS, HAS_CJK, STOPWORDS, Tokenizer, normalize, singular
 
-_CJK = r"\u3400-\u9fff"
-_HAS_CJK = re.compile(f"[{_CJK}]")
-_LATIN_WORD = re.compile(f"[^\\W_{_CJK}]+")  # letters/digits of any non-CJK script ("gpt", "3", "β")
-_SPACES = re.compile(r"\s+")
-_IMAGE = re.compile(r"!\[[^\]]*\]\([^)]*\)")
-_LINK = re.compile(r"\[([^\]]*)\]\([^)]*\)")
+LATIN_WORD = re.compile(f"[^\\W_{CJK_CHARS}]+")  # letters/digits of any non-CJK script ("gpt", "3", "β")
+SPACES = re.compile(r"\s+")
+MARKDOWN_IMAGE = re.compile(r"!\[[^\]]*\]\([^)]*\)")
+MARKDOWN_LINK = re.compile(r"\[([^\]]*)\]\([^)]*\)")
 _QUOTES = re.compile(r"[“”「」『』《》]")
-_EDGE_PUNCT = " \t,、;:.!?。-–—'\"‘’"
+EDGE_PUNCT = " \t,、;:.!?。-–—'\"‘’"
 
 
 # ----------------------------------------------------------------------------------------------- members
@@ -32,10 +31,10 @@ _EDGE_PUNCT = " \t,、;:.!?。-–—'\"‘’"
 def clean_member(text: str) -> str:
     """A member as displayed: NFKC width folding, markdown and quotes removed, spaces collapsed, edges trimmed."""
     text = unicodedata.normalize("NFKC", text)
-    text = _LINK.sub(r"\1", _IMAGE.sub(" ", text))
+    text = MARKDOWN_LINK.sub(r"\1", MARKDOWN_IMAGE.sub(" ", text))
     text = text.replace("**", "").replace("__", "").replace("`", "")
     text = _QUOTES.sub("", text)
-    text = _SPACES.sub(" ", text).strip(_EDGE_PUNCT)
+    text = SPACES.sub(" ", text).strip(EDGE_PUNCT)
     return text.strip()
 
 
@@ -44,14 +43,14 @@ def member_key(text: str) -> str:
     return re.sub(r"[\s\-_.·]+", "", normalize(clean_member(text)))
 
 
-def _latin_key(text: str) -> str:
+def latin_key(text: str) -> str:
     """The letters and digits of a CJK-free member, lowercased and joined: 'Low-Rank Adaptation' -> 'lowrankadaptation'."""
-    return "".join(_LATIN_WORD.findall(normalize(text)))
+    return "".join(LATIN_WORD.findall(normalize(text)))
 
 
 def _singular_latin_key(text: str) -> str:
-    """`_latin_key` with the last word in the singular: 'Deep Neural Networks' -> 'deepneuralnetwork'."""
-    words = _LATIN_WORD.findall(normalize(text))
+    """`latin_key` with the last word in the singular: 'Deep Neural Networks' -> 'deepneuralnetwork'."""
+    words = LATIN_WORD.findall(normalize(text))
     return "".join([*words[:-1], singular(words[-1])]) if words else ""
 
 
@@ -112,7 +111,7 @@ def merge_groups(*group_lists: Iterable[Sequence[str]]) -> list[list[str]]:
         strong = [key for key in keys if key not in acronyms] or keys
         for key in strong[1:]:
             union(strong[0], key)
-    spelled_out = {key for key in parent if key not in acronyms and not _HAS_CJK.search(display[key])}
+    spelled_out = {key for key in parent if key not in acronyms and not HAS_CJK.search(display[key])}
     shared: dict[str, set[str]] = {}
     for acronym in sorted(acronyms, key=order.__getitem__):
         homes = {find(k) for keys in raw if acronym in keys for k in keys if k not in acronyms}
@@ -171,12 +170,12 @@ class AliasIndex:
         self.max_added_tokens = max_added_tokens
         self.group_tokens = group_tokens
         ignored = {member_key(term) for term in ignore}
-        self._latin: dict[str, list[_Member]] = {}  # by _latin_key
+        self._latin: dict[str, list[_Member]] = {}  # by latin_key
         self._other: dict[str, list[_Member]] = {}  # by member_key
         for index, group in enumerate(self.groups):
             for text in group:
-                latin = not _HAS_CJK.search(text)
-                key = _latin_key(text) if latin else member_key(text)
+                latin = not HAS_CJK.search(text)
+                key = latin_key(text) if latin else member_key(text)
                 if (
                     len(key) < 2
                     or key.isdigit()
@@ -196,12 +195,12 @@ class AliasIndex:
     def _matches(self, tokens: Sequence[str], query_text: str) -> list[_Match]:
         """Names found in the query, minus those inside a longer match of another group, in query order."""
         norm = normalize(query_text)
-        compact = _SPACES.sub("", norm)
+        compact = SPACES.sub("", norm)
         offset = [0] * (len(norm) + 1)  # position in `compact` of each position in `norm`
         for i, ch in enumerate(norm):
             offset[i + 1] = offset[i] + (0 if ch.isspace() else 1)
         found: list[_Match] = []
-        words = [(m.group(), m.start(), m.end()) for m in _LATIN_WORD.finditer(norm)]
+        words = [(m.group(), m.start(), m.end()) for m in LATIN_WORD.finditer(norm)]
         for i in range(len(words)):
             joined = ""
             for j in range(i, len(words)):
@@ -222,9 +221,9 @@ class AliasIndex:
                     found.extend(_Match(start, start + len(key), member) for member in members)
                 start = compact.find(key, start + 1)
         for token in tokens:  # tokens that do not come from the query text (a rewritten question, say)
-            key = _SPACES.sub("", normalize(token))
+            key = SPACES.sub("", normalize(token))
             if key and key not in compact:
-                for member in self._latin.get(_latin_key(key), []) + self._other.get(member_key(key), []):
+                for member in self._latin.get(latin_key(key), []) + self._other.get(member_key(key), []):
                     found.append(_Match(len(compact), len(compact), member))
         kept = [
             match
@@ -291,8 +290,19 @@ def _latin_boundary(text: str, start: int, end: int) -> bool:
     """A match of a CJK or mixed member must not cut a Latin word at its Latin edges."""
 
     def latin(ch: str) -> bool:
-        return bool(_LATIN_WORD.fullmatch(ch))
+        return bool(LATIN_WORD.fullmatch(ch))
 
     if start > 0 and latin(text[start]) and latin(text[start - 1]):
         return False
     return not (end < len(text) and latin(text[end - 1]) and latin(text[end]))
+
+
+def glossary_report(groups: list[list[str]], ingest_summary: dict) -> dict:
+    """The glossary as `GET /glossary` and `rag glossary` show it: the groups, where each came from ("notes",
+    "user" or "notes+user", by the user glossary recorded at ingest) and the user's removals that took effect."""
+    user_keys = {member_key(m) for group in ingest_summary.get("user_glossary") or [] for m in group}
+    sources = []
+    for group in groups:
+        mine = [member_key(m) in user_keys for m in group]
+        sources.append("user" if all(mine) else "notes+user" if any(mine) else "notes")
+    return {"groups": groups, "sources": sources, "removed": list(ingest_summary.get("glossary_removed") or [])}

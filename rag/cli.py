@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import sys
 from dataclasses import asdict
 from pathlib import Path
@@ -15,7 +16,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from rag.config import Settings
+from rag.config import Settings, load_settings
 from rag.errors import InvalidInput, RagError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, help="Question answering over your notes.")
@@ -46,7 +47,7 @@ def _mode(mode: str) -> str:
 @app.callback()
 def _main(ctx: typer.Context, verbose: bool = typer.Option(False, "--verbose", "-v")) -> None:
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    ctx.obj = Settings()
+    ctx.obj = load_settings()  # a refused value is one clear line (RagError), not a traceback
 
 
 @app.command()
@@ -132,6 +133,20 @@ def _engine(settings: Settings):
     return engine
 
 
+LocalOpt = Annotated[
+    bool, typer.Option("--local", help="Load the index in this process even when the API at RAG_API_URL answers.")
+]
+
+
+def _remote(settings: Settings, local: bool):
+    """The running API when it answers /readyz (and --local is not given), else None."""
+    if local:
+        return None
+    from rag.remote import RemoteApi
+
+    return RemoteApi.if_ready(settings)
+
+
 @app.command()
 def search(
     ctx: typer.Context,
@@ -140,26 +155,25 @@ def search(
     k: KOpt = None,
     explain: Annotated[bool, typer.Option("--explain", help="Show tokens, expansions, rankings, gate.")] = False,
     as_json: Annotated[bool, typer.Option("--json")] = False,
+    local: LocalOpt = False,
 ) -> None:
-    """Ranked passages for a query, with their scores (no answer generation)."""
+    """Ranked passages for a query, with their scores (no answer generation). Uses the running API when
+    RAG_API_URL answers, else loads the index here."""
+    from rag.cli_output import print_search
+
     query, mode = _nonempty(query), _mode(mode)  # cheap checks first: loading the engine takes seconds
-    result = _engine(_settings(ctx)).search(query, top_k=k, mode=mode, explain=explain)
+    settings = _settings(ctx)
+    remote = _remote(settings, local)
+    if remote is not None:
+        with contextlib.closing(remote):
+            data = remote.search(query, top_k=k, mode=mode, explain=explain)
+        console.print(f"[dim]via the API at {escape(remote.url)}[/dim]")
+    else:
+        data = _search_json(_engine(settings).search(query, top_k=k, mode=mode, explain=explain))
     if as_json:
-        print(json.dumps(_search_json(result), ensure_ascii=False))
+        print(json.dumps(data, ensure_ascii=False))
         return
-    table = Table(title=f"{result.mode} · gate {result.gate.score:.2f} ({'answerable' if result.gate.answerable else 'not covered'})")
-    for col in ("#", "score", "bm25", "dense", "document › heading", "text"):
-        table.add_column(col)
-    for h in result.hits:
-        table.add_row(
-            str(h.rank), f"{h.score:.4f}",
-            f"{h.bm25_rank or '-'}", f"{h.dense_rank or '-'}",
-            f"{h.document_title} › {' › '.join(h.chunk.heading_path)}",
-            h.chunk.text[:120].replace("\n", " "),
-        )
-    out.print(table)
-    if explain and result.explanation:
-        out.print_json(json.dumps(result.explanation, ensure_ascii=False))
+    print_search(out, data, explain)
 
 
 def _search_json(result) -> dict:
@@ -180,24 +194,26 @@ def ask(
     mode: ModeOpt = "hybrid",
     k: KOpt = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
+    local: LocalOpt = False,
 ) -> None:
-    """Answer a question from the notes, with a sources table."""
+    """Answer a question from the notes, with a sources table. Uses the running API when RAG_API_URL answers
+    /readyz (seconds faster: no model to load), else loads the index here."""
+    from rag.cli_output import print_answer
+
     question, mode = _nonempty(question), _mode(mode)
-    answer = _engine(_settings(ctx)).ask(question, top_k=k, mode=mode)
+    settings = _settings(ctx)
+    remote = _remote(settings, local)
+    if remote is not None:
+        with contextlib.closing(remote):
+            answer = remote.ask(question, top_k=k, mode=mode)
+        via = f"via the API at {remote.url}"
+    else:
+        answer, via = asdict(_engine(settings).ask(question, top_k=k, mode=mode)), "in process"
     if as_json:
-        print(json.dumps(asdict(answer), ensure_ascii=False))
+        console.print(f"[dim]{escape(via)}[/dim]")
+        print(json.dumps(answer, ensure_ascii=False))
         return
-    if answer.fallback_reason:
-        out.print(answer.fallback_reason, style="yellow")
-    out.print(answer.text)
-    if answer.citations:
-        table = Table(title="sources")
-        for col in ("[n]", "document", "heading", "chars", "snippet"):
-            table.add_column(col)
-        for c in answer.citations:
-            table.add_row(f"[{c.number}]", c.document, " › ".join(c.heading_path), f"{c.start}–{c.end}", c.snippet[:80])
-        out.print(table)
-    out.print(f"{answer.backend} · {answer.timings.get('total_ms', 0):.0f} ms", style="dim")
+    print_answer(out, answer, via)
 
 
 @app.command(name="eval")
@@ -210,7 +226,7 @@ def eval_(
     details: Annotated[bool, typer.Option("--details", help="Print one row per question.")] = False,
 ) -> None:
     """Retrieval and answer quality on a question file: hit@k, MRR, refusals, citations, latency."""
-    from rag.evaluation import evaluate, load_questions
+    from rag.evaluation import evaluate, load_questions, metrics_by_kind
 
     if not qa.is_file():
         raise RagError(f"question file not found: {qa}")
@@ -222,11 +238,12 @@ def eval_(
     if details:
         for r in rows:
             console.print(
-                f"{r.id:5} ans={int(r.answerable)} hit={r.hit_rank} refused={int(r.refused)} "
+                f"{r.id:5} ans={int(r.answerable)} hit={r.hit_rank} refused={int(r.refused)} first={int(r.answer_hit)} "
                 f"gate={r.gate_score:.2f} kw={r.keyword_coverage:.2f} cite={r.cited_correct}/{r.cited} {r.question[:40]}"
             )
+    by_kind = metrics_by_kind(rows)
     if as_json:
-        print(json.dumps(figures))
+        print(json.dumps({**figures, "by_kind": by_kind} if by_kind else figures))
         return
     table = Table(title=f"eval {qa.name} ({mode})")
     table.add_column("metric")
@@ -234,21 +251,41 @@ def eval_(
     for key, value in figures.items():
         table.add_row(key, f"{value:.3f}" if isinstance(value, float) else str(value))
     out.print(table)
+    if by_kind:
+        columns = sorted({k for figures_of in by_kind.values() for k in figures_of}, key=list(figures).index)
+        kinds = Table(title="by kind")
+        for col in ("kind", *columns):
+            kinds.add_column(col, justify="right")
+        for kind, figures_of in by_kind.items():
+            kinds.add_row(kind, *(_cell(figures_of.get(c)) for c in columns))
+        out.print(kinds)
+
+
+def _cell(value: object) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.3f}" if isinstance(value, float) else str(value)
 
 
 @app.command()
 def glossary(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
-    """Alias groups found in the notes (and glossary.txt), used for query expansion."""
+    """Alias groups used for query expansion, each with where it came from (the notes, glossary.txt or both),
+    and what glossary.txt's "- …" lines removed."""
+    from rag.aliases import glossary_report
+    from rag.cli_output import print_glossary
     from rag.index import IndexStore
 
     index = IndexStore(_settings(ctx).index_dir).load(verify=False)
-    groups = index.alias_groups
+    report = glossary_report(index.alias_groups, index.manifest.ingest_summary or {})
     if as_json:
-        print(json.dumps(groups, ensure_ascii=False))
+        print(json.dumps(report, ensure_ascii=False))
         return
-    for group in groups:
-        out.print(" = ".join(group))
-    console.print(f"{len(groups)} alias groups")
+    print_glossary(out, report)
+    sources = report["sources"]
+    console.print(
+        f"{len(sources)} alias groups: {sources.count('notes')} from the notes, {sources.count('user')} from "
+        f"glossary.txt, {sources.count('notes+user')} from both; {len(report['removed'])} removals"
+    )
 
 
 @app.command()
@@ -287,32 +324,47 @@ def serve(
     host: Annotated[str | None, typer.Option(help="Bind address (default RAG_HOST).")] = None,
     port: Annotated[int | None, typer.Option(help="Port (default RAG_PORT, 8000).")] = None,
 ) -> None:
-    """Start the HTTP API (uvicorn)."""
-    import uvicorn
-
+    """Start the HTTP API (uvicorn, with read and keep-alive timeouts)."""
     from rag.api import create_app
+    from rag.api.server import serve as run_server
+    from rag.engine import Engine
 
     settings = _settings(ctx)
-    uvicorn.run(
-        create_app(settings), host=host or settings.host, port=port or settings.port, log_level="info",
-        access_log=False,  # the app logs every request itself, with its request id
-    )
+    engine = Engine(settings)
+    engine.load_reranker()  # a bad RAG_RERANK_MODEL stops here, in one line, before the server starts
+    run_server(create_app(settings, engine=engine), settings, host or settings.host, port or settings.port)
+
+
+def ui_command(settings: Settings, *, host: str | None = None, port: int | None = None) -> tuple[list[str], dict[str, str]]:
+    """The Streamlit command line and environment for the UI: where it binds, and the API's URL and key taken
+    from `settings` (so a value in `.env` reaches the UI, which reads only its environment)."""
+    app_path = Path(__file__).resolve().parent.parent / "ui" / "app.py"
+    argv = [
+        sys.executable, "-m", "streamlit", "run", str(app_path),
+        "--server.address", host or settings.ui_host, "--server.port", str(port or settings.ui_port),
+        "--server.headless", "true", "--browser.gatherUsageStats", "false", "--client.toolbarMode", "viewer",
+        "--server.fileWatcherType", "none",
+    ]
+    env = {k: v for k, v in os.environ.items() if k not in ("RAG_API_URL", "RAG_API_KEY")}
+    env["RAG_API_URL"] = settings.api_url
+    key = settings.api_key.get_secret_value().strip() if settings.api_key else ""
+    if key:
+        env["RAG_API_KEY"] = key
+    return argv, env
 
 
 @app.command()
-def ui(ctx: typer.Context, port: Annotated[int | None, typer.Option(help="Port (default 8501).")] = None) -> None:
-    """Start the Streamlit chat UI (talks to the API at RAG_API_URL)."""
-    import subprocess
-
-    settings = _settings(ctx)
-    app_path = Path(__file__).resolve().parent.parent / "ui" / "app.py"
-    cmd = [
-        sys.executable, "-m", "streamlit", "run", str(app_path),
-        "--server.port", str(port or settings.ui_port), "--server.headless", "true",
-        "--browser.gatherUsageStats", "false", "--client.toolbarMode", "viewer",
-        "--server.fileWatcherType", "none",
-    ]
-    raise typer.Exit(subprocess.call(cmd))
+def ui(
+    ctx: typer.Context,
+    host: Annotated[str | None, typer.Option(help="Bind address (default RAG_UI_HOST, 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default RAG_UI_PORT, 8501).")] = None,
+) -> None:
+    """Start the Streamlit chat UI (talks to the API at RAG_API_URL, with RAG_API_KEY)."""
+    argv, env = ui_command(_settings(ctx), host=host, port=port)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Streamlit replaces this process, so a signal sent to `rag ui` (Ctrl-C, SIGTERM) reaches the server itself
+    os.execve(argv[0], argv, env)
 
 
 def main() -> None:

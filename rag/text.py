@@ -1,4 +1,4 @@
-"""Text primitives used the same way at ingest and at query time: normalization, tokens, sentences.
+"""Text primitives used the same way at ingest and at query time: normalization, CJK characters, tokens, sentences.
 
 `Tokenizer` wraps a private jieba instance so the corpus's own terms (headings, aliases) can be added as a
 user dictionary without touching jieba's global state.
@@ -10,7 +10,7 @@ import logging
 import re
 import threading
 import unicodedata
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 # Function words that carry no topic. Kept short on purpose: BM25's IDF already discounts common words.
@@ -28,9 +28,43 @@ STOPWORDS = frozenset(
     """.split()  # noqa: SIM905 - a word list reads better as text
 )
 
+# CJK Unified Ideographs and Extension A, as the body of a regex character class ("[{CJK_CHARS}]"): the one
+# definition of "a Chinese character" for tokens, alias names and sentence kinds.
+CJK_CHARS = r"\u3400-\u9fff"
+# CJK Compatibility Ideographs: added where any ideograph counts (the OpenAI token estimate, the sources header).
+CJK_COMPAT_CHARS = r"\uf900-\ufaff"
+HAS_CJK = re.compile(f"[{CJK_CHARS}]")
+_CJK_RUN = re.compile(f"[{CJK_CHARS}]+")
+
 _SENTENCE_END = re.compile(r"[。！？；!?;]+|\.(?=\s|$)|\n")
 _PUNCT_OR_SPACE = re.compile(r"^[\W_]+$", re.UNICODE)
 _LATIN_TERM = re.compile(r"[a-z0-9][a-z0-9+#._\-]*[a-z0-9+#]|[a-z0-9]")
+
+# jieba's HMM (Viterbi) copies its path on every character, so a run of characters it does not know ("梯" * 30000)
+# costs time quadratic in the run's length. Runs of word characters are cut into pieces of at most MAX_RUN_CHARS
+# before jieba sees them (ordinary text has a separator long before that), and one call reads at most
+# MAX_TOKENIZE_CHARS characters: a chunk (<= 4000 characters) or a question always fits.
+MAX_RUN_CHARS = 200
+MAX_TOKENIZE_CHARS = 20_000
+_LONG_RUN = re.compile(rf"[^\W_]{{{MAX_RUN_CHARS + 1},}}")
+MAX_SUBWORD_CHARS = 16  # longer dictionary terms inside a long word are not looked for
+
+
+def bounded_pieces(text: str, max_chars: int = MAX_TOKENIZE_CHARS) -> list[str]:
+    """`text` (its first `max_chars` characters) as pieces to segment one by one: any run of word characters
+    longer than MAX_RUN_CHARS is cut every MAX_RUN_CHARS characters; everything else stays in one piece."""
+    text = text[:max_chars]
+    pieces: list[str] = []
+    start = 0
+    for match in _LONG_RUN.finditer(text):
+        if match.start() > start:
+            pieces.append(text[start : match.start()])
+        run = match.group(0)
+        pieces.extend(run[i : i + MAX_RUN_CHARS] for i in range(0, len(run), MAX_RUN_CHARS))
+        start = match.end()
+    if start < len(text):
+        pieces.append(text[start:])
+    return pieces
 
 
 def normalize(text: str) -> str:
@@ -63,7 +97,9 @@ class Tokenizer:
     search mode also emits their parts, so "灾难性遗忘" matches both itself and "遗忘".
     """
 
-    def __init__(self, user_words: Iterable[str] = (), cache_dir: Path | None = None) -> None:
+    def __init__(
+        self, user_words: Iterable[str] = (), cache_dir: Path | None = None, max_chars: int = MAX_TOKENIZE_CHARS
+    ) -> None:
         import jieba
 
         jieba.setLogLevel(logging.WARNING)
@@ -72,6 +108,7 @@ class Tokenizer:
             cache_dir.mkdir(parents=True, exist_ok=True)
             self._jieba.tmp_dir = str(cache_dir)
         self._lock = threading.Lock()
+        self.max_chars = max_chars
         self.user_words: list[str] = []
         for word in sorted(set(user_words)):
             self.add_word(word)
@@ -85,9 +122,8 @@ class Tokenizer:
             self.user_words.append(word)
 
     def tokenize(self, text: str) -> list[str]:
-        """Tokens for BM25: the same function at ingest and at query time."""
-        with self._lock:  # jieba's lazy initialisation is not thread-safe
-            pieces = list(self._jieba.cut_for_search(normalize(text)))
+        """Tokens for BM25: the same function at ingest and at query time (linear in the text's length)."""
+        pieces = self._segment(text, self._jieba.cut_for_search)
         tokens = []
         for piece in pieces:
             piece = piece.strip()
@@ -100,27 +136,39 @@ class Tokenizer:
                 tokens.extend(self._long_subwords(piece))
         return tokens
 
+    def _segment(self, text: str, cut: Callable[[str], Iterable[str]]) -> list[str]:
+        """jieba's segmentation of the bounded pieces of the normalized text."""
+        words: list[str] = []
+        for piece in bounded_pieces(normalize(text), self.max_chars):
+            with self._lock:  # jieba's lazy initialisation is not thread-safe; other callers interleave
+                words.extend(cut(piece))
+        return words
+
     def _long_subwords(self, word: str) -> list[str]:
         freq = self._jieba.FREQ
         return [
             word[i : i + n]
-            for n in range(4, len(word))
+            for n in range(4, min(len(word), MAX_SUBWORD_CHARS + 1))
             for i in range(len(word) - n + 1)
             if freq.get(word[i : i + n])
         ]
 
     def words(self, text: str) -> list[str]:
         """Precise-mode words (no search-mode sub-words), for features such as term coverage."""
-        with self._lock:
-            pieces = list(self._jieba.cut(normalize(text)))
+        pieces = self._segment(text, self._jieba.cut)
         return [p.strip() for p in pieces if p.strip() and p.strip() not in STOPWORDS and not _PUNCT_OR_SPACE.match(p.strip())]
+
+    def pieces(self, text: str) -> list[str]:
+        """Precise-mode pieces with nothing dropped: they join back to `normalize(text)` (up to `max_chars`), so
+        their lengths give the word boundaries of the text."""
+        return self._segment(text, self._jieba.cut)
 
 
 def char_bigrams(text: str) -> set[str]:
     """Character bigrams of the CJK runs of `text` plus whole Latin terms: a segmentation-free term set."""
     norm = normalize(text)
     grams: set[str] = set(_LATIN_TERM.findall(norm))
-    for run in re.findall(r"[\u3400-\u9fff]+", norm):
+    for run in _CJK_RUN.findall(norm):
         if len(run) == 1:
             grams.add(run)
         grams.update(run[i : i + 2] for i in range(len(run) - 1))
@@ -142,4 +190,4 @@ def singular(word: str) -> str:
 
 def is_cjk(text: str) -> bool:
     """True when the text holds any CJK ideograph."""
-    return re.search(r"[\u3400-\u9fff]", text) is not None
+    return HAS_CJK.search(text) is not None

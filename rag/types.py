@@ -11,6 +11,11 @@ from typing import Literal
 
 RetrievalMode = Literal["hybrid", "bm25", "dense"]
 
+# File suffixes of notes, shared by the loader, the upload check and the watcher; ordered as messages list them.
+NOTE_SUFFIXES = (".md", ".markdown", ".txt")
+# Other files ingest converts to text (ingest.converters): PDF, Word, web pages.
+CONVERTED_SUFFIXES = (".pdf", ".docx", ".html", ".htm")
+
 
 @dataclass(frozen=True, slots=True)
 class Document:
@@ -20,9 +25,16 @@ class Document:
     title: str  # first markdown heading, else the file name
     text: str  # decoded original text; chunk offsets index into this string
     sha256: str  # of the raw bytes on disk
-    encoding: str  # "utf-8", "utf-8-sig", "gb18030", ...
+    encoding: str  # "utf-8", "utf-8-sig", "gb18030", ...; "binary" for PDF and Word files
     size_bytes: int = 0
     mtime: float = 0.0
+    # Set by a converter (PDF, Word, HTML, front matter, Obsidian); a plain note has none of them.
+    converter: str = ""  # "pdf", "docx", "html", "obsidian", ...; "" for a plain .md/.txt note
+    tags: tuple[str, ...] = ()  # lower-case, without "#"
+    aliases: tuple[str, ...] = ()  # other names of the document (front matter `aliases`)
+    links: tuple[str, ...] = ()  # doc_ids it links to ([[wikilinks]]); a target no note matches, as written
+    backlinks: tuple[str, ...] = ()  # doc_ids of the documents linking to it
+    page_starts: tuple[int, ...] = ()  # offset in `text` where page i+1 begins (PDF); empty without pages
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +61,14 @@ class Chunk:
     text: str
     index_text: str
     ordinal: int = 0  # position of the chunk inside its document
+    page: int | None = None  # the page (from 1) `start` is on, for documents with pages (PDF)
+    page_breaks: tuple[int, ...] = ()  # offsets in (start, end] where a later page begins
+
+    def page_at(self, offset: int) -> int | None:
+        """The page of a document offset inside this chunk (None for documents without pages)."""
+        if self.page is None:
+            return None
+        return self.page + sum(1 for b in self.page_breaks if b <= offset)
 
 
 @dataclass(slots=True)
@@ -86,6 +106,7 @@ class Citation:
     score: float
     snippet_start: int | None = None  # offsets of the snippet inside the note, when known
     snippet_end: int | None = None
+    page: int | None = None  # the page the snippet starts on, for documents with pages (PDF)
 
 
 @dataclass(slots=True)

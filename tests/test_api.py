@@ -300,7 +300,8 @@ def test_upload_writes_a_note_atomically(edge_server: LiveServer) -> None:
         response = c.post("/documents", files={"file": (NEW_NOTE, NEW_NOTE_TEXT.encode(), "text/markdown")})
         assert response.status_code == 201, response.text
         assert response.json() == {
-            "doc_id": NEW_NOTE, "bytes": len(NEW_NOTE_TEXT.encode()), "encoding": "utf-8", "replaced": False
+            "doc_id": NEW_NOTE, "bytes": len(NEW_NOTE_TEXT.encode()), "encoding": "utf-8", "replaced": False,
+            "format": "markdown",
         }
         assert (corpus / NEW_NOTE).read_bytes() == NEW_NOTE_TEXT.encode()
 
@@ -348,7 +349,8 @@ def test_upload_rejects_unsafe_names(edge_server: LiveServer, filename: bytes) -
 def test_upload_rejects_bad_content_and_size(edge_server: LiveServer) -> None:
     with edge_server.client() as c:
         assert_error(c.post("/documents", files={"file": ("bin.md", b"\x00\x01\x02binary")}), 400, "invalid_input")
-        assert_error(c.post("/documents", files={"file": ("bad.md", b"\xff\xfe\xff\xfe\x80\x80")}), 400)
+        # undecodable: not UTF-8, no BOM, no plausible GB18030 (b"\xff\xfe..." would be UTF-16 with a BOM, which ingest reads)
+        assert_error(c.post("/documents", files={"file": ("bad.md", "caf\xe9 \xe0 la cr\xe8me".encode("latin-1"))}), 400)
         assert_error(c.post("/documents", files={"file": ("empty.md", b"")}), 400)
         over = b"a" * 12_000  # over max_upload_mb (0.01 MB) but within the multipart allowance
         assert_error(c.post("/documents", files={"file": ("big.md", over)}), 413, "payload_too_large")
@@ -410,6 +412,9 @@ def _route_calls(app: FastAPI) -> Iterator[tuple[str, str, str]]:
             yield method, route.path, path
 
 
+PUBLIC = {"/healthz", "/readyz", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"}
+
+
 def test_every_route_but_health_requires_the_key(auth_server: LiveServer) -> None:
     calls = list(_route_calls(auth_server.app))
     assert {"/ask", "/ingest", "/documents", "/feedback/{entry_id}", "/v1/chat/completions"} <= {p for _, p, _ in calls}
@@ -423,8 +428,8 @@ def test_every_route_but_health_requires_the_key(auth_server: LiveServer) -> Non
                 assert_error(response, 401, "unauthorized")
                 assert response.headers["www-authenticate"] == "Bearer"
             wrong = c.request(method, path, headers={"Authorization": "Bearer wrong-key"})
-            assert wrong.status_code == (200 if template in ("/healthz", "/readyz") else 401)
-    assert open_paths == {"/healthz", "/readyz"}
+            assert wrong.status_code == (200 if template in PUBLIC else 401)
+    assert open_paths == PUBLIC  # the probes, and the API docs (RAG_PUBLIC_DOCS, on by default)
 
 
 def test_the_right_key_opens_every_endpoint(auth_server: LiveServer) -> None:

@@ -128,6 +128,8 @@ def test_quick_bench_produces_every_figure_and_report(
     assert json.loads(Path(files["json"]).read_text(encoding="utf-8"))["targets"] == results["targets"]
     assert Path(files["png"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     markdown = Path(files["md"]).read_text(encoding="utf-8")
-    for title in ("## Embedder", "## Ingest", "## Retrieval", "## HNSW", "## POST /ask", "## Targets"):
+    for name in ("pdf", "docx", "html"):
+        assert results["formats"][name]["seconds_per_mb"] > 0 and results["formats"][name]["chars"] > 1000
+    for title in ("## Embedder", "## Ingest", "## Conversion", "## Retrieval", "## HNSW", "## POST /ask", "## Targets"):
         assert title in markdown
     assert results["machine"]["cpu"] in markdown

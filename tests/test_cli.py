@@ -38,6 +38,7 @@ def rag(*args: str, data_dir: Path, cwd: Path, corpus: Path = CORPUS) -> subproc
         "HF_HUB_OFFLINE": "1",
         "TRANSFORMERS_OFFLINE": "1",
         "COLUMNS": "200",
+        "RAG_API_URL": "http://127.0.0.1:9",  # nothing listens: ask and search load the index in process
     }
     return subprocess.run(
         [str(RAG), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600, check=False
@@ -167,3 +168,25 @@ def test_eval_file_errors_are_clear(tmp_path: Path) -> None:
     assert_clean_error(rag("eval", "--qa", str(bad), data_dir=data, cwd=tmp_path), "bad.jsonl:2")
     bad.write_text('{"question": "ok"}\n\n{"question": \n', encoding="utf-8")
     assert_clean_error(rag("eval", "--qa", str(bad), data_dir=data, cwd=tmp_path), "bad.jsonl:3")
+
+
+def _rag_with_env(tmp_path: Path, *args: str, **extra: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAG_")}
+    env |= {"RAG_DATA_DIR": str(tmp_path / "data"), "COLUMNS": "200", **extra}
+    return subprocess.run([str(RAG), *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_a_bad_setting_is_one_clear_line_not_a_traceback(tmp_path: Path) -> None:
+    result = _rag_with_env(tmp_path, "ask", "x", RAG_TOP_K="many", RAG_API_KEY="secret-value-123")
+    assert result.returncode == 2, result.stderr
+    assert "RAG_TOP_K" in result.stderr and "integer" in result.stderr
+    assert "Traceback" not in result.stderr and "secret-value-123" not in result.stderr + result.stdout
+
+
+def test_a_mistyped_rag_variable_is_named_in_a_warning(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text("RAG_GATE_TRESHOLD=0.5\n", encoding="utf-8")
+    result = _rag_with_env(tmp_path, "ask", "", RAG_TOPK="3")
+    assert result.returncode == 2 and "the question is empty" in result.stderr  # the command itself ran
+    assert "RAG_TOPK is not a setting" in result.stderr and "did you mean RAG_TOP_K" in result.stderr
+    assert "RAG_GATE_TRESHOLD is not a setting" in result.stderr  # from .env too
+    assert "RAG_DATA_DIR" not in result.stderr

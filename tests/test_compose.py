@@ -71,7 +71,7 @@ def test_api_ingests_then_serves_with_persistent_data(compose: dict[str, Any]) -
 
 def test_ui_talks_to_the_api_service(compose: dict[str, Any]) -> None:
     ui = compose["services"]["ui"]
-    assert _command(ui).startswith("rag ui")
+    assert _command(ui).startswith("rag ui") and "--host 0.0.0.0" in _command(ui)  # rag ui binds loopback by default
     assert _env(ui)["RAG_API_URL"] == "http://api:8000"
     assert ui["depends_on"]["api"]["condition"] == "service_healthy"
     assert "8501:8501" in ui["ports"] and "/_stcore/health" in _probes(ui)
@@ -85,6 +85,20 @@ def test_ollama_is_an_optional_profile(compose: dict[str, Any]) -> None:
     text = COMPOSE.read_text(encoding="utf-8")
     assert re.search(r"#\s*RAG_LLM_MODEL: ollama/qwen2\.5:3b", text)
     assert re.search(r"#\s*RAG_LLM_API_BASE: http://ollama:11434", text)
+
+
+def test_a_reverse_proxy_is_an_optional_profile(compose: dict[str, Any]) -> None:
+    """For deployments facing the internet: Caddy in front of the api, with client timeouts and SSE passed through."""
+    proxy = compose["services"]["proxy"]
+    assert proxy["image"].startswith("caddy:") and proxy["profiles"] == ["proxy"]
+    assert proxy["depends_on"]["api"]["condition"] == "service_healthy" and "8080:8080" in proxy["ports"]
+    source, target, mode = next(m for m in _mounts(proxy) if m[1] == "/etc/caddy/Caddyfile")
+    assert mode == "ro" and (ROOT / source).is_file()
+    caddyfile = (ROOT / source).read_text(encoding="utf-8")
+    assert re.search(r"reverse_proxy api:8000", caddyfile) and "flush_interval -1" in caddyfile
+    for timeout in ("read_header", "read_body", "idle"):
+        assert re.search(rf"^\s*{timeout} \d+s$", caddyfile, re.M), timeout
+    assert "{$PROXY_SITE::8080}" in caddyfile
 
 
 def test_every_rag_variable_is_a_setting(compose: dict[str, Any]) -> None:
@@ -116,7 +130,7 @@ def test_docker_compose_accepts_the_file() -> None:
         print("docker-compose not installed (apt-get install docker-compose): structural checks only")
         return
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAG_")}
-    for extra in ([], ["--profile", "ollama"]):
+    for extra in ([], ["--profile", "ollama"], ["--profile", "proxy"]):
         result = subprocess.run(
             [binary, "-f", str(COMPOSE), *extra, "config", "-q"],
             cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
@@ -126,4 +140,4 @@ def test_docker_compose_accepts_the_file() -> None:
         [binary, "-f", str(COMPOSE), "--profile", "ollama", "config", "--services"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
     )
-    assert set(services.stdout.split()) == {"api", "ui", "ollama"}
+    assert set(services.stdout.split()) == {"api", "ui", "ollama", "proxy"}

@@ -16,18 +16,17 @@ import numpy as np
 import pytest
 
 from rag.config import Settings
-from rag.e5_convert import (
-    MARKER_FILE,
+from rag.e5_convert import convert_e5, is_converted
+from rag.e5_convert.checkpoint import (
     WEIGHTS_SHA256,
     E5Tokenizer,
-    convert_e5,
     dequantize_q4_0,
-    is_converted,
     locate_e5_weights,
     parse_e5,
-    precompiled_charsmap,
     sha256_file,
 )
+from rag.e5_convert.convert import MARKER_FILE
+from rag.e5_convert.tokenizer import precompiled_charsmap
 from rag.embedding import (
     DEFAULT_MODEL_DIRNAME,
     Embedder,

@@ -20,9 +20,8 @@ from rag.answer import (
 )
 from rag.answer.citations import parse_citations
 from rag.config import Settings
-from rag.conversation import looks_like_followup, resolve_followup
 from rag.text import Tokenizer, char_bigrams, sentence_spans
-from rag.types import Answer, Chunk, Hit, Turn
+from rag.types import Answer, Chunk, Hit
 
 CORPUS = Path(__file__).resolve().parents[1] / "corpus"
 GLOSSARY = "deep-learning-glossary.md"
@@ -321,42 +320,3 @@ def test_parse_citations_never_raises_and_keeps_only_valid_numbers(text: str, n:
     assert len(numbers) == len(set(numbers)) and all(1 <= k <= n for k in numbers)
     again, numbers_again = parse_citations(cleaned, n)
     assert again == cleaned and set(numbers_again) == set(numbers)
-
-
-# ------------------------------------------------------------------------------------------ follow-ups
-
-HISTORY = [Turn("user", "LoRA 是什么？"), Turn("assistant", "LoRA 是一种低秩适配方法。[1]")]
-
-
-@pytest.mark.parametrize(
-    "followup", ["那它有什么缺点？", "它的原理呢？", "What about its disadvantages?", "有什么例子？"]
-)
-def test_followup_gets_the_previous_key_terms(followup: str, tokenizer: Tokenizer) -> None:
-    resolved = resolve_followup(followup, HISTORY, tokenizer)
-    assert "LoRA" in resolved and resolved.endswith(followup)
-    assert "是什么" not in resolved  # key terms only, not the whole previous question
-
-
-@pytest.mark.parametrize(
-    "question", ["CAP 理论说的是哪三个特性？", "QLoRA 和 LoRA 是什么关系？", "应该怎么设置学习率？"]
-)
-def test_standalone_question_is_unchanged(question: str, tokenizer: Tokenizer) -> None:
-    assert not looks_like_followup(question, tokenizer)
-    assert resolve_followup(question, HISTORY, tokenizer) == question
-
-
-def test_followup_without_history_is_unchanged(tokenizer: Tokenizer) -> None:
-    assert resolve_followup("那它有什么缺点？", [], tokenizer) == "那它有什么缺点？"
-    assistant_only = [Turn("assistant", "LoRA 是一种低秩适配方法。")]
-    assert resolve_followup("那它有什么缺点？", assistant_only, tokenizer) == "那它有什么缺点？"
-
-
-def test_followup_chain_reaches_back_to_the_subject(tokenizer: Tokenizer) -> None:
-    history = [
-        Turn("user", "What is catastrophic forgetting?"),
-        Turn("assistant", "…"),
-        Turn("user", "Why does it happen?"),
-        Turn("assistant", "…"),
-    ]
-    resolved = resolve_followup("And how to avoid it?", history, tokenizer)
-    assert resolved.lower().startswith("catastrophic forgetting")

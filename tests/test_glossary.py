@@ -9,7 +9,14 @@ from pathlib import Path
 import pytest
 
 from ingest.alias_patterns import parse_term_string
-from ingest.glossary import alias_groups_from_text, extract_alias_groups, heading_terms, load_user_glossary
+from ingest.glossary import (
+    alias_groups_from_text,
+    apply_removals,
+    extract_alias_groups,
+    heading_terms,
+    load_user_glossary,
+    read_user_glossary,
+)
 from rag.aliases import AliasIndex, member_key, merge_groups
 from rag.text import Tokenizer
 from rag.types import Document
@@ -276,6 +283,34 @@ def test_load_user_glossary_reads_separators_and_skips_bad_lines(
 
 def test_load_user_glossary_missing_file_gives_no_groups(tmp_path: Path) -> None:
     assert load_user_glossary(tmp_path / "absent.txt") == []
+
+
+def test_minus_lines_remove_wrong_groups_and_members(
+    corpus_groups: list[list[str]], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The wrong groups the notes yield (issue 17) are removed by "- …" lines; additions still work."""
+    path = tmp_path / "glossary.txt"
+    path.write_text(
+        "- RLHF = Recursive Human Feedback\n"  # a member of one of two groups headed by RLHF
+        "- 点积运算\n"  # a whole group
+        "－ 样本 = 输入 = input  # full-width minus\n"
+        "- 不存在的词\n"
+        "输入, input\n",
+        encoding="utf-8",
+    )
+    added, removals = read_user_glossary(path)
+    assert added == [["输入", "input"]] and load_user_glossary(path) == added
+    assert removals == [["RLHF", "Recursive Human Feedback"], ["点积运算"], ["样本", "输入", "input"], ["不存在的词"]]
+    assert _group_with(corpus_groups, "Recursive Human Feedback") and _group_with(corpus_groups, "张量积")
+    with caplog.at_level(logging.WARNING):
+        kept, records = apply_removals(corpus_groups, removals)
+    assert any("不存在的词" in r.getMessage() for r in caplog.records)
+    assert not [g for g in kept if "Recursive Human Feedback" in g or "点积运算" in g or "张量积" in g]
+    assert "RLHF" in _group_with(kept, "Reinforcement Learning from Human Feedback"), "the right RLHF group stays"
+    assert _group_with(kept, "样本") == ["样本", "sample"]
+    assert [r["removed"] for r in records] == [["Recursive Human Feedback"], ["点积运算", "张量积"], ["输入", "input"]]
+    merged = merge_groups(kept, added)
+    assert _group_with(merged, "输入") == ["输入", "input"] and _group_with(merged, "样本") == ["样本", "sample"]
 
 
 def test_user_glossary_merges_into_corpus_groups(corpus_groups: list[list[str]], tmp_path: Path) -> None:

@@ -132,6 +132,66 @@ def test_two_hundred_concurrent_asks_all_answer_and_memory_returns_to_baseline(
         assert second - baseline < RSS_SLACK_MB * 2**20, f"{(second - baseline) / 2**20:.0f} MB over the baseline"
 
 
+# --- ordinary asks while pathological histories arrive ------------------------------------------------------
+
+RUN_SECONDS = 35  # with the server's start (about 25 s), the test stays within about a minute
+
+
+@pytest.mark.slow
+def test_pathological_histories_do_not_stall_ordinary_asks(
+    base_settings: Settings, corpus_index: Any, tmp_path: Path
+) -> None:
+    """8 clients ask ordinary questions back to back for RUN_SECONDS while 8 others keep sending pathological
+    histories: a 60,000 "梯" turn (refused) and the largest history the API accepts, all of one repeated character.
+    Before the fix eight 60 k requests stalled ordinary /ask for about two minutes. Prints the ordinary p50/p95."""
+    settings = base_settings.model_copy(update={"max_concurrent_requests": 8})
+    oversize = [{"role": "user", "content": "梯" * 60_000}]
+    at_limit = [{"role": "user", "content": "梯" * settings.max_history_turn_chars}] * (
+        settings.max_history_chars // settings.max_history_turn_chars
+    )
+    with ServeProcess(settings, tmp_path / "serve") as server:
+        with httpx.Client(base_url=server.url, timeout=120) as client:
+            assert wait_until(lambda: client.get("/readyz").status_code == 200, 300)
+            for question in QUESTIONS[:8]:  # warm up: lazy caches
+                assert client.post("/ask", json={"question": question}).status_code == 200
+
+        async def run() -> tuple[list[float], Counter[int], Counter[int]]:
+            latencies: list[float] = []
+            ordinary: Counter[int] = Counter()
+            hostile: Counter[int] = Counter()
+            stop = time.monotonic() + RUN_SECONDS
+            limits = httpx.Limits(max_connections=16, max_keepalive_connections=16)
+            async with httpx.AsyncClient(base_url=server.url, timeout=30, limits=limits) as client:
+
+                async def ask(i: int) -> None:
+                    while time.monotonic() < stop:
+                        started = time.perf_counter()
+                        response = await client.post("/ask", json={"question": QUESTIONS[i % len(QUESTIONS)]})
+                        latencies.append(time.perf_counter() - started)
+                        ordinary[response.status_code] += 1
+                        i += 8
+
+                async def attack(i: int) -> None:
+                    while time.monotonic() < stop:
+                        history = oversize if i % 2 else at_limit
+                        response = await client.post("/ask", json={"question": "那它有什么缺点？", "history": history})
+                        hostile[response.status_code] += 1
+                        i += 1
+                        await asyncio.sleep(0.5)
+
+                await asyncio.gather(*(ask(i) for i in range(8)), *(attack(i) for i in range(8)))
+            return latencies, ordinary, hostile
+
+        latencies, ordinary, hostile = asyncio.run(run())
+    assert set(ordinary) == {200}, ordinary  # no ordinary ask failed or timed out (30 s client timeout)
+    assert set(hostile) <= {200, 400} and hostile[400] > 0 and hostile[200] > 0, hostile
+    print(
+        f"\n/ask at concurrency 8 for {RUN_SECONDS} s beside 8 clients sending pathological histories "
+        f"({dict(hostile)}): {len(latencies)} ordinary answers, p50 {statistics.median(latencies):.2f} s, "
+        f"p95 {percentile(latencies, 0.95):.2f} s"
+    )
+
+
 # --- shedding past a configured limit -------------------------------------------------------------------
 
 

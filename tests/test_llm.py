@@ -23,7 +23,7 @@ from rag.answer import REFUSAL_EN, REFUSAL_ZH, ExtractiveGenerator, LiteLLMGener
 from rag.answer.llm import sanitize_reply
 from rag.answer.prompts import format_passages, neutralise
 from rag.config import Settings
-from rag.conversation import resolve_question
+from rag.conversation import resolve_followup, resolve_question
 from rag.text import Tokenizer
 from rag.types import Answer, Chunk, Hit, Turn
 
@@ -361,9 +361,9 @@ HISTORY = [Turn("user", "LoRA 是什么？"), Turn("assistant", "LoRA 是低秩�
 
 
 def test_rewrite_with_llm_uses_the_server(llm: FakeLLM, tokenizer: Tokenizer) -> None:
-    llm.behave(reply("改写后的问题：LoRA 有什么缺点？\n"))
+    llm.behave(reply("改写后的问题：LoRA 方法有哪些缺点？\n"))  # not what the heuristic would write
     rewritten = resolve_question("那它有什么缺点？", HISTORY, generator(llm, tokenizer), tokenizer)
-    assert rewritten == "LoRA 有什么缺点？"
+    assert rewritten == "LoRA 方法有哪些缺点？"
     assert len(llm.requests) == 1 and llm.requests[0].body.get("stream") in (None, False)
     prompt = llm.prompts()[0]
     assert "LoRA 是什么？" in prompt and "那它有什么缺点？" in prompt and "standalone" in prompt.lower()
@@ -373,10 +373,28 @@ def test_rewrite_with_llm_uses_the_server(llm: FakeLLM, tokenizer: Tokenizer) ->
 def test_rewrite_falls_back_to_the_heuristic(behaviour, llm: FakeLLM, tokenizer: Tokenizer) -> None:
     llm.behave(behaviour)
     rewritten = resolve_question("那它有什么缺点？", HISTORY, generator(llm, tokenizer), tokenizer)
-    assert rewritten.startswith("LoRA") and rewritten.endswith("那它有什么缺点？")
+    assert rewritten == resolve_followup("那它有什么缺点？", HISTORY, tokenizer) == "LoRA 有什么缺点？"
     assert len(llm.requests) == 1
 
 
 def test_rewrite_without_history_does_not_call_the_llm(llm: FakeLLM, tokenizer: Tokenizer) -> None:
     assert resolve_question("LoRA 是什么？", [], generator(llm, tokenizer), tokenizer) == "LoRA 是什么？"
     assert llm.requests == []
+
+
+def test_rewrite_is_retried_like_an_answer(llm: FakeLLM, tokenizer: Tokenizer) -> None:
+    llm.script(http_error(503), reply("LoRA 方法有哪些缺点？"))
+    gen = generator(llm, tokenizer, llm_retries=1)
+    assert resolve_question("那它有什么缺点？", HISTORY, gen, tokenizer) == "LoRA 方法有哪些缺点？"
+    assert len(llm.requests) == 2
+
+
+def test_rewrite_takes_an_llm_slot_like_an_answer(llm: FakeLLM, tokenizer: Tokenizer, passages: list[Hit]) -> None:
+    llm.behave(streaming(["CAP理论", "说的是", "一致性。[1]"]))
+    gen = generator(llm, tokenizer, llm_max_concurrency=1, llm_timeout=1.0)
+    holder = gen.stream(QUESTION, passages)
+    assert isinstance(next(holder), str)  # mid-stream: the only slot is taken
+    rewritten = resolve_question("那它有什么缺点？", HISTORY, gen, tokenizer)
+    assert rewritten == resolve_followup("那它有什么缺点？", HISTORY, tokenizer)  # the heuristic stood in
+    assert len(llm.requests) == 1  # the rewrite never reached the provider
+    list(holder)

@@ -125,6 +125,8 @@ def test_title_is_first_top_level_heading_else_fallback() -> None:
     assert document_title("没有标题\n#hashtag\n    # code comment\n", "stem") == "stem"
     assert document_title("```\n# 代码里的注释\n```\n", "stem") == "stem"
     assert document_title("# **粗体** [链接](http://x.y) 标题\n", "stem") == "粗体 链接 标题"
+    # Many "# topic" sections: the first topic is not the note's title (learning-notes.md, "# learning").
+    assert document_title("# learning\n正文\n# trl\n## 小节\n# peft\n", "learning-notes") == "learning-notes"
 
 
 # --------------------------------------------------------------------------------------------------

@@ -134,7 +134,8 @@ def test_a_500_from_a_broken_engine_shows_no_note_text(
     passage = engine.search(QUESTION, top_k=1).hits[0].chunk.text
     fragments = [line.strip()[:12] for line in passage.splitlines() if len(line.strip()) >= 12]
     assert fragments
-    engine._snapshot().generator = LeakyGenerator()  # type: ignore[assignment]
+    with engine.hold() as state:
+        state.generator = LeakyGenerator()  # type: ignore[assignment]
 
     def leaks(text: str) -> bool:
         return any(fragment in text for fragment in fragments)

@@ -9,100 +9,29 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Sequence
-from typing import Any, Literal, NotRequired, TypedDict
+from typing import Any
 from urllib.parse import quote
 
 import httpx
 
 from ui.render import escape_markdown
+from ui.schema import (
+    Answer,
+    ConversationDetail,
+    ConversationInfo,
+    DocumentDetail,
+    DocumentInfo,
+    FeedbackEntry,
+    IngestJob,
+    Mode,
+    Rating,
+    Stats,
+    StreamEvent,
+    Turn,
+)
 
 DEFAULT_API_URL = "http://127.0.0.1:8000"
 
-Mode = Literal["hybrid", "bm25", "dense"]
-Rating = Literal["up", "down"]
-
-
-class Citation(TypedDict):
-    number: int
-    doc_id: str
-    document: str
-    heading_path: list[str]
-    chunk_id: str
-    start: int
-    end: int
-    snippet: str
-    score: float
-    snippet_start: NotRequired[int | None]
-    snippet_end: NotRequired[int | None]
-
-
-class Answer(TypedDict):
-    question: str
-    text: str
-    citations: list[Citation]
-    refused: bool
-    backend: str
-    answer_id: str
-    resolved_question: NotRequired[str]
-    fallback_reason: NotRequired[str | None]
-    uncited: NotRequired[bool]
-    timings: NotRequired[dict[str, float]]
-    explanation: NotRequired[dict[str, Any] | None]
-
-
-class Turn(TypedDict):
-    role: Literal["user", "assistant"]
-    content: str
-
-
-class DocumentInfo(TypedDict):
-    doc_id: str
-    title: str
-    sha256: NotRequired[str]
-    encoding: NotRequired[str]
-    size_bytes: NotRequired[int]
-    chunks: NotRequired[int]
-
-
-class ChunkInfo(TypedDict):
-    chunk_id: str
-    heading_path: list[str]
-    start: int
-    end: int
-    ordinal: NotRequired[int]
-
-
-class DocumentDetail(TypedDict):
-    doc_id: str
-    title: str
-    text: str
-    chunks: list[ChunkInfo]
-
-
-class IngestJob(TypedDict, total=False):
-    job_id: str
-    state: Literal["queued", "running", "succeeded", "failed"]
-    progress: dict[str, dict[str, int]]
-    summary: dict[str, Any] | None
-    error: Any
-
-
-class Stats(TypedDict, total=False):
-    ready: bool
-    documents: int
-    chunks: int
-    embedder: str | None
-    llm_backend: str
-    last_ingest: dict[str, Any] | None
-    version: str | None
-    last_error: str | None
-    max_upload_mb: float
-    ingest_job: IngestJob | None
-
-
-StreamEvent = (
-    tuple[Literal["citations"], list[Citation]] | tuple[Literal["token"], str] | tuple[Literal["done"], Answer]
-)
 
 
 class ApiError(Exception):
@@ -115,17 +44,38 @@ class ApiError(Exception):
         self.code = code
 
 
-# Status of each error code of the API, for errors that arrive inside a stream (no HTTP status).
-_CODE_STATUS = {
+# Status of each error code the API sends, for errors that arrive inside a stream (no HTTP status). Kept equal
+# to the server's codes by a test (tests/test_ui_apptest.py): ui/ may not import the server's modules.
+ERROR_STATUS = {
+    # rag.errors
     "invalid_input": 400,
-    "unauthorized": 401,
     "not_found": 404,
-    "ingest_busy": 409,
-    "too_large": 413,
     "index_not_ready": 503,
     "index_corrupted": 503,
+    "ingest_busy": 409,
+    "ingest_failed": 500,
     "model_unavailable": 503,
     "generation_failed": 502,
+    "unauthorized": 401,
+    "already_exists": 409,
+    "payload_too_large": 413,
+    "overloaded": 503,
+    "timeout": 503,
+    "corpus_unavailable": 503,
+    "limit_exceeded": 409,
+    "invalid_settings": 400,
+    # the HTTP edge (rag.api.routes)
+    "bad_request": 400,
+    "malformed_json": 400,
+    "forbidden": 403,
+    "method_not_allowed": 405,
+    "request_timeout": 408,
+    "conflict": 409,
+    "unsupported_media_type": 415,
+    "validation_error": 422,
+    "too_many_requests": 429,
+    "unavailable": 503,
+    "internal_error": 500,
 }
 
 
@@ -144,6 +94,12 @@ def error_for_status(status: int, code: str, server_message: str) -> ApiError:
         )
     elif status == 403:
         msg = f"没有权限（403）：请检查 `RAG_API_KEY` 是否正确。{detail}"
+    elif status == 408:
+        msg = f"请求超时（408）：请重试。{detail}"
+    elif code in ("overloaded", "timeout") or status == 429:
+        msg = f"服务正忙（{status}）：请稍后重试。{detail}"
+    elif code == "limit_exceeded":
+        msg = f"已达上限（409）：{detail or '请删除一些旧对话，或开始新对话。'}"
     elif code == "model_unavailable":
         msg = f"向量模型不可用（503）：请运行 `rag model` 准备模型后重启 `rag serve`。{detail}"
     elif status == 503 or code in ("index_not_ready", "index_corrupted"):
@@ -159,8 +115,6 @@ def error_for_status(status: int, code: str, server_message: str) -> ApiError:
         msg = f"未找到（404）。{detail}"
     elif status in (400, 422):
         msg = f"请求无效（{status}）。{detail}"
-    elif status == 429:
-        msg = f"请求太多（429）：服务正忙，请稍后重试。{detail}"
     elif status == 502 or code == "generation_failed":
         msg = f"生成回答失败：大模型服务出错，请稍后重试。{detail}"
     else:
@@ -181,6 +135,7 @@ class ApiClient:
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
+        self.has_key = bool(api_key)
         headers = {"Accept": "application/json"}
         if api_key:
             headers["Authorization"] = f"Bearer {api_key}"
@@ -272,6 +227,15 @@ class ApiClient:
         """GET /documents/{doc_id}: the raw note text and its chunks."""
         return self._request("GET", f"/documents/{quote(doc_id, safe='/')}")
 
+    def original(self, doc_id: str) -> bytes:
+        """GET /documents/{doc_id}/original: the document's file as it lies in the corpus (PDF, Word, web page)."""
+        try:
+            response = self._http.get(f"/documents/{quote(doc_id, safe='/')}/original")
+        except httpx.HTTPError as exc:
+            raise self._transport_error(exc) from exc
+        self._raise_for(response)
+        return response.content
+
     def upload(self, filename: str, content: bytes, *, overwrite: bool = False) -> dict[str, Any]:
         """POST /documents with one note as multipart field `file` (409 when it exists, unless overwrite)."""
         mime = "text/markdown" if filename.lower().endswith(".md") else "text/plain"
@@ -293,7 +257,7 @@ class ApiClient:
         answer_id: str | None = None,
         question: str | None = None,
         comment: str | None = None,
-    ) -> dict[str, Any]:
+    ) -> FeedbackEntry:
         """POST /feedback for one answer."""
         body: dict[str, Any] = {"rating": rating}
         if answer_id:
@@ -353,11 +317,12 @@ class ApiClient:
 
         A streamed `error` event, or a stream that ends without `done`, raises ApiError.
         """
-        body = self._ask_body(question, history, top_k, mode, explain, True)
+        return self._answer_stream("/ask", self._ask_body(question, history, top_k, mode, explain, True))
+
+    def _answer_stream(self, path: str, body: dict[str, Any]) -> Iterator[StreamEvent]:
+        """The events of a streamed answer from `path` (/ask, or a conversation's ask and regenerate)."""
         try:
-            with self._http.stream(
-                "POST", "/ask", json=body, headers={"Accept": "text/event-stream"}
-            ) as response:
+            with self._http.stream("POST", path, json=body, headers={"Accept": "text/event-stream"}) as response:
                 if not response.is_success:
                     response.read()
                     self._raise_for(response)
@@ -372,7 +337,7 @@ class ApiClient:
                     if event == "error":
                         err = (data or {}).get("error", {}) if isinstance(data, dict) else {}
                         code = str(err.get("code") or "error")
-                        raise error_for_status(_CODE_STATUS.get(code, 500), code, str(err.get("message") or ""))
+                        raise error_for_status(ERROR_STATUS.get(code, 500), code, str(err.get("message") or ""))
                     if event == "citations":
                         yield "citations", data or []
                     elif event == "token":
@@ -385,6 +350,72 @@ class ApiClient:
         except ValueError as exc:
             raise ApiError("问答服务返回了无法解析的流式响应，请重试。") from exc
         raise ApiError("回答流意外中断（没有收到完整回答），请重试。", code="stream_incomplete")
+
+    # --- conversations --------------------------------------------------------------------------
+
+    def conversations(self, limit: int = 50) -> list[ConversationInfo]:
+        """GET /conversations: most recently updated first."""
+        return self._request("GET", "/conversations", params={"limit": limit}).get("conversations", [])
+
+    def create_conversation(self, title: str | None = None) -> ConversationInfo:
+        """POST /conversations."""
+        return self._request("POST", "/conversations", json={"title": title} if title else {})
+
+    def conversation(self, conversation_id: str) -> ConversationDetail:
+        """GET /conversations/{id}: the conversation with its stored turns and their feedback."""
+        return self._request("GET", f"/conversations/{quote(conversation_id, safe='')}")
+
+    def rename_conversation(self, conversation_id: str, title: str) -> ConversationInfo:
+        return self._request("PATCH", f"/conversations/{quote(conversation_id, safe='')}", json={"title": title})
+
+    def delete_conversation(self, conversation_id: str) -> None:
+        self._request("DELETE", f"/conversations/{quote(conversation_id, safe='')}")
+
+    def export_conversation(self, conversation_id: str) -> str:
+        """GET /conversations/{id}/export: Markdown with the citations."""
+        try:
+            response = self._http.get(f"/conversations/{quote(conversation_id, safe='')}/export")
+        except httpx.HTTPError as exc:
+            raise self._transport_error(exc) from exc
+        self._raise_for(response)
+        return response.text
+
+    def conversation_ask_stream(
+        self, conversation_id: str, question: str, *, top_k: int | None = None, mode: Mode = "hybrid",
+        explain: bool = False,
+    ) -> Iterator[StreamEvent]:
+        """POST /conversations/{id}/ask (streamed): the server adds the history and stores the exchange."""
+        body: dict[str, Any] = {"question": question, "mode": mode, "explain": explain, "stream": True}
+        if top_k:
+            body["top_k"] = top_k
+        return self._answer_stream(f"/conversations/{quote(conversation_id, safe='')}/ask", body)
+
+    def regenerate_stream(
+        self, conversation_id: str, *, top_k: int | None = None, mode: Mode = "hybrid", explain: bool = False
+    ) -> Iterator[StreamEvent]:
+        """POST /conversations/{id}/regenerate (streamed): a new answer replaces the last one."""
+        body: dict[str, Any] = {"mode": mode, "explain": explain, "stream": True}
+        if top_k:
+            body["top_k"] = top_k
+        return self._answer_stream(f"/conversations/{quote(conversation_id, safe='')}/regenerate", body)
+
+    def amend_feedback(
+        self, entry_id: int, *, rating: Rating | None = None, comment: str | None = None
+    ) -> FeedbackEntry:
+        """PATCH /feedback/{id}: change the rating or set the comment ("" removes it)."""
+        body: dict[str, Any] = {}
+        if rating is not None:
+            body["rating"] = rating
+        if comment is not None:
+            body["comment"] = comment
+        return self._request("PATCH", f"/feedback/{int(entry_id)}", json=body)
+
+    def delete_feedback(self, entry_id: int) -> None:
+        self._request("DELETE", f"/feedback/{int(entry_id)}")
+
+    def glossary(self) -> dict[str, Any]:
+        """GET /glossary: alias groups, with where each came from when the server says."""
+        return self._request("GET", "/glossary")
 
 
 def _parse_sse(lines: Iterator[str]) -> Iterator[tuple[str, Any]]:

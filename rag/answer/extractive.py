@@ -14,9 +14,11 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from rag.answer.base import EmbedFn, consume, refusal_answer
+from rag.answer.base import EmbedFn, consume, question_language, refusal_answer
 from rag.answer.citations import citation_from_hit
+from rag.answer.reader import Reading
 from rag.answer.sentences import LIST_ITEM, MEANINGFUL, Sentence, clause_cut, split_passage
+from rag.answer.spans import compose
 from rag.text import Tokenizer, char_bigrams, normalize
 from rag.types import Answer, Citation, Hit
 
@@ -39,6 +41,12 @@ _DEFINES = re.compile(
     r"是指|指的是|是一种|是一个|是一类|定义为|称为|也叫|又称|的缩写|\b(?:is an?|are|refers? to|stands? for|means)\b",
     re.I,
 )
+
+# Said after the quote when the question asks for a formula or a number that no retrieved sentence gives.
+_NOT_STATED = {
+    "zh": {"formula": "（笔记中没有给出具体公式。）", "number": "（笔记中没有给出具体数值。）"},
+    "en": {"formula": "(The notes give no formula for this.)", "number": "(The notes give no figure for this.)"},
+}
 
 
 @dataclass(frozen=True)
@@ -70,13 +78,13 @@ class ExtractiveGenerator:
         self.embed_candidates = 8  # at most this many sentences are embedded per answer (~10 ms each on CPU)
         self.embed_margin = 0.2  # ... and only those within this lexical score of the best (near-ties)
 
-    def generate(self, question: str, passages: Sequence[Hit]) -> Answer:
+    def generate(self, question: str, passages: Sequence[Hit], reading: Reading | None = None) -> Answer:
         """The extractive Answer."""
-        return consume(self.stream(question, passages))
+        return consume(self.stream(question, passages, reading))
 
-    def stream(self, question: str, passages: Sequence[Hit]) -> Iterator[str | Answer]:
+    def stream(self, question: str, passages: Sequence[Hit], reading: Reading | None = None) -> Iterator[str | Answer]:
         """Yield the answer line by line, then the Answer."""
-        answer = self.answer(question, passages)
+        answer = self.answer(question, passages) if reading is None else self.answer_from(question, passages, reading)
         pieces = answer.text.splitlines(keepends=True)
         yield from (piece for piece in pieces if piece)
         yield answer
@@ -85,7 +93,22 @@ class ExtractiveGenerator:
         """No model to ask: None (the follow-up heuristic stands in)."""
         return None
 
-    # ----------------------------------------------------------------------------- pipeline
+    # ----------------------------------------------------------------------------- with the reader
+    def answer_from(self, question: str, passages: Sequence[Hit], reading: Reading) -> Answer:
+        """The reader's best span (and a second passage's where the question has two parts), cited."""
+        chosen, missing = compose(reading, len(passages), max_chars=self.max_chars)
+        if not chosen:
+            return refusal_answer(question)
+        text, chosen = self._render(chosen)
+        if missing:
+            text += "\n" + _NOT_STATED[question_language(question)][missing]
+        cited = sorted({s.passage + 1 for s in chosen})
+        citations = [
+            self._citation(n, passages[n - 1], [s for s in chosen if s.passage == n - 1]) for n in cited
+        ]
+        return Answer(question=question, text=text, citations=citations, backend=self.name)
+
+    # ----------------------------------------------------------------------------- without the reader
     def answer(self, question: str, passages: Sequence[Hit]) -> Answer:
         """Select, order and cite sentences; refuse when there is nothing to quote."""
         sentences = [s for i, hit in enumerate(passages) for s in split_passage(i, hit)]

@@ -27,6 +27,7 @@ from rag.errors import GenerationError
 from rag.types import Answer, Hit
 
 if TYPE_CHECKING:
+    from rag.answer.reader import Reading
     from rag.config import Settings
 
 log = logging.getLogger(__name__)
@@ -50,22 +51,23 @@ _BAD_SCHEME = re.compile(
 _BARE_URL = re.compile(r"<?(?:https?|ftp)://[^\s<>\"'）)\]，。；]+>?", re.I)
 
 
-def sanitize_reply(text: str, passages: Sequence[Hit] = ()) -> str:
+def sanitize_reply(text: str, passages: Sequence[Hit] = (), *, keep_urls: bool = False) -> str:
     """Remove forged links from an LLM reply: markdown links/images, HTML tags, script URLs, foreign URLs.
 
     A markdown link keeps its label (a numeric label becomes a citation marker); bare http(s) URLs survive
-    only when they occur verbatim in one of the passages. Passes repeat until nothing changes, so a removal
-    cannot join the text around it into a new link or scheme ("java<http://x>script:").
+    only when they occur verbatim in one of the passages, or always with `keep_urls` (text quoted from the notes,
+    or already checked). Passes repeat until nothing changes, so a removal cannot join the text around it into a
+    new link or scheme ("java<http://x>script:").
     """
     for _ in range(len(text) + 1):  # a pass that changes the text shortens it: this terminates
-        cleaned = _sanitize_pass(text, passages)
+        cleaned = _sanitize_pass(text, passages, keep_urls)
         if cleaned == text:
             break
         text = cleaned
     return text
 
 
-def _sanitize_pass(text: str, passages: Sequence[Hit]) -> str:
+def _sanitize_pass(text: str, passages: Sequence[Hit], keep_urls: bool = False) -> str:
     text = _THINK.sub("", text)
     text = _HTML_BLOCK.sub("", text)
     text = _MD_IMAGE.sub("", text)
@@ -82,7 +84,7 @@ def _sanitize_pass(text: str, passages: Sequence[Hit]) -> str:
 
     def url(match: re.Match[str]) -> str:
         found = match.group(0).strip("<>")
-        return match.group(0) if any(found in source for source in sources) else ""
+        return match.group(0) if keep_urls or any(found in source for source in sources) else ""
 
     text = _BARE_URL.sub(url, text)
     return re.sub(r"(?<=\S)[ \t]{2,}(?=\S)", " ", text)  # gaps left by removals; indentation is kept
@@ -117,35 +119,95 @@ def strip_thinking(text: str) -> str:
     return _THINK.sub("", text)
 
 
+_PAIRS = {"[": "]", "［": "］", "【": "】"}
+_PRINTABLE_TAIL = re.compile(r"[\x21-\x7e]+$")
+_CLOSED_THINK = re.compile(r"<think>.*?</think>", re.S | re.I)
+# Ends of text that a later line could still complete: "java" + "\nscript:", "[1" + "\n]", "[x]:" + "\nhttp…".
+_OPEN_TAIL = re.compile(r"(?:(?:java|vb|script)\s*|[\[［【][\s\d,，、;；\-–~～]*|\]:\s*)$", re.I)
+
+
+def releasable_end(raw: str, start: int = 0) -> int:
+    """How much of a streaming reply can be cleaned and shown: the end before a tail that may still grow into a
+    marker, link, URL, scheme or tag (unclosed brackets and tags within the last 300 characters held back).
+
+    `start` (the start of a line) only bounds where the growing tail is looked for.
+    """
+    end = len(raw)
+    tail = _PRINTABLE_TAIL.search(raw, start)  # a partial marker, URL or scheme may still be growing
+    if tail:
+        end = tail.start()
+    for i in range(end - 1, max(0, end - 300) - 1, -1):
+        ch = raw[i]
+        if ch in _PAIRS and _PAIRS[ch] not in raw[i + 1 : end]:
+            end = i  # an unclosed bracket
+        elif ch == "(" and i > 0 and raw[i - 1] == "]" and ")" not in raw[i + 1 : end]:
+            end = max(0, raw.rfind("[", 0, i))  # a link target still streaming: hold its label too
+        elif ch == "<" and (i + 1 >= end or re.match(r"[A-Za-z/!]", raw[i + 1])) and ">" not in raw[i + 1 : end]:
+            end = i  # an unclosed tag
+    return end
+
+
+def _settled(raw: str, sanitized: str) -> bool:
+    """True when no later text can change how the lines `raw` are cleaned (`sanitized`), or join with them.
+
+    Both end a non-blank line; no tag opens in `raw` but closed <think> blocks; every bracket and link target in it
+    closes; and neither ends like the start of a scheme, a citation marker or a reference definition.
+    """
+    if "<" in _CLOSED_THINK.sub("", raw):
+        return False
+    for i, ch in enumerate(raw):
+        closer = _PAIRS.get(ch) or (")" if ch == "(" and i > 0 and raw[i - 1] == "]" else None)
+        if closer is not None and closer not in raw[i + 1 :]:
+            return False
+    for text in (raw, sanitized):
+        last_line = text[:-1].rpartition("\n")[2]
+        if not text.endswith("\n") or not last_line.strip() or _OPEN_TAIL.search(text[:-1]):
+            return False
+    return True
+
+
 class StreamCleaner:
-    """Turns raw LLM deltas into safe deltas: holds back a tail that might still become a marker or link."""
+    """Turns raw LLM deltas into safe deltas: holds back a tail that might still become a marker or link.
 
-    _PAIRS = {"[": "]", "［": "］", "【": "】"}
+    What `feed` releases is, each time, the cleaned text of everything releasable so far (sanitised, markers
+    parsed, trailing blanks held back) beyond what was already released. Whole lines that no later text can affect are cleaned once and
+    kept (`_head`); only the lines after them are cleaned again on each delta, so a long reply costs linear time.
+    """
 
-    def __init__(self, passages: Sequence[Hit]) -> None:
+    _COMMIT_EVERY = 128  # characters of new text between attempts to settle lines
+
+    def __init__(self, passages: Sequence[Hit], *, keep_urls: bool = False, citations: bool = True) -> None:
         self.passages = passages
+        self.keep_urls = keep_urls
+        self.citations = citations
         self.raw = ""
         self.emitted = ""
+        self._head = ""  # the cleaned text of raw[: self._done]
+        self._done = 0  # raw[: self._done] is settled: whole lines, cleaned for good
+        self._tried = 0
 
-    def _safe_end(self) -> int:
-        raw = self.raw
-        end = len(raw)
-        tail = re.search(r"[\x21-\x7e]+$", raw)  # a partial marker, URL or scheme may still be growing
-        if tail:
-            end = tail.start()
-        for i in range(end - 1, max(0, end - 300) - 1, -1):
-            ch = raw[i]
-            if ch in self._PAIRS and self._PAIRS[ch] not in raw[i + 1 : end]:
-                end = i  # an unclosed bracket
-            elif ch == "(" and i > 0 and raw[i - 1] == "]" and ")" not in raw[i + 1 : end]:
-                end = max(0, raw.rfind("[", 0, i))  # a link target still streaming: hold its label too
-            elif (
-                ch == "<"
-                and (i + 1 >= end or re.match(r"[A-Za-z/!]", raw[i + 1]))
-                and ">" not in raw[i + 1 : end]
-            ):
-                end = i  # an unclosed tag
-        return end
+    def _sanitize(self, text: str) -> str:
+        return sanitize_reply(text, self.passages, keep_urls=self.keep_urls)
+
+    def _parse(self, sanitized: str) -> str:
+        return parse_citations(sanitized, len(self.passages))[0] if self.citations else sanitized
+
+    def _settle(self, end: int) -> None:
+        """Move the open lines before `end` that are settled into the cleaned head (tried every so often)."""
+        if end - self._tried < self._COMMIT_EVERY:
+            return
+        self._tried = end
+        cut = end
+        for _ in range(3):  # the last line break first, then two earlier ones
+            cut = self.raw.rfind("\n", self._done, cut)
+            if cut < 0:
+                return
+            window = self.raw[self._done : cut + 1]
+            sanitized = self._sanitize(window)
+            if _settled(window, sanitized):
+                self._head += self._parse(sanitized)
+                self._done = cut + 1
+                return
 
     def _release(self, cleaned: str) -> str:
         if not cleaned.startswith(self.emitted) or len(cleaned) <= len(self.emitted):
@@ -157,9 +219,15 @@ class StreamCleaner:
     def feed(self, delta: str) -> str:
         """The newly safe text after adding `delta` ("" when nothing can be released yet)."""
         self.raw += delta
-        safe = self.raw[: self._safe_end()]
-        cleaned, _ = parse_citations(sanitize_reply(safe, self.passages), len(self.passages))
-        return self._release(cleaned.lstrip())
+        end = releasable_end(self.raw, self._done)
+        if end < self._done:  # a bracket opened in the settled lines is held back again: clean it all (rare)
+            cleaned = self._parse(self._sanitize(self.raw[:end]))
+        else:
+            self._settle(end)
+            cleaned = self._head + self._parse(self._sanitize(self.raw[self._done : end]))
+        # Trailing blanks wait for what follows: a removal can leave two ("见 <link> 。"), which the sanitiser then
+        # collapses to one, and text already released cannot shrink (the stream would stall for good).
+        return self._release(cleaned.lstrip().rstrip(" \t"))
 
     def flush(self, final_text: str) -> str:
         """The rest of the final text, when what was streamed is a prefix of it."""
@@ -275,24 +343,26 @@ class LiteLLMGenerator:
         self.name = f"litellm:{settings.llm_model}"
         self._slots = threading.BoundedSemaphore(settings.llm_max_concurrency)
 
-    def generate(self, question: str, passages: Sequence[Hit]) -> Answer:
+    def generate(self, question: str, passages: Sequence[Hit], reading: Reading | None = None) -> Answer:
         """The final Answer of `stream()`."""
-        return consume(self.stream(question, passages))
+        return consume(self.stream(question, passages, reading))
 
-    def stream(self, question: str, passages: Sequence[Hit]) -> Iterator[str | Answer]:
-        """Yield safe text deltas as the model streams, then the final (authoritative) Answer."""
+    def stream(self, question: str, passages: Sequence[Hit], reading: Reading | None = None) -> Iterator[str | Answer]:
+        """Yield safe text deltas as the model streams, then the final (authoritative) Answer.
+
+        With a reading, the prompt lists the passages in reader order and marks its best sentences."""
         if not passages:
             yield self._refusal(question)
             return
         if not self._slots.acquire(timeout=self.settings.llm_timeout):
-            yield self._fallback(question, passages, _Failure("busy"))
+            yield self._fallback(question, passages, _Failure("busy"), reading)
             return
         cleaner = StreamCleaner(passages)
         failure: _Failure | None = None
         try:
             attempts = self.settings.llm_retries + 1
             for attempt in range(attempts):
-                deltas = self._deltas(question, passages)
+                deltas = self._deltas(question, passages, reading)
                 try:
                     for delta in deltas:
                         safe = cleaner.feed(delta)
@@ -314,9 +384,9 @@ class LiteLLMGenerator:
         finally:
             self._slots.release()
         if failure is not None:
-            yield self._fallback(question, passages, failure)
+            yield self._fallback(question, passages, failure, reading)
             return
-        answer = self._finish(question, passages, cleaner.raw)
+        answer = self._finish(question, passages, cleaner.raw, reading)
         if answer.backend == self.name and not answer.refused:
             rest = cleaner.flush(answer.text)
             if rest:
@@ -324,23 +394,35 @@ class LiteLLMGenerator:
         yield answer
 
     def rewrite(self, messages: list[dict[str, str]]) -> str | None:
-        """The model's reply to a short non-streamed request (the follow-up rewrite); None when the call fails."""
+        """The model's reply to a short non-streamed request (the follow-up rewrite); None when the call fails.
+
+        Like an answer, it takes one of the `llm_max_concurrency` slots (waiting at most `llm_timeout`) and is
+        retried `llm_retries` times on a retryable failure."""
         kwargs = litellm_kwargs(self.settings)
         kwargs.update(temperature=0.0, max_tokens=min(self.settings.llm_max_tokens, 200))
-        try:
-            response = _litellm().completion(messages=messages, stream=False, **kwargs)
-            return response.choices[0].message.content or ""
-        except Exception as exc:  # classified for the log; the caller's fallback always stands in
-            failure = classify_exception(exc)
-            log.warning(
-                "follow-up rewrite by LLM failed (%s %s); using the heuristic", failure.code, failure.detail
-            )
+        if not self._slots.acquire(timeout=self.settings.llm_timeout):
+            log.warning("follow-up rewrite by LLM skipped (no LLM slot in time); using the heuristic")
             return None
+        try:
+            attempts = self.settings.llm_retries + 1
+            for attempt in range(attempts):
+                try:
+                    response = _litellm().completion(messages=messages, stream=False, **kwargs)
+                    return response.choices[0].message.content or ""
+                except Exception as exc:  # classified for the log; the caller's fallback always stands in
+                    failure = classify_exception(exc)
+                    log.warning("follow-up rewrite by LLM failed (%s %s)", failure.code, failure.detail)
+                    if attempt + 1 >= attempts or not _retryable(exc):
+                        return None
+                    time.sleep(min(0.2 * (attempt + 1), 1.0))
+            return None
+        finally:
+            self._slots.release()
 
-    def _deltas(self, question: str, passages: Sequence[Hit]) -> Iterator[str]:
+    def _deltas(self, question: str, passages: Sequence[Hit], reading: Reading | None = None) -> Iterator[str]:
         """Raw content deltas of one streaming call; raises on failure or when the call overruns its time."""
         litellm = _litellm()
-        messages = build_messages(question, passages, self.settings.answer_max_sentences)
+        messages = build_messages(question, passages, self.settings.answer_max_sentences, reading=reading)
         # Time spent waiting for the model (not for our consumer) counts against llm_timeout.
         started = time.monotonic()
         response = litellm.completion(messages=messages, stream=True, **litellm_kwargs(self.settings))
@@ -370,19 +452,19 @@ class LiteLLMGenerator:
                     except Exception:  # closing a broken stream must not mask the original outcome
                         log.debug("closing the LLM stream failed", exc_info=True)
 
-    def _finish(self, question: str, passages: Sequence[Hit], raw: str) -> Answer:
+    def _finish(self, question: str, passages: Sequence[Hit], raw: str, reading: Reading | None = None) -> Answer:
         """Validate the complete reply: refusal, sanitising, citations, emptiness."""
         if not raw.strip():
-            return self._fallback(question, passages, _Failure("empty"))
+            return self._fallback(question, passages, _Failure("empty"), reading)
         cleaned = sanitize_reply(raw, passages)
         if is_refusal(cleaned):
             return self._refusal(question)
         text, numbers = parse_citations(cleaned, len(passages))
         text = text.strip()
         if not text:
-            return self._fallback(question, passages, _Failure("empty"))
+            return self._fallback(question, passages, _Failure("empty"), reading)
         if is_garbage(strip_markers(text)):
-            return self._fallback(question, passages, _Failure("garbage"))
+            return self._fallback(question, passages, _Failure("garbage"), reading)
         return Answer(
             question=question,
             text=text,
@@ -396,7 +478,9 @@ class LiteLLMGenerator:
         answer.backend = self.name
         return answer
 
-    def _fallback(self, question: str, passages: Sequence[Hit], failure: _Failure) -> Answer:
-        answer = self.extractive.generate(question, passages)
+    def _fallback(
+        self, question: str, passages: Sequence[Hit], failure: _Failure, reading: Reading | None = None
+    ) -> Answer:
+        answer = self.extractive.generate(question, passages, reading)
         answer.fallback_reason = fallback_note(failure.code, question)
         return answer

@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from rag.text import sentence_spans
+from rag.text import CJK_CHARS, HAS_CJK, sentence_spans
 from rag.types import Hit
 
 _PREFIX = re.compile(r"^(?:#{1,6}[ \t]+|>[ \t]*|[-*+•●▪◦·][ \t]+)+")
@@ -23,10 +23,10 @@ _CODE_SYMBOLS = set("{}()[]=;<>_/\\|$`")
 # "2.3 设置学习率的过程": a numbered title line without punctuation, used as a heading by web-page notes.
 _TITLE_LINE = re.compile(r"^\d{1,2}(?:\.\d{1,2})*\.?\s+[^，,。；;：:！？!?、]{1,40}$")
 _CITE_LIKE = re.compile(r"[\[［【]\s*\d+\s*[\]］】]")
-_CJK = re.compile(r"[\u3400-\u9fff]")
-MEANINGFUL = re.compile(r"[\u3400-\u9fffA-Za-z0-9]")
+MEANINGFUL = re.compile(f"[{CJK_CHARS}A-Za-z0-9]")
 LIST_ITEM = re.compile(r"^(?:\d{1,2}\s*[、.．)）]|[（(]\d{1,2}[)）]|[①-⑳]|[-*+•●▪◦·]\s)")
 _COLON_END = re.compile(r"[：:]\s*$")
+_LIST_NUMBER = re.compile(r"^\s*(?:[-*+•]\s*)?\d{1,2}[.．]\s*$")
 _BULLET = re.compile(r"[-*+•●▪◦·]")
 
 
@@ -84,7 +84,7 @@ def _classify(raw_line: str, text: str, in_fence: bool) -> str:
         return "url"
     if _CITE_LIKE.search(text):
         return "marker"  # would be confused with our own citation markers
-    if not _CJK.search(text):
+    if not HAS_CJK.search(text):
         if _CODE_LINE.match(text):
             return "code"
         symbols = sum(1 for ch in text if ch in _CODE_SYMBOLS)
@@ -99,7 +99,9 @@ def _merged_spans(text: str) -> list[tuple[int, int]]:
     """sentence_spans, re-joining splits at an ASCII '!'/'?' glued between two non-blank characters ("10!种")."""
     merged: list[tuple[int, int]] = []
     for start, end in sentence_spans(text):
-        if (
+        if merged and _LIST_NUMBER.match(text[merged[-1][0] : merged[-1][1]]) and "\n" not in text[merged[-1][1] : start]:
+            merged[-1] = (merged[-1][0], end)  # "1. 将输入……": a list number belongs to its item
+        elif (
             merged
             and text[merged[-1][1] - 1] in "!?"
             and merged[-1][1] >= 2

@@ -1,8 +1,9 @@
 """The HTTP API, an edge: `create_app(settings)` builds the FastAPI app around one `Engine`.
 
 `app` wires it together; `routes` holds the handlers, `schemas` the request and response models, `workers`
-the thread pool and streams, `openai` the OpenAI-compatible translation, `middleware` the ASGI layers and
-`responses` the JSON, error and event formatting.
+the thread pool, streams and time budget, `openai` the OpenAI-compatible translation, `middleware` the ASGI
+layers, `responses` the JSON, error and event formatting, `shaping` the sanitising of returned text, `docs` the
+OpenAPI document and `server` the uvicorn setup of `rag serve`.
 """
 
 from rag.api.app import create_app

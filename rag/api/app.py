@@ -24,7 +24,10 @@ from fastapi.middleware.cors import CORSMiddleware
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
-from rag.api.middleware import AuthMiddleware, BodyLimitMiddleware, EdgeMiddleware, access_log
+from ingest.converters.service import ConversionService
+from rag.api.conversations import router as conversations_router
+from rag.api.docs import DOCS_PATHS, openapi_builder
+from rag.api.middleware import PUBLIC_PATHS, AuthMiddleware, BodyLimitMiddleware, EdgeMiddleware, access_log
 from rag.api.routes import (
     handle_http_error,
     handle_rag_error,
@@ -69,7 +72,9 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         eng = engine or Engine(settings)
         app.state.engine = eng
-        app.state.worker = Worker(settings.max_concurrent_requests, settings.max_queued_requests)
+        app.state.worker = Worker(
+            settings.max_concurrent_requests, settings.max_queued_requests, timeout=settings.request_timeout_seconds
+        )
         app.state.load_error = None
         if not eng.ready:
             try:
@@ -80,11 +85,15 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
         app.state.feedback = await anyio.to_thread.run_sync(FeedbackStore, settings.data_dir / "feedback.sqlite")
         app.state.jobs = IngestJobs(settings, eng, on_finished=metrics.observe_ingest)
         metrics.track_ready(lambda: eng.ready)
+        # uploads of PDF, Word and HTML files are converted once (worker process, started on first use) before
+        # they are saved: only a file ingest will read gets a 201
+        app.state.conversions = ConversionService(settings)
         poll = asyncio.create_task(_poll_index(eng, settings.index_poll_seconds))
         try:
             yield
         finally:
             poll.cancel()
+            await anyio.to_thread.run_sync(app.state.conversions.close)
 
     app = FastAPI(
         title="rag-notes",
@@ -93,8 +102,11 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
+    public = PUBLIC_PATHS | DOCS_PATHS if settings.public_docs else PUBLIC_PATHS
+    app.openapi = openapi_builder(app, settings, PUBLIC_PATHS)  # type: ignore[method-assign]
     app.state.metrics = metrics
     app.include_router(router)
+    app.include_router(conversations_router)
 
     handlers: list[tuple[type[Exception], Callable[[Request, Exception], Awaitable[Response]]]] = [
         (RagError, handle_rag_error),
@@ -106,10 +118,16 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
         app.add_exception_handler(exc_type, handler)
 
     # Added innermost first: the request passes Edge -> CORS -> Auth -> BodyLimit -> routes.
-    upload_limit = int(settings.max_upload_mb * 1024 * 1024) + MULTIPART_OVERHEAD
-    app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes, upload_limit=upload_limit)
+    largest_upload_mb = max(settings.max_upload_mb, settings.max_pdf_mb, settings.max_docx_mb, settings.max_html_mb)
+    upload_limit = int(largest_upload_mb * 1024 * 1024) + MULTIPART_OVERHEAD  # each format's own limit: the route
+    app.add_middleware(
+        BodyLimitMiddleware,
+        limit=settings.max_body_bytes,
+        upload_limit=upload_limit,
+        read_timeout=settings.read_timeout_seconds,
+    )
     if api_key:
-        app.add_middleware(AuthMiddleware, api_key=api_key)
+        app.add_middleware(AuthMiddleware, api_key=api_key, public=public)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

@@ -5,6 +5,7 @@ The request passes Edge -> (CORS) -> Auth -> BodyLimit -> routes; `create_app` a
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 import re
@@ -23,6 +24,7 @@ log = logging.getLogger(__name__)
 access_log = logging.getLogger("rag.api.access")
 
 PUBLIC_PATHS = frozenset({"/healthz", "/readyz"})
+MAX_HEAD_BYTES = 64 * 1024  # request line and headers together
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
@@ -73,14 +75,15 @@ class EdgeMiddleware:
 
 
 class AuthMiddleware:
-    """`Authorization: Bearer <key>` on every path except the health probes (constant-time comparison)."""
+    """`Authorization: Bearer <key>` on every path except the `public` ones (constant-time comparison)."""
 
-    def __init__(self, app: ASGIApp, api_key: str) -> None:
+    def __init__(self, app: ASGIApp, api_key: str, public: frozenset[str] = PUBLIC_PATHS) -> None:
         self.app = app
         self._key = api_key.encode()
+        self.public = public
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in PUBLIC_PATHS or self._authorized(scope):
+        if scope["type"] != "http" or scope["path"] in self.public or self._authorized(scope):
             await self.app(scope, receive, send)
             return
         response = error_response(
@@ -99,17 +102,31 @@ class BodyTooLarge(StarletteHTTPException):
         super().__init__(413, f"the request body is larger than {limit} bytes")
 
 
-class BodyLimitMiddleware:
-    """413 for bodies over the limit: at once from Content-Length, else while counting streamed bytes."""
+class BodyTimeout(StarletteHTTPException):
+    def __init__(self, seconds: float) -> None:
+        super().__init__(408, f"the request body was not received within {seconds:g} seconds", {"Connection": "close"})
 
-    def __init__(self, app: ASGIApp, limit: int, upload_limit: int) -> None:
+
+class BodyLimitMiddleware:
+    """413 for bodies over the limit: at once from Content-Length, else while counting streamed bytes. 408 for a
+    body not complete within `read_timeout` seconds of the request reaching the app (a client trickling it). 431
+    for a request head over MAX_HEAD_BYTES."""
+
+    def __init__(self, app: ASGIApp, limit: int, upload_limit: int, read_timeout: float | None = None) -> None:
         self.app = app
         self.limit = limit
         self.upload_limit = upload_limit
+        self.read_timeout = read_timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
+            return
+        head = len(scope.get("raw_path") or b"") + len(scope.get("query_string") or b"")
+        head += sum(len(name) + len(value) + 4 for name, value in scope["headers"])
+        if head > MAX_HEAD_BYTES:  # one packet can carry a whole oversized head past the server's own count
+            message = f"the request line and headers are larger than {MAX_HEAD_BYTES} bytes"
+            await error_response(431, "headers_too_large", message, {"Connection": "close"})(scope, receive, send)
             return
         is_upload = scope["method"] == "POST" and scope["path"].rstrip("/") == "/documents"
         limit = self.upload_limit if is_upload else self.limit
@@ -123,12 +140,22 @@ class BodyLimitMiddleware:
                 return
         received = 0
         started = False
+        body_done = False
+        loop = asyncio.get_running_loop()
+        deadline = None if self.read_timeout is None else loop.time() + self.read_timeout
 
         async def counting_receive() -> Message:
-            nonlocal received
-            message = await receive()
+            nonlocal received, body_done
+            if body_done or deadline is None:  # after the body, receive() only waits for a disconnect
+                message = await receive()
+            else:
+                try:
+                    message = await asyncio.wait_for(receive(), max(0.0, deadline - loop.time()))
+                except TimeoutError:
+                    raise BodyTimeout(self.read_timeout or 0) from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
+                body_done = not message.get("more_body", False)
                 if received > limit:
                     raise BodyTooLarge(limit)
             return message
@@ -144,6 +171,10 @@ class BodyLimitMiddleware:
             if started:
                 raise
             await self._reject(limit, scope, receive, send)
+        except BodyTimeout as exc:
+            if started:
+                raise
+            await error_response(408, "request_timeout", exc.detail, {"Connection": "close"})(scope, receive, send)
 
     @staticmethod
     async def _reject(limit: int, scope: Scope, receive: Receive, send: Send) -> None:

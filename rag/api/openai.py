@@ -19,14 +19,17 @@ from fastapi import Request
 
 from rag.api.responses import SSE_DONE, error_body, sse
 from rag.api.schemas import ChatMessage
+from rag.api.shaping import safe_answer, text_stream_cleaner
 from rag.api.workers import ThreadStream
 from rag.errors import InvalidInput, RagError
+from rag.text import CJK_CHARS, CJK_COMPAT_CHARS
 from rag.types import Answer, Citation, Turn
 
 log = logging.getLogger(__name__)
 
-_CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
-_ROUGH_TOKEN = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]|[A-Za-z0-9_]+|[^\sA-Za-z0-9_]")
+_ANY_CJK = f"[{CJK_CHARS}{CJK_COMPAT_CHARS}]"  # compatibility ideographs count here too
+_CJK = re.compile(_ANY_CJK)
+_ROUGH_TOKEN = re.compile(f"{_ANY_CJK}|[A-Za-z0-9_]+|[^\\sA-Za-z0-9_]")
 _SOURCES_TAIL = re.compile(r"\n\n(?:来源：|Sources:)\n(?:\d+\. [^\n]*(?:\n|$))+\s*$")
 
 
@@ -45,10 +48,10 @@ def strip_sources(text: str) -> str:
 
 
 def conversation_from(messages: Sequence[ChatMessage]) -> tuple[str, list[Turn]]:
-    """The question (last user message) and the history (earlier user/assistant messages)."""
-    last_user = max((i for i, m in enumerate(messages) if m.role == "user"), default=None)
+    """The question (the last user message with text) and the history (earlier user/assistant messages)."""
+    last_user = max((i for i, m in enumerate(messages) if m.role == "user" and message_text(m).strip()), default=None)
     if last_user is None:
-        raise InvalidInput("the conversation has no user message")
+        raise InvalidInput("the conversation has no user message with text")
     history = [
         Turn(m.role, strip_sources(message_text(m)) if m.role == "assistant" else message_text(m))
         for m in messages[:last_user]
@@ -82,6 +85,7 @@ def _usage(prompt: int, completion: int) -> dict[str, int]:
 
 
 def chat_completion(answer: Answer, model: str, created: int, prompt_tokens: int) -> dict[str, Any]:
+    answer = safe_answer(answer)
     content = answer.text + sources_text(answer)
     return {
         "id": f"chatcmpl-{answer.answer_id or uuid.uuid4().hex}",
@@ -118,14 +122,17 @@ async def chat_chunks(
         return sse(None, body)
 
     completion = 0
+    cleaner = text_stream_cleaner()
     try:
         yield chunk({"role": "assistant", "content": ""})
         async for kind, payload in stream:
-            if kind == "token" and payload:
-                completion += rough_tokens(payload)
-                yield chunk({"content": payload})
+            safe = cleaner.feed(payload) if kind == "token" and payload else ""
+            if safe:
+                completion += rough_tokens(safe)
+                yield chunk({"content": safe})
             elif kind == "done":
-                tail = sources_text(payload)
+                payload = safe_answer(payload)
+                tail = cleaner.flush(payload.text) + sources_text(payload)
                 if tail:
                     completion += rough_tokens(tail)
                     yield chunk({"content": tail})

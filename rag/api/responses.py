@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
+from urllib.parse import quote
 
 from starlette.responses import Response, StreamingResponse
 
@@ -54,3 +55,29 @@ def event_stream(body: AsyncIterator[bytes]) -> StreamingResponse:
     return StreamingResponse(
         body, media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
     )
+
+
+# Formats a browser may show inline; anything else (a web page, a Word file) is offered as a download, so a saved
+# page's scripts never run on the API's origin.
+_INLINE = ("application/pdf", "text/plain", "text/markdown")
+
+
+def original_url(doc_id: str) -> str:
+    """Where GET /documents/{doc_id}/original serves the document's file (add `#page=N` for a PDF page)."""
+    return f"/documents/{quote(doc_id)}/original"
+
+
+def original_headers(doc_id: str, media_type: str) -> dict[str, str]:
+    """Content-Disposition (inline for PDF and text, else attachment) with the file name, and headers that keep
+    a browser from running or sniffing what the file holds."""
+    name = PurePosixPath(doc_id).name
+    fallback = "".join(ch if 32 <= ord(ch) < 127 and ch not in '"\\;' else "_" for ch in name) or "document"
+    kind = media_type.split(";")[0]
+    disposition = "inline" if kind in _INLINE else "attachment"
+    headers = {
+        "Content-Disposition": f"{disposition}; filename=\"{fallback}\"; filename*=UTF-8''{quote(name, safe='')}",
+        "X-Content-Type-Options": "nosniff",
+    }
+    if kind != "application/pdf":  # a CSP on a PDF would keep the browser's own viewer from opening it
+        headers["Content-Security-Policy"] = "sandbox" if disposition == "attachment" else "default-src 'none'"
+    return headers

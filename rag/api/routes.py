@@ -12,6 +12,7 @@ import functools
 import logging
 import re
 import time
+from collections.abc import Sequence
 from dataclasses import asdict
 from typing import Annotated, Any
 
@@ -19,18 +20,22 @@ import anyio
 import anyio.to_thread
 from fastapi import APIRouter, Depends, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
+from pydantic import BeforeValidator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
+from starlette.routing import Match
 
-from ingest.corpus import save_note
+from ingest.corpus import read_original, save_note
 from rag.api.openai import chat_chunks, chat_completion, conversation_from, message_text, rough_tokens
-from rag.api.responses import error_response, event_stream, json_response
+from rag.api.responses import error_response, event_stream, json_response, original_headers, original_url
 from rag.api.schemas import (
     ERRORS,
     MODEL_ID,
     STREAMED,
+    UNPAIRED_SURROGATE,
     AskRequest,
     ChatCompletion,
+    ChatMessage,
     ChatRequest,
     FeedbackList,
     FeedbackRequest,
@@ -42,10 +47,11 @@ from rag.api.schemas import (
     SearchResponse,
     UploadResponse,
 )
+from rag.api.shaping import safe_answer, safe_document, safe_hit, safe_strings, safe_text
 from rag.api.workers import Worker, answer_events
 from rag.config import Settings
 from rag.engine import PICKUP_WAIT_SECONDS, Engine
-from rag.errors import IndexNotReady, Overloaded, RagError
+from rag.errors import REPAIR_HINT, IndexNotReady, InvalidInput, Overloaded, RagError
 from rag.feedback import FeedbackEntry, FeedbackStore
 from rag.jobs import IngestJobs
 from rag.metrics import Metrics
@@ -54,21 +60,51 @@ from rag.types import Answer, Turn
 
 log = logging.getLogger(__name__)
 
-NOT_READY_HINT = "run `rag ingest` (or POST /ingest) to build the index"
 _FILENAME_PARAM = re.compile(r'filename="([^"]*)"', re.IGNORECASE)
 
 
 def search_payload(result: SearchResult, explain: bool) -> dict[str, Any]:
     data: dict[str, Any] = {
-        "query": result.query,
+        "query": safe_text(result.query),
         "mode": result.mode,
         "gate": asdict(result.gate),
-        "hits": [asdict(h) for h in result.hits],
+        "hits": [safe_hit(asdict(h)) for h in result.hits],
         "timings": result.timings,
     }
     if explain:
-        data["explanation"] = result.explanation
+        data["explanation"] = safe_strings(result.explanation)
     return data
+
+
+def check_history(history: Sequence[Turn], settings: Settings) -> None:
+    """400 for a history turn, or the whole history, over the configured limits (the question has its own)."""
+    for i, turn in enumerate(history):
+        if len(turn.content) > settings.max_history_turn_chars:
+            raise InvalidInput(
+                f"history.{i} is {len(turn.content)} characters long; the limit is {settings.max_history_turn_chars}"
+            )
+    total = sum(len(turn.content) for turn in history)
+    if total > settings.max_history_chars:
+        raise InvalidInput(f"the history holds {total} characters; the limit is {settings.max_history_chars} in all")
+
+
+def check_chat_messages(messages: Sequence[ChatMessage], settings: Settings) -> None:
+    """Every text of every chat message (content, or each text part) within the per-turn limit."""
+    limit = settings.max_history_turn_chars
+    for i, message in enumerate(messages):
+        content = message.content
+        texts = [content] if isinstance(content, str) else [part.text or "" for part in content or []]
+        if any(len(text) > limit for text in texts):
+            raise InvalidInput(f"messages.{i}.content is longer than {limit} characters (the limit per message)")
+
+
+def strict_flag(value: Any) -> Any:
+    """A boolean query parameter is `true` or `false`: "yes", "1" or "on" are refused, not guessed."""
+    if isinstance(value, str):
+        if value not in ("true", "false"):
+            raise ValueError("must be true or false")
+        return value == "true"
+    return value
 
 
 def wants_event_stream(request: Request) -> bool:
@@ -90,6 +126,7 @@ _HTTP_CODES = {
     403: "forbidden",
     404: "not_found",
     405: "method_not_allowed",
+    408: "request_timeout",
     409: "conflict",
     413: "payload_too_large",
     415: "unsupported_media_type",
@@ -109,6 +146,9 @@ async def handle_rag_error(request: Request, exc: Exception) -> Response:
     return error_response(exc.status, exc.code, exc.message, headers)
 
 
+_BLANK_TYPES = ("string_too_short", "string_pattern_mismatch")
+
+
 async def handle_validation_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
     errors = list(exc.errors())
@@ -116,6 +156,20 @@ async def handle_validation_error(request: Request, exc: Exception) -> Response:
         return error_response(400, "malformed_json", "the request body is not valid JSON")
     if errors and all(e.get("type") == "missing" and tuple(e.get("loc", ())) == ("body",) for e in errors):
         return error_response(400, "invalid_input", "the request body is empty: send a JSON object")
+    blank = next(
+        (e for e in errors if e.get("type") in _BLANK_TYPES and tuple(e.get("loc", ()))[-1:] in (("question",), ("query",))),
+        None,
+    )
+    if blank is not None:  # the schema says so too (minLength 1, a non-blank character); the code stays invalid_input
+        return error_response(400, InvalidInput.code, f"the {blank['loc'][-1]} is empty")
+    # Text that is not Unicode (a lone surrogate, "\ud800"): bad input like an empty question, not a schema mismatch.
+    # pydantic refuses it itself where a pattern is checked, our validator everywhere else.
+    surrogate = next((e for e in errors if e.get("type") in (UNPAIRED_SURROGATE, "string_unicode")), None)
+    if surrogate is not None:
+        where = ".".join(str(p) for p in surrogate.get("loc", ()) if p != "body") or "body"
+        return error_response(
+            400, InvalidInput.code, f"{where}: the text holds an unpaired UTF-16 surrogate (not valid Unicode)"
+        )
     parts = []
     for e in errors[:10]:
         where = ".".join(str(p) for p in e.get("loc", ()) if p != "body") or "body"
@@ -126,13 +180,31 @@ async def handle_validation_error(request: Request, exc: Exception) -> Response:
 async def handle_http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
     status = exc.status_code
-    if status == 404 and exc.detail == "Not Found":
+    headers = dict(exc.headers or {})
+    if status == 404 and "route" not in request.scope:  # the router found no route for the path
         message = f"no endpoint {request.method} {request.url.path}"
     elif status == 405:
+        # Starlette names only the first route that matched the path; the path may have several (GET and POST).
+        headers["Allow"] = ", ".join(allowed_methods(request))
+        if request.method == "OPTIONS":
+            return Response(status_code=204, headers=headers)
         message = f"method {request.method} is not allowed on {request.url.path}"
     else:
         message = str(exc.detail)
-    return error_response(status, _HTTP_CODES.get(status, "error"), message, dict(exc.headers or {}) or None)
+    return error_response(status, _HTTP_CODES.get(status, "error"), message, headers or None)
+
+
+_METHODS = ("DELETE", "GET", "HEAD", "PATCH", "POST", "PUT")
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route accepts on the request's path (asked of the routes themselves), and OPTIONS."""
+    routes = request.app.router.routes
+    allowed = [
+        method for method in _METHODS
+        if any(route.matches({**request.scope, "method": method})[0] == Match.FULL for route in routes)
+    ]
+    return [*allowed, "OPTIONS"]
 
 
 async def handle_unexpected(request: Request, exc: Exception) -> Response:
@@ -180,8 +252,9 @@ MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 
 
 def not_ready(engine: Engine, load_error: str | None) -> IndexNotReady:
-    reason = engine.last_error or load_error or "no index is loaded"
-    return IndexNotReady(reason if "rag ingest" in reason else f"{reason}: {NOT_READY_HINT}")
+    """Why nothing is served. Index messages name REPAIR_HINT themselves; a model that failed to load does not
+    (an ingest would not fix it)."""
+    return IndexNotReady(engine.last_error or load_error or f"no index is loaded: {REPAIR_HINT}")
 
 
 # --- routes ----------------------------------------------------------------------------------------------
@@ -190,18 +263,24 @@ router = APIRouter(responses=ERRORS)
 
 
 @router.get("/healthz", tags=["ops"])
+@router.head("/healthz", include_in_schema=False)  # probes that only look at the status
 async def healthz() -> dict[str, str]:
     """Liveness: the process answers (no auth)."""
     return {"status": "ok"}
 
 
 @router.get("/readyz", tags=["ops"])
+@router.head("/readyz", include_in_schema=False)
 async def readyz(request: Request, engine: EngineDep) -> dict[str, Any]:
-    """Readiness: 200 once an index is loaded, else 503 with guidance (no auth)."""
+    """Readiness: 200 once an index is loaded, else 503 with guidance (no auth). "degraded" (still 200): an
+    older intact version serves because the published one is damaged; `reason` says why and how to repair."""
     if not engine.ready and not await anyio.to_thread.run_sync(
         functools.partial(engine.load_if_published, wait=PICKUP_WAIT_SECONDS)
     ):
         raise not_ready(engine, request.app.state.load_error)
+    degraded = engine.degraded
+    if degraded:
+        return {"status": "degraded", "version": engine.version, "reason": degraded}
     return {"status": "ready", "version": engine.version}
 
 
@@ -213,26 +292,33 @@ async def metrics(registry: MetricsDep) -> Response:
 
 
 @router.post("/ask", response_model=Answer, tags=["query"], responses=STREAMED)
-async def ask(body: AskRequest, request: Request, engine: EngineDep, worker: WorkerDep) -> Response:
+async def ask(
+    body: AskRequest, request: Request, engine: EngineDep, worker: WorkerDep, settings: SettingsDep
+) -> Response:
     """Answer a question with citations; `stream: true` (or Accept: text/event-stream) for SSE."""
+    history = [Turn(t.role, t.content) for t in body.history]
+    check_history(history, settings)
     options = {
-        "history": [Turn(t.role, t.content) for t in body.history],
+        "history": history,
         "top_k": body.top_k,
         "mode": body.mode,
         "explain": body.explain,
+        "tags": body.tags,
+        "path_prefix": body.path_prefix,
     }
     if body.stream or wants_event_stream(request):
         stream = await worker.stream(lambda: engine.ask_stream(body.question, **options))
         return event_stream(answer_events(stream, request))
     answer = await worker.run(engine.ask, body.question, **options)
-    return json_response(asdict(answer))
+    return json_response(asdict(safe_answer(answer)))
 
 
 @router.post("/search", response_model=SearchResponse, tags=["query"])
 async def search(body: SearchRequest, engine: EngineDep, worker: WorkerDep) -> Response:
     """Ranked passages and the relevance decision, without an answer."""
     result = await worker.run(
-        engine.search, body.query, top_k=body.top_k, mode=body.mode, explain=body.explain, expansion=body.expansion
+        engine.search, body.query, top_k=body.top_k, mode=body.mode, explain=body.explain, expansion=body.expansion,
+        tags=body.tags, path_prefix=body.path_prefix,
     )
     return json_response(search_payload(result, body.explain))
 
@@ -252,42 +338,70 @@ async def ingest_status(job_id: str, jobs: JobsDep) -> Response:
 @router.get("/documents", tags=["knowledge base"])
 async def list_documents(engine: EngineDep, worker: WorkerDep) -> Response:
     """The notes in the loaded index."""
-    return json_response({"documents": await worker.run(engine.documents)})
+    documents = await worker.run(engine.documents)
+    return json_response({"documents": [{**safe_document(d), "original_url": original_url(d["doc_id"])} for d in documents]})
 
 
 @router.post("/documents", status_code=201, response_model=UploadResponse, tags=["knowledge base"])
 async def upload_document(
+    request: Request,
     file: UploadFile,
     settings: SettingsDep,
     worker: WorkerDep,
-    overwrite: Annotated[bool, Query(description="Replace a note of the same name.")] = False,
+    overwrite: Annotated[
+        bool, Query(description="Replace a note of the same name (true or false)."), BeforeValidator(strict_flag)
+    ] = False,
 ) -> Response:
-    """Add a .md/.markdown/.txt note to the corpus (run POST /ingest afterwards to index it)."""
+    """Add a note (.md, .markdown, .txt), PDF, Word (.docx) or web page (.html, .htm) to the corpus; run POST /ingest
+    afterwards to index it. The type is checked by content, each format has its own size limit, and only a file
+    that ingest will read is saved (a PDF without a text layer, say, is refused with the reason)."""
     data = await file.read()
+    mb = 1024 * 1024
+    limits = {"pdf": int(settings.max_pdf_mb * mb), "docx": int(settings.max_docx_mb * mb), "html": int(settings.max_html_mb * mb)}
     saved = await worker.run(
         save_note, settings.corpus_dir, upload_filename(file), data,
-        max_bytes=int(settings.max_upload_mb * 1024 * 1024), overwrite=overwrite,
+        max_bytes=int(settings.max_upload_mb * mb), overwrite=overwrite, limits=limits,
+        convert=request.app.state.conversions.convert,
     )
     return json_response(saved, 201)
 
 
+@router.get(
+    "/documents/{doc_id:path}/original",
+    tags=["knowledge base"],
+    response_class=Response,
+    responses={200: {"description": "The file as it lies in the corpus", "content": {"application/octet-stream": {}}}},
+)
+async def document_original(doc_id: str, engine: EngineDep, settings: SettingsDep, worker: WorkerDep) -> Response:
+    """The original file of a document in the knowledge base (a PDF opens at `#page=N`)."""
+    document = await worker.run(engine.document, doc_id)  # 404 for a document the index does not hold
+    data, media_type = await worker.run(read_original, settings.corpus_dir, doc_id, document["encoding"])
+    return Response(data, media_type=media_type, headers=original_headers(doc_id, media_type))
+
+
 @router.get("/documents/{doc_id:path}", tags=["knowledge base"])
 async def show_document(doc_id: str, engine: EngineDep, worker: WorkerDep) -> Response:
-    """One note: its raw text and its chunks with character offsets."""
-    return json_response(await worker.run(engine.document, doc_id))
+    """One document: its text as indexed, its chunks with character offsets (and pages), its tags, links and
+    backlinks, and `original_url`, where the original file is."""
+    document = safe_document(await worker.run(engine.document, doc_id))
+    return json_response({**document, "original_url": original_url(doc_id)})
 
 
 @router.get("/glossary", tags=["knowledge base"])
 async def glossary(engine: EngineDep, worker: WorkerDep) -> Response:
-    """Alias groups used for query expansion."""
-    return json_response({"groups": await worker.run(engine.glossary)})
+    """Alias groups used for query expansion: `sources` says where each came from ("notes", "user",
+    "notes+user"); `removed` lists what glossary.txt's "- …" lines took out."""
+    return json_response(safe_strings(await worker.run(engine.glossary_report)))
 
 
 @router.get("/stats", tags=["knowledge base"])
 async def stats(engine: EngineDep, jobs: JobsDep, settings: SettingsDep, worker: WorkerDep) -> Response:
-    """Index version and counts, backends, the latest ingest job and the upload limit."""
+    """Index version and counts, backends, the latest ingest job and the upload limits (notes, and per format)."""
     info = await worker.run(engine.stats)
-    return json_response({**info, "ingest_job": jobs.latest(), "max_upload_mb": settings.max_upload_mb})
+    limits = {"note": settings.max_upload_mb, "pdf": settings.max_pdf_mb, "docx": settings.max_docx_mb, "html": settings.max_html_mb}
+    return json_response(
+        {**info, "ingest_job": jobs.latest(), "max_upload_mb": settings.max_upload_mb, "upload_limits_mb": limits}
+    )
 
 
 @router.post("/feedback", status_code=201, response_model=FeedbackEntry, tags=["feedback"])
@@ -325,9 +439,13 @@ async def list_models() -> ModelList:
 
 
 @router.post("/v1/chat/completions", response_model=ChatCompletion, tags=["openai"], responses=STREAMED)
-async def chat_completions(body: ChatRequest, request: Request, engine: EngineDep, worker: WorkerDep) -> Response:
-    """OpenAI-compatible chat: the last user message is the question, earlier ones the history."""
+async def chat_completions(
+    body: ChatRequest, request: Request, engine: EngineDep, worker: WorkerDep, settings: SettingsDep
+) -> Response:
+    """OpenAI-compatible chat: the last user message with text is the question, earlier ones the history."""
+    check_chat_messages(body.messages, settings)
     question, history = conversation_from(body.messages)
+    check_history(history, settings)
     created = int(time.time())
     prompt_tokens = sum(rough_tokens(message_text(m)) for m in body.messages)
     if body.stream:

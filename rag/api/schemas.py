@@ -1,14 +1,18 @@
 """Request and response models of the HTTP API, and the OpenAPI descriptions of its error and stream responses.
 
 These are the API's own schemas, kept apart from the domain types in `rag.types`. Request bodies are strict:
-JSON types as the schema documents them, no lax coercion.
+JSON types as the schema documents them, no lax coercion. Every text field is bounded: fixed limits here, the
+configurable ones (question, history) checked by the routes and written into the OpenAPI document by
+`rag.api.docs`.
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import re
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+from pydantic_core import PydanticCustomError
 
 from rag.feedback import FeedbackEntry
 from rag.types import RetrievalMode
@@ -16,7 +20,38 @@ from rag.types import RetrievalMode
 MODEL_ID = "rag-notes"
 
 # Request bodies take JSON types as the schema documents them: no lax coercion ({"full": 0.0}, {"top_k": "3"}).
-STRICT = ConfigDict(strict=True)
+# Patterns use Python's `re`, whose \s is str.isspace(): the same whitespace as the service's str.strip().
+STRICT = ConfigDict(strict=True, regex_engine="python-re")
+
+# The pydantic error type of text holding a lone UTF-16 surrogate; the API answers it 400 invalid_input.
+UNPAIRED_SURROGATE = "unpaired_surrogate"
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _no_surrogates(value: str) -> str:
+    """JSON may escape a lone surrogate ("\\ud800"); it is not a character, so no text may hold one."""
+    if _SURROGATE.search(value):
+        raise PydanticCustomError(UNPAIRED_SURROGATE, "the text holds an unpaired UTF-16 surrogate (not valid Unicode)")
+    return value
+
+
+def _whole_number(value: Any) -> Any:
+    """JSON Schema counts 15.0 as an integer, so the API does too (strict mode would refuse it)."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+def checked_text(**constraints: Any) -> Any:
+    """A string type with these Field constraints that refuses lone surrogates (constraints first, so they show
+    in the JSON schema)."""
+    return Annotated[str, Field(**constraints), AfterValidator(_no_surrogates)]
+
+
+Text = checked_text()
+# A question or query: at least one character that is not whitespace (its longest length is a setting).
+Question = checked_text(min_length=1, pattern=r"\S")
+Name = checked_text(max_length=200)
+PartType = checked_text(max_length=100)
+TopK = Annotated[Annotated[int, Field(ge=1, le=50)] | None, BeforeValidator(_whole_number)]
 
 
 class ErrorDetail(BaseModel):
@@ -32,28 +67,40 @@ class HistoryTurn(BaseModel):
     model_config = STRICT
 
     role: Literal["user", "assistant"]
-    content: str
+    content: Text
+
+
+# Search filters: documents carrying every tag (front matter `tags`, Obsidian #tags; "ml" also matches "ml/nlp"),
+# and documents whose path (doc_id) starts with the prefix ("vault/projects/").
+Tags = Annotated[list[Annotated[Text, Field(min_length=1, max_length=100)]], Field(max_length=20)]
+PathPrefix = Annotated[Text, Field(max_length=500)] | None
+TAGS_HELP = 'Only documents with every one of these tags ("ml" also matches "ml/nlp").'
+PATH_PREFIX_HELP = 'Only documents whose path starts with this ("vault/projects/").'
 
 
 class AskRequest(BaseModel):
     model_config = STRICT
 
-    question: str
+    question: Question
     history: list[HistoryTurn] = Field(default_factory=list, max_length=50)
-    top_k: int | None = Field(None, ge=1, le=50)
+    top_k: TopK = None
     mode: RetrievalMode = "hybrid"
     stream: bool = False
     explain: bool = False
+    tags: Tags = Field(default_factory=list, description=TAGS_HELP)
+    path_prefix: PathPrefix = Field(None, description=PATH_PREFIX_HELP)
 
 
 class SearchRequest(BaseModel):
     model_config = STRICT
 
-    query: str
-    top_k: int | None = Field(None, ge=1, le=50)
+    query: Question
+    top_k: TopK = None
     mode: RetrievalMode = "hybrid"
     explain: bool = False
     expansion: bool | None = None
+    tags: Tags = Field(default_factory=list, description=TAGS_HELP)
+    path_prefix: PathPrefix = Field(None, description=PATH_PREFIX_HELP)
 
 
 class SearchResponse(BaseModel):
@@ -92,42 +139,67 @@ class JobResponse(BaseModel):
 class UploadResponse(BaseModel):
     doc_id: str
     bytes: int
-    encoding: str
+    encoding: str  # "binary" for PDF and Word files
     replaced: bool
+    format: str | None = None  # the converter that will read it: markdown, text, pdf, docx, html, ...
 
 
 class FeedbackRequest(BaseModel):
     model_config = STRICT
 
-    answer_id: str | None = Field(None, max_length=200)
-    question: str | None = Field(None, max_length=10_000)
+    answer_id: Name | None = None
+    question: checked_text(max_length=10_000) | None = None
     rating: Literal["up", "down", 1, -1]
-    comment: str | None = Field(None, max_length=5_000)
+    comment: checked_text(max_length=5_000) | None = None
 
     @field_validator("rating", mode="before")
     @classmethod
     def _not_a_bool(cls, value: Any) -> Any:
         if isinstance(value, bool):  # true == 1 would otherwise match the literal 1
             raise ValueError("rating must be 'up', 'down', 1 or -1")
-        return value
+        return _whole_number(value)
 
 
 class FeedbackList(BaseModel):
     feedback: list[FeedbackEntry]
 
 
+_NOT_BLANK: dict[str, Any] = {"type": "string", "pattern": r"\S"}
+# At least one user message has text (a string, or a text part, with a character that is not whitespace).
+_USER_MESSAGE_WITH_TEXT: dict[str, Any] = {
+    "type": "object",
+    "required": ["role", "content"],
+    "properties": {
+        "role": {"const": "user"},
+        "content": {
+            "anyOf": [
+                _NOT_BLANK,
+                {
+                    "type": "array",
+                    "contains": {
+                        "type": "object",
+                        "required": ["type", "text"],
+                        "properties": {"type": {"enum": ["text", "input_text"]}, "text": _NOT_BLANK},
+                    },
+                },
+            ]
+        },
+    },
+}
+
+
 class ChatContentPart(BaseModel):
     model_config = ConfigDict(extra="allow", strict=True)
 
-    type: str
-    text: str | None = None
+    type: PartType
+    text: Text | None = None
 
 
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="allow", strict=True)
 
     role: Literal["system", "developer", "user", "assistant", "tool", "function"]
-    content: str | list[ChatContentPart] | None = None
+    content: Text | Annotated[list[ChatContentPart], Field(max_length=100)] | None = None
 
 
 class ChatRequest(BaseModel):
@@ -135,8 +207,13 @@ class ChatRequest(BaseModel):
 
     model_config = ConfigDict(extra="allow", strict=True)
 
-    model: str = MODEL_ID
-    messages: list[ChatMessage] = Field(min_length=1, max_length=200)
+    model: Name = MODEL_ID
+    messages: list[ChatMessage] = Field(
+        min_length=1,
+        max_length=200,
+        description="The last user message with text is the question; earlier user and assistant messages are the history.",
+        json_schema_extra={"contains": _USER_MESSAGE_WITH_TEXT},
+    )
     stream: bool = False
     stream_options: dict[str, Any] | None = None
 

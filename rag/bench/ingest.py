@@ -15,6 +15,7 @@ import numpy as np
 from rag.bench.plan import WARMUP_QUERIES
 from rag.bench.probes import latency_stats
 from rag.config import Settings
+from rag.types import NOTE_SUFFIXES
 
 if TYPE_CHECKING:
     from rag.embedding import SentenceTransformerEmbedder
@@ -40,7 +41,7 @@ def _copy_notes(corpus: Path, dest: Path, max_bytes: int | None) -> list[Path]:
     else:
         dest.mkdir(parents=True)
         notes = sorted(
-            (p for p in corpus.iterdir() if p.is_file() and p.suffix in {".md", ".markdown", ".txt"}),
+            (p for p in corpus.iterdir() if p.is_file() and p.suffix in NOTE_SUFFIXES),
             key=lambda p: (p.stat().st_size, p.name),
         )
         total = 0
@@ -138,7 +139,7 @@ def bench_ingest(
 
     full = run_ingest(run_settings, full=True, embedder=embedder)
     same = run_ingest(run_settings)  # no embedder given: the CLI path, which must not load the model
-    notes = [p for p in files if p.suffix in {".md", ".markdown", ".txt"}]
+    notes = [p for p in files if p.suffix in NOTE_SUFFIXES]
     edited_note = min(notes, key=lambda p: (p.stat().st_size, p.name))
     with edited_note.open("a", encoding="utf-8") as f:
         f.write(EDIT_TEXT)

@@ -21,7 +21,7 @@ import numpy as np
 from rag.errors import RagError
 
 BENCH_EXTRA = "pip install -e '.[bench]'"
-BENCH_PACKAGES = ("matplotlib", "psutil")
+BENCH_PACKAGES = ("matplotlib", "psutil", "reportlab")  # reportlab: the sample PDFs of the format section
 
 
 def bench_dependency(name: str) -> ModuleType:

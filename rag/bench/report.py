@@ -104,6 +104,16 @@ def summary_tables(results: dict[str, Any]) -> list[tuple[str, list[str], list[l
                    "outside embedder"], rows,
     ))
 
+    rows = [
+        [name, _fmt(v["mb"], 2), _fmt(v["chars"]), _fmt(v["seconds"], 2), _fmt(v["seconds_per_mb"], 2),
+         _fmt(v["chars_per_s"])]
+        for name, v in results.get("formats", {}).items()
+    ]
+    tables.append((
+        "Conversion (the bundled notes rendered as each format, one process)",
+        ["format", "MB", "characters out", "seconds", "seconds per MB", "characters/s"], rows,
+    ))
+
     rows = []
     for r in results.get("retrieval", []):
         if "skipped" in r:

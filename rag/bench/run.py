@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from rag.bench.formats import bench_formats
 from rag.bench.http import bench_http
 from rag.bench.ingest import bench_embedder, bench_ingest, ingest_base, sample_passages
 from rag.bench.plan import ONE_MILLION, BenchPlan, Progress, bench_questions
@@ -106,6 +107,9 @@ def run_bench(
         e["bf16_speedup"] = round(e["bfloat16"]["passages_per_s"] / e["float32"]["passages_per_s"], 2)
         embedder = embedders[dtype]
         results["settings"]["embed_model_id"] = embedder.model_id
+
+        say("formats: PDF, Word and HTML conversion per MB")
+        results["formats"] = bench_formats(settings.corpus_dir, target_mb=0.25 if quick else 1.0)
 
         say("retrieval: base index of the corpus")
         seeds = [settings.cache_dir / "embeddings.sqlite"]

@@ -24,9 +24,13 @@ from rag.index.vectors import VectorIndex
 from rag.types import Chunk, Document, SkippedFile
 
 _CHUNK_COLS = 'row, chunk_id, doc_id, heading_path, "start", "end", ordinal, text, index_text'
+_PAGE_COLS = ", page, page_breaks"  # absent in indexes written before PDF support
+# Document metadata a converter sets (rag.types.Document), stored as one JSON column "meta".
+_META_FIELDS = ("converter", "tags", "aliases", "links", "backlinks", "page_starts")
 
 
 def _row_to_chunk(r: tuple) -> Chunk:
+    pages = {"page": r[9], "page_breaks": tuple(json.loads(r[10]))} if len(r) > 9 and r[9] is not None else {}
     return Chunk(
         chunk_id=r[1],
         doc_id=r[2],
@@ -36,7 +40,19 @@ def _row_to_chunk(r: tuple) -> Chunk:
         text=r[7],
         index_text=r[8],
         ordinal=int(r[6]),
+        **pages,
     )
+
+
+def _meta_json(doc: Document) -> str | None:
+    meta = {name: getattr(doc, name) for name in _META_FIELDS if getattr(doc, name)}
+    return json.dumps(meta, ensure_ascii=False) if meta else None
+
+
+def _meta(raw: str | None) -> dict[str, Any]:
+    """The stored metadata of a document, as `Document` fields (tuples)."""
+    meta = json.loads(raw) if raw else {}
+    return {k: (tuple(v) if isinstance(v, list) else v) for k, v in meta.items() if k in _META_FIELDS}
 
 
 class LoadedIndex:
@@ -71,6 +87,28 @@ class LoadedIndex:
         self._keyword = keyword
         self._n = int(manifest.counts.get("chunks", 0))
         self._cache: OrderedDict[int, Chunk] = OrderedDict()
+        chunk_columns = {r[1] for r in db.execute("PRAGMA table_info(chunks)")}
+        self._chunk_cols = _CHUNK_COLS + (_PAGE_COLS if "page" in chunk_columns else "")
+        self._meta_col = ", meta" if any(r[1] == "meta" for r in db.execute("PRAGMA table_info(documents)")) else ""
+        self._reader_rows: dict[str, int] = {}
+        self._reader_vectors = np.zeros((0, manifest.dim), dtype=np.float32)
+
+    def set_reader_vectors(self, texts: list[str], vectors: np.ndarray | None) -> None:
+        """Attach the reader's stored sentence vectors (rows of `vectors` <-> `texts`)."""
+        if vectors is not None:
+            self._reader_rows = {t: i for i, t in enumerate(texts)}
+            self._reader_vectors = vectors
+
+    def reader_vectors(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Stored vectors of the reader's sentence texts: (vectors, found mask); missing rows are zero."""
+        out = np.zeros((len(texts), self.manifest.dim), dtype=np.float32)
+        found = np.zeros(len(texts), dtype=bool)
+        for i, text in enumerate(texts):
+            row = self._reader_rows.get(text)
+            if row is not None:
+                out[i] = self._reader_vectors[row]
+                found[i] = True
+        return out, found
 
     # -- identity ------------------------------------------------------------------------------------
 
@@ -132,7 +170,7 @@ class LoadedIndex:
         for start in range(0, len(unique_missing), 500):
             part = unique_missing[start : start + 500]
             marks = ",".join("?" * len(part))
-            for r in self._query(f"SELECT {_CHUNK_COLS} FROM chunks WHERE row IN ({marks})", part):
+            for r in self._query(f"SELECT {self._chunk_cols} FROM chunks WHERE row IN ({marks})", part):
                 found[int(r[0])] = _row_to_chunk(r)
         if unique_missing:
             with self._db_lock:
@@ -148,7 +186,7 @@ class LoadedIndex:
 
     def chunk_by_id(self, chunk_id: str) -> Chunk | None:
         """The chunk with this id, or None."""
-        rows = self._query(f"SELECT {_CHUNK_COLS} FROM chunks WHERE chunk_id = ?", (chunk_id,))
+        rows = self._query(f"SELECT {self._chunk_cols} FROM chunks WHERE chunk_id = ?", (chunk_id,))
         return _row_to_chunk(rows[0]) if rows else None
 
     def row_of(self, chunk_id: str) -> int | None:
@@ -163,13 +201,14 @@ class LoadedIndex:
 
     def doc_chunks(self, doc_id: str) -> list[Chunk]:
         """A document's chunks ordered by ordinal."""
-        sql = f"SELECT {_CHUNK_COLS} FROM chunks WHERE doc_id = ? ORDER BY ordinal, row"
+        sql = f"SELECT {self._chunk_cols} FROM chunks WHERE doc_id = ? ORDER BY ordinal, row"
         return [_row_to_chunk(r) for r in self._query(sql, (doc_id,))]
 
     def document(self, doc_id: str) -> Document | None:
         """The document with its full original text, or None."""
         rows = self._query(
-            "SELECT doc_id, title, text, sha256, encoding, size_bytes, mtime FROM documents WHERE doc_id = ?",
+            f"SELECT doc_id, title, text, sha256, encoding, size_bytes, mtime{self._meta_col} FROM documents "
+            "WHERE doc_id = ?",
             (doc_id,),
         )
         if not rows:
@@ -183,23 +222,32 @@ class LoadedIndex:
             encoding=r[4],
             size_bytes=int(r[5]),
             mtime=float(r[6]),
+            **_meta(r[7] if len(r) > 7 else None),
         )
 
     def documents(self) -> list[dict]:
         """Every document's metadata and chunk count (no text), ordered by doc_id."""
         rows = self._query(
             "SELECT d.doc_id, d.title, d.sha256, d.encoding, d.size_bytes, d.mtime, "
-            "(SELECT COUNT(*) FROM chunks c WHERE c.doc_id = d.doc_id) FROM documents d ORDER BY d.doc_id"
+            f"(SELECT COUNT(*) FROM chunks c WHERE c.doc_id = d.doc_id){self._meta_col.replace('meta', 'd.meta')} "
+            "FROM documents d ORDER BY d.doc_id"
         )
         keys = ("doc_id", "title", "sha256", "encoding", "size_bytes", "mtime", "chunks")
-        return [dict(zip(keys, r, strict=True)) for r in rows]
+        listing = []
+        for r in rows:
+            meta = _meta(r[7] if len(r) > 7 else None)
+            listing.append(
+                dict(zip(keys, r[:7], strict=True))
+                | {"format": meta.get("converter", ""), "tags": list(meta.get("tags", ()))}
+            )
+        return listing
 
     def all_chunks_iter(self, batch: int = 2000) -> Iterator[Chunk]:
         """Every chunk in row order, fetched in batches (never all in memory at once)."""
         last = -1
         while True:
             rows = self._query(
-                f"SELECT {_CHUNK_COLS} FROM chunks WHERE row > ? ORDER BY row LIMIT ?", (last, batch)
+                f"SELECT {self._chunk_cols} FROM chunks WHERE row > ? ORDER BY row LIMIT ?", (last, batch)
             )
             if not rows:
                 return
@@ -268,23 +316,23 @@ def write_chunks_sqlite(path: Path, build: IndexBuild) -> None:
         db.execute("PRAGMA synchronous=OFF")
         db.execute(
             "CREATE TABLE documents (doc_id TEXT PRIMARY KEY, title TEXT NOT NULL, sha256 TEXT NOT NULL, "
-            "encoding TEXT NOT NULL, size_bytes INTEGER NOT NULL, mtime REAL NOT NULL, text TEXT NOT NULL)"
+            "encoding TEXT NOT NULL, size_bytes INTEGER NOT NULL, mtime REAL NOT NULL, text TEXT NOT NULL, meta TEXT)"
         )
         db.execute(
             "CREATE TABLE chunks (row INTEGER PRIMARY KEY, chunk_id TEXT NOT NULL UNIQUE, doc_id TEXT NOT NULL, "
             'heading_path TEXT NOT NULL, "start" INTEGER NOT NULL, "end" INTEGER NOT NULL, '
-            "ordinal INTEGER NOT NULL, text TEXT NOT NULL, index_text TEXT NOT NULL)"
+            "ordinal INTEGER NOT NULL, text TEXT NOT NULL, index_text TEXT NOT NULL, page INTEGER, page_breaks TEXT)"
         )
         db.executemany(
-            "INSERT INTO documents VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO documents VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (
-                (d.doc_id, d.title, d.sha256, d.encoding, d.size_bytes, d.mtime, d.text)
+                (d.doc_id, d.title, d.sha256, d.encoding, d.size_bytes, d.mtime, d.text, _meta_json(d))
                 for d in build.documents
             ),
         )
         try:
             db.executemany(
-                "INSERT INTO chunks VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO chunks VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     (
                         i,
@@ -296,6 +344,8 @@ def write_chunks_sqlite(path: Path, build: IndexBuild) -> None:
                         c.ordinal,
                         c.text,
                         c.index_text,
+                        c.page,
+                        json.dumps(list(c.page_breaks)) if c.page is not None else None,
                     )
                     for i, c in enumerate(build.chunks)
                 ),

@@ -8,8 +8,9 @@ Layout under `index_dir`:
     versions/.tmp-<name>/    a version being built (or being deleted); debris when its writer died
     .lock                    flock held by the writer (see `WriteLock`)
 
-A load checks every file's size (and, with `verify`, its sha256) against the manifest before opening it,
-and never falls back to an older version; a publish keeps the previous version until the next one.
+A load checks every file's size (and, with `verify`, its sha256) against the manifest before opening it.
+A publish keeps one older version: the published one, or when that is damaged the newest intact one, which
+`load_fallback` serves meanwhile (so the ingest that repairs the index does not delete it).
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ import json
 import logging
 import os
 import secrets
-import shutil
 import sqlite3
 import time
 import urllib.parse
@@ -31,6 +31,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from rag.errors import IndexCorrupted, IndexNotReady, IngestBusy
+from rag.index.durable import fsync_dir, fsync_file, remove_tree, write_text_durably
 from rag.index.keyword import KeywordBackend, choose_keyword_backend, load_keyword_index, new_keyword_index
 from rag.index.loaded import LoadedIndex, write_chunks_sqlite
 from rag.index.lock import WriteLock, lock_held_here
@@ -40,6 +41,8 @@ from rag.index.manifest import (
     GLOSSARY_FILE,
     KEYWORD_DIR,
     MANIFEST_FILE,
+    READER_TEXTS_FILE,
+    READER_VECTORS_FILE,
     REINGEST,
     SQLITE_FILE,
     TERM_VECTORS_FILE,
@@ -130,12 +133,32 @@ class IndexStore:
     def load(self, *, verify: bool = True) -> LoadedIndex:
         """Open the published version; IndexNotReady when none, IndexCorrupted when it fails its checks.
 
-        Never falls back to an older version: the caller decides whether to keep serving what it has.
+        Never falls back to an older version: the caller decides whether to keep serving what it has, or to
+        ask for `load_fallback`.
         """
         version = self.current_version()
         if version is None:
-            raise IndexNotReady("no index yet: run `rag ingest`")
+            raise IndexNotReady(f"no index yet: {REINGEST}")
         return self.load_version(version, verify=verify)
+
+    def load_fallback(self) -> LoadedIndex | None:
+        """The newest intact version but the published one, or None: what to serve while that one is damaged."""
+        version = self._first_intact(self._others_newest_first())
+        return None if version is None else self.load_version(version, verify=False)  # just verified
+
+    def _others_newest_first(self) -> list[str]:
+        current = self._current_or_none()
+        return [v for v in reversed(self.list_versions()) if v != current]  # names start with a UTC time
+
+    def _first_intact(self, versions: list[str]) -> str | None:
+        """The first of `versions` whose files all match their manifest's sizes and sha256."""
+        for version in versions:
+            try:
+                self._check_files(self.versions_dir / version, self._read_manifest(self.versions_dir / version), verify=True)
+                return version
+            except IndexCorrupted as exc:
+                log.warning("index version %s fails its checks: %s", version, exc.message)
+        return None
 
     def previous(self, *, verify: bool = True) -> LoadedIndex | None:
         """The currently published index for an incremental ingest, or None when missing or corrupted."""
@@ -233,13 +256,26 @@ class IndexStore:
                 raise ValueError(
                     f"{term_vectors.shape} {term_vectors.dtype} term vectors for {len(vector_terms)} terms"
                 )
+
+            stage = READER_VECTORS_FILE
+            reader_texts: list[str] = []
+            reader_vectors = None
+            if (path / READER_VECTORS_FILE).exists():  # absent in indexes written before the reader
+                reader_texts = [str(t) for t in json.loads((path / READER_TEXTS_FILE).read_text(encoding="utf-8"))]
+                reader_vectors = np.load(path / READER_VECTORS_FILE, allow_pickle=False)
+                if reader_vectors.shape != (len(reader_texts), manifest.dim) or reader_vectors.dtype != np.float32:
+                    raise ValueError(
+                        f"{reader_vectors.shape} {reader_vectors.dtype} reader vectors for {len(reader_texts)} sentences"
+                    )
         except Exception as exc:  # any parse failure of our own files means a damaged index
             if db is not None:
                 db.close()
             raise IndexCorrupted(f"index {path.name}: {stage} failed to load ({exc}), {REINGEST}") from exc
-        return LoadedIndex(
+        index = LoadedIndex(
             path, manifest, db, vectors, keyword, alias_groups, user_words, vector_terms, term_vectors
         )
+        index.set_reader_vectors(reader_texts, reader_vectors)
+        return index
 
     # -- writing --------------------------------------------------------------------------------------
 
@@ -262,7 +298,8 @@ class IndexStore:
         n = len(build.chunks)
         keyword_name = choose_keyword_backend(self.keyword_backend, n)
         vector_kind = choose_vector_index(self.vector_index, n)
-        previous = self._current_or_none()
+        current = self._current_or_none()  # kept if intact, else the newest intact one (a server's fallback)
+        previous = self._first_intact(([current] if current else []) + self._others_newest_first())
 
         self.versions_dir.mkdir(parents=True, exist_ok=True)
         version = _new_version_name()
@@ -273,18 +310,18 @@ class IndexStore:
         try:
             manifest = self._write_version(tmp, version, build, vectors, keyword_name, vector_kind, stage)
         except BaseException:
-            _rmtree(tmp)  # a failed (not killed) build leaves nothing behind
+            remove_tree(tmp)  # a failed (not killed) build leaves nothing behind
             raise
 
         final = self.versions_dir / version
         os.rename(tmp, final)
-        _fsync_dir(self.versions_dir)
+        fsync_dir(self.versions_dir)
         stage(PUBLISH_STAGES[3])
 
         current_tmp = self.index_dir / f"{CURRENT_FILE}.tmp"
-        _write_text_durably(current_tmp, version + "\n")
+        write_text_durably(current_tmp, version + "\n")
         os.replace(current_tmp, self.index_dir / CURRENT_FILE)
-        _fsync_dir(self.index_dir)
+        fsync_dir(self.index_dir)
         stage(PUBLISH_STAGES[4])
 
         self._gc(keep={version, previous} - {None})
@@ -315,13 +352,17 @@ class IndexStore:
         (tmp / GLOSSARY_FILE).write_text(json.dumps(glossary, ensure_ascii=False), encoding="utf-8")
         term_vectors = build.term_vectors if build.term_vectors is not None else np.zeros((0, vectors.shape[1]))
         np.save(tmp / TERM_VECTORS_FILE, np.ascontiguousarray(term_vectors, dtype=np.float32), allow_pickle=False)
+        if build.reader_vectors is not None:
+            (tmp / READER_TEXTS_FILE).write_text(json.dumps(build.reader_texts, ensure_ascii=False), encoding="utf-8")
+            reader_vectors = np.ascontiguousarray(build.reader_vectors, dtype=np.float32)
+            np.save(tmp / READER_VECTORS_FILE, reader_vectors, allow_pickle=False)
         stage(PUBLISH_STAGES[1])
 
         checksums: dict[str, str] = {}
         sizes: dict[str, int] = {}
         for file in version_files(tmp):
             rel = file.relative_to(tmp).as_posix()
-            _fsync_file(file)
+            fsync_file(file)
             checksums[rel] = file_sha256(file)
             sizes[rel] = file.stat().st_size
         manifest = Manifest(
@@ -339,9 +380,9 @@ class IndexStore:
             ingest_summary=dict(build.ingest_summary),
             skipped=[{"path": s.path, "reason": s.reason} for s in build.skipped],
         )
-        _write_text_durably(tmp / MANIFEST_FILE, manifest.to_json())
+        write_text_durably(tmp / MANIFEST_FILE, manifest.to_json())
         for directory in sorted({p.parent for p in tmp.rglob("*")} | {tmp}):
-            _fsync_dir(directory)
+            fsync_dir(directory)
         stage(PUBLISH_STAGES[2])
         return manifest
 
@@ -368,7 +409,7 @@ class IndexStore:
                 except OSError as exc:
                     log.warning("could not retire %s: %s", entry, exc)
                     continue
-            if _rmtree(target):
+            if remove_tree(target):
                 removed.append(entry.name)
         return removed
 
@@ -390,7 +431,7 @@ class IndexStore:
     def _remove_tmp(self) -> list[str]:
         removed = []
         for entry in sorted(self.versions_dir.iterdir()):
-            if entry.name.startswith(TMP_PREFIX) and entry.is_dir() and _rmtree(entry):
+            if entry.name.startswith(TMP_PREFIX) and entry.is_dir() and remove_tree(entry):
                 removed.append(entry.name)
         stale = self.index_dir / f"{CURRENT_FILE}.tmp"
         with contextlib.suppress(FileNotFoundError):
@@ -429,46 +470,12 @@ def _validate(build: IndexBuild) -> NDArray[np.float32]:
     return vectors
 
 
-def _fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_text_durably(path: Path, text: str) -> None:
-    with path.open("w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-
-
 def _new_version_name() -> str:
     return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + secrets.token_hex(4)
 
 
 def _valid_version_name(name: str) -> bool:
     return bool(name) and not name.startswith(".") and "/" not in name and "\\" not in name and name != ".."
-
-
-def _rmtree(path: Path) -> bool:
-    try:
-        shutil.rmtree(path)
-        return True
-    except FileNotFoundError:
-        return True
-    except OSError as exc:
-        log.warning("could not remove %s: %s", path, exc)
-        return False
 
 
 __all__ = ["IndexStore", "PUBLISH_STAGES", "StageHook"]

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from rag.errors import REPAIR_HINT
 from rag.index.keyword import KEYWORD_BACKENDS
 from rag.index.vectors import VECTOR_INDEX_KINDS
 from rag.types import Chunk, Document, SkippedFile
@@ -31,8 +32,10 @@ TERM_VECTORS_FILE = "terms.npy"  # glossary names embedded as queries, rows = gl
 VECTORS_FILE = "vectors.faiss"
 KEYWORD_DIR = "keyword"
 GLOSSARY_FILE = "glossary.json"
+READER_TEXTS_FILE = "reader.json"  # the reader's candidate sentences ("heading：sentence"), rows of reader.npy
+READER_VECTORS_FILE = "reader.npy"  # their passage vectors; optional: an index without them reads degraded
 
-REINGEST = "run `rag ingest --full`"  # the remedy named in every "this index is damaged" message
+REINGEST = REPAIR_HINT  # the remedy named in every "this index is damaged" message
 
 
 
@@ -52,6 +55,8 @@ class IndexBuild:
     ingest_summary: dict = field(default_factory=dict)
     vector_terms: list[str] = field(default_factory=list)  # glossary names with a vector in term_vectors
     term_vectors: np.ndarray | None = None  # (len(vector_terms), dim) float32, L2-normalised
+    reader_texts: list[str] = field(default_factory=list)  # candidate sentences with a vector in reader_vectors
+    reader_vectors: np.ndarray | None = None  # (len(reader_texts), dim) float32, L2-normalised
 
 
 @dataclass
@@ -139,6 +144,8 @@ __all__ = [
     "REINGEST",
     "SQLITE_FILE",
     "TERM_VECTORS_FILE",
+    "READER_TEXTS_FILE",
+    "READER_VECTORS_FILE",
     "TMP_PREFIX",
     "VECTORS_FILE",
     "VERSIONS_DIR",

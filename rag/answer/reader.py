@@ -1,0 +1,316 @@
+"""The reader: judges, sentence by sentence, whether the top passages answer the question.
+
+It sits between retrieval and the answer. Every sentence of the top passages (headings, links and citation-like
+lines excluded) becomes a candidate with the general features of `reader_features`; a linear model fitted on
+labelled sentences (`scripts/fit_reader.py`, weights shipped as `reader_weights.json`) ranks them, and a
+second small model decides from the best candidates and the relevance gate whether any sentence answers at
+all. The extractive answer quotes the best span, the engine refuses when no sentence answers, the LLM prompt
+gets the passages in reader order with the top sentences marked, and explanations show the figures.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+from importlib import resources
+from typing import Any, Protocol
+
+import numpy as np
+
+from rag.answer.reader_features import (
+    CandidateContext,
+    QuestionProfile,
+    candidate_features,
+    coverage,
+    is_instruction,
+    profile_question,
+    question_features,
+    rarity_weights,
+    reader_text,
+)
+from rag.answer.sentences import Sentence, split_passage
+from rag.text import Tokenizer, is_cjk, normalize
+from rag.types import Chunk, Hit
+
+log = logging.getLogger(__name__)
+
+READ_PASSAGES = 5  # the reader reads this many top passages, whatever the caller's top_k
+NOT_CANDIDATES = frozenset({"heading", "url", "marker"})
+MAX_EMBEDDED_NOW = 8  # sentences without a stored vector embedded at question time (the rest get the floor)
+WEIGHTS_FILE = "reader_weights.json"
+
+
+class IndexTerms(Protocol):
+    """What the reader needs of the index: term statistics and the stored sentence vectors."""
+
+    def idf(self, term: str) -> float: ...
+
+    def has_term(self, term: str) -> bool: ...
+
+    def __len__(self) -> int: ...
+
+    def reader_vectors(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]: ...
+
+
+@dataclass
+class Candidate:
+    """One sentence of one passage, with its features and the reader's score."""
+
+    sentence: Sentence
+    features: dict[str, float]
+    score: float = 0.0
+
+    @property
+    def passage(self) -> int:
+        return self.sentence.passage
+
+
+@dataclass
+class Reading:
+    """The reader's verdict on one question over its passages."""
+
+    profile: QuestionProfile
+    candidates: list[Candidate]  # best first
+    sentences: list[list[Sentence]]  # every sentence of every passage read, by passage
+    answerable: bool
+    probability: float
+    threshold: float
+    features: dict[str, float] = field(default_factory=dict)
+    reason: str = ""
+
+    @property
+    def best(self) -> Candidate | None:
+        return self.candidates[0] if self.candidates else None
+
+    def explain(self, hits: Sequence[Hit], top: int = 5) -> dict[str, Any]:
+        """The top sentences with their figures, for `--explain` and `explain: true`."""
+        return {
+            "answerable": self.answerable,
+            "probability": round(self.probability, 4),
+            "threshold": self.threshold,
+            "reason": self.reason,
+            "question_types": sorted(self.profile.types),
+            "features": {k: round(v, 4) for k, v in self.features.items()},
+            "top_sentences": [
+                {
+                    "passage": c.passage + 1,
+                    "document": hits[c.passage].document_title or hits[c.passage].chunk.doc_id,
+                    "heading_path": list(hits[c.passage].chunk.heading_path),
+                    "sentence": c.sentence.text,
+                    "start": hits[c.passage].chunk.start + c.sentence.start,
+                    "end": hits[c.passage].chunk.start + c.sentence.end,
+                    "score": round(c.score, 4),
+                    "features": {k: round(v, 4) for k, v in c.features.items() if v},
+                }
+                for c in self.candidates[:top]
+            ],
+        }
+
+
+@dataclass(frozen=True)
+class ReaderModel:
+    """Fitted weights: a sentence ranker and an answerability model, both linear over standardized features."""
+
+    sentence_features: tuple[str, ...]
+    sentence_mean: np.ndarray
+    sentence_scale: np.ndarray
+    sentence_weights: np.ndarray
+    question_features: tuple[str, ...]
+    question_mean: np.ndarray
+    question_scale: np.ndarray
+    question_weights: np.ndarray
+    question_bias: float
+    threshold: float
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ReaderModel:
+        s, q = data["sentence"], data["question"]
+        return cls(
+            sentence_features=tuple(s["features"]),
+            sentence_mean=np.asarray(s["mean"], dtype=np.float64),
+            sentence_scale=np.asarray(s["scale"], dtype=np.float64),
+            sentence_weights=np.asarray(s["weights"], dtype=np.float64),
+            question_features=tuple(q["features"]),
+            question_mean=np.asarray(q["mean"], dtype=np.float64),
+            question_scale=np.asarray(q["scale"], dtype=np.float64),
+            question_weights=np.asarray(q["weights"], dtype=np.float64),
+            question_bias=float(q["bias"]),
+            threshold=float(q["threshold"]),
+        )
+
+    def rank_scores(self, rows: Sequence[Mapping[str, float]]) -> np.ndarray:
+        if not rows:
+            return np.zeros(0)
+        x = np.array([[r.get(k, 0.0) for k in self.sentence_features] for r in rows], dtype=np.float64)
+        return ((x - self.sentence_mean) / self.sentence_scale) @ self.sentence_weights
+
+    def answer_probability(self, features: Mapping[str, float]) -> float:
+        x = np.array([features.get(k, 0.0) for k in self.question_features], dtype=np.float64)
+        z = float(((x - self.question_mean) / self.question_scale) @ self.question_weights + self.question_bias)
+        return 1.0 / (1.0 + math.exp(-max(min(z, 40.0), -40.0)))
+
+
+@lru_cache(maxsize=1)
+def default_model() -> ReaderModel:
+    """The weights shipped with the package (refit with `python scripts/fit_reader.py`)."""
+    text = resources.files("rag.answer").joinpath(WEIGHTS_FILE).read_text(encoding="utf-8")
+    return ReaderModel.from_dict(json.loads(text))
+
+
+EmbedPassages = Callable[[list[str]], np.ndarray]
+
+
+class Reader:
+    """Reads the top passages of one index for a question."""
+
+    def __init__(
+        self,
+        index: IndexTerms,
+        tokenizer: Tokenizer,
+        model: ReaderModel | None = None,
+        embed_passages: EmbedPassages | None = None,
+        threshold: float | None = None,
+    ) -> None:
+        self.index = index
+        self.tokenizer = tokenizer
+        self.model = model or default_model()
+        self.embed_passages = embed_passages
+        self.threshold = self.model.threshold if threshold is None else threshold
+        n = max(len(index), 1)
+        self._max_idf = math.log((n + 0.5) / 0.5 + 1)
+
+    # --- the question ---------------------------------------------------------------------------
+
+    def profile(self, question: str, weighted: Mapping[str, float]) -> QuestionProfile:
+        """The question's own words (IDF) and its expansion tokens (expansion weight x IDF)."""
+        words = {}
+        for w in self.tokenizer.words(question):
+            if len(w) > 1 or is_cjk(w):
+                words[w] = self._idf(w)
+        expansions = {t: wt * self._idf(t) for t, wt in weighted.items() if wt < 1.0 and t not in words}
+        return profile_question(question, words, expansions, self.tokenizer.tokenize(question))
+
+    def _idf(self, term: str) -> float:
+        return max(self.index.idf(term) if self.index.has_term(term) else self._max_idf, 0.1)
+
+    # --- reading ----------------------------------------------------------------------------------
+
+    def read(
+        self,
+        question: str,
+        hits: Sequence[Hit],
+        *,
+        weighted: Mapping[str, float],
+        query_vectors: np.ndarray | None,
+        gate_score: float,
+        gate_features: Mapping[str, float],
+    ) -> Reading:
+        """Rank the candidate sentences of the top passages and decide whether any of them answers."""
+        profile = self.profile(question, weighted)
+        passages = list(hits[:READ_PASSAGES])
+        sentences = [split_passage(i, hit) for i, hit in enumerate(passages)]
+        pool = [s for group in sentences for s in group if s.kind not in NOT_CANDIDATES]
+        features = self._features(profile, passages, sentences, pool, query_vectors)
+        scores = self.model.rank_scores(features)
+        candidates = [Candidate(s, f, float(z)) for s, f, z in zip(pool, features, scores, strict=True)]
+        candidates.sort(key=lambda c: (-c.score, c.passage, c.sentence.pos))
+        q_features = question_features(profile, features, list(scores), gate_score, gate_features)
+        probability = self.model.answer_probability(q_features)
+        instruction = is_instruction(question)
+        answerable = bool(candidates) and probability >= self.threshold and not instruction
+        if instruction:
+            reason = "the input is an instruction to the assistant, not a question about the notes"
+        elif not candidates:
+            reason = "the retrieved passages hold no sentence to quote"
+        elif answerable:
+            reason = "a sentence of the notes answers the question"
+        else:
+            reason = "no sentence of the retrieved passages answers the question"
+        return Reading(profile, candidates, sentences, answerable, probability, self.threshold, q_features, reason)
+
+    def _features(
+        self,
+        q: QuestionProfile,
+        passages: Sequence[Hit],
+        sentences: Sequence[Sequence[Sentence]],
+        pool: Sequence[Sentence],
+        query_vectors: np.ndarray | None,
+    ) -> list[dict[str, float]]:
+        if not pool:
+            return []
+        norms = {id(s): normalize(s.text) for group in sentences for s in group}
+        dense = self._dense(pool, query_vectors)
+        best_dense = max(dense)
+        passage_dense: dict[int, float] = {}
+        for s, d in zip(pool, dense, strict=True):
+            passage_dense[s.passage] = max(passage_dense.get(s.passage, -1.0), d)
+        headings = [normalize(" ".join(h.chunk.heading_path)) for h in passages]
+        passage_cover = [
+            coverage(f"{headings[i]} {normalize(h.chunk.text)}", q.words, q.expansions) for i, h in enumerate(passages)
+        ]
+        best_cover = max(passage_cover) if passage_cover else 0.0
+        top_score = passages[0].score if passages and passages[0].score > 0 else 1.0
+        texts = [norms[id(s)] for s in pool]
+        local = rarity_weights(sorted(q.tokens | set(q.expansions)), texts)
+        own = set(q.tokens) | set(q.words)
+        local = {t: w * (1.0 if t in own else 0.5) for t, w in local.items()}
+        local_grams = rarity_weights(sorted(q.grams), texts)
+        top_heading = headings[0] if headings else ""
+        predicate = {t: w for t, w in q.words.items() if t not in top_heading}
+        rows = []
+        for s, d in zip(pool, dense, strict=True):
+            group = sentences[s.passage]
+            prev = group[s.pos - 1] if s.pos > 0 else None
+            nxt = group[s.pos + 1] if s.pos + 1 < len(group) else None
+            window = " ".join(norms[id(x)] for x in (prev, s, nxt) if x is not None)
+            context = CandidateContext(
+                text=s.text,
+                norm=norms[id(s)],
+                heading=f"{headings[s.passage]} {normalize(s.heading)}",
+                window=window,
+                previous=prev.text if prev is not None else "",
+                kind=s.kind,
+                bullet=s.bullet,
+                previous_bullet=bool(prev is not None and prev.bullet),
+                position=s.pos,
+                passage_sentences=len(group),
+                passage_rank=s.passage + 1,
+                fused_relative=passages[s.passage].score / top_score,
+                passage_coverage_gap=passage_cover[s.passage] - best_cover,
+                dense=d,
+                dense_gap=d - best_dense,
+                passage_dense_gap=passage_dense[s.passage] - best_dense,
+            )
+            rows.append(candidate_features(q, context, local, local_grams, predicate))
+        return rows
+
+    def _dense(self, pool: Sequence[Sentence], query_vectors: np.ndarray | None) -> list[float]:
+        """Similarity of each candidate's "heading：sentence" vector to the question (or its translation)."""
+        if query_vectors is None or len(query_vectors) == 0:
+            return [0.0] * len(pool)
+        texts = [reader_text(s.heading, s.text) for s in pool]
+        vectors, found = self.index.reader_vectors(texts)
+        missing = [i for i in range(len(texts)) if not found[i]]
+        if missing and self.embed_passages is not None:
+            now = missing[:MAX_EMBEDDED_NOW]
+            try:
+                vectors[now] = np.asarray(self.embed_passages([texts[i] for i in now]), dtype=np.float32)
+                found[now] = True
+            except Exception:  # an embedder failure costs this feature, never the answer
+                log.warning("embedding reader sentences failed; dense features left at the floor", exc_info=True)
+        sims = (vectors @ np.asarray(query_vectors, dtype=np.float32).T).max(axis=1)
+        floor = float(sims[found].min()) if found.any() else 0.0
+        return [float(sims[i]) if found[i] else floor for i in range(len(texts))]
+
+
+def reader_texts(chunks: Sequence[Chunk]) -> list[str]:
+    """The texts ingest embeds for the reader: every candidate sentence of every chunk, with its heading."""
+    texts: list[str] = []
+    for chunk in chunks:
+        hit = Hit(chunk=chunk, score=0.0, rank=0)
+        texts.extend(reader_text(s.heading, s.text) for s in split_passage(0, hit) if s.kind not in NOT_CANDIDATES)
+    return list(dict.fromkeys(texts))

@@ -1,0 +1,276 @@
+"""Features of the reader: does this sentence answer this question? Pure functions over text and numbers.
+
+A question is profiled once (its weighted terms, the answer types it asks for, its subject); every candidate
+sentence of the top passages then gets a vector of general features: term coverage (IDF-weighted, aliases and
+bridged terms counted, in the sentence, with its heading, in a window of neighbours, and weighted by how rare
+the term is among the candidates), dense similarity of heading plus sentence to the question, the passage's
+rank and fused score, the sentence's position and form, and whether it holds the asked answer type. Nothing
+here is tied to a question of an evaluation set: the cue patterns below describe kinds of questions and
+answers in general.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from rag.text import CJK_CHARS, char_bigrams, normalize
+
+# What a question asks for, and the cues that a sentence holds that kind of answer.
+QUESTION_TYPES: dict[str, re.Pattern[str]] = {
+    name: re.compile(pattern, re.I)
+    for name, pattern in {
+        "formula": r"公式|怎么算|如何计算|计算方法|怎么计算|表达式|formula|equation|calculat|comput",
+        "number": r"多少|几个|几种|几层|几维|几位|几倍|范围|取值|数值|比例|大小|how many|how much|range|value|number of|size",
+        "cause": r"为什么|为何|原因|怎么会|导致|why|cause|reason",
+        "definition": r"什么是|是什么|指什么|什么意思|含义|定义|是啥|what is|what are|what does|mean|defin",
+        "list": r"哪些|哪几|有什么|包括|包含|分为|分成|种类|类型|步骤|[两二三四五六七八九十几多]\s*(?:个|种|类|步|项|点|部分|阶段|方面|大)"
+        r"|which|what are|kinds|types|steps|list|(?:two|three|four|five) ",
+        "drawback": r"缺点|不足|劣势|局限|问题|弊端|坏处|缺陷|disadvantage|drawback|downside|limitation|problem|weakness",
+        "advantage": r"优点|优势|好处|作用|用处|意义|advantage|benefit|why use|purpose",
+        "compare": r"区别|不同|差异|比较|对比|相比|和.*比|vs|versus|differ|compare|comparison",
+        "how": r"怎么|如何|怎样|方法|how",
+        "effect": r"会怎样|会如何|会怎么样|什么影响|影响|变化|变大|变小|增大|减小|太大|太小|过大|过小|"
+        r"what happens|effect|impact|too (?:large|high|small|low)",
+    }.items()
+}
+SENTENCE_TYPES: dict[str, re.Pattern[str]] = {
+    name: re.compile(pattern, re.I)
+    for name, pattern in {
+        "formula": r"=|≈|∑|Σ|√|\^|\\frac|\\sum|log\(|exp\(|公式|×|÷",
+        "number": r"\d",
+        "cause": r"因为|由于|所以|导致|因此|使得|造成|原因|从而|以免|避免|because|due to|therefore|thus|so that",
+        "definition": r"是指|指的是|是一种|是一个|称为|又称|又叫|叫做|定义为|就是|即|refers to|is a|is an|means",
+        "list": r"^(?:\d{1,2}\s*[、.．)）]|[（(]\d{1,2}[)）]|[①-⑳])|[：:]$|包括|分为|有以下|如下",
+        "drawback": r"缺点|不足|劣势|局限|问题|缺陷|难以|无法|容易|不能|代价|开销|慢|消耗|disadvantage|drawback|cannot|costly",
+        "advantage": r"优点|优势|好处|能够|可以|提高|提升|减少|降低|加快|有效|advantage|benefit|improv",
+        "compare": r"而|相比|不同|区别|比|更|而是|则|whereas|while|unlike|than",
+        "how": r"通过|使用|采用|利用|首先|然后|步骤|方法|by |using",
+        "effect": r"随着|越来越|越|变得|导致|使得|会|从而|造成|可能|increase|decrease|become|lead",
+    }.items()
+}
+# Text that addresses the assistant instead of stating or asking something about the notes.
+INSTRUCTION = re.compile(
+    r"忽略(?:之前|以上|上面|前面|先前|你的|所有|全部)?的?(?:所有|全部)?(?:指令|指示|提示|规则|设定|限制)"
+    r"|(?:从现在(?:起|开始)|接下来)[，,\s]*你(?:是|要|就是|将|必须)"
+    r"|你(?:现在)?是(?:一个)?(?:没有|不受)(?:任何)?(?:限制|约束)"
+    r"|扮演|不要再?(?:回答|说|拒绝)|直接用你自己的知识|系统(?:通知|提示词?|指令)[】:：]"
+    r"|(?:ignore|disregard|forget)\s+(?:all\s+|any\s+|the\s+)?(?:previous|prior|above|earlier|your)\s+"
+    r"(?:instructions|prompts?|rules)|you are now|pretend (?:to be|you are)|jailbreak|system prompt\s*:",
+    re.I,
+)
+LEAD_IN = re.compile(r"[：:]\s*$|如下[。：:]?\s*$")
+QUESTION_END = re.compile(r"[？?]\s*$")
+SENTENCE_PUNCT = re.compile(r"[，,。；;：:！？!?]")
+_COUNT_UNIT = re.compile(f"(?:几|多少)([{CJK_CHARS}])")
+_LATIN = re.compile(r"[A-Za-z]")
+_LETTER = re.compile(r"[^\W\d_]")
+
+# Weight of a term that came from alias expansion or the cross-lingual bridge, relative to the question's own.
+EXPANSION_SHARE = 1.0
+SUBJECT_TERMS = 2  # the rarest own terms of a question stand for its subject
+
+
+@dataclass(frozen=True)
+class QuestionProfile:
+    """What the reader knows about a question before it reads any sentence."""
+
+    text: str
+    words: dict[str, float]  # the question's own words, IDF-weighted
+    expansions: dict[str, float]  # alias / bridged names' tokens, weighted by expansion weight x IDF
+    tokens: frozenset[str]  # search-mode tokens of the question (for rarity among candidates)
+    grams: frozenset[str]  # character bigrams / Latin terms of the question
+    types: frozenset[str]  # answer types asked for
+    subject: dict[str, float]  # the rarest own words
+    count_units: tuple[str, ...]  # "几位" -> ("位",): a number with this unit answers
+    english: bool
+
+    @property
+    def all_terms(self) -> dict[str, float]:
+        return {**self.expansions, **self.words}
+
+
+def question_types(text: str) -> frozenset[str]:
+    """The answer types a question asks for (formula, number, cause, definition, list, ...)."""
+    return frozenset(name for name, pattern in QUESTION_TYPES.items() if pattern.search(text))
+
+
+def sentence_types(text: str) -> frozenset[str]:
+    """The answer types a sentence holds, by surface cues."""
+    return frozenset(name for name, pattern in SENTENCE_TYPES.items() if pattern.search(text))
+
+
+def is_instruction(text: str) -> bool:
+    """Text that tells the assistant what to do ("忽略之前的所有指令……") rather than asking about the notes."""
+    return INSTRUCTION.search(text) is not None
+
+
+def mostly_latin(text: str) -> bool:
+    letters = _LETTER.findall(text)
+    return bool(letters) and sum(1 for c in letters if _LATIN.match(c)) / len(letters) > 0.5
+
+
+def profile_question(
+    text: str,
+    words: Mapping[str, float],
+    expansions: Mapping[str, float],
+    tokens: Sequence[str],
+) -> QuestionProfile:
+    """Profile a question from its IDF-weighted words, its expansion tokens and its search tokens."""
+    own = {normalize(w): float(v) for w, v in words.items()}
+    extra = {normalize(t): float(v) for t, v in expansions.items() if normalize(t) not in own}
+    subject = dict(sorted(own.items(), key=lambda item: -item[1])[:SUBJECT_TERMS])
+    return QuestionProfile(
+        text=text,
+        words=own,
+        expansions=extra,
+        tokens=frozenset(normalize(t) for t in tokens),
+        grams=frozenset(char_bigrams(text)),
+        types=question_types(text),
+        subject=subject,
+        count_units=tuple(dict.fromkeys(_COUNT_UNIT.findall(text))),
+        english=mostly_latin(text),
+    )
+
+
+def coverage(text: str, weights: Mapping[str, float], extra: Mapping[str, float] | None = None) -> float:
+    """IDF-weighted share of `weights`' terms found in `text` (normalized); `extra` terms (aliases, bridged
+    names) found there count towards the same total, so an alias can stand in for the word it translates."""
+    total = sum(weights.values())
+    if total <= 0:
+        return 0.0
+    found = sum(w for term, w in weights.items() if term in text)
+    if extra:
+        found += EXPANSION_SHARE * sum(w for term, w in extra.items() if term in text)
+    return min(1.0, found / total)
+
+
+def rarity_weights(terms: Sequence[str], texts: Sequence[str]) -> dict[str, float]:
+    """Local IDF of each term among the candidate texts: a term in every sentence (the subject) says little
+    about which sentence answers."""
+    n = len(texts)
+    return {t: math.log(1.0 + (n + 1) / (sum(1 for x in texts if t in x) + 0.5)) for t in dict.fromkeys(terms)}
+
+
+def share(text: str, weights: Mapping[str, float]) -> float:
+    total = sum(weights.values())
+    return sum(w for t, w in weights.items() if t in text) / total if total > 0 else 0.0
+
+
+@dataclass(frozen=True)
+class CandidateContext:
+    """A candidate sentence with what surrounds it, all text normalized."""
+
+    text: str  # the sentence as written (for form features)
+    norm: str  # normalized sentence
+    heading: str  # normalized heading path + nearest heading
+    window: str  # normalized previous + this + next sentence
+    previous: str  # the previous sentence as written ("" at the start)
+    kind: str  # sentence kind from rag.answer.sentences
+    bullet: bool
+    previous_bullet: bool
+    position: int  # index among the passage's sentences
+    passage_sentences: int
+    passage_rank: int  # 1-based
+    fused_relative: float  # passage score / best passage score
+    passage_coverage_gap: float  # passage coverage minus the best passage's coverage (<= 0)
+    dense: float  # similarity of "heading：sentence" to the question (best of question and translation)
+    dense_gap: float  # dense minus the best candidate's dense (<= 0)
+    passage_dense_gap: float  # the passage's best dense minus the best candidate's dense (<= 0)
+
+
+def candidate_features(
+    q: QuestionProfile,
+    c: CandidateContext,
+    local: Mapping[str, float],
+    local_grams: Mapping[str, float],
+    predicate: Mapping[str, float],
+) -> dict[str, float]:
+    """The reader's features of one candidate sentence (names are the keys of the fitted weights)."""
+    types = sentence_types(c.text)
+    with_heading = f"{c.norm} {c.heading}"
+    lead_in = bool(LEAD_IN.search(c.text))
+    first_item = c.bullet and not c.previous_bullet
+    f: dict[str, float] = {
+        "cover": coverage(c.norm, q.words, q.expansions),
+        "cover_heading": coverage(with_heading, q.words, q.expansions),
+        "cover_window": coverage(f"{c.window} {c.heading}", q.words, q.expansions),
+        "heading_only": coverage(c.heading, q.words, q.expansions),
+        "local": share(c.norm, local),
+        "local_window": share(c.window, local),
+        "local_grams": share(c.norm, local_grams),
+        "predicate": coverage(c.norm, predicate) if predicate else 0.0,
+        "grams": len(q.grams & char_bigrams(c.text)) / len(q.grams) if q.grams else 0.0,
+        "dense": c.dense,
+        "dense_gap": c.dense_gap,
+        "passage_dense_gap": c.passage_dense_gap,
+        "rank_inverse": 1.0 / c.passage_rank,
+        "rank_first": float(c.passage_rank == 1),
+        "fused_relative": c.fused_relative,
+        "passage_coverage_gap": c.passage_coverage_gap,
+        "position": c.position / max(1, c.passage_sentences),
+        "opening": float(c.position <= 1),
+        "lead_in": float(lead_in),
+        "after_lead_in": float(bool(c.previous and LEAD_IN.search(c.previous))),
+        "list_item": float(c.bullet),
+        "code": float(c.kind == "code"),
+        "short": float(c.kind == "short"),
+        "length": min(1.0, len(c.text) / 120),
+        "question_like": float(bool(QUESTION_END.search(c.text))),
+        "instruction": float(is_instruction(c.text)),
+        "title_like": float(len(c.text) <= 30 and not SENTENCE_PUNCT.search(c.text)),
+    }
+    for name in QUESTION_TYPES:
+        f[f"type_{name}"] = float(name in q.types and name in types)
+    asks_list = "list" in q.types
+    f["list_lead_in"] = float(asks_list and lead_in)
+    f["list_first_item"] = float(asks_list and first_item)
+    f["formula_code"] = float("formula" in q.types and c.kind == "code")
+    f["definition_opening"] = float("definition" in q.types and c.position <= 1)
+    f["count_unit"] = float(any(re.search(rf"\d\s*{re.escape(u)}", c.text) for u in q.count_units))
+    return f
+
+
+def question_features(
+    q: QuestionProfile,
+    features: Sequence[Mapping[str, float]],
+    scores: Sequence[float],
+    gate_score: float,
+    gate_features: Mapping[str, float],
+) -> dict[str, float]:
+    """Evidence that any candidate answers the question: the relevance gate's verdict, the best sentence's
+    figures and whether a sentence of the asked type exists near the question's terms."""
+    g = min(max(gate_score, 1e-4), 1 - 1e-4)
+    out = {
+        "gate_logit": math.log(g / (1 - g)),
+        "english": float(q.english),
+        "unknown_latin": float(gate_features.get("unknown_latin", 0.0)),
+        "corpus_coverage": float(gate_features.get("corpus_coverage", 0.0)),
+    }
+    if not features:
+        out.update(best_cover_window=0.0, best_dense=0.0, max_dense=0.0, max_local_window=0.0,
+                   max_cover_heading=0.0, max_predicate=0.0, type_available=0.0, best_score=-10.0)
+        return out
+    best = max(range(len(features)), key=lambda i: scores[i])
+    asked = [t for t in ("formula", "number") if t in q.types]
+    available = 1.0
+    if asked:
+        available = max(f[f"type_{t}"] * f["cover_heading"] for f in features for t in asked)
+    out.update(
+        best_cover_window=features[best]["cover_window"],
+        best_dense=features[best]["dense"],
+        max_dense=max(f["dense"] for f in features),
+        max_local_window=max(f["local_window"] for f in features),
+        max_cover_heading=max(f["cover_heading"] for f in features),
+        max_predicate=max(f["predicate"] for f in features),
+        type_available=available,
+        best_score=float(scores[best]),
+    )
+    return out
+
+
+def reader_text(heading: str, sentence: str, limit: int = 160) -> str:
+    """The text a candidate sentence is embedded as: its nearest heading, then the sentence."""
+    return f"{heading}：{sentence}"[:limit]

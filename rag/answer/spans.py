@@ -1,0 +1,144 @@
+"""Answer spans: the reader's best sentence plus what it needs around it, as sentences of one passage.
+
+A lead-in ("X 分为三类：") takes the items it introduces; a sentence that leans on the previous one ("这种方法……")
+takes it; a formula or code block that follows its sentence stays whole; a list asked for is quoted from its
+first item. A second passage joins only with a distinct answering sentence (comparisons, a second subject).
+Pure functions over `Sentence`s: every span is a run of a passage's own sentences, so its text is an exact
+slice of the chunk.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+from rag.answer.reader import Candidate, Reading
+from rag.answer.reader_features import LEAD_IN, coverage, sentence_types
+from rag.answer.sentences import Sentence
+from rag.text import normalize
+
+# A sentence opening with a demonstrative leans on the one before it; one opening with a connective continues it.
+LEANS_BACK = re.compile(r"^(?:这|该|其|它|此|上述|(?:this|that|these|those|it|such)\b)", re.I)
+CONTINUES = re.compile(r"^(?:即|因此|所以|也就是|例如|比如|其中|(?:so|thus|therefore|i\.e\.|e\.g\.)\b)", re.I)
+MAX_LIST_ITEMS = 8
+SECOND_PASSAGE_MARGIN = 1.0  # a second passage's sentence must score within this of the best (logit units)
+SECOND_PASSAGE_GAIN = 0.25  # ... and cover this share of the question's words that the first span does not
+# Answer types an answer must hold to count as given: when no candidate holds them, the answer says so.
+STATED_TYPES = ("formula", "number")
+QUOTABLE = frozenset({"text", "code", "short"})
+SUPPORT_SENTENCES = 4  # an answer quotes at most this many sentences besides a list's items
+SUPPORT_MARGIN = 2.5  # ... each scoring within this of the best sentence (logit units)
+
+
+def span_for(best: Sentence, group: Sequence[Sentence], *, asks_list: bool) -> list[Sentence]:
+    """The run of sentences of one passage that answers, around `best` (sentences of `group`, in order)."""
+    i = best.pos
+    start, end = i, i + 1  # [start, end) into group
+
+    def quotable(s: Sentence) -> bool:
+        return s.kind in QUOTABLE
+
+    if asks_list and best.bullet:  # quote a list from its first item
+        while start > 0 and group[start - 1].bullet and quotable(group[start - 1]):
+            start -= 1
+    elif LEANS_BACK.match(best.text) and i > 0 and quotable(group[i - 1]) and not LEAD_IN.search(group[i - 1].text):
+        start = i - 1
+    if LEAD_IN.search(best.text) or (asks_list and best.bullet):
+        # the items it introduces (or the rest of the list), one line each
+        taken = 0
+        while end < len(group) and taken < MAX_LIST_ITEMS and quotable(group[end]):
+            nxt = group[end]
+            if not (nxt.line_start or nxt.bullet or nxt.kind == "code"):
+                end += 1  # a later sentence of the same item stays with it
+                continue
+            if asks_list and best.bullet and not nxt.bullet:
+                break
+            end += 1
+            taken += 1
+            if LEAD_IN.search(nxt.text) and not nxt.bullet:
+                break
+    else:
+        while end < len(group) and group[end].kind == "code":  # a formula or code block stays whole
+            end += 1
+        if end == i + 1 and end < len(group) and quotable(group[end]) and CONTINUES.match(group[end].text):
+            end += 1
+    return [s for s in group[start:end] if quotable(s) or s is best]
+
+
+def compose(reading: Reading, n_passages: int, *, max_chars: int) -> tuple[list[Sentence], str | None]:
+    """The sentences of the extractive answer and a note for an asked type the notes do not give.
+
+    The best span comes first (what a reader sees first), then other highly rated sentences of its passage in
+    reading order, then a second passage's span where the question has a second part. Only candidates of the
+    first `n_passages` passages are quoted; sentences that address the assistant never are.
+    """
+    pool = [c for c in reading.candidates if c.passage < n_passages and not c.features.get("instruction")]
+    if not pool:
+        return [], None
+    profile = reading.profile
+    best = pool[0]
+    group = reading.sentences[best.passage]
+    span = _trim(span_for(best.sentence, group, asks_list="list" in profile.types), best, max_chars)
+    support = sorted(_support(pool, best, span, max_chars=max_chars), key=lambda s: s.pos)
+    chosen = span + support
+    second = _second(pool, best, chosen, reading)
+    if second is not None:
+        extra = span_for(second.sentence, reading.sentences[second.passage], asks_list=False)
+        chosen += _trim(extra, second, max_chars - sum(len(s.text) + 4 for s in chosen))
+    note = None
+    missing = [t for t in STATED_TYPES if t in profile.types]
+    stated = any(sentence_types(s.text) & set(missing) for s in chosen)
+    # the passage is relevant but states no formula / number: say so rather than stitch fragments
+    if missing and not stated and not any(c.features.get(f"type_{t}") for c in pool[:5] for t in missing):
+        note = missing[0]
+    return chosen, note
+
+
+def _trim(span: list[Sentence], best: Candidate, budget: int) -> list[Sentence]:
+    """Keep the span within `budget` characters, always keeping the best sentence."""
+    out: list[Sentence] = []
+    used = 0
+    for s in span:
+        cost = len(s.text) + 4
+        if s is best.sentence or used + cost <= budget:
+            out.append(s)
+            used += cost
+        elif s.pos > best.sentence.pos:
+            break
+    return out
+
+
+def _support(pool: Sequence[Candidate], best: Candidate, chosen: Sequence[Sentence], *, max_chars: int) -> list[Sentence]:
+    """Other sentences of the best passage the reader also rates highly: they complete the answer."""
+    used = sum(len(s.text) + 4 for s in chosen)
+    taken = set(map(id, chosen))
+    out: list[Sentence] = []
+    for c in pool[1:]:
+        if len(chosen) + len(out) >= SUPPORT_SENTENCES or c.score < best.score - SUPPORT_MARGIN:
+            break
+        s = c.sentence
+        if c.passage != best.passage or id(s) in taken or s.kind != "text" or LEAD_IN.search(s.text):
+            continue
+        if c.features.get("title_like") or used + len(s.text) + 4 > max_chars:
+            continue
+        out.append(s)
+        used += len(s.text) + 4
+    return out
+
+
+def _second(pool: Sequence[Candidate], best: Candidate, chosen: Sequence[Sentence], reading: Reading) -> Candidate | None:
+    """A sentence of another passage that answers a part of the question the first span leaves open."""
+    profile = reading.profile
+    clauses = len(re.findall(r"[？?]", profile.text)) + len(re.findall(r"[，,；;]\s*(?:还有|以及|并且|另外|and\b)", profile.text))
+    if "compare" not in profile.types and clauses < 2:
+        return None
+    covered = normalize(" ".join(s.text for s in chosen))
+    open_words = {t: w for t, w in profile.words.items() if t not in covered}
+    if not open_words:
+        return None
+    for c in pool[1:6]:
+        if c.passage == best.passage or c.score < best.score - SECOND_PASSAGE_MARGIN:
+            continue
+        if coverage(normalize(c.sentence.text + " " + c.sentence.heading), open_words) >= SECOND_PASSAGE_GAIN:
+            return c
+    return None

@@ -1,0 +1,267 @@
+"""Fit the reader's weights (rag/answer/reader_weights.json) on the labelled training questions.
+
+    python scripts/fit_reader.py            # fit, print cross-validated figures, write the weights
+    python scripts/fit_reader.py --dry-run  # figures only
+
+Labels: for every training question, the candidate sentences of its top passages; a sentence is positive when
+it holds a gold string (rag.evaluation.holds_gold), negative otherwise. Two models, both linear over
+standardized features:
+- the sentence ranker: a conditional logit (softmax over one question's candidates), fitted on the answerable
+  questions of eval/train.jsonl and the follow-ups of eval/followups-train.jsonl (resolved against their
+  history as the engine resolves them);
+- the answerability model: logistic regression over question-level features (the relevance gate, the best
+  candidates' figures), fitted on eval/train.jsonl; its threshold is the highest that keeps false refusals at
+  or under 5 % on train (out-of-fold) and eval/calibration.jsonl together.
+Figures are 5-fold cross-validated on train (folds by question). dev and calibration are not fitted on.
+The training files are copied from ../shared/eval when that folder exists (the project never reads it at run
+time). Run with the settings of an ingested index (RAG_DATA_DIR, RAG_CORPUS_DIR), e.g. after `rag ingest`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from scipy.optimize import minimize
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from rag.answer.reader import WEIGHTS_FILE, Reader, ReaderModel  # noqa: E402
+from rag.config import Settings  # noqa: E402
+from rag.conversation import resolve_question  # noqa: E402
+from rag.engine import Engine  # noqa: E402
+from rag.evaluation import EvalQuestion, holds_gold, load_questions  # noqa: E402
+
+EVAL = ROOT / "eval"
+SHARED = ROOT.parent / "shared" / "eval"
+TRAINING_FILES = ("train.jsonl", "followups-train.jsonl")
+SEED = 0
+FOLDS = 5
+RANKER_L2 = 30.0
+ANSWER_L2 = 1.0
+MAX_FALSE_REFUSALS = 0.05
+
+
+@dataclass
+class Example:
+    """One question's candidates: feature rows, labels and the question-level features' inputs."""
+
+    question: EvalQuestion
+    group: str  # "train", "followups" or "calibration"
+    rows: list[dict[str, float]]
+    labels: np.ndarray
+    gate_score: float
+    gate_features: dict[str, float]
+    profile: object
+
+
+def copy_training_files() -> None:
+    for name in TRAINING_FILES:
+        if (SHARED / name).is_file() and not (EVAL / name).is_file():
+            shutil.copy(SHARED / name, EVAL / name)
+
+
+def collect(engine: Engine, reader: Reader, questions: list[EvalQuestion], group: str) -> list[Example]:
+    """Search each question as `ask` would, and read its passages."""
+    examples = []
+    for q in questions:
+        with engine.hold() as state:
+            resolved = (
+                resolve_question(q.question, q.history, state.generator, state.tokenizer) if q.history else q.question
+            )
+        result = engine.search(resolved, top_k=5)
+        reading = reader.read(
+            resolved,
+            result.hits,
+            weighted=result.weighted_query,
+            query_vectors=result.query_vectors,
+            gate_score=result.gate.score,
+            gate_features=result.gate.features,
+        )
+        rows = [c.features for c in reading.candidates]
+        labels = np.array([1.0 if q.gold and holds_gold(c.sentence.text, q.gold) else 0.0 for c in reading.candidates])
+        examples.append(Example(q, group, rows, labels, result.gate.score, result.gate.features, reading.profile))
+    return examples
+
+
+def standardize(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    mean = x.mean(axis=0)
+    scale = x.std(axis=0)
+    scale[scale < 1e-6] = 1.0
+    return mean, scale
+
+
+def fit_ranker(examples: list[Example], names: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Conditional logit over each question's candidates (questions with at least one positive)."""
+    usable = [e for e in examples if e.rows and e.labels.any()]
+    x_all = np.array([[r[k] for k in names] for e in usable for r in e.rows])
+    mean, scale = standardize(x_all)
+    groups = [((np.array([[r[k] for k in names] for r in e.rows]) - mean) / scale, e.labels / e.labels.sum()) for e in usable]
+
+    def loss(w: np.ndarray) -> tuple[float, np.ndarray]:
+        value, grad = 0.5 * RANKER_L2 * w @ w, RANKER_L2 * w
+        for x, target in groups:
+            z = x @ w
+            z -= z.max()
+            p = np.exp(z)
+            p /= p.sum()
+            value -= float(target @ np.log(p + 1e-12))
+            grad = grad + x.T @ (p - target)
+        return value, grad
+
+    w = minimize(loss, np.zeros(len(names)), jac=True, method="L-BFGS-B").x
+    return mean, scale, w
+
+
+def fit_logistic(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """L2-regularised logistic regression by Newton steps on standardized features."""
+    mean, scale = standardize(x)
+    xb = np.hstack([(x - mean) / scale, np.ones((len(x), 1))])
+    w = np.zeros(xb.shape[1])
+    penalty = np.r_[np.full(xb.shape[1] - 1, ANSWER_L2), 0.0]
+    for _ in range(50):
+        p = 1.0 / (1.0 + np.exp(-xb @ w))
+        grad = xb.T @ (p - y) + penalty * w
+        hess = (xb * (p * (1 - p))[:, None]).T @ xb + np.diag(penalty) + 1e-6 * np.eye(len(w))
+        w -= np.linalg.solve(hess, grad)
+    return mean, scale, w[:-1], float(w[-1])
+
+
+def model_from(ranker: tuple, answer: tuple, names: list[str], q_names: list[str], threshold: float) -> ReaderModel:
+    mean, scale, w = ranker
+    q_mean, q_scale, q_w, q_bias = answer
+    return ReaderModel(tuple(names), mean, scale, w, tuple(q_names), q_mean, q_scale, q_w, q_bias, threshold)
+
+
+def question_rows(examples: list[Example], model: ReaderModel) -> list[dict[str, float]]:
+    from rag.answer.reader_features import question_features
+
+    rows = []
+    for e in examples:
+        scores = list(model.rank_scores(e.rows))
+        rows.append(question_features(e.profile, e.rows, scores, e.gate_score, e.gate_features))  # type: ignore[arg-type]
+    return rows
+
+
+def folds_of(examples: list[Example]) -> list[list[int]]:
+    order = np.random.RandomState(SEED).permutation(len(examples))
+    return [sorted(order[i::FOLDS].tolist()) for i in range(FOLDS)]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--dry-run", action="store_true", help="print figures, do not write the weights")
+    parser.add_argument("--ranker-l2", type=float, default=RANKER_L2, help="L2 penalty of the sentence ranker")
+    args = parser.parse_args()
+    globals()["RANKER_L2"] = args.ranker_l2
+    copy_training_files()
+    settings = Settings()
+    engine = Engine(settings)
+    engine.load()
+    placeholder = ReaderModel(("cover",), np.zeros(1), np.ones(1), np.zeros(1), ("gate_logit",), np.zeros(1), np.ones(1), np.zeros(1), 0.0, 0.5)
+    with engine.hold() as state:  # the fitting script reads with its own model over the serving index
+        reader = Reader(state.index, state.tokenizer, model=placeholder, embed_passages=engine.embedder.embed_passages)
+
+    train = collect(engine, reader, load_questions(EVAL / "train.jsonl"), "train")
+    followups = collect(engine, reader, load_questions(EVAL / "followups-train.jsonl"), "followups")
+    calibration = collect(engine, reader, load_questions(EVAL / "calibration.jsonl"), "calibration")
+    names = sorted(next(e.rows[0] for e in train if e.rows))
+    print(f"{sum(len(e.rows) for e in train + followups)} candidate sentences, "
+          f"{int(sum(e.labels.sum() for e in train + followups))} positive, {len(names)} features")
+
+    # out-of-fold ranker scores and answerability probabilities on train
+    folds = folds_of(train)
+    oof_top: dict[int, float] = {}
+    oof_prob: dict[int, float] = {}
+    q_names: list[str] = []
+    for test in folds:
+        fit_idx = [i for i in range(len(train)) if i not in test]
+        ranker = fit_ranker([train[i] for i in fit_idx] + followups, names)
+        tmp = model_from(ranker, (np.zeros(1), np.ones(1), np.zeros(1), 0.0), names, ["gate_logit"], 0.5)
+        fit_rows = question_rows([train[i] for i in fit_idx], tmp)
+        q_names = sorted(fit_rows[0])
+        x = np.array([[r[k] for k in q_names] for r in fit_rows])
+        y = np.array([1.0 if train[i].question.answerable else 0.0 for i in fit_idx])
+        answer = fit_logistic(x, y)
+        model = model_from(ranker, answer, names, q_names, 0.5)
+        for i, row in zip(test, question_rows([train[i] for i in test], model), strict=True):
+            e = train[i]
+            scores = model.rank_scores(e.rows)
+            oof_top[i] = float(e.labels[int(np.argmax(scores))]) if e.rows else 0.0
+            oof_prob[i] = model.answer_probability(row)
+
+    ranker = fit_ranker(train + followups, names)
+    tmp = model_from(ranker, (np.zeros(1), np.ones(1), np.zeros(1), 0.0), names, ["gate_logit"], 0.5)
+    rows = question_rows(train, tmp)
+    x = np.array([[r[k] for k in q_names] for r in rows])
+    y = np.array([1.0 if e.question.answerable else 0.0 for e in train])
+    answer = fit_logistic(x, y)
+    model = model_from(ranker, answer, names, q_names, 0.5)
+    cal_prob = [model.answer_probability(r) for r in question_rows(calibration, model)]
+
+    # threshold: as high as possible while false refusals on train (out-of-fold) + calibration stay <= 5 %
+    probs = [(oof_prob[i], train[i].question.answerable) for i in range(len(train))]
+    probs += [(p, e.question.answerable) for p, e in zip(cal_prob, calibration, strict=True)]
+    positives = sorted(p for p, a in probs if a)
+    allowed = int(MAX_FALSE_REFUSALS * len(positives))
+    threshold = round(float(positives[allowed]) - 1e-6, 6) if positives else 0.5
+
+    report(train, followups, calibration, oof_top, oof_prob, cal_prob, model, threshold)
+    if args.dry_run:
+        return
+    payload = {
+        "about": "Fitted by scripts/fit_reader.py on eval/train.jsonl (+ followups for the ranker); do not edit.",
+        "sentence": {"features": names, "mean": ranker[0].tolist(), "scale": ranker[1].tolist(), "weights": ranker[2].tolist()},
+        "question": {
+            "features": q_names,
+            "mean": answer[0].tolist(),
+            "scale": answer[1].tolist(),
+            "weights": answer[2].tolist(),
+            "bias": answer[3],
+            "threshold": threshold,
+        },
+    }
+    target = ROOT / "rag" / "answer" / WEIGHTS_FILE
+    target.write_text(json.dumps(payload, indent=1) + "\n", encoding="utf-8")
+    print(f"wrote {target.relative_to(ROOT)}")
+
+
+def report(train, followups, calibration, oof_top, oof_prob, cal_prob, model, threshold) -> None:
+    answerable = [i for i, e in enumerate(train) if e.question.answerable]
+    print(f"train (cross-validated): top sentence holds gold {np.mean([oof_top[i] for i in answerable]):.3f} "
+          f"(any candidate: {np.mean([train[i].labels.any() for i in answerable]):.3f})")
+    by_kind: dict[str, list[int]] = defaultdict(list)
+    for i, e in enumerate(train):
+        by_kind[e.question.kind].append(i)
+    for kind, idx in sorted(by_kind.items()):
+        refused = np.mean([oof_prob[i] < threshold for i in idx])
+        top = np.mean([oof_top[i] for i in idx]) if train[idx[0]].question.answerable else float("nan")
+        print(f"  {kind:3} n={len(idx):3} top-1 {top:.3f} refused {refused:.3f}")
+    pos = [oof_prob[i] for i in answerable]
+    neg = [oof_prob[i] for i, e in enumerate(train) if not e.question.answerable]
+    print(f"train refusal (cv): refused {np.mean([p < threshold for p in neg]):.3f}, false refusals "
+          f"{np.mean([p < threshold for p in pos]):.3f}, AUROC {auroc(pos, neg):.3f}")
+    cpos = [p for p, e in zip(cal_prob, calibration, strict=True) if e.question.answerable]
+    cneg = [p for p, e in zip(cal_prob, calibration, strict=True) if not e.question.answerable]
+    print(f"calibration: refused {np.mean([p < threshold for p in cneg]):.3f}, false refusals "
+          f"{np.mean([p < threshold for p in cpos]):.3f}, AUROC {auroc(cpos, cneg):.3f}; threshold {threshold:.4f}")
+    fu = [float(e.labels[int(np.argmax(model.rank_scores(e.rows)))]) if e.rows else 0.0 for e in followups]
+    print(f"followups (fitted on): top sentence holds gold {np.mean(fu):.3f}")
+
+
+def auroc(pos: list[float], neg: list[float]) -> float:
+    if not pos or not neg:
+        return float("nan")
+    p, n = np.asarray(pos)[:, None], np.asarray(neg)[None, :]
+    return float((p > n).mean() + 0.5 * (p == n).mean())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,96 @@
+"""The layering in ARCHITECTURE.md, checked on the source: who may import `ingest/`, `ui/` stands apart, room sizes.
+
+Imports are read with `ast` (every `import`, including those inside functions and `TYPE_CHECKING` blocks), so
+a lazy import counts like any other.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# The edges: they parse, call the engine or the ingest pipeline, and format. Only they may import `ingest/`.
+EDGES = ("rag/cli.py", "rag/jobs.py", "rag/api/", "rag/bench/")
+MAX_LINES = 500
+# Modules allowed over MAX_LINES, each with the reason. Keep it empty: split a room along its seams instead.
+OVERSIZE_ALLOWED: dict[str, str] = {}
+
+
+def _modules(*packages: str) -> list[Path]:
+    return sorted(path for package in packages for path in (ROOT / package).rglob("*.py"))
+
+
+def _rel(path: Path) -> str:
+    return path.relative_to(ROOT).as_posix()
+
+
+def _imports(path: Path) -> set[str]:
+    """Absolute names of the modules `path` imports (relative imports resolved against its package)."""
+    package = path.relative_to(ROOT).parent.parts
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), filename=str(path))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = list(package[: len(package) - node.level + 1]) if node.level else []
+            module = ".".join([*base, *([node.module] if node.module else [])])
+            names.add(module)
+            names.update(f"{module}.{alias.name}" for alias in node.names)  # `from rag import api`
+    return names
+
+
+def _top(names: set[str]) -> set[str]:
+    return {name.split(".")[0] for name in names}
+
+
+def _is_edge(rel: str) -> bool:
+    return any(rel == edge or (edge.endswith("/") and rel.startswith(edge)) for edge in EDGES)
+
+
+def _edge_module(name: str) -> bool:
+    """Whether an imported module name is one of the edges (or inside one): "rag.cli", "rag.api.routes"."""
+    edges = [edge.removesuffix(".py").rstrip("/").replace("/", ".") for edge in EDGES]
+    return any(name == edge or name.startswith(edge + ".") for edge in edges)
+
+
+def test_the_modules_are_found() -> None:
+    rels = {_rel(path) for path in _modules("rag", "ingest", "ui")}
+    assert {"rag/engine.py", "rag/api/app.py", "ingest/pipeline.py", "ui/app.py"} <= rels
+    assert "ingest" in _top(_imports(ROOT / "rag/cli.py"))  # the parser sees a real ingest import
+
+
+def test_only_the_edges_import_ingest() -> None:
+    offenders = {
+        _rel(path): sorted(name for name in _imports(path) if name.split(".")[0] == "ingest")
+        for path in _modules("rag")
+        if not _is_edge(_rel(path)) and "ingest" in _top(_imports(path))
+    }
+    assert offenders == {}, "only rag/cli.py, rag/jobs.py, rag/api/ and rag/bench/ may import ingest/"
+
+
+def test_nothing_below_the_edges_imports_an_edge() -> None:
+    offenders = {
+        _rel(path): sorted(name for name in _imports(path) if _edge_module(name))
+        for path in _modules("rag", "ingest")
+        if not _is_edge(_rel(path)) and any(_edge_module(name) for name in _imports(path))
+    }
+    assert offenders == {}
+
+
+def test_ui_imports_neither_rag_nor_ingest() -> None:
+    offenders = {
+        _rel(path): sorted(_top(_imports(path)) & {"rag", "ingest"})
+        for path in _modules("ui")
+        if _top(_imports(path)) & {"rag", "ingest"}
+    }
+    assert offenders == {}, "ui/ talks to the API over HTTP only"
+
+
+def test_no_module_is_over_the_size_limit() -> None:
+    sizes = {_rel(path): path.read_text(encoding="utf-8").count("\n") for path in _modules("rag", "ingest")}
+    over = {rel: lines for rel, lines in sizes.items() if lines > MAX_LINES and rel not in OVERSIZE_ALLOWED}
+    assert over == {}, f"split these along their seams (or allow them, with the reason): {over}"
+    stale = set(OVERSIZE_ALLOWED) - {rel for rel, lines in sizes.items() if lines > MAX_LINES}
+    assert not stale, f"no longer over {MAX_LINES} lines: drop them from OVERSIZE_ALLOWED"

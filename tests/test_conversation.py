@@ -1,0 +1,153 @@
+"""The follow-up heuristic (no LLM): the previous question's subject replaces references, takes X's place in an
+ellipsis, names a successor, or is prefixed; standalone questions are left alone. Hand-made conversations."""
+
+from __future__ import annotations
+
+import pytest
+
+from rag.conversation import looks_like_followup, question_subject, resolve_followup
+from rag.text import Tokenizer
+from rag.types import Turn
+
+
+@pytest.fixture(scope="module")
+def tokenizer() -> Tokenizer:
+    return Tokenizer()
+
+
+def conversation(*turns: str) -> list[Turn]:
+    """Alternating user / assistant turns, the user first."""
+    return [Turn("user" if i % 2 == 0 else "assistant", text) for i, text in enumerate(turns)]
+
+
+LORA = conversation("LoRA 是什么？", "LoRA 是一种低秩适配方法。[1]")
+
+
+@pytest.mark.parametrize(
+    ("previous", "followup", "resolved"),
+    [
+        ("LoRA 是什么？", "那它有什么缺点？", "LoRA 有什么缺点？"),
+        ("梯度消失是怎么产生的？", "其原因是什么？", "梯度消失原因是什么？"),
+        ("数据增强是怎么做的？", "这么做有什么风险？", "数据增强有什么风险？"),
+        ("数据增强是怎么做的？", "这样做会过拟合吗？", "数据增强会过拟合吗？"),
+        ("BERT 和 GPT 的区别是什么？", "它们各自适合什么任务？", "BERT 和 GPT 各自适合什么任务？"),
+    ],
+)
+def test_chinese_reference_is_replaced_by_the_subject(
+    previous: str, followup: str, resolved: str, tokenizer: Tokenizer
+) -> None:
+    assert looks_like_followup(followup, tokenizer)
+    assert resolve_followup(followup, conversation(previous, "……"), tokenizer) == resolved
+
+
+@pytest.mark.parametrize(
+    ("previous", "followup", "resolved"),
+    [
+        ("What is a GRU?", "Is it faster than an LSTM?", "Is GRU faster than an LSTM?"),
+        ("What is the attention mechanism?", "Does it have any drawbacks?", "Does attention mechanism have any drawbacks?"),
+        ("What is LoRA?", "What about its disadvantages?", "What about LoRA's disadvantages?"),
+        ("What are the advantages of dropout?", "When should I avoid it?", "When should I avoid dropout?"),
+    ],
+)
+def test_english_pronoun_is_replaced_by_the_subject(
+    previous: str, followup: str, resolved: str, tokenizer: Tokenizer
+) -> None:
+    assert resolve_followup(followup, conversation(previous, "..."), tokenizer) == resolved
+
+
+def test_the_subject_is_carried_not_every_key_term(tokenizer: Tokenizer) -> None:
+    history = conversation("LoRA 微调里最重要的超参数是什么？", "秩 r。")
+    assert resolve_followup("那它有什么缺点？", history, tokenizer) == "LoRA 微调有什么缺点？"
+    assert resolve_followup("它和全量微调比呢？", history, tokenizer) == "LoRA 微调和全量微调比呢？"
+
+
+def test_the_answer_names_the_subject_when_the_question_asked_for_one(tokenizer: Tokenizer) -> None:
+    history = conversation("哪个模型最早提出了自注意力？", "Transformer，2017 年的论文提出。[1]")
+    assert resolve_followup("它有什么缺点？", history, tokenizer) == "Transformer 有什么缺点？"
+
+
+@pytest.mark.parametrize(
+    ("previous", "followup", "resolved"),
+    [
+        ("梯度消失是怎么产生的？", "那梯度爆炸呢？", "梯度爆炸是怎么产生的？"),
+        ("卷积网络里的池化层是做什么的？", "那全连接层呢？", "卷积网络里的全连接层是做什么的？"),
+        ("GPT 预训练是怎么做的？", "那微调呢？", "GPT 微调是怎么做的？"),  # X replaces the part of its own script
+        ("BERT 的 MLM 任务是什么？", "那 RTD 呢？", "BERT 的 RTD 任务是什么？"),
+        ("LoRA 的原理是什么？", "那 QLoRA 呢？", "QLoRA 的原理是什么？"),  # the generic ask is not the subject
+        ("What is a GRU?", "What about LSTM?", "What is a LSTM?"),
+    ],
+)
+def test_ellipsis_asks_the_previous_question_about_x(
+    previous: str, followup: str, resolved: str, tokenizer: Tokenizer
+) -> None:
+    assert looks_like_followup(followup, tokenizer)
+    assert resolve_followup(followup, conversation(previous, "……"), tokenizer) == resolved
+
+
+def test_ellipsis_of_a_generic_ask_stays_about_the_subject(tokenizer: Tokenizer) -> None:
+    assert resolve_followup("那缺点呢？", LORA, tokenizer) == "LoRA 缺点呢？"
+
+
+@pytest.mark.parametrize(
+    ("previous", "followup", "resolved"),
+    [
+        ("ResNet 是什么结构？", "它的第二版改了什么？", "ResNet ResNet-V2 ResNet V2 改了什么？"),
+        ("YOLO 是怎么检测目标的？", "那它的第三代呢？", "YOLO YOLO-V3 YOLO V3 呢？"),
+        ("What is YOLO?", "What changed in its second version?", "What changed in YOLO YOLO-V2 YOLO V2?"),
+        ("自编码器是怎么工作的？", "它的改进版有哪些？", "自编码器的改进版有哪些？"),  # no name to number
+    ],
+)
+def test_successor_reference_names_the_subjects_version(
+    previous: str, followup: str, resolved: str, tokenizer: Tokenizer
+) -> None:
+    assert looks_like_followup(followup, tokenizer)
+    assert resolve_followup(followup, conversation(previous, "……"), tokenizer) == resolved
+
+
+@pytest.mark.parametrize(
+    "question",
+    [
+        "CAP 理论说的是哪三个特性？",
+        "QLoRA 和 LoRA 是什么关系？",
+        "应该怎么设置学习率？",
+        "LSTM 有哪些变体？",  # a successor word about a named subject
+        "ResNet-V2 是什么？",
+        "What is BERT and why is it popular?",  # the pronoun's antecedent is in the question
+        "Is it possible to fine-tune BERT on a CPU?",  # a dummy "it"
+    ],
+)
+def test_standalone_question_is_unchanged(question: str, tokenizer: Tokenizer) -> None:
+    assert not looks_like_followup(question, tokenizer)
+    assert resolve_followup(question, LORA, tokenizer) == question
+
+
+def test_followup_without_a_previous_question_is_unchanged(tokenizer: Tokenizer) -> None:
+    assert resolve_followup("那它有什么缺点？", [], tokenizer) == "那它有什么缺点？"
+    assistant_only = [Turn("assistant", "LoRA 是一种低秩适配方法。")]
+    assert resolve_followup("那它有什么缺点？", assistant_only, tokenizer) == "那它有什么缺点？"
+
+
+def test_followup_chain_keeps_the_subject_that_started_it(tokenizer: Tokenizer) -> None:
+    english = conversation("What is catastrophic forgetting?", "…", "Why does it happen?", "…")
+    assert resolve_followup("And how to avoid it?", english, tokenizer) == "And how to avoid catastrophic forgetting?"
+    chinese = conversation("Transformer 是什么？", "…", "那它的缺点呢？", "…")
+    assert resolve_followup("它有什么改进？", chinese, tokenizer) == "Transformer 有什么改进？"
+    # an ellipsis after a follow-up asks the resolved follow-up about X, and X becomes the subject
+    assert resolve_followup("那 BERT 呢？", chinese, tokenizer) == "BERT 的缺点呢？"
+    longer = [*chinese, *conversation("那 BERT 呢？", "…")]
+    assert resolve_followup("它有什么改进？", longer, tokenizer) == "BERT 有什么改进？"
+
+
+@pytest.mark.parametrize(
+    ("question", "subject"),
+    [
+        ("卷积神经网络的池化层有什么作用？", "卷积神经网络的池化层"),
+        ("低比特量化是什么？", "低比特量化"),  # 比 inside a word does not end the subject
+        ("请问集中式存储中的数据是怎么同步的？", "集中式存储中的数据"),
+        ("QLoRA 和 LoRA 的区别是什么？", "QLoRA 和 LoRA"),
+        ("What are the advantages of LoRA?", "LoRA"),
+        ("Explain the transformer architecture", "transformer architecture"),
+    ],
+)
+def test_question_subject(question: str, subject: str, tokenizer: Tokenizer) -> None:
+    assert question_subject(question, tokenizer) == subject
