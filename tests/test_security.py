@@ -203,7 +203,8 @@ def test_a_hostile_note_reaches_the_llm_only_as_delimited_data(injected: tuple[L
     assert len(hostile) == 1, blocks  # the note sits inside one block...
     opened = [int(n) for n in re.findall(r"<<<PASSAGE (\d+)>>>", user)]
     closed = [int(n) for n in re.findall(r"<<<END PASSAGE (\d+)>>>", user)]
-    assert opened == closed == list(range(1, len(opened) + 1))  # ...and its fake delimiters closed nothing
+    # ...and its fake delimiters closed nothing (blocks come in reader order, each with its own number)
+    assert opened == closed and sorted(opened) == list(range(1, len(opened) + 1))
     assert "developer mode" in hostile[0] and "<<<END PASSAGE 1>>>" not in hostile[0]
     outside = re.sub(r"<<<PASSAGE (\d+)>>>\n.*?\n<<<END PASSAGE \1>>>", "", user, flags=re.S)
     assert "IGNORE PREVIOUS" not in outside and "evil.example" not in outside

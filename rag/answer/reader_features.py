@@ -71,6 +71,7 @@ _LETTER = re.compile(r"[^\W\d_]")
 # Weight of a term that came from alias expansion or the cross-lingual bridge, relative to the question's own.
 EXPANSION_SHARE = 1.0
 SUBJECT_TERMS = 2  # the rarest own terms of a question stand for its subject
+SUBJECT_OPENING = 16  # characters: a sentence's subject stands at its start
 
 
 @dataclass(frozen=True)
@@ -121,7 +122,9 @@ def profile_question(
     """Profile a question from its IDF-weighted words, its expansion tokens and its search tokens."""
     own = {normalize(w): float(v) for w, v in words.items()}
     extra = {normalize(t): float(v) for t, v in expansions.items() if normalize(t) not in own}
-    subject = dict(sorted(own.items(), key=lambda item: -item[1])[:SUBJECT_TERMS])
+    # the subject: the rarest own words that are not the asked attribute (缺点, 公式, 区别 ...)
+    named = {w: v for w, v in own.items() if not any(p.search(w) for p in QUESTION_TYPES.values())}
+    subject = dict(sorted(named.items(), key=lambda item: -item[1])[:SUBJECT_TERMS])
     return QuestionProfile(
         text=text,
         words=own,
@@ -202,6 +205,8 @@ def candidate_features(
         "local_window": share(c.window, local),
         "local_grams": share(c.norm, local_grams),
         "predicate": coverage(c.norm, predicate) if predicate else 0.0,
+        "subject_heading": coverage(c.heading, q.subject) if q.subject else 0.0,
+        "subject_opening": coverage(c.norm[:SUBJECT_OPENING], q.subject) if q.subject else 0.0,
         "grams": len(q.grams & char_bigrams(c.text)) / len(q.grams) if q.grams else 0.0,
         "dense": c.dense,
         "dense_gap": c.dense_gap,

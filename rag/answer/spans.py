@@ -13,7 +13,7 @@ import re
 from collections.abc import Sequence
 
 from rag.answer.reader import Candidate, Reading
-from rag.answer.reader_features import LEAD_IN, coverage, sentence_types
+from rag.answer.reader_features import LEAD_IN, coverage, is_instruction, sentence_types
 from rag.answer.sentences import Sentence
 from rag.text import normalize
 
@@ -36,7 +36,7 @@ def span_for(best: Sentence, group: Sequence[Sentence], *, asks_list: bool) -> l
     start, end = i, i + 1  # [start, end) into group
 
     def quotable(s: Sentence) -> bool:
-        return s.kind in QUOTABLE
+        return s.kind in QUOTABLE and not is_instruction(s.text)
 
     if asks_list and best.bullet:  # quote a list from its first item
         while start > 0 and group[start - 1].bullet and quotable(group[start - 1]):
@@ -65,6 +65,12 @@ def span_for(best: Sentence, group: Sequence[Sentence], *, asks_list: bool) -> l
     return [s for s in group[start:end] if quotable(s) or s is best]
 
 
+def _between_is_clean(group: Sequence[Sentence], a: int, b: int) -> bool:
+    """No sentence strictly between positions a and b addresses the assistant (a citation spans them all)."""
+    lo, hi = min(a, b), max(a, b)
+    return not any(is_instruction(s.text) for s in group[lo + 1 : hi])
+
+
 def compose(reading: Reading, n_passages: int, *, max_chars: int) -> tuple[list[Sentence], str | None]:
     """The sentences of the extractive answer and a note for an asked type the notes do not give.
 
@@ -79,7 +85,7 @@ def compose(reading: Reading, n_passages: int, *, max_chars: int) -> tuple[list[
     best = pool[0]
     group = reading.sentences[best.passage]
     span = _trim(span_for(best.sentence, group, asks_list="list" in profile.types), best, max_chars)
-    support = sorted(_support(pool, best, span, max_chars=max_chars), key=lambda s: s.pos)
+    support = sorted(_support(pool, best, span, group, max_chars=max_chars), key=lambda s: s.pos)
     chosen = span + support
     second = _second(pool, best, chosen, reading)
     if second is not None:
@@ -108,7 +114,9 @@ def _trim(span: list[Sentence], best: Candidate, budget: int) -> list[Sentence]:
     return out
 
 
-def _support(pool: Sequence[Candidate], best: Candidate, chosen: Sequence[Sentence], *, max_chars: int) -> list[Sentence]:
+def _support(
+    pool: Sequence[Candidate], best: Candidate, chosen: Sequence[Sentence], group: Sequence[Sentence], *, max_chars: int
+) -> list[Sentence]:
     """Other sentences of the best passage the reader also rates highly: they complete the answer."""
     used = sum(len(s.text) + 4 for s in chosen)
     taken = set(map(id, chosen))
@@ -120,6 +128,8 @@ def _support(pool: Sequence[Candidate], best: Candidate, chosen: Sequence[Senten
         if c.passage != best.passage or id(s) in taken or s.kind != "text" or LEAD_IN.search(s.text):
             continue
         if c.features.get("title_like") or used + len(s.text) + 4 > max_chars:
+            continue
+        if not _between_is_clean(group, s.pos, best.sentence.pos):
             continue
         out.append(s)
         used += len(s.text) + 4
