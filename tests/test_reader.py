@@ -175,3 +175,14 @@ def test_spans_are_exact_slices_and_every_marker_resolves(passages: list[str], o
     for c in answer.citations:
         chunk = hits[c.number - 1].chunk
         assert c.snippet == chunk.text[c.snippet_start - chunk.start : c.snippet_end - chunk.start]
+
+
+def test_the_ui_shows_the_readers_sentences_as_rows_not_json(engine) -> None:
+    from ui import render
+
+    explanation = engine.ask("LoRA 微调里最重要的超参数是什么？", explain=True).explanation
+    rows = render.reader_rows(explanation)
+    assert rows and set(rows[0]) == {"笔记", "章节", "句子", "得分"}
+    assert "LoRA" in rows[0]["章节"] or "LORA" in rows[0]["句子"]
+    assert render.reader_verdict(explanation).startswith("阅读判断：笔记中有句子")
+    assert render.reader_rows({}) == [] and render.reader_verdict({"reader": "x"}) == ""

@@ -170,7 +170,9 @@ def test_chat_answer_has_linked_citations_and_source_cards(app: Callable[..., Ap
     assert "字符" in details and "详情" in details
     assert "&lt;" not in first.label and first.label.count(render.escape_markdown(title_of(first.label, titles))) == 1
     explained = [e for e in msg.expander if "检索详情" in e.label]
-    assert explained and explained[0].json, "the explanation block is shown"
+    assert explained and explained[0].dataframe, "the reader's sentences are shown as a table"
+    assert not explained[0].json, "not raw JSON"
+    assert "阅读判断" in " ".join(c.value for c in explained[0].caption)
     copy = [h.value for h in msg.html if "rag-copy" in h.value]
     assert copy and "data-copy=" in copy[0], "a copy button carries the answer"
 

@@ -113,7 +113,12 @@ def draw_answer(client: ApiClient, turn: dict[str, Any], version: str | None, *,
             resolved = answer.get("resolved_question")
             if resolved and resolved != answer["question"]:
                 st.caption("改写后的独立问题：" + render.escape_markdown(resolved))
-            st.json(explanation, expanded=1)
+            verdict = render.reader_verdict(explanation)
+            if verdict:
+                st.caption(render.escape_markdown(verdict))
+            rows = render.reader_rows(explanation)
+            if rows:
+                st.dataframe(rows, hide_index=True, use_container_width=True)
 
 
 def actions(client: ApiClient, turn: dict[str, Any], key: str, *, last: bool) -> None:

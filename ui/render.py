@@ -444,3 +444,31 @@ def ingest_summary_text(summary: Mapping[str, Any]) -> str:
         f"入库完成：新增 {counts['added']} 篇，更新 {counts['changed']} 篇，删除 {counts['removed']} 篇；"
         f"共 {int(summary.get('documents') or 0)} 篇笔记、{chunks} 个片段，用时 {seconds:.1f} 秒。"
     )
+
+
+def reader_rows(explanation: dict[str, Any]) -> list[dict[str, str]]:
+    """The reader's top sentences as table rows a person reads: note, section, sentence, score."""
+    reader = explanation.get("reader") if isinstance(explanation, dict) else None
+    rows = []
+    for item in (reader or {}).get("top_sentences", []) if isinstance(reader, dict) else []:
+        if not isinstance(item, dict):
+            continue
+        heading = item.get("heading_path") or []
+        rows.append(
+            {
+                "笔记": str(item.get("document", "")),
+                "章节": " › ".join(str(h) for h in heading) if isinstance(heading, list) else "",
+                "句子": plain_text(str(item.get("sentence", ""))),
+                "得分": f"{float(item.get('score', 0) or 0):.2f}",
+            }
+        )
+    return rows
+
+
+def reader_verdict(explanation: dict[str, Any]) -> str:
+    """One line on the reader's verdict: answerable or not, with its probability."""
+    reader = explanation.get("reader") if isinstance(explanation, dict) else None
+    if not isinstance(reader, dict) or "probability" not in reader:
+        return ""
+    verdict = "笔记中有句子回答了这个问题" if reader.get("answerable") else "笔记中没有句子回答这个问题"
+    return f"阅读判断：{verdict}（把握 {float(reader['probability']):.0%}，阈值 {float(reader.get('threshold', 0)):.0%}）"
