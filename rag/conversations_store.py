@@ -10,17 +10,16 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import time
 import unicodedata
 import uuid
 from collections.abc import Callable
-from contextlib import closing
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
 from rag.errors import InvalidInput, LimitExceeded, NotFound
+from rag.sqlite_retry import connect, run_with_retries
 from rag.types import Turn
 
 T = TypeVar("T")
@@ -31,7 +30,6 @@ DEFAULT_TITLE = "新对话"
 # Earlier exchanges handed to the engine as history, and how much of each answer (follow-ups need little).
 HISTORY_EXCHANGES = 4
 HISTORY_ANSWER_CHARS = 1500
-_BUSY = frozenset({"SQLITE_BUSY", "SQLITE_LOCKED"})
 _ID_CHARS = frozenset("0123456789abcdef")
 
 _SCHEMA = (
@@ -293,29 +291,10 @@ class ConversationStore:
         return ConversationInfo(*row)
 
     def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.path, timeout=self.busy_timeout_ms / 1000, isolation_level=None)
-        conn.execute(f"PRAGMA busy_timeout={int(self.busy_timeout_ms)}")
-        return conn
+        return connect(self.path, self.busy_timeout_ms)
 
     def _run(self, operation: Callable[[sqlite3.Connection], T], *, transaction: bool = True) -> T:
         """Run `operation` in its own transaction, retrying while the database is busy or locked."""
-        delay = 0.05
-        for attempt in range(self.retries + 1):
-            try:
-                with closing(self._connect()) as conn:
-                    if not transaction:
-                        return operation(conn)
-                    conn.execute("BEGIN IMMEDIATE")
-                    try:
-                        result = operation(conn)
-                    except BaseException:
-                        conn.execute("ROLLBACK")
-                        raise
-                    conn.execute("COMMIT")
-                    return result
-            except sqlite3.OperationalError as exc:
-                if attempt >= self.retries or getattr(exc, "sqlite_errorname", "") not in _BUSY:
-                    raise
-                time.sleep(delay)
-                delay = min(delay * 2, 1.0)
-        raise AssertionError("unreachable")
+        return run_with_retries(
+            self.path, operation, busy_timeout_ms=self.busy_timeout_ms, retries=self.retries, transaction=transaction
+        )

@@ -7,15 +7,14 @@ write at once; an operation that still meets "database is locked" is retried wit
 from __future__ import annotations
 
 import sqlite3
-import time
 from collections.abc import Callable
-from contextlib import closing
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal, TypeVar
 
 from rag.errors import InvalidInput, NotFound
+from rag.sqlite_retry import connect, run_with_retries
 
 Rating = Literal["up", "down"]
 T = TypeVar("T")
@@ -58,12 +57,6 @@ def normalize_rating(value: str | int) -> Rating:
         if text in ("down", "-1"):
             return "down"
     raise InvalidInput("rating must be 'up', 'down', 1 or -1")
-
-
-def _busy(exc: sqlite3.OperationalError) -> bool:
-    """The database is locked or busy (worth retrying), by SQLite's result code (extended codes included)."""
-    code = getattr(exc, "sqlite_errorcode", None)
-    return code is not None and code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
 
 
 class FeedbackStore:
@@ -169,29 +162,10 @@ class FeedbackStore:
     # --- plumbing -------------------------------------------------------------------------------
 
     def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.path, timeout=self.busy_timeout_ms / 1000, isolation_level=None)
-        conn.execute(f"PRAGMA busy_timeout={int(self.busy_timeout_ms)}")
-        return conn
+        return connect(self.path, self.busy_timeout_ms)
 
     def _run(self, operation: Callable[[sqlite3.Connection], T], *, transaction: bool = True) -> T:
-        """Run `operation` in its own transaction, retrying while the database is locked or busy."""
-        delay = 0.05
-        for attempt in range(self.retries + 1):
-            try:
-                with closing(self._connect()) as conn:
-                    if not transaction:
-                        return operation(conn)
-                    conn.execute("BEGIN IMMEDIATE")
-                    try:
-                        result = operation(conn)
-                    except BaseException:
-                        conn.execute("ROLLBACK")
-                        raise
-                    conn.execute("COMMIT")
-                    return result
-            except sqlite3.OperationalError as exc:
-                if attempt >= self.retries or not _busy(exc):
-                    raise
-                time.sleep(delay)
-                delay = min(delay * 2, 1.0)
-        raise AssertionError("unreachable")
+        """Run `operation` in its own transaction, retrying while the database is busy or locked."""
+        return run_with_retries(
+            self.path, operation, busy_timeout_ms=self.busy_timeout_ms, retries=self.retries, transaction=transaction
+        )
