@@ -8,7 +8,6 @@ with the reason. `decode` detects the encoding of one file's bytes.
 from __future__ import annotations
 
 import codecs
-import hashlib
 import logging
 import os
 import stat
@@ -186,6 +185,7 @@ def note_document(raw: bytes, doc_id: str, mtime: float = 0.0, *, vault: bool = 
     tags, aliases); without front matter and outside a vault its text is the decoded bytes, unchanged.
     """
     from ingest.converters import converter_for
+    from ingest.converters.service import as_document
 
     converter = converter_for(doc_id, vault=vault)
     if converter is None or converter.name not in ("markdown", "obsidian", "text"):
@@ -196,19 +196,7 @@ def note_document(raw: bytes, doc_id: str, mtime: float = 0.0, *, vault: bool = 
         if not raw.strip() or converted.text == decode(raw)[0]:
             raise ValueError("empty file (no text)" if not text else "empty file (whitespace only)")
         raise ValueError("empty note (nothing but front matter)")
-    return Document(
-        doc_id=doc_id,
-        title=converted.title or document_title(text, PurePosixPath(doc_id).stem),
-        text=text,
-        sha256=hashlib.sha256(raw).hexdigest(),
-        encoding=converted.encoding,
-        size_bytes=len(raw),
-        mtime=mtime,
-        converter=converter.name,
-        tags=converted.tags,
-        aliases=converted.aliases,
-        links=converted.links,
-    )
+    return as_document(converted, converter, doc_id, raw, mtime)
 
 
 def discover(
