@@ -191,3 +191,33 @@ def read_original(corpus_dir: Path, doc_id: str, encoding: str) -> tuple[bytes, 
     if media_type.startswith("text/") and encoding in _CHARSETS:
         media_type += f"; charset={_CHARSETS[encoding]}"
     return data, media_type
+
+
+def delete_note(corpus_dir: Path, doc_id: str) -> dict:
+    """Remove the corpus file of `doc_id` (a note, PDF, Word file or page ingest reads); NotFound otherwise.
+
+    The path never leaves the corpus: no `..`, no absolute path, no link to outside it (a symbolic link itself
+    is removed, never what it points to). The alias list is not a note and is never removed here.
+    """
+    from ingest.converters import converter_for
+
+    root = Path(corpus_dir).resolve()
+    parts = PurePosixPath(doc_id).parts
+    unsafe = not parts or ".." in parts or PurePosixPath(doc_id).is_absolute() or "\\" in doc_id or "\x00" in doc_id
+    if unsafe or converter_for(doc_id) is None or doc_id == GLOSSARY_FILE:
+        raise NotFound(f"no note {doc_id!r} in the corpus")
+    path = root.joinpath(*parts)
+    if not path.parent.resolve().is_relative_to(root):
+        raise NotFound(f"no note {doc_id!r} in the corpus")
+    try:
+        mode = os.lstat(path).st_mode
+        if not (stat.S_ISREG(mode) or stat.S_ISLNK(mode)):
+            raise NotFound(f"{doc_id} is not a file")
+        os.unlink(path)
+    except FileNotFoundError:
+        raise NotFound(f"no note {doc_id!r} in the corpus (already removed?)") from None
+    except OSError as exc:
+        if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+            raise CorpusUnavailable(f"the corpus directory is not writable ({exc.strerror})") from exc
+        raise
+    return {"doc_id": doc_id, "deleted": True}

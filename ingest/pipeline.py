@@ -1,6 +1,6 @@
 """Incremental, atomic ingest: corpus -> chunks -> tokens + vectors -> a new published index.
 
-The previous index keeps serving until `IndexStore.publish` switches to the new one; a run killed at any
+The previous index keeps serving until the store's `publish` switches to the new one; a run killed at any
 stage leaves it untouched, and the embedding cache keeps whatever vectors were already computed.
 """
 
@@ -29,7 +29,7 @@ from rag.config import Settings
 from rag.crosslingual import bridge_terms
 from rag.embedding import Embedder, load_embedder
 from rag.errors import IngestFailed
-from rag.index import IndexBackend, IndexBuild, IndexStore, WriteLock
+from rag.index import IndexBackend, IndexBuild, WriteLock, open_store
 from rag.text import Tokenizer, is_cjk
 from rag.types import Chunk, Document, SkippedFile
 
@@ -109,7 +109,7 @@ def run_ingest(
         raise IngestFailed(f"corpus directory not found: {corpus}")
     report = progress or (lambda stage, done, total: None)
     stage = on_stage or (lambda name: None)
-    store = IndexStore.from_settings(settings)
+    store = open_store(settings)
     settings.index_dir.mkdir(parents=True, exist_ok=True)
     with WriteLock(settings.index_dir, timeout=lock_timeout):
         store.cleanup_debris()

@@ -16,19 +16,29 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from rag.cli_kb import kb_app
 from rag.config import Settings, load_settings
 from rag.errors import InvalidInput, RagError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, help="Question answering over your notes.")
 console = Console(stderr=True)
 out = Console(markup=False)  # stdout shows note text: "[b,h,w,c]" is data, not Rich markup
+app.add_typer(kb_app, name="kb")  # rag kb list|create|info|rename|delete (rag/cli_kb.py)
 
 ModeOpt = Annotated[str, typer.Option("--mode", help="hybrid | bm25 | dense")]
 KOpt = Annotated[int | None, typer.Option("--k", "-k", help="How many passages.")]
+KbOpt = Annotated[str | None, typer.Option("--kb", help="Knowledge base (default RAG_DEFAULT_KB); see `rag kb list`.")]
 
 
 def _settings(ctx: typer.Context) -> Settings:
     return ctx.obj
+
+
+def _kb_settings(ctx: typer.Context, kb: str | None) -> Settings:
+    """The settings of knowledge base `kb` (RAG_DEFAULT_KB when None): its notes, its index, its overrides."""
+    from rag.knowledge_bases import KnowledgeBaseRegistry
+
+    return KnowledgeBaseRegistry(_settings(ctx)).settings_for(kb)
 
 
 def _nonempty(question: str) -> str:
@@ -51,11 +61,11 @@ def _main(ctx: typer.Context, verbose: bool = typer.Option(False, "--verbose", "
 
 
 @app.command()
-def model(ctx: typer.Context) -> None:
+def model(ctx: typer.Context, kb: KbOpt = None) -> None:
     """Prepare the configured embedder (converting the default on first use); print its directory or id."""
     from rag.embedding import prepare_embed_model
 
-    print(prepare_embed_model(_settings(ctx)))
+    print(prepare_embed_model(_kb_settings(ctx, kb) if kb else _settings(ctx)))
 
 
 @app.command()
@@ -65,11 +75,12 @@ def ingest(
     full: Annotated[bool, typer.Option("--full", help="Rebuild everything, re-embed every chunk.")] = False,
     watch: Annotated[bool, typer.Option("--watch", help="Keep running; re-ingest when notes change.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON summary as the last line.")] = False,
+    kb: KbOpt = None,
 ) -> None:
     """Ingest the notes into the index (incremental; atomic publish)."""
     from ingest.pipeline import run_ingest
 
-    settings = _settings(ctx)
+    settings = _kb_settings(ctx, kb)
     corpus_dir = corpus or settings.corpus_dir
 
     def once(full_run: bool) -> None:
@@ -138,8 +149,13 @@ LocalOpt = Annotated[
 ]
 
 
-def _remote(settings: Settings, local: bool):
-    """The running API when it answers /readyz (and --local is not given), else None."""
+def _remote(settings: Settings, local: bool, kb: str | None):
+    """The running API when it answers /readyz (and --local is not given), else None. The API checks `kb`
+    against its own registry (it may be on another machine); its form is checked here first."""
+    if kb is not None:
+        from rag.knowledge_bases import check_name
+
+        check_name(kb)
     if local:
         return None
     from rag.remote import RemoteApi
@@ -156,20 +172,20 @@ def search(
     explain: Annotated[bool, typer.Option("--explain", help="Show tokens, expansions, rankings, gate.")] = False,
     as_json: Annotated[bool, typer.Option("--json")] = False,
     local: LocalOpt = False,
+    kb: KbOpt = None,
 ) -> None:
     """Ranked passages for a query, with their scores (no answer generation). Uses the running API when
     RAG_API_URL answers, else loads the index here."""
     from rag.cli_output import print_search
 
     query, mode = _nonempty(query), _mode(mode)  # cheap checks first: loading the engine takes seconds
-    settings = _settings(ctx)
-    remote = _remote(settings, local)
+    remote = _remote(_settings(ctx), local, kb)
     if remote is not None:
         with contextlib.closing(remote):
-            data = remote.search(query, top_k=k, mode=mode, explain=explain)
+            data = remote.search(query, top_k=k, mode=mode, explain=explain, kb=kb)
         console.print(f"[dim]via the API at {escape(remote.url)}[/dim]")
     else:
-        data = _search_json(_engine(settings).search(query, top_k=k, mode=mode, explain=explain))
+        data = _search_json(_engine(_kb_settings(ctx, kb)).search(query, top_k=k, mode=mode, explain=explain))
     if as_json:
         print(json.dumps(data, ensure_ascii=False))
         return
@@ -195,20 +211,20 @@ def ask(
     k: KOpt = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
     local: LocalOpt = False,
+    kb: KbOpt = None,
 ) -> None:
     """Answer a question from the notes, with a sources table. Uses the running API when RAG_API_URL answers
     /readyz (seconds faster: no model to load), else loads the index here."""
     from rag.cli_output import print_answer
 
     question, mode = _nonempty(question), _mode(mode)
-    settings = _settings(ctx)
-    remote = _remote(settings, local)
+    remote = _remote(_settings(ctx), local, kb)
     if remote is not None:
         with contextlib.closing(remote):
-            answer = remote.ask(question, top_k=k, mode=mode)
+            answer = remote.ask(question, top_k=k, mode=mode, kb=kb)
         via = f"via the API at {remote.url}"
     else:
-        answer, via = asdict(_engine(settings).ask(question, top_k=k, mode=mode)), "in process"
+        answer, via = asdict(_engine(_kb_settings(ctx, kb)).ask(question, top_k=k, mode=mode)), "in process"
     if as_json:
         console.print(f"[dim]{escape(via)}[/dim]")
         print(json.dumps(answer, ensure_ascii=False))
@@ -224,13 +240,14 @@ def eval_(
     no_expansion: Annotated[bool, typer.Option("--no-expansion", help="Turn alias expansion off.")] = False,
     as_json: Annotated[bool, typer.Option("--json")] = False,
     details: Annotated[bool, typer.Option("--details", help="Print one row per question.")] = False,
+    kb: KbOpt = None,
 ) -> None:
     """Retrieval and answer quality on a question file: hit@k, MRR, refusals, citations, latency."""
     from rag.evaluation import evaluate, load_questions, metrics_by_kind
 
     if not qa.is_file():
         raise RagError(f"question file not found: {qa}")
-    settings = _settings(ctx)
+    settings = _kb_settings(ctx, kb)
     if no_expansion:  # the whole engine, so the answers follow the same retrieval as the rankings
         settings = settings.model_copy(update={"query_expansion": False})
     questions, mode = load_questions(qa), _mode(mode)  # a malformed file fails before the engine loads
@@ -268,14 +285,14 @@ def _cell(value: object) -> str:
 
 
 @app.command()
-def glossary(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+def glossary(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json")] = False, kb: KbOpt = None) -> None:
     """Alias groups used for query expansion, each with where it came from (the notes, glossary.txt or both),
     and what glossary.txt's "- …" lines removed."""
     from rag.aliases import glossary_report
     from rag.cli_output import print_glossary
-    from rag.index import IndexStore
+    from rag.index import open_store
 
-    index = IndexStore(_settings(ctx).index_dir).load(verify=False)
+    index = open_store(_kb_settings(ctx, kb)).load(verify=False)
     report = glossary_report(index.alias_groups, index.manifest.ingest_summary or {})
     if as_json:
         print(json.dumps(report, ensure_ascii=False))
@@ -328,11 +345,14 @@ def serve(
     from rag.api import create_app
     from rag.api.server import serve as run_server
     from rag.engine import Engine
+    from rag.feedback import open_feedback_store
 
     settings = _settings(ctx)
-    engine = Engine(settings)
+    engine = Engine(_kb_settings(ctx, None))  # the default knowledge base (RAG_DEFAULT_KB), loaded eagerly
     engine.load_reranker()  # a bad RAG_RERANK_MODEL stops here, in one line, before the server starts
-    run_server(create_app(settings, engine=engine), settings, host or settings.host, port or settings.port)
+    feedback = open_feedback_store(settings)  # so does a bad or unreachable RAG_FEEDBACK_URL
+    app = create_app(settings, engine=engine, feedback=feedback)
+    run_server(app, settings, host or settings.host, port or settings.port)
 
 
 def ui_command(settings: Settings, *, host: str | None = None, port: int | None = None) -> tuple[list[str], dict[str, str]]:

@@ -34,6 +34,36 @@ class Settings(BaseSettings):
         Path("./corpus"), description="Folder of notes (.md, .markdown, .txt), PDF, Word, HTML files and Obsidian vaults."
     )
 
+    # Knowledge bases and the index backend
+    default_kb: str = Field(
+        "default", description="Knowledge base used when a request or command names none (`--kb`, the `kb` field)."
+    )
+    max_kbs: int = Field(50, ge=1, le=10_000, description="Most knowledge bases the registry holds.")
+    kb_idle_seconds: float = Field(
+        1800.0, ge=0, description="API: unload a knowledge base's index after this long unused (0 = never)."
+    )
+    index_path: Path | None = Field(
+        None,
+        description="Index directory; unset = data_dir/index. The knowledge-base registry sets it per knowledge "
+        "base (data_dir/kbs/NAME/index).",
+    )
+    index_backend: Literal["local", "milvus"] = Field(
+        "local", description="Where the index lives: local = files under the index directory (fastest on one "
+        "machine), milvus = Milvus (Lite file, or a server at RAG_MILVUS_URI) shared by several API replicas."
+    )
+    milvus_uri: str | None = Field(
+        None, description="Milvus server (http://host:19530); unset = Milvus Lite in index_dir/milvus.db."
+    )
+    milvus_token: SecretStr | None = Field(None, description="Milvus token (user:password or an API key).")
+    milvus_collection_prefix: str = Field(
+        "rag", pattern=r"^[A-Za-z][A-Za-z0-9_]{0,40}$",
+        description="Prefix of this knowledge base's Milvus collections (set per knowledge base by the registry).",
+    )
+    feedback_url: SecretStr | None = Field(
+        None, description="Feedback store: unset = SQLite in data_dir/feedback.sqlite; postgresql://... for "
+        "several API replicas (secret: the URL may hold a password, never logged)."
+    )
+
     # Embedder
     embed_model: str | None = Field(
         None,
@@ -166,7 +196,7 @@ class Settings(BaseSettings):
 
     @property
     def index_dir(self) -> Path:
-        return self.data_dir / "index"
+        return self.index_path if self.index_path is not None else self.data_dir / "index"
 
     @property
     def models_dir(self) -> Path:

@@ -25,7 +25,7 @@ from rag.conversation import resolve_question
 from rag.embedding import Embedder, load_embedder, load_reranker
 from rag.errors import REPAIR_HINT, IndexCorrupted, IndexNotReady, InvalidInput, NotFound, RagError
 from rag.filters import filtered_rows, linked
-from rag.index import IndexBackend, IndexStore
+from rag.index import IndexBackend, open_store
 from rag.retrieval import Reranker, Retriever, SearchResult
 from rag.text import Tokenizer
 from rag.types import Answer, Citation, Hit, RetrievalMode, Turn
@@ -62,7 +62,7 @@ class Engine:
 
     def __init__(self, settings: Settings, *, embedder: Embedder | None = None) -> None:
         self.settings = settings
-        self.store = IndexStore.from_settings(settings)
+        self.store = open_store(settings)
         self._embedder = embedder
         self._state: _State | None = None
         self._reload_lock = threading.Lock()
@@ -97,6 +97,22 @@ class Engine:
                 if self._reranker is None:
                     self._reranker = load_reranker(self.settings.rerank_model)
         return self._reranker
+
+    @property
+    def has_embedder(self) -> bool:
+        """True once the embedder is loaded (so another engine can share it)."""
+        return self._embedder is not None
+
+    def close(self) -> None:
+        """Stop serving: the loaded index closes when its last request lets go of it (an unloaded knowledge
+        base). A later request loads it again."""
+        with self._reload_lock, self._holders_lock:
+            old, self._state = self._state, None
+            close_old = old is not None and old.holders == 0
+            if old is not None:
+                old.retired = True
+        if close_old:
+            old.index.close()
 
     @property
     def ready(self) -> bool:

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 # The one remedy named by every "no usable index" message (CLI, API, logs): a full rebuild fixes a missing,
 # damaged or incompatible index alike.
-REPAIR_HINT = 'run `rag ingest --full` (or POST /ingest with {"full": true})'
+REPAIR_HINT = (
+    'run `rag ingest --full`, with `--kb NAME` for a knowledge base other than the default '
+    '(or POST /ingest with {"full": true, "kb": NAME})'
+)
 
 
 class RagError(Exception):
@@ -106,3 +109,10 @@ class LimitExceeded(RagError):
 
     code = "limit_exceeded"
     status = 409
+
+
+class FeedbackUnavailable(RagError):
+    """The feedback store named by RAG_FEEDBACK_URL cannot be used (bad URL, server unreachable, refused)."""
+
+    code = "feedback_unavailable"
+    status = 503

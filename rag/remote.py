@@ -43,18 +43,24 @@ class RemoteApi:
     def close(self) -> None:
         self._http.close()
 
-    def ask(self, question: str, *, top_k: int | None, mode: str) -> dict[str, Any]:
-        """POST /ask: the answer as JSON."""
+    def ask(self, question: str, *, top_k: int | None, mode: str, kb: str | None = None) -> dict[str, Any]:
+        """POST /ask: the answer as JSON. Without `kb` the API answers from its default knowledge base."""
         body: dict[str, Any] = {"question": question, "mode": mode}
         if top_k:
             body["top_k"] = top_k
+        if kb:
+            body["kb"] = kb
         return self._post("/ask", body)
 
-    def search(self, query: str, *, top_k: int | None, mode: str, explain: bool) -> dict[str, Any]:
+    def search(
+        self, query: str, *, top_k: int | None, mode: str, explain: bool, kb: str | None = None
+    ) -> dict[str, Any]:
         """POST /search: ranked passages and the relevance decision as JSON."""
         body: dict[str, Any] = {"query": query, "mode": mode, "explain": explain}
         if top_k:
             body["top_k"] = top_k
+        if kb:
+            body["kb"] = kb
         return self._post("/search", body)
 
     def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:

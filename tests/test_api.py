@@ -603,4 +603,4 @@ def test_openapi_lists_every_endpoint(client: httpx.Client, server: LiveServer) 
         for r in iter_route_contexts(server.app.routes)
         if isinstance(r.original_route, APIRoute)
     }
-    assert len(expected) == 21 and expected <= set(paths)  # 15 + /documents/{id}/original + 5 /conversations
+    assert len(expected) == 23 and expected <= set(paths)  # 15 + /documents/{id}/original + 5 /conversations + 2 /kbs

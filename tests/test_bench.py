@@ -10,13 +10,16 @@ import math
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from rag.bench.plan import BenchPlan, bench_questions, unique_texts
+from rag.bench.distractors import ScaledCorpus, UnigramModel, fit_gaussian, sample_distractors
+from rag.bench.plan import BenchPlan, bench_questions, size_label, unique_texts
 from rag.bench.report import evaluate_targets
 from rag.cli import app
 from rag.config import Settings
+from rag.types import Chunk, Document
 
 STATS = ("n", "p50_ms", "p95_ms", "mean_ms")
 
@@ -61,6 +64,66 @@ def test_targets_are_judged_only_when_measured() -> None:
     assert targets["full ingest speed-up bf16 vs fp32"]["met"] is None  # not native: not applicable
 
 
+def _anisotropic_unit_vectors(n: int, dim: int, seed: int) -> np.ndarray:
+    """Unit vectors with a shared mean direction and correlated dimensions, like sentence embeddings."""
+    rng = np.random.default_rng(seed)
+    mix = rng.standard_normal((dim, dim)) * np.linspace(1.0, 0.05, dim)
+    x = 1.5 * rng.standard_normal(dim) + rng.standard_normal((n, dim)) @ mix.T * 0.3
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def test_distractors_follow_the_fitted_distribution() -> None:
+    real = _anisotropic_unit_vectors(600, 32, seed=3)
+    mean, chol = fit_gaussian(real)
+    assert np.allclose(mean, real.mean(axis=0)) and np.allclose(chol @ chol.T, np.cov(real.T), atol=1e-5)
+
+    out = sample_distractors(mean, chol, 70_000, seed=7)  # more than one sampling block
+    assert out.shape == (70_000, 32) and out.dtype == np.float32
+    assert np.allclose(np.linalg.norm(out, axis=1), 1.0, atol=1e-5)
+    # normalising moves the samples little: their moments stay those of the real vectors
+    assert np.abs(out.mean(axis=0) - mean).max() < 0.02
+    cov = np.cov(real.T)
+    assert np.linalg.norm(np.cov(out.T) - cov) < 0.1 * np.linalg.norm(cov)
+    # not copies: no distractor is a near-duplicate of a real vector
+    assert (out[:2000] @ real.T).max() < 0.999
+
+    assert np.array_equal(out[:100], sample_distractors(mean, chol, 100, seed=7))  # seeded
+    assert not np.array_equal(out[:100], sample_distractors(mean, chol, 100, seed=8))
+    with pytest.raises(ValueError):
+        fit_gaussian(real[:1])
+
+
+def test_distractor_texts_follow_the_unigram_model_and_keep_the_real_chunks() -> None:
+    tokens = [["注意力", "机制", "attention"], ["梯度", "下降", "梯度"], ["注意力", "梯度"]] * 4
+    docs = [Document(doc_id=f"n{i}.md", title=f"n{i}", text="x", sha256="0", encoding="utf-8") for i in range(3)]
+    chunks = [
+        Chunk(chunk_id=f"c{i}", doc_id=f"n{i % 3}.md", heading_path=(), start=0, end=1, text="x", index_text="x")
+        for i in range(12)
+    ]
+    model = UnigramModel.fit(tokens)
+    ids, offsets = model.sample(5_000, seed=1)
+    assert offsets[-1] == ids.size and set(np.diff(offsets).tolist()) <= {2, 3}
+    freq = np.bincount(ids, minlength=len(model.vocab)) / ids.size
+    assert np.abs(freq - model.probs).max() < 0.01
+    assert model.probs[model.vocab.index("梯度")] == pytest.approx(3 / 8)
+
+    corpus = ScaledCorpus(chunks, tokens, docs, 200, seed=5)
+    rows = corpus.real_rows.tolist()
+    assert len(rows) == 12 and len(set(rows)) == 12 and rows != list(range(12))  # spread among distractors
+    assert [corpus.chunks[r].chunk_id for r in rows] == [c.chunk_id for c in chunks]
+    assert [corpus.tokens[r] for r in rows] == tokens
+    built = list(corpus.chunks)
+    assert len(built) == 200 and len({c.chunk_id for c in built}) == 200
+    by_id = {d.doc_id: d for d in corpus.documents}
+    assert {c.doc_id for c in built} <= set(by_id)
+    for row, chunk in enumerate(built):
+        if row not in rows:  # a distractor: its text is its tokens, and exactly its document's slice
+            assert by_id[chunk.doc_id].text[chunk.start : chunk.end] == chunk.text
+            assert set(corpus.tokens[row]) <= set(model.vocab)
+    assert [c.text for c in ScaledCorpus(chunks, tokens, docs, 200, seed=5).chunks] == [c.text for c in built]
+    assert size_label(200, 12) == "200" and size_label(1_000_000, 637) == "1M" and size_label(12, 12) == "corpus"
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(1500)
 def test_quick_bench_produces_every_figure_and_report(
@@ -97,19 +160,24 @@ def test_quick_bench_produces_every_figure_and_report(
     assert results["embedder"]["bf16_speedup"] > 0
 
     rows = results["retrieval"]
-    assert [r["label"] for r in rows] == ["corpus", "x10"]
-    assert rows[1]["chunks"] == 10 * rows[0]["chunks"]
-    assert [r["keyword_backend"] for r in rows] == ["rank_bm25", "bm25s"]  # auto switches with size
+    local = [r for r in rows if r["backend"] == "local"]
+    lite = [r for r in rows if r["backend"] == "milvus"]
+    assert [r["label"] for r in local] == ["corpus", "6k"] and [r["label"] for r in lite] == ["corpus"]
+    assert local[1]["chunks"] == 6_000 and local[1]["real_chunks"] == local[0]["chunks"] == lite[0]["chunks"]
+    assert [r["keyword_backend"] for r in local] == ["rank_bm25", "bm25s"]  # auto switches with size
     for row in rows:
         for mode in ("bm25", "dense", "hybrid"):
             assert_stats(row[mode], plan.retrieval_queries)
         assert row["disk_mb"]["total"] > 0 and row["build_peak_rss_mb"] > 0 and row["build_seconds"] >= 0
+        assert row["dev_questions"] >= 40 and 0 <= row["mrr@10"] <= row["hit@5"] <= 1
+    # the real chunks are still found among the distractors, by either backend
+    assert min(r["hit@5"] for r in rows) >= 0.5
 
     hnsw = results["hnsw"]
-    assert hnsw["chunks"] == rows[-1]["chunks"]
+    assert hnsw["chunks"] == local[-1]["chunks"]
     assert set(hnsw["by_ef_search"]) == {str(ef) for ef in set(plan.ef_search) | {settings.hnsw_ef_search}}
     for figures in hnsw["by_ef_search"].values():
-        assert 0 < figures["recall@10"] <= 1 and 0 < figures["passage_recall@10"] <= 1
+        assert 0 < figures["recall@10"] <= 1
         assert_stats(figures["search"], plan.retrieval_queries)
 
     for concurrency, requests in plan.http_requests.items():

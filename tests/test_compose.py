@@ -124,13 +124,13 @@ def test_dockerfile_installs_like_the_readme() -> None:
 
 
 def test_docker_compose_accepts_the_file() -> None:
-    """`docker-compose config -q` (with and without the ollama profile) when the binary is installed."""
+    """`docker-compose config -q` (with and without each profile) when the binary is installed."""
     binary = shutil.which("docker-compose")
     if binary is None:
         print("docker-compose not installed (apt-get install docker-compose): structural checks only")
         return
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RAG_")}
-    for extra in ([], ["--profile", "ollama"], ["--profile", "proxy"]):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAG_") and k != "FEEDBACK_DB_PASSWORD"}
+    for extra in ([], ["--profile", "ollama"], ["--profile", "proxy"], ["--profile", "scale"]):
         result = subprocess.run(
             [binary, "-f", str(COMPOSE), *extra, "config", "-q"],
             cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
@@ -140,4 +140,103 @@ def test_docker_compose_accepts_the_file() -> None:
         [binary, "-f", str(COMPOSE), "--profile", "ollama", "config", "--services"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
     )
-    assert set(services.stdout.split()) == {"api", "ui", "ollama", "proxy"}
+    assert set(services.stdout.split()) == {"api", "ui", "ollama", "proxy"} | SCALE_SERVICES
+    resolved = subprocess.run(
+        [binary, "-f", str(COMPOSE), "--profile", "scale", "config"],
+        cwd=ROOT, env=env | {"FEEDBACK_DB_PASSWORD": "s3cret"}, capture_output=True, text=True, timeout=120,
+    )
+    assert resolved.returncode == 0, resolved.stderr
+    scale = yaml.safe_load(resolved.stdout)["services"]
+    urls = {_env(scale[name])["RAG_FEEDBACK_URL"] for name in REPLICAS}  # interpolated the same in both
+    assert urls == {"postgresql://rag:s3cret@postgres:5432/feedback"}
+    assert _env(scale["postgres"])["POSTGRES_PASSWORD"] == "s3cret"
+
+
+# --- the `scale` profile: Milvus standalone, PostgreSQL, two API replicas behind one balancer ---------------
+
+SCALE_SERVICES = {"etcd", "minio", "milvus", "postgres", "scale-ingest", "api-1", "api-2", "lb", "scale-ui"}
+REPLICAS = ("api-1", "api-2")
+
+
+def _published(service: dict[str, Any]) -> list[str]:
+    return [str(port) for port in service.get("ports", [])]
+
+
+def test_the_default_services_stay_outside_every_profile(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    assert {name for name, service in services.items() if "profiles" not in service} == {"api", "ui"}
+    assert {name for name, service in services.items() if service.get("profiles") == ["scale"]} == SCALE_SERVICES
+    for name in SCALE_SERVICES:  # the scale profile has volumes of its own: the default rag-data stays untouched
+        assert all(source != "rag-data" for source, _, _ in _mounts(services[name])), name
+
+
+def test_the_scale_profile_pins_milvus_standalone_and_postgres(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    pinned = {
+        "etcd": r"quay\.io/coreos/etcd:v3\.5\.\d+",
+        "minio": r"minio/minio:RELEASE\.\d{4}-\d\d-\d\dT\d\d-\d\d-\d\dZ",
+        "milvus": r"milvusdb/milvus:v2\.[56]\.\d+",
+        "postgres": r"postgres:\d+\.\d+(-\w+)?",
+        "lb": r"nginx:\d+\.\d+\.\d+(-\w+)?",
+    }
+    for name, pattern in pinned.items():
+        assert re.fullmatch(pattern, services[name]["image"]), services[name]["image"]
+        assert services[name]["healthcheck"]["test"], name
+    milvus = services["milvus"]
+    assert _command(milvus) == "milvus run standalone"
+    assert _env(milvus)["ETCD_ENDPOINTS"] == "etcd:2379" and _env(milvus)["MINIO_ADDRESS"] == "minio:9000"
+    assert {dep: c["condition"] for dep, c in milvus["depends_on"].items()} == {
+        "etcd": "service_healthy", "minio": "service_healthy"
+    }
+    assert "/healthz" in _probes(milvus) and "pg_isready" in _probes(services["postgres"])
+    for name in ("etcd", "minio", "milvus", "postgres"):  # reachable only on the compose network
+        assert not _published(services[name]), name
+
+
+def test_two_replicas_share_the_index_and_the_feedback_behind_one_port(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    envs = [_env(services[name]) for name in REPLICAS]
+    assert envs[0] == envs[1]
+    env = envs[0]
+    assert env["RAG_INDEX_BACKEND"] == "milvus" and env["RAG_MILVUS_URI"] == "http://milvus:19530"
+    url = env["RAG_FEEDBACK_URL"]
+    match = re.fullmatch(r"postgresql://(\w+):(\$\{FEEDBACK_DB_PASSWORD:-[^}]+\})@postgres:5432/(\w+)", url)
+    assert match, url
+    pg = _env(services["postgres"])
+    assert (pg["POSTGRES_USER"], pg["POSTGRES_PASSWORD"], pg["POSTGRES_DB"]) == match.groups()
+    for name in REPLICAS:
+        replica = services[name]
+        assert "rag serve" in _command(replica) and "--host 0.0.0.0" in _command(replica)
+        assert not _published(replica) and "/healthz" in _probes(replica)
+        assert {dep: c["condition"] for dep, c in replica["depends_on"].items() if dep != "scale-ingest"} == {
+            "milvus": "service_healthy", "postgres": "service_healthy"
+        }
+    published = {name: _published(services[name]) for name in SCALE_SERVICES if _published(services[name])}
+    assert published == {"lb": ["8100:8000"], "scale-ui": ["8601:8501"]}  # one port for the API, one for the UI
+    assert {dep: c["condition"] for dep, c in services["lb"]["depends_on"].items()} == {
+        name: "service_healthy" for name in REPLICAS
+    }
+
+
+def test_the_balancer_config_names_both_replicas(compose: dict[str, Any]) -> None:
+    lb = compose["services"]["lb"]
+    source, target, mode = next(m for m in _mounts(lb) if m[1].startswith("/etc/nginx/"))
+    assert mode == "ro" and target == "/etc/nginx/conf.d/default.conf"
+    conf = (ROOT / source).read_text(encoding="utf-8")
+    servers = re.findall(r"^\s*server ([\w.-]+:\d+)\b[^;]*;", conf, re.M)
+    assert sorted(servers) == [f"{name}:8000" for name in REPLICAS]
+    assert re.search(r"^\s*listen 8000;", conf, re.M) and "proxy_pass http://rag_api;" in conf
+    assert re.search(r"^\s*proxy_buffering off;", conf, re.M)  # server-sent events stream through
+    assert "/healthz" in _probes(lb)
+
+
+def test_the_scale_ui_and_ingest_use_the_shared_backends(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    ui = services["scale-ui"]
+    assert _env(ui)["RAG_API_URL"] == "http://lb:8000" and ui["depends_on"]["lb"]["condition"] == "service_healthy"
+    assert _command(ui).startswith("rag ui") and "/_stcore/health" in _probes(ui)
+    ingest = services["scale-ingest"]
+    assert _command(ingest) == "rag ingest" and ingest["restart"] == "no"  # one-shot
+    assert _env(ingest) == _env(services["api-1"]) and _mounts(ingest) == _mounts(services["api-1"])
+    assert ingest["depends_on"]["milvus"]["condition"] == "service_healthy"
+    assert ("./corpus", "/corpus", "ro") in _mounts(ingest)

@@ -63,7 +63,7 @@ def new_conversation(client: httpx.Client, **body: Any) -> dict:
 def test_create_ask_follow_up_rename_export_delete(client: httpx.Client) -> None:
     created = new_conversation(client)
     cid = created["id"]
-    assert created["title"] == "新对话" and created["turns"] == 0 and created["knowledge_base"] == "corpus"
+    assert created["title"] == "新对话" and created["turns"] == 0 and created["knowledge_base"] == "default"
     assert cid in [c["id"] for c in client.get("/conversations").json()["conversations"]]
 
     first = client.post(f"/conversations/{cid}/ask", json={"question": QUESTION})

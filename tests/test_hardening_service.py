@@ -26,7 +26,7 @@ from pydantic import SecretStr
 from rag.api import create_app
 from rag.config import Settings
 from rag.engine import Engine
-from rag.feedback import FeedbackStore
+from rag.feedback import SqliteFeedbackStore
 
 QUESTION = "LoRA 微调里最重要的超参数是什么？"
 KEY = "service-key-0123456789"
@@ -249,7 +249,7 @@ def test_head_options_and_query_flags(keyed: LiveServer) -> None:
 
 
 def test_the_feedback_store_retries_a_busy_database_by_its_code_not_its_message(tmp_path: Path) -> None:
-    store = FeedbackStore(tmp_path / "feedback.sqlite")
+    store = SqliteFeedbackStore(tmp_path / "feedback.sqlite")
     calls = 0
 
     def missing_table(conn: sqlite3.Connection) -> None:

@@ -168,20 +168,21 @@ def _mapped_files() -> set[str]:
 def test_a_scaled_index_keeps_chunks_in_sqlite_and_maps_its_arrays(
     tmp_path: Path, session_index: LoadedIndex, base_settings: Settings
 ) -> None:
-    """A synthetic index (10 copies of the corpus: bm25s + HNSW) as the benchmark builds it."""
-    copies, n0 = 10, len(session_index)
+    """A synthetic index (the corpus among distractors, 10 times its size: bm25s + HNSW) as the benchmark builds it."""
+    n0 = len(session_index)
+    n = 10 * n0
+    settings = base_settings.model_copy(update={"vector_index": "hnsw", "hnsw_m": 16})
     figures, vectors = build_scaled_index(
-        base_settings.index_dir, tmp_path / "index", copies, vector_index="hnsw", hnsw_m=16,
+        base_settings.index_dir, settings, "local", tmp_path / "index", n, seed=0,
         jieba_cache=base_settings.cache_dir / "jieba",
     )
-    assert (figures["chunks"], figures["keyword_backend"], figures["vector_index"]) == (
-        copies * n0, "bm25s", "hnsw"
-    )
+    assert (figures["chunks"], figures["keyword_backend"], figures["vector_index"]) == (n, "bm25s", "hnsw")
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, rtol=1e-5)
     base_vectors = session_index.vectors(range(n0))
-    np.testing.assert_array_equal(vectors[:n0], base_vectors)
-    cosines = np.einsum("ij,ij->i", vectors[3 * n0 : 4 * n0], base_vectors)
-    assert cosines.min() > 0.9 and cosines.max() < 1.0  # perturbed, still close
+    best = (vectors @ base_vectors.T).max(axis=0)
+    np.testing.assert_allclose(best, 1.0, rtol=1e-5)  # every real chunk is among them, unchanged
+    copies = ((vectors @ base_vectors.T) > 0.999).any(axis=1).sum()
+    assert copies == n0  # the rest are distractors, not near-copies of the notes
 
     store = IndexStore(tmp_path / "index")
     tracemalloc.start()
@@ -201,14 +202,12 @@ def test_a_scaled_index_keeps_chunks_in_sqlite_and_maps_its_arrays(
         assert heap < chunk_text / 4, (heap, chunk_text)
 
         original = session_index.chunks([5])[0]
-        copy = index.chunk_by_id(f"{original.chunk_id}~3")
-        assert copy is not None and copy.text == original.text and copy.doc_id == f"x0003/{original.doc_id}"
-        row = index.row_of(copy.chunk_id)
-        assert row == 3 * n0 + 5
+        row = index.row_of(original.chunk_id)  # the real chunk, somewhere among the distractors
+        assert row is not None and index.chunk_by_id(original.chunk_id).text == original.text
         np.testing.assert_array_equal(index.vectors([row])[0], vectors[row])
         assert index.dense_search(vectors[row], 1)[0][0] == row
-        assert index.doc_freq("注意力") == copies * session_index.doc_freq("注意力")
-        assert sum(1 for _ in index.all_chunks_iter(batch=1000)) == copies * n0
+        assert index.doc_freq("注意力") >= session_index.doc_freq("注意力")
+        assert sum(1 for _ in index.all_chunks_iter(batch=1000)) == n
 
 
 def test_single_queries_run_faiss_on_one_thread_in_any_thread(session_index: LoadedIndex) -> None:

@@ -740,3 +740,64 @@ def test_highlight_colours_are_readable_in_both_themes() -> None:
     for theme, (fg, bg) in style.HIGHLIGHT.items():
         assert contrast(fg, bg) >= 4.5, theme
         assert f"color: {fg}" in style.page_css(theme) and f"background-color: {bg}" in style.page_css(theme)
+
+
+# --- knowledge bases -------------------------------------------------------------------------------------
+
+GARDEN = {
+    "月季修剪.md": "# 月季修剪\n\n月季在早春萌芽前重剪，剪到外向芽上方约一厘米处，病枝和交叉枝全部剪掉。\n",
+    "多肉浇水.md": "# 多肉浇水\n\n多肉植物夏季休眠期要断水，其余季节见干见湿，浇水要浇透。\n",
+}
+
+
+def test_kb_selector_per_chat_kb_and_note_delete(
+    app: Callable[..., AppTest], tmp_path: Path, base_settings: Settings, engine
+) -> None:
+    """The sidebar's knowledge base decides documents and new chats; a chat keeps its own; a note is deleted
+    after a confirm step and re-ingested."""
+    settings = private_settings(tmp_path, base_settings, index_path=base_settings.index_dir)
+    shutil.copy(base_settings.cache_dir / "embeddings.sqlite", settings.cache_dir / "embeddings.sqlite")
+    with serve_api(settings, engine) as url, httpx.Client(base_url=url, timeout=120) as http:
+        assert http.post("/kbs", json={"name": "garden"}).status_code == 201
+        for name, text in GARDEN.items():
+            sent = http.post("/documents", data={"kb": "garden"}, files={"file": (name, text.encode(), "text/markdown")})
+            assert sent.status_code == 201, sent.text
+        job = http.post("/ingest", json={"kb": "garden"}).json()
+        deadline = time.monotonic() + 300
+        while http.get(f"/ingest/{job['job_id']}").json()["state"] not in ("succeeded", "failed"):
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+
+        at = app(url)
+        selector = at.selectbox(key="kb")
+        assert selector.options[:1] == [f"default（{http.get('/stats').json()['documents']} 篇）"]
+        assert "garden（2 篇）" in selector.options and selector.value == "default"
+        selector.set_value("garden").run()
+        assert int(at.sidebar.metric[0].value) == 2
+        docs_box = [e for e in at.sidebar.expander if "文档列表" in e.label][0]
+        assert "（2）" in docs_box.label and len(docs_box.markdown) == 2
+
+        at = ask(at, "月季什么时候修剪？")
+        cid = at.query_params["c"]
+        assert http.get(f"/conversations/{cid}").json()["knowledge_base"] == "garden"
+        assert {c["doc_id"] for c in at.session_state.turns[-1]["answer"]["citations"]} == {"月季修剪.md"}
+        assert any("知识库：garden" in c.value for c in at.caption)
+        listed = [b for b in at.sidebar.button if b.key == f"conv-{cid}"][0]
+        assert "知识库：garden" in (listed.help or "")
+
+        at.selectbox(key="kb").set_value("default").run()  # another knowledge base: a new chat
+        assert at.session_state.turns == [] and "c" not in at.query_params
+        at.button(key=f"conv-{cid}").click().run()  # the stored chat brings its knowledge base back
+        assert at.selectbox(key="kb").value == "garden" and at.session_state.turns
+        assert int(at.sidebar.metric[0].value) == 2
+
+        at.button(key="del-doc-多肉浇水.md").click().run()
+        assert any("确定删除“" + render.escape_markdown("多肉浇水.md") in w.value for w in at.warning)
+        assert (settings.data_dir / "kbs" / "garden" / "corpus" / "多肉浇水.md").exists()  # not before confirming
+        at.button(key="del-confirm").click().run()
+        assert not at.exception
+        assert not (settings.data_dir / "kbs" / "garden" / "corpus" / "多肉浇水.md").exists()
+        at = run_until(at, lambda a: any("入库完成" in s.value for s in a.success))
+        assert int(at.sidebar.metric[0].value) == 1
+        assert [d["doc_id"] for d in http.get("/documents", params={"kb": "garden"}).json()["documents"]] == ["月季修剪.md"]
+        assert http.get("/stats").json()["documents"] > 2  # the default knowledge base is untouched

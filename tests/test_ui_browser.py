@@ -303,3 +303,26 @@ def test_hostile_note_executes_nothing(page: Page) -> None:
     assert page.locator("script:has-text('__xss')").count() == 0
     page.wait_for_timeout(1000)  # give a (wrongly) injected onerror handler the chance to run
     assert page.evaluate("typeof window.__xss") == "undefined"
+
+
+def test_selecting_a_second_knowledge_base_switches_documents_and_chat(page: Page, stack: dict) -> None:
+    """A knowledge base made over the API appears in the sidebar selector; choosing it shows its documents and
+    a question is answered from its note."""
+    note = "# 茶艺\n\n龙井茶宜用八十度左右的水冲泡，第一泡浸泡约一分钟。\n"
+    with httpx.Client(base_url=stack["api"], headers={"Authorization": f"Bearer {KEY}"}, timeout=120) as http:
+        assert http.post("/kbs", json={"name": "second"}).status_code == 201
+        sent = http.post("/documents", data={"kb": "second"}, files={"file": ("茶艺.md", note.encode(), "text/markdown")})
+        assert sent.status_code == 201, sent.text
+        job = http.post("/ingest", json={"kb": "second"}).json()
+        deadline = time.monotonic() + 300
+        while http.get(f"/ingest/{job['job_id']}").json()["state"] not in ("succeeded", "failed"):
+            assert time.monotonic() < deadline
+            time.sleep(0.3)
+    page.reload()
+    sidebar = page.locator("[data-testid='stSidebar']")
+    sidebar.locator("[data-testid='stSelectbox']").filter(has_text="当前知识库").click()
+    page.get_by_role("option", name="second（1 篇）").click()
+    expect(sidebar.get_by_text("文档列表（1）", exact=False)).to_be_visible()
+    message = ask(page, "龙井茶用多少度的水冲泡？")
+    expect(message.get_by_text("茶艺", exact=False).first).to_be_visible()
+    expect(page.locator("#stMain [data-testid='stCaptionContainer']").filter(has_text="知识库：second").first).to_be_visible()

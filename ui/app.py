@@ -4,7 +4,8 @@ feedback in one click, and knowledge-base management with ingest jobs the page f
 included), or with `streamlit run ui/app.py`.
 
 Environment (read in `main` only): RAG_API_URL (default http://127.0.0.1:8000), RAG_API_KEY (optional).
-The open conversation's id is kept in the address (`?c=…`), so a reload opens it again.
+The open conversation's id is kept in the address (`?c=…`), so a reload opens it again. The knowledge base
+selected in the sidebar is the one documents, upload, re-ingest and new chats use; each chat keeps its own.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ def init_state() -> None:
         "notice": None,
         "ingest_job": None,
         "started": False,
+        "kb_list": [],  # the knowledge bases (GET /kbs); the selected one is `kb`
+        "confirm_delete": None,  # the note whose deletion awaits confirmation
     }
     for key, value in defaults.items():
         st.session_state.setdefault(key, value)
@@ -67,10 +70,12 @@ def main() -> None:
 def page(client: ApiClient) -> None:
     """Sidebar, banners, the ingest job, the conversation and the chat input."""
     st.html(style.page_css(getattr(st.context.theme, "type", None)))
+    sidebar.load_knowledge_bases(client)
     if not st.session_state.started:  # a new session (first visit or a reload): reopen the conversation
         st.session_state.started = True
         if st.query_params.get("c"):
             sidebar.open_conversation(client, st.query_params["c"])
+            client.kb = st.session_state.get("kb") or client.kb  # the reopened chat's knowledge base
     stats: Stats | None
     try:
         stats, problem = client.stats(), None
@@ -82,7 +87,8 @@ def page(client: ApiClient) -> None:
     st.title("📚 AI 笔记问答")
     conversation = st.session_state.conversation
     if conversation:
-        st.caption(f"💬 {render.escape_markdown(conversation.get('title') or '')}")
+        kb = conversation.get("knowledge_base") or "—"
+        st.caption(f"💬 {render.escape_markdown(conversation.get('title') or '')} · 📚 知识库：{render.escape_markdown(kb)}")
     else:
         st.caption(f"根据你的 AI 笔记回答问题，每个结论都标出处；点击 [n] 跳到对应来源。{EXAMPLE}")
     if problem is not None:

@@ -64,6 +64,12 @@ ERROR_STATUS = {
     "corpus_unavailable": 503,
     "limit_exceeded": 409,
     "invalid_settings": 400,
+    "feedback_unavailable": 503,
+    # rag.knowledge_bases
+    "kb_not_found": 404,
+    "kb_busy": 409,
+    "kb_empty": 409,
+    "too_many_kbs": 409,
     # the HTTP edge (rag.api.routes)
     "bad_request": 400,
     "malformed_json": 400,
@@ -109,8 +115,12 @@ def error_for_status(status: int, code: str, server_message: str) -> ApiError:
         )
     elif status == 413:
         msg = f"内容太大（413）：请缩小文件或问题后重试。{detail}"
+    elif code == "kb_empty":
+        msg = f"这个知识库还没有索引：请先上传笔记并点击侧边栏的“重新入库”。{detail}"
     elif status == 409:
         msg = f"操作冲突（409）：{detail or '资源已存在或有任务正在运行。'}"
+    elif code == "kb_not_found":
+        msg = f"找不到这个知识库（404）：它可能已被删除或改名，请在侧边栏重新选择知识库。{detail}"
     elif status == 404:
         msg = f"未找到（404）。{detail}"
     elif status in (400, 422):
@@ -123,7 +133,11 @@ def error_for_status(status: int, code: str, server_message: str) -> ApiError:
 
 
 class ApiClient:
-    """Synchronous client for the API at `base_url` (Bearer `api_key` when given)."""
+    """Synchronous client for the API at `base_url` (Bearer `api_key` when given).
+
+    `kb` is the knowledge base the knowledge-base scoped calls name (documents, upload, ingest, stats, search,
+    ask, glossary, feedback, new conversations); None = the server's default.
+    """
 
     def __init__(
         self,
@@ -136,6 +150,7 @@ class ApiClient:
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
         self.has_key = bool(api_key)
+        self.kb: str | None = None
         headers = {"Accept": "application/json"}
         if api_key:
             headers["Authorization"] = f"Bearer {api_key}"
@@ -198,6 +213,10 @@ class ApiClient:
         except ValueError as exc:
             raise ApiError("问答服务返回了无法解析的响应：请确认 `RAG_API_URL` 指向本项目的 API。") from exc
 
+    def _kb(self) -> dict[str, str]:
+        """The `kb` parameter or field of a knowledge-base scoped call (nothing for the server's default)."""
+        return {"kb": self.kb} if self.kb else {}
+
     # --- endpoints ------------------------------------------------------------------------------
 
     def health(self) -> dict[str, Any]:
@@ -216,21 +235,29 @@ class ApiClient:
 
     def stats(self) -> Stats:
         """GET /stats: readiness, counts, embedder, LLM backend, last ingest."""
-        return self._request("GET", "/stats")
+        return self._request("GET", "/stats", params=self._kb())
+
+    def kbs(self) -> list[dict[str, Any]]:
+        """GET /kbs: the knowledge bases (the default one first) with their counts."""
+        return self._request("GET", "/kbs").get("kbs", [])
 
     def documents(self) -> list[DocumentInfo]:
         """GET /documents."""
-        data = self._request("GET", "/documents")
+        data = self._request("GET", "/documents", params=self._kb())
         return data.get("documents", []) if isinstance(data, dict) else data
 
     def document(self, doc_id: str) -> DocumentDetail:
         """GET /documents/{doc_id}: the raw note text and its chunks."""
-        return self._request("GET", f"/documents/{quote(doc_id, safe='/')}")
+        return self._request("GET", f"/documents/{quote(doc_id, safe='/')}", params=self._kb())
+
+    def delete_document(self, doc_id: str) -> dict[str, Any]:
+        """DELETE /documents/{doc_id}: remove the note and start the re-ingest (the answer names its job)."""
+        return self._request("DELETE", f"/documents/{quote(doc_id, safe='/')}", params=self._kb())
 
     def original(self, doc_id: str) -> bytes:
         """GET /documents/{doc_id}/original: the document's file as it lies in the corpus (PDF, Word, web page)."""
         try:
-            response = self._http.get(f"/documents/{quote(doc_id, safe='/')}/original")
+            response = self._http.get(f"/documents/{quote(doc_id, safe='/')}/original", params=self._kb())
         except httpx.HTTPError as exc:
             raise self._transport_error(exc) from exc
         self._raise_for(response)
@@ -240,11 +267,13 @@ class ApiClient:
         """POST /documents with one note as multipart field `file` (409 when it exists, unless overwrite)."""
         mime = "text/markdown" if filename.lower().endswith(".md") else "text/plain"
         params = {"overwrite": "true"} if overwrite else None
-        return self._request("POST", "/documents", files={"file": (filename, content, mime)}, params=params)
+        return self._request(
+            "POST", "/documents", files={"file": (filename, content, mime)}, params=params, data=self._kb()
+        )
 
     def start_ingest(self, full: bool = False) -> IngestJob:
         """POST /ingest: start a background ingest job."""
-        return self._request("POST", "/ingest", json={"full": full})
+        return self._request("POST", "/ingest", json={"full": full, **self._kb()})
 
     def ingest_job(self, job_id: str) -> IngestJob:
         """GET /ingest/{job_id}: state and per-stage progress."""
@@ -259,7 +288,7 @@ class ApiClient:
         comment: str | None = None,
     ) -> FeedbackEntry:
         """POST /feedback for one answer."""
-        body: dict[str, Any] = {"rating": rating}
+        body: dict[str, Any] = {"rating": rating, **self._kb()}
         if answer_id:
             body["answer_id"] = answer_id
         if question:
@@ -272,16 +301,16 @@ class ApiClient:
         self, query: str, *, top_k: int | None = None, mode: Mode = "hybrid", explain: bool = False
     ) -> dict[str, Any]:
         """POST /search: ranked passages without an answer."""
-        body: dict[str, Any] = {"query": query, "mode": mode, "explain": explain}
+        body: dict[str, Any] = {"query": query, "mode": mode, "explain": explain, **self._kb()}
         if top_k:
             body["top_k"] = top_k
         return self._request("POST", "/search", json=body)
 
-    @staticmethod
     def _ask_body(
-        question: str, history: Sequence[Turn], top_k: int | None, mode: Mode, explain: bool, stream: bool
+        self, question: str, history: Sequence[Turn], top_k: int | None, mode: Mode, explain: bool, stream: bool
     ) -> dict[str, Any]:
         body: dict[str, Any] = {
+            **self._kb(),
             "question": question,
             "history": [{"role": t["role"], "content": t["content"]} for t in history],
             "mode": mode,
@@ -358,8 +387,8 @@ class ApiClient:
         return self._request("GET", "/conversations", params={"limit": limit}).get("conversations", [])
 
     def create_conversation(self, title: str | None = None) -> ConversationInfo:
-        """POST /conversations."""
-        return self._request("POST", "/conversations", json={"title": title} if title else {})
+        """POST /conversations: a conversation with the client's knowledge base (its questions are asked there)."""
+        return self._request("POST", "/conversations", json=({"title": title} if title else {}) | self._kb())
 
     def conversation(self, conversation_id: str) -> ConversationDetail:
         """GET /conversations/{id}: the conversation with its stored turns and their feedback."""
@@ -415,7 +444,7 @@ class ApiClient:
 
     def glossary(self) -> dict[str, Any]:
         """GET /glossary: alias groups, with where each came from when the server says."""
-        return self._request("GET", "/glossary")
+        return self._request("GET", "/glossary", params=self._kb())
 
 
 def _parse_sse(lines: Iterator[str]) -> Iterator[tuple[str, Any]]:

@@ -1,5 +1,9 @@
-"""The sidebar: stored conversations (open, new, rename, export, delete), the knowledge base (status,
-documents, upload, ingest, the alias glossary) and the retrieval settings."""
+"""The sidebar: stored conversations (open, new, rename, export, delete), the knowledge base (which one, its
+status, documents with delete, upload, ingest, the alias glossary) and the retrieval settings.
+
+The knowledge-base selector (`st.session_state.kb`) decides what the documents, upload, re-ingest and new
+chats use; a stored conversation keeps the knowledge base it was started with, and opening it selects that one.
+"""
 
 from __future__ import annotations
 
@@ -23,6 +27,7 @@ def draw(client: ApiClient, stats: Stats | None) -> Options:
         conversations_panel(client)
         st.divider()
         st.header("📚 知识库")
+        kb_selector()
         if stats is None:
             st.caption("未连接到问答服务，知识库信息暂不可用。")
         else:
@@ -37,6 +42,49 @@ def draw(client: ApiClient, stats: Stats | None) -> Options:
         top_k = st.slider("返回片段数（top-k）", min_value=1, max_value=10, value=5, key="top_k")
         mode = st.selectbox("检索模式", list(MODES), format_func=MODES.__getitem__, key="mode")
     return Options(top_k=int(top_k), mode=mode)
+
+
+# --- which knowledge base -----------------------------------------------------------------------------------
+
+
+def load_knowledge_bases(client: ApiClient) -> None:
+    """Fetch the knowledge bases; keep the selection when it still exists, else select the default one. Sets
+    `client.kb` so every knowledge-base scoped call of this run names the selected one."""
+    try:
+        kbs = client.kbs()
+    except ApiError:
+        kbs = []
+    st.session_state.kb_list = kbs
+    names = [kb["name"] for kb in kbs]
+    if names and st.session_state.get("kb") not in names:
+        st.session_state.kb = next((kb["name"] for kb in kbs if kb.get("default")), names[0])
+    client.kb = st.session_state.get("kb") if names else None
+
+
+def kb_label(kb: dict) -> str:
+    """A knowledge base as the selector shows it: its name and how many documents it holds."""
+    count = kb.get("documents")
+    return f"{kb['name']}（{count} 篇）" if isinstance(count, int) else f"{kb['name']}（未入库）"
+
+
+def kb_selector() -> None:
+    kbs = st.session_state.get("kb_list") or []
+    if not kbs:
+        return
+    labels = {kb["name"]: kb_label(kb) for kb in kbs}
+    st.selectbox(
+        "当前知识库", list(labels), key="kb", format_func=labels.__getitem__, on_change=_kb_changed,
+        help="文档列表、上传、重新入库和新对话都使用这里选中的知识库。",
+    )
+
+
+def _kb_changed() -> None:
+    """Another knowledge base: its documents, and a new chat (the open one stays with its own)."""
+    conversation = st.session_state.conversation or {}
+    if conversation.get("knowledge_base") != st.session_state.kb:
+        new_conversation()
+    st.session_state.doc_cache = {}
+    st.session_state.confirm_delete = None
 
 
 # --- conversations ---------------------------------------------------------------------------------------
@@ -62,6 +110,10 @@ def open_conversation(client: ApiClient, conversation_id: str) -> bool:
             st.session_state.notice = ("error", exc.message)
         return False
     st.session_state.conversation = {k: v for k, v in detail.items() if k != "messages"}
+    names = [kb["name"] for kb in st.session_state.get("kb_list") or []]
+    if detail.get("knowledge_base") in names:  # the chat asks its own knowledge base: select it
+        st.session_state.kb = detail["knowledge_base"]
+        st.session_state.doc_cache = {}
     st.session_state.turns = turns_from(detail)
     st.session_state.regenerate = False
     st.query_params["c"] = detail["id"]
@@ -87,7 +139,8 @@ def conversations_panel(client: ApiClient) -> None:
             type="primary" if item["id"] == current else "secondary",
             on_click=open_conversation,
             args=(client, item["id"]),
-            help=f"{item['turns']} 个问题 · 更新于 {render.format_time(item['updated_at'])}",
+            help=f"知识库：{render.escape_markdown(item.get('knowledge_base') or '—')} · {item['turns']} 个问题 · "
+            f"更新于 {render.format_time(item['updated_at'])}",
         )
     if current:
         manage_panel(client, st.session_state.conversation)
@@ -168,15 +221,50 @@ def documents_panel(client: ApiClient) -> None:
     except ApiError as exc:
         st.caption(f"文档列表不可用：{exc.message}")
         return
-    with st.expander(f"📄 文档列表（{len(docs)}）"):
+    busy = st.session_state.get("ingest_job") is not None
+    with st.expander(f"📄 文档列表（{len(docs)}）", expanded=bool(st.session_state.get("confirm_delete"))):
         if not docs:
             st.caption("还没有文档。")
         for doc in docs:
+            doc_id = doc["doc_id"]
             size = render.format_size(doc.get("size_bytes", 0))
-            st.markdown(
-                f"**{render.escape_markdown(doc.get('title') or doc['doc_id'])}**  \n"
-                f"{render.escape_markdown(doc['doc_id'])} · {doc.get('chunks', 0)} 个片段 · {size}"
+            text, action = st.columns([5, 1], vertical_alignment="center")
+            text.markdown(
+                f"**{render.escape_markdown(doc.get('title') or doc_id)}**  \n"
+                f"{render.escape_markdown(doc_id)} · {doc.get('chunks', 0)} 个片段 · {size}"
             )
+            action.button(
+                "🗑️", key=f"del-doc-{doc_id}", help="删除这篇笔记（会先确认）", disabled=busy,
+                on_click=_ask_delete, args=(doc_id,),
+            )
+            if st.session_state.get("confirm_delete") == doc_id:
+                confirm_delete(client, doc_id)
+
+
+def _ask_delete(doc_id: str) -> None:
+    st.session_state.confirm_delete = doc_id
+
+
+def confirm_delete(client: ApiClient, doc_id: str) -> None:
+    """The confirm step: deleting removes the file from the knowledge base's notes folder and re-ingests."""
+    st.warning(f"确定删除“{render.escape_markdown(doc_id)}”吗？文件会从知识库的笔记文件夹中删除，并重新入库。")
+    yes, no = st.columns(2)
+    yes.button("确认删除", key="del-confirm", type="primary", on_click=_delete_note, args=(client, doc_id))
+    no.button("取消", key="del-cancel", on_click=_ask_delete, args=(None,))
+
+
+def _delete_note(client: ApiClient, doc_id: str) -> None:
+    st.session_state.confirm_delete = None
+    try:
+        result = client.delete_document(doc_id)
+    except ApiError as exc:
+        st.session_state.notice = ("error", exc.message)
+        return
+    st.session_state.doc_cache = {}
+    job = result.get("job") or {}
+    if job.get("job_id"):
+        st.session_state.ingest_job = {"id": str(job["job_id"]), "label": f"已删除 {doc_id}"}
+    st.toast(f"已删除 {doc_id}，正在重新入库。", icon="🗑️")
 
 
 def upload_panel(client: ApiClient, stats: Stats) -> None:

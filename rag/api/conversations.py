@@ -1,8 +1,8 @@
 """Routes of stored conversations (`/conversations`), and of amending feedback (`PATCH /feedback/{id}`).
 
 A conversation's questions are asked through it (`POST /conversations/{id}/ask`): the server takes the history
-from the stored turns, answers like /ask (JSON or server-sent events) and stores the exchange once the answer
-is complete. Feedback stays in the feedback store, keyed by the answer id; a conversation shows each answer's
+from the stored turns, answers like /ask (JSON or server-sent events) from the conversation's knowledge base
+(named when it was created, `knowledge_base`) and stores the exchange once the answer is complete. Feedback stays in the feedback store, keyed by the answer id; a conversation shows each answer's
 latest entry. The store is opened on first use, in the data dir, under the same auth and error shape as the
 rest of the API.
 """
@@ -15,15 +15,18 @@ from collections.abc import Iterator
 from dataclasses import asdict
 from typing import Annotated, Any, Literal
 
+import anyio.to_thread
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, Field, field_validator
 from starlette.responses import Response
 
+from rag.api.knowledge import engine_for, kb_name, registry_of
 from rag.api.responses import event_stream, json_response
-from rag.api.routes import EngineDep, FeedbackDep, SettingsDep, WorkerDep, wants_event_stream
-from rag.api.schemas import ERRORS, STREAMED, STRICT, Name, Question, TopK, checked_text
+from rag.api.routes import FeedbackDep, SettingsDep, WorkerDep, wants_event_stream
+from rag.api.schemas import ERRORS, STREAMED, STRICT, KbName, Name, Question, TopK, checked_text
 from rag.api.shaping import safe_answer
 from rag.api.workers import answer_events
+from rag.config import Settings
 from rag.conversations_store import (
     Conversation,
     ConversationInfo,
@@ -33,6 +36,7 @@ from rag.conversations_store import (
 from rag.engine import Engine
 from rag.errors import NotFound
 from rag.feedback import FeedbackEntry
+from rag.knowledge_bases import KnowledgeBaseNotFound
 from rag.types import Answer, RetrievalMode, Turn
 
 _OPEN_LOCK = threading.Lock()  # the store is opened once per app, by whichever request comes first
@@ -45,6 +49,7 @@ class ConversationCreate(BaseModel):
     model_config = STRICT
 
     title: Name | None = Field(None, description="Empty or absent: named after the first question.")
+    kb: KbName = None
 
 
 class ConversationRename(BaseModel):
@@ -212,11 +217,14 @@ async def list_conversations(
 
 @router.post("/conversations", status_code=201, response_model=ConversationSummary)
 async def create_conversation(
-    store: StoreDep, worker: WorkerDep, settings: SettingsDep, body: ConversationCreate | None = None
+    request: Request, store: StoreDep, worker: WorkerDep, body: ConversationCreate | None = None
 ) -> Response:
-    """Start a conversation (409 `limit_exceeded` beyond RAG_MAX_CONVERSATIONS)."""
+    """Start a conversation with knowledge base `kb` (its questions are asked there; 409 `limit_exceeded`
+    beyond RAG_MAX_CONVERSATIONS)."""
     title = body.title if body and body.title and body.title.strip() else None
-    info: ConversationInfo = await worker.run(store.create, title, settings.corpus_dir.resolve().name)
+    name = kb_name(request, body.kb if body else None)
+    await worker.run(registry_of(request).get, name)  # 404 for an unknown knowledge base
+    info: ConversationInfo = await worker.run(store.create, title, name)
     return json_response(asdict(info), 201)
 
 
@@ -256,6 +264,22 @@ async def export_conversation(conversation_id: str, store: StoreDep, worker: Wor
     )
 
 
+async def conversation_engine(request: Request, settings: Settings, info: ConversationInfo) -> Engine:
+    """The engine of the knowledge base a conversation asks. One stored before knowledge bases existed names
+    the corpus folder instead: it asks the default knowledge base. One whose knowledge base is gone: 404."""
+    registry = registry_of(request)
+    known = {kb.name for kb in await anyio.to_thread.run_sync(registry.list)}
+    name = info.knowledge_base
+    if name not in known:
+        if name != settings.corpus_dir.resolve().name:
+            raise KnowledgeBaseNotFound(
+                f"this conversation asks knowledge base {name!r}, which no longer exists; start a new conversation"
+            )
+        name = settings.default_kb
+    _, engine = await engine_for(request, name)
+    return engine
+
+
 def _stored_stream(
     engine: Engine, store: ConversationStore, conversation_id: str, question: str, history: list[Turn],
     options: dict[str, Any], replace: bool,
@@ -293,11 +317,14 @@ async def _answer(
 
 @router.post("/conversations/{conversation_id}/ask", response_model=Answer, responses=STREAMED)
 async def ask_in_conversation(
-    conversation_id: str, body: ConversationAsk, request: Request, engine: EngineDep, store: StoreDep,
-    worker: WorkerDep,
+    conversation_id: str, body: ConversationAsk, request: Request, store: StoreDep, worker: WorkerDep,
+    settings: SettingsDep,
 ) -> Response:
-    """Ask within a conversation: its stored turns are the history, and the exchange is stored."""
+    """Ask within a conversation, from its knowledge base: its stored turns are the history, and the exchange
+    is stored."""
     turns = await worker.run(store.check_room, conversation_id)
+    conversation: Conversation = await worker.run(store.get, conversation_id)
+    engine = await conversation_engine(request, settings, conversation.info)
     options = {"top_k": body.top_k, "mode": body.mode, "explain": body.explain}
     return await _answer(
         request, engine, store, worker, conversation_id, body.question, history_of(turns), options, body.stream,
@@ -307,13 +334,15 @@ async def ask_in_conversation(
 
 @router.post("/conversations/{conversation_id}/regenerate", response_model=Answer, responses=STREAMED)
 async def regenerate_last_answer(
-    conversation_id: str, request: Request, engine: EngineDep, store: StoreDep, worker: WorkerDep,
+    conversation_id: str, request: Request, store: StoreDep, worker: WorkerDep, settings: SettingsDep,
     body: ConversationRegenerate | None = None,
 ) -> Response:
-    """Answer the last question again and store the new answer in place of the old one."""
+    """Answer the last question again (from the conversation's knowledge base) and store the new answer in
+    place of the old one."""
     conversation: Conversation = await worker.run(store.get, conversation_id)
     if not conversation.turns:
         raise NotFound("this conversation has no answer to regenerate")
+    engine = await conversation_engine(request, settings, conversation.info)
     body = body or ConversationRegenerate()
     options = {"top_k": body.top_k, "mode": body.mode, "explain": body.explain}
     last = conversation.turns[-1]

@@ -1,5 +1,9 @@
 """The OpenAI-compatible chat: chat messages in, a question and history out; an answer back as a completion.
 
+The routes (`/v1/models`, `/v1/chat/completions`) take a knowledge base as the `model`: `GET /v1/models` lists
+them, `rag-notes` (the id advertised before knowledge bases) names the default one, and an unknown model is a
+404 in OpenAI's error shape (`error.type`, `error.param`, `error.code` = `model_not_found`).
+
 `conversation_from` reads the last user message as the question and earlier user/assistant messages as the
 history (without the sources list this API appended to its own replies). `chat_completion` and `chat_chunks`
 format an `Answer` as a `chat.completion` or as `chat.completion.chunk` events, with a numbered sources list
@@ -10,18 +14,34 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import asdict
 from typing import Any
 
-from fastapi import Request
+import anyio.to_thread
+from fastapi import APIRouter, Request
+from starlette.responses import Response
 
-from rag.api.responses import SSE_DONE, error_body, sse
-from rag.api.schemas import ChatMessage
+from rag.api.knowledge import pool_of, registry_of
+from rag.api.responses import SSE_DONE, error_body, error_response, event_stream, json_response, sse
+from rag.api.routes import SettingsDep, WorkerDep, check_history
+from rag.api.schemas import (
+    ERRORS,
+    MODEL_ID,
+    STREAMED,
+    ChatCompletion,
+    ChatMessage,
+    ChatRequest,
+    ModelCard,
+    ModelList,
+)
 from rag.api.shaping import safe_answer, text_stream_cleaner
 from rag.api.workers import ThreadStream
+from rag.config import Settings
 from rag.errors import InvalidInput, RagError
+from rag.knowledge_bases import NAME_PATTERN, KnowledgeBaseNotFound
 from rag.text import CJK_CHARS, CJK_COMPAT_CHARS
 from rag.types import Answer, Citation, Turn
 
@@ -153,3 +173,63 @@ async def chat_chunks(
         yield sse(None, error_body("internal_error", "internal server error"))
     finally:
         stream.stop()
+
+
+def check_chat_messages(messages: Sequence[ChatMessage], settings: Settings) -> None:
+    """Every text of every chat message (content, or each text part) within the per-turn limit."""
+    limit = settings.max_history_turn_chars
+    for i, message in enumerate(messages):
+        content = message.content
+        texts = [content] if isinstance(content, str) else [part.text or "" for part in content or []]
+        if any(len(text) > limit for text in texts):
+            raise InvalidInput(f"messages.{i}.content is longer than {limit} characters (the limit per message)")
+
+
+def model_not_found(model: str, known: Sequence[str]) -> Response:
+    """404 in the one error shape, with the fields OpenAI clients read (`type`, `param`)."""
+    message = (
+        f"The model {model[:80]!r} does not exist: models are knowledge bases ({', '.join(known) or 'none'}; "
+        f"{MODEL_ID!r} is the default one)"
+    )
+    return error_response(404, "model_not_found", message, type="invalid_request_error", param="model")
+
+
+router = APIRouter(responses=ERRORS, tags=["openai"])
+
+
+@router.get("/v1/models", response_model=ModelList)
+async def list_models(request: Request) -> ModelList:
+    """The knowledge bases, as OpenAI models (the id is the name to send as `model`)."""
+    kbs = await anyio.to_thread.run_sync(registry_of(request).list)
+    return ModelList(data=[ModelCard(id=kb.name, created=int(kb.created)) for kb in kbs])
+
+
+@router.post("/v1/chat/completions", response_model=ChatCompletion, responses=STREAMED)
+async def chat_completions(body: ChatRequest, request: Request, worker: WorkerDep, settings: SettingsDep) -> Response:
+    """OpenAI-compatible chat over the knowledge base named by `model`: the last user message with text is the
+    question, earlier ones the history."""
+    check_chat_messages(body.messages, settings)
+    question, history = conversation_from(body.messages)
+    check_history(history, settings)
+    registry = registry_of(request)
+    kbs = {kb.name for kb in await anyio.to_thread.run_sync(registry.list)}
+    name = body.model if body.model in kbs else settings.default_kb if body.model == MODEL_ID else None
+    if name is None or not NAME_PATTERN.fullmatch(name):
+        return model_not_found(body.model, sorted(kbs))
+    try:
+        engine = await anyio.to_thread.run_sync(pool_of(request).engine, name)
+    except KnowledgeBaseNotFound:  # deleted meanwhile
+        return model_not_found(body.model, sorted(kbs - {name}))
+    created = int(time.time())
+    prompt_tokens = sum(rough_tokens(message_text(m)) for m in body.messages)
+    if body.stream:
+        stream = await worker.stream(lambda: engine.ask_stream(question, history=history))
+        include_usage = bool((body.stream_options or {}).get("include_usage"))
+        return event_stream(
+            chat_chunks(
+                stream, request, model=body.model, created=created, prompt_tokens=prompt_tokens,
+                include_usage=include_usage,
+            )
+        )
+    answer = await worker.run(engine.ask, question, history=history)
+    return json_response(chat_completion(answer, body.model, created, prompt_tokens))

@@ -34,12 +34,15 @@ def json_response(data: Any, status: int = 200, headers: dict[str, str] | None =
     return Response(dumps(data), status_code=status, headers=headers, media_type="application/json")
 
 
-def error_body(code: str, message: str) -> dict[str, dict[str, str]]:
-    return {"error": {"code": code, "message": message}}
+def error_body(code: str, message: str, **extra: str | None) -> dict[str, dict[str, str | None]]:
+    """The one error shape; `extra` adds fields some clients expect (OpenAI's `type` and `param`)."""
+    return {"error": {"code": code, "message": message, **extra}}
 
 
-def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> Response:
-    return json_response(error_body(code, message), status, headers)
+def error_response(
+    status: int, code: str, message: str, headers: dict[str, str] | None = None, **extra: str | None
+) -> Response:
+    return json_response(error_body(code, message, **extra), status, headers)
 
 
 SSE_DONE = b"data: [DONE]\n\n"
@@ -62,9 +65,11 @@ def event_stream(body: AsyncIterator[bytes]) -> StreamingResponse:
 _INLINE = ("application/pdf", "text/plain", "text/markdown")
 
 
-def original_url(doc_id: str) -> str:
-    """Where GET /documents/{doc_id}/original serves the document's file (add `#page=N` for a PDF page)."""
-    return f"/documents/{quote(doc_id)}/original"
+def original_url(doc_id: str, kb: str | None = None) -> str:
+    """Where GET /documents/{doc_id}/original serves the document's file (add `#page=N` for a PDF page); `kb`
+    names a knowledge base other than the default one."""
+    url = f"/documents/{quote(doc_id)}/original"
+    return f"{url}?kb={quote(kb, safe='')}" if kb else url
 
 
 def original_headers(doc_id: str, media_type: str) -> dict[str, str]:

@@ -11,14 +11,13 @@ from __future__ import annotations
 import functools
 import logging
 import re
-import time
 from collections.abc import Sequence
 from dataclasses import asdict
 from typing import Annotated, Any
 
 import anyio
 import anyio.to_thread
-from fastapi import APIRouter, Depends, Query, Request, UploadFile
+from fastapi import APIRouter, Depends, Form, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from pydantic import BeforeValidator
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -26,23 +25,18 @@ from starlette.responses import Response
 from starlette.routing import Match
 
 from ingest.corpus import read_original, save_note
-from rag.api.openai import chat_chunks, chat_completion, conversation_from, message_text, rough_tokens
+from rag.api.knowledge import KB_HELP, KbQuery, engine_for, kb_name, registry_of, settings_for
 from rag.api.responses import error_response, event_stream, json_response, original_headers, original_url
 from rag.api.schemas import (
     ERRORS,
-    MODEL_ID,
+    KB_PATTERN,
     STREAMED,
     UNPAIRED_SURROGATE,
     AskRequest,
-    ChatCompletion,
-    ChatMessage,
-    ChatRequest,
     FeedbackList,
     FeedbackRequest,
     IngestRequest,
     JobResponse,
-    ModelCard,
-    ModelList,
     SearchRequest,
     SearchResponse,
     UploadResponse,
@@ -53,7 +47,8 @@ from rag.config import Settings
 from rag.engine import PICKUP_WAIT_SECONDS, Engine
 from rag.errors import REPAIR_HINT, IndexNotReady, InvalidInput, Overloaded, RagError
 from rag.feedback import FeedbackEntry, FeedbackStore
-from rag.jobs import IngestJobs
+from rag.jobs import IngestJobs, KnowledgeBaseJobs
+from rag.knowledge_bases import KnowledgeBaseEmpty, check_name
 from rag.metrics import Metrics
 from rag.retrieval import SearchResult
 from rag.types import Answer, Turn
@@ -86,16 +81,6 @@ def check_history(history: Sequence[Turn], settings: Settings) -> None:
     total = sum(len(turn.content) for turn in history)
     if total > settings.max_history_chars:
         raise InvalidInput(f"the history holds {total} characters; the limit is {settings.max_history_chars} in all")
-
-
-def check_chat_messages(messages: Sequence[ChatMessage], settings: Settings) -> None:
-    """Every text of every chat message (content, or each text part) within the per-turn limit."""
-    limit = settings.max_history_turn_chars
-    for i, message in enumerate(messages):
-        content = message.content
-        texts = [content] if isinstance(content, str) else [part.text or "" for part in content or []]
-        if any(len(text) > limit for text in texts):
-            raise InvalidInput(f"messages.{i}.content is longer than {limit} characters (the limit per message)")
 
 
 def strict_flag(value: Any) -> Any:
@@ -170,11 +155,22 @@ async def handle_validation_error(request: Request, exc: Exception) -> Response:
         return error_response(
             400, InvalidInput.code, f"{where}: the text holds an unpaired UTF-16 surrogate (not valid Unicode)"
         )
+    bad_kb = next((e for e in errors if _names_a_kb(request, tuple(e.get("loc", ())))), None)
+    if bad_kb is not None:  # the schema states the name's form; the message says it in words
+        try:
+            check_name(str(bad_kb.get("input", "")))
+        except InvalidInput as exc:
+            return error_response(400, InvalidInput.code, exc.message)
     parts = []
     for e in errors[:10]:
         where = ".".join(str(p) for p in e.get("loc", ()) if p != "body") or "body"
         parts.append(f"{where}: {e.get('msg', 'invalid')}")
     return error_response(422, "validation_error", "; ".join(parts) or "invalid request")
+
+
+def _names_a_kb(request: Request, loc: tuple) -> bool:
+    """True when a validation error's location is a knowledge-base name (a `kb` anywhere, or /kbs' `name`)."""
+    return loc[-1:] == ("kb",) or (request.url.path.startswith("/kbs") and loc[-1:] == ("name",))
 
 
 async def handle_http_error(request: Request, exc: Exception) -> Response:
@@ -231,7 +227,8 @@ def get_worker(request: Request) -> Worker:
     return request.app.state.worker
 
 
-def get_jobs(request: Request) -> IngestJobs:
+def get_jobs(request: Request) -> KnowledgeBaseJobs | IngestJobs:
+    """The ingest jobs of every knowledge base (a test may give the `IngestJobs` of one)."""
     return request.app.state.jobs
 
 
@@ -246,9 +243,14 @@ def get_metrics(request: Request) -> Metrics:
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 EngineDep = Annotated[Engine, Depends(get_engine)]
 WorkerDep = Annotated[Worker, Depends(get_worker)]
-JobsDep = Annotated[IngestJobs, Depends(get_jobs)]
+JobsDep = Annotated[KnowledgeBaseJobs | IngestJobs, Depends(get_jobs)]
 FeedbackDep = Annotated[FeedbackStore, Depends(get_feedback)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
+
+
+def doc_url(request: Request, doc_id: str, kb: str) -> str:
+    """Where a document's original file is served (`?kb=` unless it is in the default knowledge base)."""
+    return original_url(doc_id, None if kb == request.app.state.settings.default_kb else kb)
 
 
 def not_ready(engine: Engine, load_error: str | None) -> IndexNotReady:
@@ -292,10 +294,10 @@ async def metrics(registry: MetricsDep) -> Response:
 
 
 @router.post("/ask", response_model=Answer, tags=["query"], responses=STREAMED)
-async def ask(
-    body: AskRequest, request: Request, engine: EngineDep, worker: WorkerDep, settings: SettingsDep
-) -> Response:
-    """Answer a question with citations; `stream: true` (or Accept: text/event-stream) for SSE."""
+async def ask(body: AskRequest, request: Request, worker: WorkerDep, settings: SettingsDep) -> Response:
+    """Answer a question with citations from knowledge base `kb`; `stream: true` (or Accept: text/event-stream)
+    for SSE."""
+    _, engine = await engine_for(request, body.kb)
     history = [Turn(t.role, t.content) for t in body.history]
     check_history(history, settings)
     options = {
@@ -314,8 +316,9 @@ async def ask(
 
 
 @router.post("/search", response_model=SearchResponse, tags=["query"])
-async def search(body: SearchRequest, engine: EngineDep, worker: WorkerDep) -> Response:
-    """Ranked passages and the relevance decision, without an answer."""
+async def search(body: SearchRequest, request: Request, worker: WorkerDep) -> Response:
+    """Ranked passages of knowledge base `kb` and the relevance decision, without an answer."""
+    _, engine = await engine_for(request, body.kb)
     result = await worker.run(
         engine.search, body.query, top_k=body.top_k, mode=body.mode, explain=body.explain, expansion=body.expansion,
         tags=body.tags, path_prefix=body.path_prefix,
@@ -324,22 +327,32 @@ async def search(body: SearchRequest, engine: EngineDep, worker: WorkerDep) -> R
 
 
 @router.post("/ingest", status_code=202, response_model=JobResponse, tags=["ingest"])
-async def start_ingest(jobs: JobsDep, body: IngestRequest | None = None) -> Response:
-    """Start a background ingest of the corpus (one at a time; 409 while one runs)."""
-    return json_response(jobs.start(full=bool(body and body.full)), 202)
+async def start_ingest(request: Request, jobs: JobsDep, body: IngestRequest | None = None) -> Response:
+    """Start a background ingest of knowledge base `kb` (one at a time per knowledge base; 409 while one of it
+    runs, while those of other knowledge bases may run at once)."""
+    name = kb_name(request, body.kb if body else None)
+    await anyio.to_thread.run_sync(registry_of(request).get, name)  # 404 for an unknown knowledge base
+    job = await anyio.to_thread.run_sync(lambda: jobs.start(full=bool(body and body.full), kb=name))
+    return json_response(job, 202)
 
 
 @router.get("/ingest/{job_id}", response_model=JobResponse, tags=["ingest"])
 async def ingest_status(job_id: str, jobs: JobsDep) -> Response:
-    """State, progress and summary of an ingest job."""
+    """State, progress and summary of an ingest job (of any knowledge base; `kb` says which)."""
     return json_response(jobs.get(job_id))
 
 
 @router.get("/documents", tags=["knowledge base"])
-async def list_documents(engine: EngineDep, worker: WorkerDep) -> Response:
-    """The notes in the loaded index."""
+async def list_documents(request: Request, worker: WorkerDep, kb: KbQuery = None) -> Response:
+    """The notes in knowledge base `kb`'s index."""
+    try:
+        name, engine = await engine_for(request, kb)
+    except KnowledgeBaseEmpty:  # a new knowledge base: nothing ingested yet is an empty list, not an error
+        return json_response({"kb": kb_name(request, kb), "documents": []})
     documents = await worker.run(engine.documents)
-    return json_response({"documents": [{**safe_document(d), "original_url": original_url(d["doc_id"])} for d in documents]})
+    return json_response(
+        {"kb": name, "documents": [{**safe_document(d), "original_url": doc_url(request, d["doc_id"], name)} for d in documents]}
+    )
 
 
 @router.post("/documents", status_code=201, response_model=UploadResponse, tags=["knowledge base"])
@@ -351,15 +364,21 @@ async def upload_document(
     overwrite: Annotated[
         bool, Query(description="Replace a note of the same name (true or false)."), BeforeValidator(strict_flag)
     ] = False,
+    kb: Annotated[str | None, Form(max_length=63, pattern=KB_PATTERN, description=KB_HELP)] = None,
+    kb_param: Annotated[str | None, Query(alias="kb", max_length=200, description=KB_HELP)] = None,
 ) -> Response:
     """Add a note (.md, .markdown, .txt), PDF, Word (.docx) or web page (.html, .htm) to the corpus; run POST /ingest
     afterwards to index it. The type is checked by content, each format has its own size limit, and only a file
-    that ingest will read is saved (a PDF without a text layer, say, is refused with the reason)."""
+    that ingest will read is saved (a PDF without a text layer, say, is refused with the reason). The file goes
+    into knowledge base `kb`'s corpus folder (a form field, or a query parameter)."""
+    if kb is not None and kb_param is not None and kb != kb_param:
+        raise InvalidInput(f"the form says knowledge base {kb!r} and the query {kb_param!r}; name one")
+    _, kb_settings = await settings_for(request, kb if kb is not None else kb_param)
     data = await file.read()
     mb = 1024 * 1024
     limits = {"pdf": int(settings.max_pdf_mb * mb), "docx": int(settings.max_docx_mb * mb), "html": int(settings.max_html_mb * mb)}
     saved = await worker.run(
-        save_note, settings.corpus_dir, upload_filename(file), data,
+        save_note, kb_settings.corpus_dir, upload_filename(file), data,
         max_bytes=int(settings.max_upload_mb * mb), overwrite=overwrite, limits=limits,
         convert=request.app.state.conversions.convert,
     )
@@ -372,56 +391,71 @@ async def upload_document(
     response_class=Response,
     responses={200: {"description": "The file as it lies in the corpus", "content": {"application/octet-stream": {}}}},
 )
-async def document_original(doc_id: str, engine: EngineDep, settings: SettingsDep, worker: WorkerDep) -> Response:
-    """The original file of a document in the knowledge base (a PDF opens at `#page=N`)."""
+async def document_original(doc_id: str, request: Request, worker: WorkerDep, kb: KbQuery = None) -> Response:
+    """The original file of a document in knowledge base `kb` (a PDF opens at `#page=N`)."""
+    name, engine = await engine_for(request, kb)
+    _, kb_settings = await settings_for(request, name)
     document = await worker.run(engine.document, doc_id)  # 404 for a document the index does not hold
-    data, media_type = await worker.run(read_original, settings.corpus_dir, doc_id, document["encoding"])
+    data, media_type = await worker.run(read_original, kb_settings.corpus_dir, doc_id, document["encoding"])
     return Response(data, media_type=media_type, headers=original_headers(doc_id, media_type))
 
 
 @router.get("/documents/{doc_id:path}", tags=["knowledge base"])
-async def show_document(doc_id: str, engine: EngineDep, worker: WorkerDep) -> Response:
-    """One document: its text as indexed, its chunks with character offsets (and pages), its tags, links and
-    backlinks, and `original_url`, where the original file is."""
+async def show_document(doc_id: str, request: Request, worker: WorkerDep, kb: KbQuery = None) -> Response:
+    """One document of knowledge base `kb`: its text as indexed, its chunks with character offsets (and pages),
+    its tags, links and backlinks, and `original_url`, where the original file is."""
+    name, engine = await engine_for(request, kb)
     document = safe_document(await worker.run(engine.document, doc_id))
-    return json_response({**document, "original_url": original_url(doc_id)})
+    return json_response({**document, "original_url": doc_url(request, doc_id, name)})
 
 
 @router.get("/glossary", tags=["knowledge base"])
-async def glossary(engine: EngineDep, worker: WorkerDep) -> Response:
-    """Alias groups used for query expansion: `sources` says where each came from ("notes", "user",
+async def glossary(request: Request, worker: WorkerDep, kb: KbQuery = None) -> Response:
+    """Alias groups of knowledge base `kb` used for query expansion: `sources` says where each came from ("notes", "user",
     "notes+user"); `removed` lists what glossary.txt's "- …" lines took out."""
+    _, engine = await engine_for(request, kb)
     return json_response(safe_strings(await worker.run(engine.glossary_report)))
 
 
 @router.get("/stats", tags=["knowledge base"])
-async def stats(engine: EngineDep, jobs: JobsDep, settings: SettingsDep, worker: WorkerDep) -> Response:
-    """Index version and counts, backends, the latest ingest job and the upload limits (notes, and per format)."""
+async def stats(
+    request: Request, jobs: JobsDep, settings: SettingsDep, worker: WorkerDep, kb: KbQuery = None
+) -> Response:
+    """Knowledge base `kb`: index version and counts, backends, its latest ingest job and the upload limits
+    (notes, and per format)."""
+    name, engine = await engine_for(request, kb, require_index=False)
     info = await worker.run(engine.stats)
     limits = {"note": settings.max_upload_mb, "pdf": settings.max_pdf_mb, "docx": settings.max_docx_mb, "html": settings.max_html_mb}
     return json_response(
-        {**info, "ingest_job": jobs.latest(), "max_upload_mb": settings.max_upload_mb, "upload_limits_mb": limits}
+        {**info, "kb": name, "ingest_job": jobs.latest(name), "max_upload_mb": settings.max_upload_mb, "upload_limits_mb": limits}
     )
 
 
 @router.post("/feedback", status_code=201, response_model=FeedbackEntry, tags=["feedback"])
-async def add_feedback(body: FeedbackRequest, store: FeedbackDep, worker: WorkerDep) -> Response:
-    """Store a thumbs up/down (and optional comment) on an answer."""
+async def add_feedback(body: FeedbackRequest, request: Request, store: FeedbackDep, worker: WorkerDep) -> Response:
+    """Store a thumbs up/down (and optional comment) on an answer from knowledge base `kb`."""
+    name = kb_name(request, body.kb)
+    await worker.run(registry_of(request).get, name)  # 404 for an unknown knowledge base
     entry = await worker.run(
-        store.add, body.rating, answer_id=body.answer_id, question=body.question, comment=body.comment
+        store.add, body.rating, answer_id=body.answer_id, question=body.question, comment=body.comment, kb=name
     )
     return json_response(asdict(entry), 201)
 
 
 @router.get("/feedback", response_model=FeedbackList, tags=["feedback"])
 async def list_feedback(
+    request: Request,
     store: FeedbackDep,
     worker: WorkerDep,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Annotated[int, Query(ge=0, le=2**63 - 1)] = 0,
+    kb: Annotated[
+        str | None, Query(max_length=63, pattern=KB_PATTERN, description="Only this knowledge base's (default: all).")
+    ] = None,
 ) -> Response:
-    """Stored feedback, newest first."""
-    entries = await worker.run(store.list, limit=limit, offset=offset)
+    """Stored feedback, newest first (of every knowledge base, or of `kb`)."""
+    name = kb_name(request, kb) if kb is not None else None
+    entries = await worker.run(lambda: store.list(limit=limit, offset=offset, kb=name))
     return json_response({"feedback": [asdict(e) for e in entries]})
 
 
@@ -430,32 +464,3 @@ async def delete_feedback(entry_id: int, store: FeedbackDep, worker: WorkerDep) 
     """Delete one feedback entry."""
     await worker.run(store.delete, entry_id)
     return Response(status_code=204)
-
-
-@router.get("/v1/models", response_model=ModelList, tags=["openai"])
-async def list_models() -> ModelList:
-    """The one model this API serves (OpenAI-compatible)."""
-    return ModelList(data=[ModelCard(id=MODEL_ID)])
-
-
-@router.post("/v1/chat/completions", response_model=ChatCompletion, tags=["openai"], responses=STREAMED)
-async def chat_completions(
-    body: ChatRequest, request: Request, engine: EngineDep, worker: WorkerDep, settings: SettingsDep
-) -> Response:
-    """OpenAI-compatible chat: the last user message with text is the question, earlier ones the history."""
-    check_chat_messages(body.messages, settings)
-    question, history = conversation_from(body.messages)
-    check_history(history, settings)
-    created = int(time.time())
-    prompt_tokens = sum(rough_tokens(message_text(m)) for m in body.messages)
-    if body.stream:
-        stream = await worker.stream(lambda: engine.ask_stream(question, history=history))
-        include_usage = bool((body.stream_options or {}).get("include_usage"))
-        return event_stream(
-            chat_chunks(
-                stream, request, model=body.model, created=created, prompt_tokens=prompt_tokens,
-                include_usage=include_usage,
-            )
-        )
-    answer = await worker.run(engine.ask, question, history=history)
-    return json_response(chat_completion(answer, body.model, created, prompt_tokens))

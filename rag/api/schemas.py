@@ -15,9 +15,10 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 from pydantic_core import PydanticCustomError
 
 from rag.feedback import FeedbackEntry
+from rag.knowledge_bases import NAME_PATTERN
 from rag.types import RetrievalMode
 
-MODEL_ID = "rag-notes"
+MODEL_ID = "rag-notes"  # the model id advertised before knowledge bases: an alias of the default knowledge base
 
 # Request bodies take JSON types as the schema documents them: no lax coercion ({"full": 0.0}, {"top_k": "3"}).
 # Patterns use Python's `re`, whose \s is str.isspace(): the same whitespace as the service's str.strip().
@@ -51,6 +52,12 @@ Text = checked_text()
 Question = checked_text(min_length=1, pattern=r"\S")
 Name = checked_text(max_length=200)
 PartType = checked_text(max_length=100)
+KB_FIELD_HELP = (
+    "Knowledge base (a name like `[a-z0-9][a-z0-9_-]{0,62}`, see GET /kbs); absent: RAG_DEFAULT_KB, normally `default`."
+)
+# A knowledge-base name: the schema states its form; a bad one is 400 invalid_input, an unknown one 404.
+KB_PATTERN = f"^{NAME_PATTERN.pattern}$"
+KbName = Annotated[checked_text(max_length=63, pattern=KB_PATTERN) | None, Field(description=KB_FIELD_HELP)]
 TopK = Annotated[Annotated[int, Field(ge=1, le=50)] | None, BeforeValidator(_whole_number)]
 
 
@@ -89,6 +96,7 @@ class AskRequest(BaseModel):
     explain: bool = False
     tags: Tags = Field(default_factory=list, description=TAGS_HELP)
     path_prefix: PathPrefix = Field(None, description=PATH_PREFIX_HELP)
+    kb: KbName = None
 
 
 class SearchRequest(BaseModel):
@@ -101,6 +109,7 @@ class SearchRequest(BaseModel):
     expansion: bool | None = None
     tags: Tags = Field(default_factory=list, description=TAGS_HELP)
     path_prefix: PathPrefix = Field(None, description=PATH_PREFIX_HELP)
+    kb: KbName = None
 
 
 class SearchResponse(BaseModel):
@@ -116,6 +125,7 @@ class IngestRequest(BaseModel):
     model_config = STRICT
 
     full: bool = False
+    kb: KbName = None
 
 
 class JobProgress(BaseModel):
@@ -127,6 +137,7 @@ class JobResponse(BaseModel):
     job_id: str
     state: Literal["queued", "running", "succeeded", "failed"]
     full: bool
+    kb: str = Field("default", description="The knowledge base the job ingests.")
     progress: dict[str, JobProgress]
     summary: dict[str, Any] | None = None
     error: ErrorDetail | None = None
@@ -151,6 +162,7 @@ class FeedbackRequest(BaseModel):
     question: checked_text(max_length=10_000) | None = None
     rating: Literal["up", "down", 1, -1]
     comment: checked_text(max_length=5_000) | None = None
+    kb: KbName = None
 
     @field_validator("rating", mode="before")
     @classmethod
@@ -207,7 +219,10 @@ class ChatRequest(BaseModel):
 
     model_config = ConfigDict(extra="allow", strict=True)
 
-    model: Name = MODEL_ID
+    model: Name = Field(
+        MODEL_ID,
+        description=f"The knowledge base to answer from (GET /v1/models lists them); `{MODEL_ID}` is the default one.",
+    )
     messages: list[ChatMessage] = Field(
         min_length=1,
         max_length=200,
@@ -229,6 +244,8 @@ class ChatCompletion(BaseModel):
 
 
 class ModelCard(BaseModel):
+    """A knowledge base, as an OpenAI model."""
+
     id: str
     object: Literal["model"] = "model"
     created: int = 0
@@ -238,6 +255,69 @@ class ModelCard(BaseModel):
 class ModelList(BaseModel):
     object: Literal["list"] = "list"
     data: list[ModelCard]
+
+
+class KbOverrides(BaseModel):
+    """The settings a knowledge base may have of its own (the rest are the install's)."""
+
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+    chunk_size: Annotated[Annotated[int, Field(ge=100, le=4000)] | None, BeforeValidator(_whole_number)] = None
+    chunk_overlap: Annotated[Annotated[int, Field(ge=0, le=1000)] | None, BeforeValidator(_whole_number)] = None
+    embed_model: checked_text(min_length=1, max_length=500) | None = None
+    embed_query_prompt: checked_text(max_length=200) | None = None
+    embed_passage_prompt: checked_text(max_length=200) | None = None
+    index_backend: Literal["local", "milvus"] | None = None
+
+
+class KbCreate(BaseModel):
+    # no other fields: in particular no folder of the server (`rag kb create --corpus` is for that)
+    model_config = ConfigDict(strict=True, regex_engine="python-re", extra="forbid")
+
+    name: checked_text(max_length=63, pattern=KB_PATTERN) = Field(description="`[a-z0-9][a-z0-9_-]{0,62}`")
+    overrides: KbOverrides = Field(
+        default_factory=KbOverrides, description="Settings of its own. Its notes folder is made under the data dir."
+    )
+
+
+class KbRename(BaseModel):
+    model_config = STRICT
+
+    name: checked_text(max_length=63, pattern=KB_PATTERN) = Field(description="The new name.")
+
+
+class KbSummary(BaseModel):
+    name: str
+    default: bool
+    loaded: bool = Field(description="Its index is in memory (loaded on first use, unloaded when idle).")
+    version: str | None = None
+    documents: int | None = Field(None, description="Counts of the published index (null before the first ingest).")
+    chunks: int | None = None
+    corpus: str | None = Field(
+        None, description="Its notes folder relative to the data dir, when the registry made it there; "
+        "a folder elsewhere on the server is not shown."
+    )
+    managed_corpus: bool = Field(description="The notes folder was made by the service (delete_notes may remove it).")
+    created: float
+    overrides: dict[str, Any] = Field(default_factory=dict)
+
+
+class KbList(BaseModel):
+    kbs: list[KbSummary]
+    default: str
+    max_kbs: int
+
+
+class KbDetail(KbSummary):
+    ingest_job: JobResponse | None = None
+    stats: dict[str, Any] | None = Field(None, description="What GET /stats says of it, when it is loaded.")
+
+
+class DocumentDeleted(BaseModel):
+    doc_id: str
+    kb: str
+    deleted: bool
+    job: JobResponse = Field(description="The re-ingest job started to drop the note from the index.")
 
 
 ERRORS: dict[int | str, dict[str, Any]] = {

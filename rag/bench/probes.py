@@ -6,11 +6,13 @@ benchmark imports them through `bench_dependency`, which says what to install wh
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import math
 import os
 import platform
 import resource
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
@@ -112,3 +114,55 @@ def machine_info() -> dict[str, Any]:
         "thread_env": {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "MKL_NUM_THREADS")},
     }
 
+
+
+def tree_rss_mb(pid: int | None) -> float:
+    """RSS in MiB of process `pid` and all its descendants; `pid` None: this process's descendants only."""
+    psutil = bench_dependency("psutil")
+    try:
+        root = psutil.Process(pid)
+        procs = root.children(recursive=True) + ([root] if pid is not None else [])
+    except psutil.Error:
+        return 0.0
+    total = 0
+    for proc in procs:
+        with contextlib.suppress(psutil.Error):
+            total += proc.memory_info().rss
+    return round(total / 2**20, 1)
+
+
+class TreeRss:
+    """Samples the RSS of a process tree every `interval` s in a thread; `peak_mb` is the largest sum seen.
+
+    Sampling can miss a peak shorter than the interval; a build's peak lasts seconds.
+    """
+
+    def __init__(self, pid: int, interval: float = 0.1) -> None:
+        self.pid, self.interval, self.peak_mb = pid, interval, 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak_mb = max(self.peak_mb, tree_rss_mb(self.pid))
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> TreeRss:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def kill_tree(self) -> None:
+        """Kill the sampled process and its descendants (a timed-out or failed build)."""
+        psutil = bench_dependency("psutil")
+        try:
+            root = psutil.Process(self.pid)
+            procs = root.children(recursive=True) + [root]
+        except psutil.Error:
+            return
+        for proc in procs:
+            with contextlib.suppress(psutil.Error):
+                proc.kill()

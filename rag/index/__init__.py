@@ -1,4 +1,5 @@
-"""The index: written by ingest (`IndexStore.publish`), read by retrieval (`IndexStore.load`).
+"""The index: written by ingest (`store.publish`), read by retrieval (`store.load`); `open_store(settings)` picks
+the store, `IndexStore` (local files) or `MilvusStore`, by `RAG_INDEX_BACKEND`.
 
 | module | its one job |
 | --- | --- |
@@ -9,9 +10,13 @@
 | `loaded.py` | `LoadedIndex`: one version opened read-only, chunks from SQLite |
 | `local.py` | `IndexStore`: versioned atomic publish, verified load, GC |
 | `durable.py` | fsync'd writes and tree removal, what an atomic publish and a safe GC are made of |
+| `milvus_schema.py` | Milvus collection names and schemas, the client, blobs, hashed keys, our BM25 as sparse rows |
+| `milvus_index.py` | `MilvusIndex`: one Milvus version opened for queries (sparse BM25 of our tokens, dense) |
+| `milvus.py` | `MilvusStore`: the same publish/load/GC as `IndexStore`, in Milvus Lite or a Milvus server |
+| `backends.py` | `open_store`: `IndexStore` or `MilvusStore` by `RAG_INDEX_BACKEND` |
 
 The engine, the retriever and ingest use a loaded index only through `IndexBackend`, below; `LoadedIndex`
-is the local implementation of it.
+is the local implementation of it, `MilvusIndex` the Milvus one.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from typing import Protocol
 
 import numpy as np
 
+from rag.index.backends import open_store
 from rag.index.keyword import (
     K1,
     RANK_BM25_MAX_CHUNKS,
@@ -119,4 +125,5 @@ __all__ = [
     "bm25_idf",
     "choose_keyword_backend",
     "choose_vector_index",
+    "open_store",
 ]

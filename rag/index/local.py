@@ -122,6 +122,11 @@ class IndexStore:
             raise IndexCorrupted(f"{self.index_dir / CURRENT_FILE} names no valid version, {REINGEST}")
         return name
 
+    def published_manifest(self) -> Manifest | None:
+        """The published version's manifest, read without opening the index; None when nothing is published."""
+        version = self.current_version()
+        return None if version is None else self._read_manifest(self.versions_dir / version)
+
     def list_versions(self) -> list[str]:
         """Complete version directories on disk (published now or one back), sorted by name."""
         if not self.versions_dir.is_dir():

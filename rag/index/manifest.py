@@ -36,6 +36,7 @@ READER_TEXTS_FILE = "reader.json"  # the reader's candidate sentences ("headingï
 READER_VECTORS_FILE = "reader.npy"  # their passage vectors; optional: an index without them reads degraded
 
 REINGEST = REPAIR_HINT  # the remedy named in every "this index is damaged" message
+SERVER_KEYWORD_BACKENDS = ("milvus_sparse",)  # keyword sides kept by a server (rag/index/milvus.py)
 
 
 
@@ -112,7 +113,7 @@ class Manifest:
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"manifest field missing or malformed: {exc}") from exc
-        if manifest.keyword_backend not in KEYWORD_BACKENDS:
+        if manifest.keyword_backend not in KEYWORD_BACKENDS + SERVER_KEYWORD_BACKENDS:
             raise ValueError(f"unknown keyword backend {manifest.keyword_backend!r}")
         if manifest.vector_index not in VECTOR_INDEX_KINDS:
             raise ValueError(f"unknown vector index {manifest.vector_index!r}")
