@@ -30,11 +30,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 from numpy.typing import NDArray
 
-from rag.errors import IndexCorrupted, IndexNotReady, IngestBusy
+from rag.errors import IndexCorrupted, IndexNotReady
 from rag.index.durable import fsync_dir, fsync_file, remove_tree, write_text_durably
 from rag.index.keyword import KeywordBackend, choose_keyword_backend, load_keyword_index, new_keyword_index
 from rag.index.loaded import LoadedIndex, write_chunks_sqlite
-from rag.index.lock import WriteLock, lock_held_here
+from rag.index.lock import WriteLock, lock_held_here, unless_busy
 from rag.index.manifest import (
     CURRENT_FILE,
     FORMAT_VERSION,
@@ -425,13 +425,7 @@ class IndexStore:
         """
         if not self.versions_dir.is_dir():
             return []
-        if lock_held_here(self.index_dir):
-            return self._remove_tmp()
-        try:
-            with WriteLock(self.index_dir, timeout=0.0):
-                return self._remove_tmp()
-        except IngestBusy:
-            return []
+        return unless_busy(self.index_dir, self._remove_tmp)
 
     def _remove_tmp(self) -> list[str]:
         removed = []

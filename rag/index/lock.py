@@ -12,6 +12,7 @@ import fcntl
 import os
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from rag.errors import IngestBusy
@@ -107,3 +108,15 @@ def lock_held_here(index_dir: Path) -> bool:
 
 
 __all__ = ["LOCK_FILE", "WriteLock", "lock_held_here"]
+
+
+def unless_busy(index_dir: Path, action: Callable[[], list[str]]) -> list[str]:
+    """Run `action` holding the write lock of `index_dir` (or under this process's own hold of it); when another
+    writer holds it, do nothing and return [] (a cleanup must not touch a build in progress)."""
+    if lock_held_here(index_dir):
+        return action()
+    try:
+        with WriteLock(index_dir, timeout=0.0):
+            return action()
+    except IngestBusy:
+        return []

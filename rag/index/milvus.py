@@ -24,9 +24,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from numpy.typing import NDArray
 
-from rag.errors import IndexCorrupted, IndexNotReady, IngestBusy, IngestFailed
+from rag.errors import IndexCorrupted, IndexNotReady, IngestFailed
 from rag.index.local import PUBLISH_STAGES, _validate
-from rag.index.lock import WriteLock, lock_held_here
+from rag.index.lock import WriteLock, lock_held_here, unless_busy
 from rag.index.manifest import FORMAT_VERSION, REINGEST, IndexBuild, Manifest
 from rag.index.milvus_index import MilvusIndex
 from rag.index.milvus_schema import (
@@ -416,13 +416,7 @@ class MilvusStore:
 
         Does nothing while another process holds the write lock (its build may be in progress).
         """
-        if lock_held_here(self.index_dir):
-            return self._remove_debris()
-        try:
-            with WriteLock(self.index_dir, timeout=0.0):
-                return self._remove_debris()
-        except IngestBusy:
-            return []
+        return unless_busy(self.index_dir, self._remove_debris)
 
     def _remove_debris(self) -> list[str]:
         current = self._current_or_none()
