@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,14 @@ from rag.engine import Engine
 from rag.errors import IndexCorrupted, IndexNotReady
 from rag.index import IndexBuild, IndexStore, open_store
 from rag.index.milvus import MilvusStore
-from rag.index.milvus_schema import blob_rows, collection, disconnect
+from rag.index.milvus_schema import (
+    VERSION_RE,
+    blob_rows,
+    collection,
+    disconnect,
+    new_version_name,
+    version_time,
+)
 from rag.text import Tokenizer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -287,3 +295,14 @@ def test_a_milvus_failure_at_query_time_is_index_not_ready(
             index.chunks([0])
     finally:
         disconnect(str(settings.index_dir / "milvus.db"))
+
+
+def test_milvus_version_names_sort_in_creation_order_within_one_second() -> None:
+    """Versions published within one second must still order by age: GC keeps "the previous" by that order."""
+    names = [new_version_name() for _ in range(200)]
+    assert names == sorted(names)
+    assert all(VERSION_RE.fullmatch(n) for n in names)
+    times = [version_time(n) for n in names]
+    assert times == sorted(times) and abs(times[-1] - time.time()) < 60
+    old = "v20261202T171339Z_b6239846"  # the second-resolution names of earlier indexes still parse
+    assert VERSION_RE.fullmatch(old) and version_time(old) == 1796231619.0

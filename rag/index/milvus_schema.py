@@ -14,6 +14,7 @@ Keys that come from user text (terms, sentences, doc ids) are hashed to int64, s
 
 from __future__ import annotations
 
+import calendar
 import hashlib
 import json
 import re
@@ -39,20 +40,25 @@ GET_BATCH = 500  # ids per get request
 PIECE_CHARS = 16_000  # a VARCHAR holds 65,535 bytes: 16k characters of up to 4 bytes each
 MAX_TOPK = 16_384  # Milvus's largest search limit
 NO_TERMS_DIM = 0  # the one dimension of a token-less chunk's sparse vector (Milvus refuses empty ones)
-VERSION_RE = re.compile(r"v\d{8}T\d{6}Z_[0-9a-f]{8}")
+# microseconds in the name keep versions of one second in publish order (older names carry seconds only)
+VERSION_RE = re.compile(r"v\d{8}T\d{6}(?:\d{6})?Z_[0-9a-f]{8}")
 
 _clients: dict[tuple[str, str], Any] = {}
 _clients_lock = threading.Lock()
 
 
 def new_version_name() -> str:
-    """A sortable, collection-name-safe version: v<UTC time>_<random hex>."""
-    return "v" + time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "_" + secrets.token_hex(4)
+    """A sortable, collection-name-safe version: v<UTC time to the microsecond>_<random hex>."""
+    now = time.time()
+    micros = int(now % 1 * 1_000_000)
+    return "v" + time.strftime("%Y%m%dT%H%M%S", time.gmtime(now)) + f"{micros:06d}Z_" + secrets.token_hex(4)
 
 
 def version_time(version: str) -> float:
     """The UTC creation time a version name carries (seconds since the epoch)."""
-    return time.mktime(time.strptime(version[1:17], "%Y%m%dT%H%M%SZ")) - time.timezone
+    stamp = version[1:].split("Z", 1)[0]
+    seconds = calendar.timegm(time.strptime(stamp[:15], "%Y%m%dT%H%M%S"))
+    return seconds + (int(stamp[15:]) / 1_000_000 if len(stamp) > 15 else 0.0)
 
 
 def collection(prefix: str, version: str, part: str) -> str:
