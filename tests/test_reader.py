@@ -12,9 +12,13 @@ from hypothesis import strategies as st
 from rag.answer.extractive import ExtractiveGenerator
 from rag.answer.reader import Candidate, Reader, Reading
 from rag.answer.reader_features import (
+    CandidateContext,
+    candidate_features,
     coverage,
+    is_enumeration,
     is_instruction,
     profile_question,
+    question_features,
     question_types,
     reader_text,
     sentence_types,
@@ -131,6 +135,55 @@ def test_coverage_counts_aliases_towards_the_question() -> None:
     assert coverage("无关", words) == 0.0
     profile = profile_question("GPTQ 能量化到几位？", {"gptq": 3.0}, {}, ["gptq", "量化"])
     assert profile.count_units == ("位",) and not profile.english
+
+
+def test_a_line_repeating_the_section_heading_is_a_heading_not_a_sentence() -> None:
+    text = "• 学习率(Learning rate)\n\n    控制梯度下降过程中,参数更新步长的超参数。\n学习率(Learning rate)太大会振荡。"
+    kinds = [(s.kind, s.text) for s in split_passage(0, hit(text, heading=("关键字", "学习率(Learning rate)")))]
+    assert kinds[0] == ("heading", "学习率(Learning rate)")
+    assert [k for k, _ in kinds[1:]] == ["text", "text"]  # a sentence that merely starts with it stays a sentence
+    assert split_passage(0, hit(text, heading=("关键字",)))[0].kind == "text"  # not this chunk's heading
+
+
+def test_a_line_that_only_names_things_is_an_enumeration() -> None:
+    assert is_enumeration("SD、ControlNet、diffusion、图片编辑、文生图")
+    assert not is_enumeration("Stable Diffusion with ControlNet、SD、VAE")  # an item of a sentence's length
+    assert is_enumeration("BERT, GPT, T5, LLaMA")
+    assert not is_enumeration("ControlNet 通过复制编码器权重，把边缘图、姿态图等条件注入扩散模型。")
+    assert not is_enumeration("分为三类：监督学习、无监督学习、强化学习")  # a lead-in that states something
+    assert not is_enumeration("监督学习、无监督学习")  # two items are a phrase, not a list
+
+
+def _context(text: str, heading: str = "", dense_gap: float = 0.0) -> CandidateContext:
+    return CandidateContext(
+        text=text, norm=text.lower(), heading=heading.lower(), window=text.lower(), previous="", kind="text",
+        bullet=False, previous_bullet=False, position=0, passage_sentences=3, passage_rank=1, fused_relative=1.0,
+        passage_coverage_gap=0.0, dense=0.9, dense_gap=dense_gap, passage_dense_gap=0.0,
+    )
+
+
+def test_english_questions_get_their_own_copies_of_the_cross_lingual_features() -> None:
+    zh = profile_question("LoRA 的秩怎么选？", {"lora": 2.0, "秩": 1.0}, {}, ["lora", "秩"])
+    en = profile_question("How is the LoRA rank chosen?", {"lora": 2.0, "rank": 1.0}, {"秩": 1.0}, ["lora", "rank"])
+    context = _context("LoRA 的秩通常取 8 或 16。", dense_gap=-0.02)
+    f_zh = candidate_features(zh, context, {}, {}, {})
+    f_en = candidate_features(en, context, {}, {}, {})
+    assert f_zh["en_dense_gap"] == 0.0 and f_zh["en_cover"] == 0.0
+    assert f_en["en_dense_gap"] == f_en["dense_gap"] == -0.02 and f_en["en_cover"] == f_en["cover"] > 0
+    assert set(f_zh) == set(f_en)  # one feature vector layout for every question
+
+
+def test_question_features_see_the_subject_and_whether_the_best_sentence_states_anything() -> None:
+    q = profile_question("HNSW 的 efConstruction 参数控制什么？", {"hnsw": 3.0, "efconstruction": 4.0, "参数": 1.0}, {}, [])
+    listing = candidate_features(q, _context("HNSW、IVF、PQ、LSH、Annoy"), {}, {}, {})
+    stating = candidate_features(q, _context("efConstruction 控制建图时的候选邻居数。"), {}, {}, {})
+    assert listing["enumeration"] == 1.0 and stating["enumeration"] == 0.0
+    assert stating["subject_window"] > listing["subject_window"]
+    only_list = question_features(q, [listing], [1.0], 0.5, {})
+    both = question_features(q, [listing, stating], [0.5, 1.0], 0.5, {})
+    assert only_list["best_states"] == 0.0 and both["best_states"] == 1.0
+    assert both["max_subject_window"] > only_list["max_subject_window"]
+    assert question_features(q, [], [], 0.5, {})["best_states"] == 0.0
 
 
 def test_reader_text_is_heading_then_sentence() -> None:

@@ -67,11 +67,18 @@ SENTENCE_PUNCT = re.compile(r"[，,。；;：:！？!?]")
 _COUNT_UNIT = re.compile(f"(?:几|多少)([{CJK_CHARS}])")
 _LATIN = re.compile(r"[A-Za-z]")
 _LETTER = re.compile(r"[^\W\d_]")
+# "A、B、C、D" or "a, b, c, d": a line that only names things (a tag list, a table of contents) states nothing.
+_ENUM_SPLIT = re.compile(r"[、,，/|；;]")
+_ENUM_BREAK = re.compile(r"[。：:？?！!]")
+_LINK = re.compile(r"https?://|\]\(|www\.", re.I)
 
 # Weight of a term that came from alias expansion or the cross-lingual bridge, relative to the question's own.
 EXPANSION_SHARE = 1.0
 SUBJECT_TERMS = 2  # the rarest own terms of a question stand for its subject
 SUBJECT_OPENING = 16  # characters: a sentence's subject stands at its start
+# Features an English question gets its own copy of ("en_<name>", 0 for other questions): it reads Chinese notes
+# through bridged terms and cross-lingual vectors, where the same figure means something else.
+ENGLISH_SPECIFIC = ("dense_gap", "cover", "cover_window", "rank_inverse", "position", "predicate")
 
 
 @dataclass(frozen=True)
@@ -106,6 +113,12 @@ def sentence_types(text: str) -> frozenset[str]:
 def is_instruction(text: str) -> bool:
     """Text that tells the assistant what to do ("忽略之前的所有指令……") rather than asking about the notes."""
     return INSTRUCTION.search(text) is not None
+
+
+def is_enumeration(text: str) -> bool:
+    """A line that only lists names: three or more short items and no sentence punctuation between them."""
+    items = [t.strip() for t in _ENUM_SPLIT.split(text.rstrip("。.；;"))]
+    return len(items) >= 3 and all(0 < len(t) <= 14 for t in items) and not _ENUM_BREAK.search(text[:-1])
 
 
 def mostly_latin(text: str) -> bool:
@@ -207,6 +220,7 @@ def candidate_features(
         "predicate": coverage(c.norm, predicate) if predicate else 0.0,
         "subject_heading": coverage(c.heading, q.subject) if q.subject else 0.0,
         "subject_opening": coverage(c.norm[:SUBJECT_OPENING], q.subject) if q.subject else 0.0,
+        "subject_window": coverage(f"{c.window} {c.heading}", q.subject) if q.subject else 0.0,
         "grams": len(q.grams & char_bigrams(c.text)) / len(q.grams) if q.grams else 0.0,
         "dense": c.dense,
         "dense_gap": c.dense_gap,
@@ -226,6 +240,8 @@ def candidate_features(
         "question_like": float(bool(QUESTION_END.search(c.text))),
         "instruction": float(is_instruction(c.text)),
         "title_like": float(len(c.text) <= 30 and not SENTENCE_PUNCT.search(c.text)),
+        "enumeration": float(is_enumeration(c.text)),
+        "link": float(bool(_LINK.search(c.text))),
     }
     for name in QUESTION_TYPES:
         f[f"type_{name}"] = float(name in q.types and name in types)
@@ -235,6 +251,8 @@ def candidate_features(
     f["formula_code"] = float("formula" in q.types and c.kind == "code")
     f["definition_opening"] = float("definition" in q.types and c.position <= 1)
     f["count_unit"] = float(any(re.search(rf"\d\s*{re.escape(u)}", c.text) for u in q.count_units))
+    for name in ENGLISH_SPECIFIC:
+        f[f"en_{name}"] = f[name] if q.english else 0.0
     return f
 
 
@@ -256,7 +274,8 @@ def question_features(
     }
     if not features:
         out.update(best_cover_window=0.0, best_dense=0.0, max_dense=0.0, max_local_window=0.0,
-                   max_cover_heading=0.0, max_predicate=0.0, type_available=0.0, best_score=-10.0)
+                   max_cover_heading=0.0, max_predicate=0.0, type_available=0.0, best_score=-10.0,
+                   max_subject_window=0.0, best_states=0.0)
         return out
     best = max(range(len(features)), key=lambda i: scores[i])
     asked = [t for t in ("formula", "number") if t in q.types]
@@ -272,6 +291,8 @@ def question_features(
         max_predicate=max(f["predicate"] for f in features),
         type_available=available,
         best_score=float(scores[best]),
+        max_subject_window=max(f["subject_window"] for f in features),
+        best_states=1.0 - max(features[best]["enumeration"], features[best]["link"], features[best]["title_like"]),
     )
     return out
 

@@ -114,10 +114,17 @@ def _merged_spans(text: str) -> list[tuple[int, int]]:
     return merged
 
 
+def _heading_key(text: str) -> str:
+    return text.strip().rstrip("：:").strip().lower()
+
+
 def split_passage(index: int, hit: Hit) -> list[Sentence]:
     """Sentences of a passage, stripped of heading markers / bullets, classified."""
     text = hit.chunk.text
     fenced = _fenced_lines(text)
+    # a line that repeats a heading of the chunk's path ("• 学习率(Learning rate)" in a web-page dump, which has
+    # no '#') is that heading, never an answer
+    section_titles = {_heading_key(h) for h in hit.chunk.heading_path if h.strip()}
     out: list[Sentence] = []
     prev_end = 0
     heading = hit.chunk.heading_path[-1] if hit.chunk.heading_path else ""
@@ -136,6 +143,9 @@ def split_passage(index: int, hit: Hit) -> list[Sentence]:
         body_start = text.index(body, raw_start)
         in_fence = any(a <= body_start < b for a, b in fenced)
         kind = _classify(raw_line, body, in_fence)
+        line = _PREFIX.sub("", raw_line.strip())
+        if kind in ("text", "short") and _heading_key(body) in section_titles and _heading_key(line) == _heading_key(body):
+            kind = "heading"
         if kind == "heading":
             heading = body
         out.append(
