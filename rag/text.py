@@ -90,6 +90,27 @@ def sentence_spans(text: str) -> list[tuple[int, int]]:
     return spans
 
 
+_jieba_base: tuple[dict[str, int], int] | None = None
+_jieba_base_lock = threading.Lock()
+
+
+def _jieba_dictionary(cache_dir: Path | None) -> tuple[dict[str, int], int]:
+    """jieba's main dictionary (word -> frequency, and their total), read once per process: reading it takes
+    1.5-2.5 s (from jieba's cache file as from its text), and every Tokenizer (each ingest, each index load or
+    swap) starts from it. Callers copy it before adding words."""
+    global _jieba_base
+    with _jieba_base_lock:
+        if _jieba_base is None:
+            import jieba
+
+            base = jieba.Tokenizer()
+            if cache_dir is not None:
+                base.tmp_dir = str(cache_dir)
+            base.initialize()
+            _jieba_base = (base.FREQ, base.total)
+        return _jieba_base
+
+
 class Tokenizer:
     """jieba search-mode tokens, normalized, with stopwords and punctuation dropped.
 
@@ -107,6 +128,9 @@ class Tokenizer:
         if cache_dir is not None:
             cache_dir.mkdir(parents=True, exist_ok=True)
             self._jieba.tmp_dir = str(cache_dir)
+        freq, total = _jieba_dictionary(cache_dir)
+        self._jieba.FREQ, self._jieba.total = dict(freq), total  # a private copy: add_word changes it
+        self._jieba.initialized = True
         self._lock = threading.Lock()
         self.max_chars = max_chars
         self.user_words: list[str] = []

@@ -92,6 +92,18 @@ def make_settings(tmp_path: Path, base_settings: Settings, embedder, corpus_inde
     return factory
 
 
+def copy_session_index(base: Settings, settings: Settings) -> str:
+    """Publish in `settings`' data dir a copy of the session's index: exactly what ingesting an unchanged copy
+    of the bundled corpus there would publish (the manifest names notes by relative path and hash), without
+    re-reading and re-tokenizing every note. Returns its version."""
+    from rag.index import IndexStore
+
+    shutil.copytree(base.index_dir, settings.index_dir, ignore=shutil.ignore_patterns(".lock"))
+    version = IndexStore.from_settings(settings).current_version()
+    assert version is not None
+    return version
+
+
 def copy_corpus(dest: Path) -> Path:
     """A private, editable copy of the bundled corpus."""
     shutil.copytree(CORPUS, dest)

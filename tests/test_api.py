@@ -17,7 +17,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import ROOT, copy_corpus
+from conftest import ROOT, copy_corpus, copy_session_index
 from fastapi import FastAPI
 from fastapi.routing import APIRoute, iter_route_contexts
 from live import LiveServer, assert_error, raw_upload, read_sse, wait_for_job
@@ -491,13 +491,11 @@ def test_without_an_index_the_app_starts_and_an_ingest_job_makes_it_ready(
 
 
 def test_ingest_during_a_burst_of_asks_swaps_the_index_without_failures(
-    tmp_path: Path, make_settings: Callable[..., Settings], embedder: Any
+    tmp_path: Path, make_settings: Callable[..., Settings], embedder: Any, base_settings: Settings
 ) -> None:
-    from ingest.pipeline import run_ingest
-
     corpus = copy_corpus(tmp_path / "corpus")
     settings = make_settings(corpus_dir=corpus)
-    run_ingest(settings, embedder=embedder)
+    copy_session_index(base_settings, settings)  # what ingesting the copy would publish
     engine = Engine(settings, embedder=embedder)
     app = create_app(settings, engine=engine)
     entered, release = threading.Event(), threading.Event()
@@ -560,13 +558,11 @@ def test_ingest_during_a_burst_of_asks_swaps_the_index_without_failures(
 
 
 def test_an_index_published_by_a_separate_rag_ingest_is_swapped_in(
-    tmp_path: Path, make_settings: Callable[..., Settings], embedder: Any
+    tmp_path: Path, make_settings: Callable[..., Settings], embedder: Any, base_settings: Settings
 ) -> None:
-    from ingest.pipeline import run_ingest
-
     corpus = copy_corpus(tmp_path / "corpus")
     settings = make_settings(corpus_dir=corpus, index_poll_seconds=0.2)
-    run_ingest(settings, embedder=embedder)
+    copy_session_index(base_settings, settings)  # what ingesting the copy would publish
     with (
         LiveServer(create_app(settings, engine=Engine(settings, embedder=embedder))) as live,
         live.client() as c,

@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -82,6 +83,30 @@ def ingested(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
     return last_json(rag("ingest", "--json", data_dir=data_dir, cwd=tmp_path_factory.mktemp("cwd")))
 
 
+@pytest.fixture(scope="module")
+def answered(
+    ingested: dict, data_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, subprocess.CompletedProcess[str]]:
+    """`rag search`, `rag ask` and `rag eval` on the ingested data dir, each in its own working directory, run
+    as many at a time as there are cores (each spends most of its time importing sentence-transformers and
+    loading the model on one core): the finished processes, by command."""
+    work = tmp_path_factory.mktemp("answered")
+    questions = work / "questions.jsonl"
+    lines = (ROOT / "eval" / "dev.jsonl").read_text(encoding="utf-8").splitlines()[:2]
+    lines.append(json.dumps({"id": "u1", "question": "红烧肉怎么做才好吃？", "answerable": False}))
+    questions.write_text("\n".join(lines) + "\n\n", encoding="utf-8")
+    commands = {
+        "search": ("search", "灾难性遗忘", "--json", "-k", "3"),
+        "ask": ("ask", "LoRA 微调里最重要的超参数是什么？"),
+        "eval": ("eval", "--qa", str(questions), "--json"),
+    }
+    for name in commands:
+        (work / name).mkdir()
+    with ThreadPoolExecutor(max_workers=min(len(commands), os.cpu_count() or 1)) as pool:
+        running = {name: pool.submit(rag, *args, data_dir=data_dir, cwd=work / name) for name, args in commands.items()}
+        return {name: proc.result() for name, proc in running.items()}
+
+
 def test_help_lists_the_commands(tmp_path: Path) -> None:
     proc = rag("--help", data_dir=tmp_path / "data", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
@@ -109,8 +134,8 @@ def test_ingest_json_summary(ingested: dict) -> None:
     assert ingested["published"] is True and isinstance(ingested["seconds"], float)
 
 
-def test_search_json_returns_hits(ingested: dict, data_dir: Path, tmp_path: Path) -> None:
-    result = last_json(rag("search", "灾难性遗忘", "--json", "-k", "3", data_dir=data_dir, cwd=tmp_path))
+def test_search_json_returns_hits(answered: dict[str, subprocess.CompletedProcess[str]]) -> None:
+    result = last_json(answered["search"])  # rag search 灾难性遗忘 --json -k 3
     assert result["query"] == "灾难性遗忘" and result["mode"] == "hybrid"
     assert len(result["hits"]) == 3
     assert "灾难性遗忘" in result["hits"][0]["chunk"]["text"]
@@ -118,8 +143,8 @@ def test_search_json_returns_hits(ingested: dict, data_dir: Path, tmp_path: Path
     assert result["gate"]["answerable"] is True
 
 
-def test_ask_prints_an_answer_and_a_sources_table(ingested: dict, data_dir: Path, tmp_path: Path) -> None:
-    proc = rag("ask", "LoRA 微调里最重要的超参数是什么？", data_dir=data_dir, cwd=tmp_path)
+def test_ask_prints_an_answer_and_a_sources_table(answered: dict[str, subprocess.CompletedProcess[str]]) -> None:
+    proc = answered["ask"]  # rag ask "LoRA 微调里最重要的超参数是什么？"
     assert proc.returncode == 0, proc.stderr
     assert "秩" in proc.stdout
     assert "sources" in proc.stdout and "[1]" in proc.stdout
@@ -128,12 +153,8 @@ def test_ask_prints_an_answer_and_a_sources_table(ingested: dict, data_dir: Path
     assert "extractive" in proc.stdout
 
 
-def test_eval_json_figures(ingested: dict, data_dir: Path, tmp_path: Path) -> None:
-    questions = tmp_path / "questions.jsonl"
-    lines = (ROOT / "eval" / "dev.jsonl").read_text(encoding="utf-8").splitlines()[:2]
-    lines.append(json.dumps({"id": "u1", "question": "红烧肉怎么做才好吃？", "answerable": False}))
-    questions.write_text("\n".join(lines) + "\n\n", encoding="utf-8")
-    figures = last_json(rag("eval", "--qa", str(questions), "--json", data_dir=data_dir, cwd=tmp_path))
+def test_eval_json_figures(answered: dict[str, subprocess.CompletedProcess[str]]) -> None:
+    figures = last_json(answered["eval"])  # rag eval on the first two dev questions and one unanswerable
     assert set(figures) >= EVAL_KEYS
     assert figures["n"] == 3
     assert figures["refusal_accuracy"] == 1.0

@@ -83,106 +83,111 @@ def percentile(values: list[float], q: float) -> float:
 SERVE_WORKERS = 8
 
 
-def test_two_hundred_concurrent_asks_all_answer_and_memory_returns_to_baseline(
-    base_settings: Settings, corpus_index: Any, tmp_path: Path
-) -> None:
+@pytest.fixture(scope="module")
+def serve_8(
+    base_settings: Settings, corpus_index: Any, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServeProcess]:
+    """One `rag serve` of the shared index with 8 workers, for the burst and the pathological-history tests
+    (each subprocess start imports torch and loads the model: tens of seconds)."""
     settings = base_settings.model_copy(update={"max_concurrent_requests": SERVE_WORKERS})
-    with ServeProcess(settings, tmp_path / "serve") as server:
-        process = psutil.Process(server.pid)
+    with ServeProcess(settings, tmp_path_factory.mktemp("serve")) as server:
         with httpx.Client(base_url=server.url, timeout=120) as client:
             assert wait_until(lambda: client.get("/readyz").status_code == 200, 300)
-            for question in QUESTIONS[:20]:  # warm up: lazy caches
-                assert client.post("/ask", json={"question": question}).status_code == 200
-        baseline = process.memory_info().rss
-        peak = baseline
-        sampling = True
+        yield server
 
-        def sample() -> None:
-            nonlocal peak
-            while sampling:
-                peak = max(peak, process.memory_info().rss)
-                time.sleep(0.05)
 
-        sampler = threading.Thread(target=sample, daemon=True)
-        sampler.start()
-        rounds: list[tuple[float, list[tuple[int, dict, float]], int]] = []
-        for _ in range(2):
-            started = time.perf_counter()
-            results = asyncio.run(burst(server.url, BURST, lambda i: {"question": QUESTIONS[i % len(QUESTIONS)]}))
-            elapsed = time.perf_counter() - started
-            statuses = Counter(status for status, _, _ in results)
-            assert statuses == {200: BURST}, statuses
-            with httpx.Client(base_url=server.url, timeout=120) as client:  # nothing left running
-                assert wait_until(lambda: "rag_http_requests_in_flight 1.0" in client.get("/metrics").text, 60)
-            time.sleep(2)
-            rounds.append((elapsed, results, process.memory_info().rss))
-        sampling = False
-        sampler.join(5)
+def test_two_hundred_concurrent_asks_all_answer_and_memory_returns_to_baseline(serve_8: ServeProcess) -> None:
+    process = psutil.Process(serve_8.pid)
+    with httpx.Client(base_url=serve_8.url, timeout=120) as client:
+        for question in QUESTIONS[:20]:  # warm up: lazy caches
+            assert client.post("/ask", json={"question": question}).status_code == 200
+    baseline = process.memory_info().rss
+    peak = baseline
+    sampling = True
 
-        first, second = rounds[0][2], rounds[1][2]
-        for elapsed, results, rss in rounds:
-            latencies = [seconds for _, _, seconds in results]
-            print(
-                f"\n{BURST} concurrent /ask (extractive, rag serve, {SERVE_WORKERS} workers): all 200 in "
-                f"{elapsed:.1f} s ({BURST / elapsed:.1f} req/s); latency p50 {statistics.median(latencies):.2f} s, "
-                f"p95 {percentile(latencies, 0.95):.2f} s; RSS baseline {baseline / 2**20:.0f} MB, "
-                f"after {rss / 2**20:.0f} MB (peak {peak / 2**20:.0f} MB)"
-            )
-        assert second - first < 30 * 2**20, "RSS grows with every burst: a leak"
-        assert second - baseline < RSS_SLACK_MB * 2**20, f"{(second - baseline) / 2**20:.0f} MB over the baseline"
+    def sample() -> None:
+        nonlocal peak
+        while sampling:
+            peak = max(peak, process.memory_info().rss)
+            time.sleep(0.05)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    rounds: list[tuple[float, list[tuple[int, dict, float]], int]] = []
+    for _ in range(2):
+        started = time.perf_counter()
+        results = asyncio.run(burst(serve_8.url, BURST, lambda i: {"question": QUESTIONS[i % len(QUESTIONS)]}))
+        elapsed = time.perf_counter() - started
+        statuses = Counter(status for status, _, _ in results)
+        assert statuses == {200: BURST}, statuses
+        with httpx.Client(base_url=serve_8.url, timeout=120) as client:  # nothing left running
+            assert wait_until(lambda: "rag_http_requests_in_flight 1.0" in client.get("/metrics").text, 60)
+        time.sleep(2)
+        rounds.append((elapsed, results, process.memory_info().rss))
+    sampling = False
+    sampler.join(5)
+
+    first, second = rounds[0][2], rounds[1][2]
+    for elapsed, results, rss in rounds:
+        latencies = [seconds for _, _, seconds in results]
+        print(
+            f"\n{BURST} concurrent /ask (extractive, rag serve, {SERVE_WORKERS} workers): all 200 in "
+            f"{elapsed:.1f} s ({BURST / elapsed:.1f} req/s); latency p50 {statistics.median(latencies):.2f} s, "
+            f"p95 {percentile(latencies, 0.95):.2f} s; RSS baseline {baseline / 2**20:.0f} MB, "
+            f"after {rss / 2**20:.0f} MB (peak {peak / 2**20:.0f} MB)"
+        )
+    assert second - first < 30 * 2**20, "RSS grows with every burst: a leak"
+    assert second - baseline < RSS_SLACK_MB * 2**20, f"{(second - baseline) / 2**20:.0f} MB over the baseline"
 
 
 # --- ordinary asks while pathological histories arrive ------------------------------------------------------
 
-RUN_SECONDS = 35  # with the server's start (about 25 s), the test stays within about a minute
+RUN_SECONDS = 15  # a stall like the one fixed (eight 60 k turns held every worker for about two minutes) trips
+# the ordinary clients' 30 s timeout long before then
 
 
 @pytest.mark.slow
-def test_pathological_histories_do_not_stall_ordinary_asks(
-    base_settings: Settings, corpus_index: Any, tmp_path: Path
-) -> None:
+def test_pathological_histories_do_not_stall_ordinary_asks(serve_8: ServeProcess) -> None:
     """8 clients ask ordinary questions back to back for RUN_SECONDS while 8 others keep sending pathological
     histories: a 60,000 "梯" turn (refused) and the largest history the API accepts, all of one repeated character.
     Before the fix eight 60 k requests stalled ordinary /ask for about two minutes. Prints the ordinary p50/p95."""
-    settings = base_settings.model_copy(update={"max_concurrent_requests": 8})
+    server, settings = serve_8, serve_8.settings
     oversize = [{"role": "user", "content": "梯" * 60_000}]
     at_limit = [{"role": "user", "content": "梯" * settings.max_history_turn_chars}] * (
         settings.max_history_chars // settings.max_history_turn_chars
     )
-    with ServeProcess(settings, tmp_path / "serve") as server:
-        with httpx.Client(base_url=server.url, timeout=120) as client:
-            assert wait_until(lambda: client.get("/readyz").status_code == 200, 300)
-            for question in QUESTIONS[:8]:  # warm up: lazy caches
-                assert client.post("/ask", json={"question": question}).status_code == 200
+    with httpx.Client(base_url=server.url, timeout=120) as client:
+        for question in QUESTIONS[:8]:  # warm up: lazy caches
+            assert client.post("/ask", json={"question": question}).status_code == 200
 
-        async def run() -> tuple[list[float], Counter[int], Counter[int]]:
-            latencies: list[float] = []
-            ordinary: Counter[int] = Counter()
-            hostile: Counter[int] = Counter()
-            stop = time.monotonic() + RUN_SECONDS
-            limits = httpx.Limits(max_connections=16, max_keepalive_connections=16)
-            async with httpx.AsyncClient(base_url=server.url, timeout=30, limits=limits) as client:
+    async def run() -> tuple[list[float], Counter[int], Counter[int]]:
+        latencies: list[float] = []
+        ordinary: Counter[int] = Counter()
+        hostile: Counter[int] = Counter()
+        stop = time.monotonic() + RUN_SECONDS
+        limits = httpx.Limits(max_connections=16, max_keepalive_connections=16)
+        async with httpx.AsyncClient(base_url=server.url, timeout=30, limits=limits) as client:
 
-                async def ask(i: int) -> None:
-                    while time.monotonic() < stop:
-                        started = time.perf_counter()
-                        response = await client.post("/ask", json={"question": QUESTIONS[i % len(QUESTIONS)]})
-                        latencies.append(time.perf_counter() - started)
-                        ordinary[response.status_code] += 1
-                        i += 8
+            async def ask(i: int) -> None:
+                while time.monotonic() < stop:
+                    started = time.perf_counter()
+                    response = await client.post("/ask", json={"question": QUESTIONS[i % len(QUESTIONS)]})
+                    latencies.append(time.perf_counter() - started)
+                    ordinary[response.status_code] += 1
+                    i += 8
 
-                async def attack(i: int) -> None:
-                    while time.monotonic() < stop:
-                        history = oversize if i % 2 else at_limit
-                        response = await client.post("/ask", json={"question": "那它有什么缺点？", "history": history})
-                        hostile[response.status_code] += 1
-                        i += 1
-                        await asyncio.sleep(0.5)
+            async def attack(i: int) -> None:
+                while time.monotonic() < stop:
+                    history = oversize if i % 2 else at_limit
+                    response = await client.post("/ask", json={"question": "那它有什么缺点？", "history": history})
+                    hostile[response.status_code] += 1
+                    i += 1
+                    await asyncio.sleep(0.5)
 
-                await asyncio.gather(*(ask(i) for i in range(8)), *(attack(i) for i in range(8)))
-            return latencies, ordinary, hostile
+            await asyncio.gather(*(ask(i) for i in range(8)), *(attack(i) for i in range(8)))
+        return latencies, ordinary, hostile
 
-        latencies, ordinary, hostile = asyncio.run(run())
+    latencies, ordinary, hostile = asyncio.run(run())
     assert set(ordinary) == {200}, ordinary  # no ordinary ask failed or timed out (30 s client timeout)
     assert set(hostile) <= {200, 400} and hostile[400] > 0 and hostile[200] > 0, hostile
     print(
@@ -386,7 +391,7 @@ def test_fifty_abandoned_streams_cancel_their_llm_calls_and_leak_nothing(
     base_settings: Settings, embedder: Any, corpus_index: Any
 ) -> None:
     tokens = ["LoRA", " 的秩", " r", " 是最重要的", "超参数。", "[1]"] + ["补充说明。"] * 60
-    with PacedLLM(pace=0.1) as llm:
+    with PacedLLM() as llm:
         llm.behave(streaming(tokens))
         settings = llm_settings(base_settings, llm, llm_timeout=60.0, llm_max_concurrency=8)
         engine = Engine(settings, embedder=embedder)
@@ -395,8 +400,9 @@ def test_fifty_abandoned_streams_cancel_their_llm_calls_and_leak_nothing(
             api_port = int(live.url.rsplit(":", 1)[1])
             llm_port = int(llm.api_base.split(":")[2].split("/")[0])
             with live.client() as client, client.stream("POST", "/ask", json=STREAM_BODY) as response:
-                assert read_sse(response)[-1][0] == "done"  # warm up once, to the end
+                assert read_sse(response)[-1][0] == "done"  # warm up once, to the end (unpaced)
             assert wait_until(lambda: llm.completed == 1, 60)
+            llm.pace = 0.1  # from now on each answer streams for seconds: the clients leave mid-answer
             time.sleep(1)
             threads_before = threading.active_count()
 

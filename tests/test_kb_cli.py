@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -74,6 +75,15 @@ def tree(path: Path) -> dict[str, tuple[int, int]]:
     return {str(p.relative_to(path)): (p.stat().st_size, p.stat().st_mtime_ns) for p in path.rglob("*") if p.is_file()}
 
 
+def side_by_side(data_dir: Path, **commands: tuple[str, ...]) -> dict[str, dict]:
+    """Run read-only `rag` commands on one data dir, as many at a time as there are cores (each that answers a
+    question spends most of its time importing sentence-transformers and loading the model on one core); the
+    JSON each printed last, by name."""
+    with ThreadPoolExecutor(max_workers=min(len(commands), os.cpu_count() or 1)) as pool:
+        running = {name: pool.submit(rag, *args, data_dir=data_dir) for name, args in commands.items()}
+        return {name: last_json(proc.result()) for name, proc in running.items()}
+
+
 @pytest.fixture(scope="module")
 def old_install(tmp_path_factory: pytest.TempPathFactory, base_settings: Settings, corpus_index) -> Path:
     """A data dir as an install left it before knowledge bases existed: an index of the bundled notes, the
@@ -104,37 +114,44 @@ def test_an_existing_install_is_the_default_knowledge_base_in_place(old_install:
     before = tree(old_install / "index")
     plain = last_json(rag("ask", "--json", "LoRA 微调里最重要的超参数是什么？", data_dir=old_install))  # first start
     assert plain["citations"] and all((CORPUS / doc).is_file() for doc in cited(plain))
-    listed = last_json(rag("kb", "list", "--json", data_dir=old_install))["kbs"]
+    out = side_by_side(
+        old_install, listed=("kb", "list", "--json"),
+        named=("ask", "--kb", "default", "--json", "LoRA 微调里最重要的超参数是什么？"),
+    )
+    listed = out["listed"]["kbs"]
     default = next(row for row in listed if row["name"] == "default")
     assert default["default"] and default["documents"] == corpus_index.documents
     assert default["chunks"] == corpus_index.chunks
     assert Path(default["index"]) == old_install / "index" and Path(default["corpus"]) == CORPUS
-    named = last_json(rag("ask", "--kb", "default", "--json", "LoRA 微调里最重要的超参数是什么？", data_dir=old_install))
-    assert cited(named) == cited(plain)
+    assert cited(out["named"]) == cited(plain)
     assert tree(old_install / "index") == before  # nothing moved, nothing rewritten
     assert json.loads((old_install / "kbs.json").read_text(encoding="utf-8"))["kbs"]["default"]["index"] is None
 
 
-@pytest.mark.slow  # five processes that each load the embedder (about 30 s on two idle cores)
+@pytest.mark.slow  # four processes that each load the embedder
 def test_a_knowledge_base_answers_only_from_its_own_notes(old_install: Path, fruit: dict, tmp_path: Path) -> None:
     own = set(NOTES)
-    answer = last_json(rag("ask", "--kb", "fruit", "--json", QUESTION, data_dir=old_install))
-    assert answer["citations"] and cited(answer) <= own
-    assert "采样" in answer["text"] and "评分" in answer["text"]
-    found = last_json(rag("search", "--kb", "fruit", "--json", "苔原缓存 温度", data_dir=old_install))
-    assert found["hits"] and {h["chunk"]["doc_id"] for h in found["hits"]} <= own
-    assert found["hits"][0]["chunk"]["doc_id"] == "kbtest-moss.md"
-    default = last_json(rag("ask", "--json", QUESTION, data_dir=old_install))
-    assert not cited(default) & own
-    info = last_json(rag("kb", "info", "fruit", "--json", data_dir=old_install))
-    assert (info["documents"], info["backend"]) == (2, "local") and info["version"]
-    assert Path(info["index"]).parent == Path(fruit["corpus"]).parent
     qa = tmp_path / "qa.jsonl"
     qa.write_text(json.dumps({"id": "q1", "question": QUESTION, "gold": ["最后按评分轮换灌溉"]}, ensure_ascii=False) + "\n")
-    figures = last_json(rag("eval", "--kb", "fruit", "--qa", str(qa), "--json", data_dir=old_install))
+    out = side_by_side(
+        old_install,
+        answer=("ask", "--kb", "fruit", "--json", QUESTION),
+        found=("search", "--kb", "fruit", "--json", "苔原缓存 温度"),
+        default=("ask", "--json", QUESTION),
+        info=("kb", "info", "fruit", "--json"),
+        figures=("eval", "--kb", "fruit", "--qa", str(qa), "--json"),
+        glossary=("glossary", "--kb", "fruit", "--json"),
+    )
+    answer, found, default, info, figures = (out[k] for k in ("answer", "found", "default", "info", "figures"))
+    assert answer["citations"] and cited(answer) <= own
+    assert "采样" in answer["text"] and "评分" in answer["text"]
+    assert found["hits"] and {h["chunk"]["doc_id"] for h in found["hits"]} <= own
+    assert found["hits"][0]["chunk"]["doc_id"] == "kbtest-moss.md"
+    assert not cited(default) & own
+    assert (info["documents"], info["backend"]) == (2, "local") and info["version"]
+    assert Path(info["index"]).parent == Path(fruit["corpus"]).parent
     assert figures["n"] == 1 and figures["hit@1"] == 1.0
-    glossary = last_json(rag("glossary", "--kb", "fruit", "--json", data_dir=old_install))
-    assert not any("LoRA" in name for group in glossary["groups"] for name in group)
+    assert not any("LoRA" in name for group in out["glossary"]["groups"] for name in group)
 
 
 def test_ask_and_search_send_the_knowledge_base_to_a_running_api(
@@ -155,16 +172,23 @@ def test_ask_and_search_send_the_knowledge_base_to_a_running_api(
 
 
 def test_bad_names_unknown_bases_and_refused_commands_are_one_clear_line(old_install: Path) -> None:
-    clean_error(rag("ask", "--kb", "nope", "什么是 LoRA", data_dir=old_install), "unknown knowledge base 'nope'")
-    clean_error(rag("ingest", "--kb", "Bad_Name", data_dir=old_install), "invalid knowledge base name")
-    clean_error(rag("search", "--kb=-x", "q", data_dir=old_install), "invalid knowledge base name")
-    clean_error(rag("kb", "create", "Work", data_dir=old_install), "a-z, 0-9")
-    clean_error(rag("kb", "create", "tiny", "--chunk-size", "10", data_dir=old_install), "chunk_size")
-    clean_error(rag("kb", "create", "elsewhere", "--corpus", str(old_install / "none"), data_dir=old_install), "not found")
-    clean_error(rag("kb", "info", "nope", data_dir=old_install), "unknown knowledge base")
-    clean_error(rag("kb", "delete", "default", "--yes", data_dir=old_install), "cannot be deleted")
-    clean_error(rag("kb", "rename", "default", "main", data_dir=old_install), "cannot be renamed")
-    clean_error(rag("kb", "create", "one", data_dir=old_install, RAG_MAX_KBS="1"), "RAG_MAX_KBS")
+    refused: list[tuple[tuple[str, ...], dict[str, str], str]] = [  # (command, environment, the error names)
+        (("ask", "--kb", "nope", "什么是 LoRA"), {}, "unknown knowledge base 'nope'"),
+        (("ingest", "--kb", "Bad_Name"), {}, "invalid knowledge base name"),
+        (("search", "--kb=-x", "q"), {}, "invalid knowledge base name"),
+        (("kb", "create", "Work"), {}, "a-z, 0-9"),
+        (("kb", "create", "tiny", "--chunk-size", "10"), {}, "chunk_size"),
+        (("kb", "create", "elsewhere", "--corpus", str(old_install / "none")), {}, "not found"),
+        (("kb", "info", "nope"), {}, "unknown knowledge base"),
+        (("kb", "delete", "default", "--yes"), {}, "cannot be deleted"),
+        (("kb", "rename", "default", "main"), {}, "cannot be renamed"),
+        (("kb", "create", "one"), {"RAG_MAX_KBS": "1"}, "RAG_MAX_KBS"),
+    ]
+    # each is refused before it changes anything, so they run side by side, as many at a time as there are cores
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        procs = [pool.submit(rag, *args, data_dir=old_install, **env) for args, env, _ in refused]
+        for proc, (_, _, needle) in zip(procs, refused, strict=True):
+            clean_error(proc.result(), needle)
 
 
 @pytest.fixture

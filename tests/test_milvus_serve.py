@@ -50,6 +50,21 @@ def milvus_lite_server(data_dir: Path):
         proc.wait(30)
 
 
+@contextlib.contextmanager
+def replicas(settings: Settings, root: Path, names: str = "ab"):
+    """One `rag serve` per name, started side by side (each start imports torch and loads the model); yields them
+    once all of them answer."""
+    with contextlib.ExitStack() as stack:
+        servers = []
+        for name in names:
+            server = ServeProcess(settings, root / name)
+            stack.callback(server.__exit__)
+            servers.append(server.start())
+        for server in servers:
+            server.wait_started()
+        yield servers
+
+
 def version_of(url: str) -> str | None:
     response = httpx.get(f"{url}/readyz", timeout=30)
     return response.json().get("version") if response.status_code == 200 else None
@@ -67,7 +82,7 @@ def test_two_replicas_on_one_milvus_lite_server_answer_while_a_third_process_pub
         try:
             first = run_ingest(settings, embedder=embedder)
             assert not (settings.index_dir / "milvus.db").exists()  # with a server, no index on local disk
-            with ServeProcess(settings, tmp_path / "a") as a, ServeProcess(settings, tmp_path / "b") as b:
+            with replicas(settings, tmp_path) as (a, b):
                 urls = [a.url, b.url]
                 assert [version_of(u) for u in urls] == [first.version] * 2
 

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, copy_corpus
+from conftest import ROOT, copy_corpus, copy_session_index
 
 from ingest.loading import decode
 from ingest.pipeline import IngestSummary, run_ingest
@@ -150,16 +150,16 @@ def test_nothing_changed_means_nothing_embedded_or_published(
 
 
 def test_editing_one_note_embeds_only_its_new_chunks(
-    make_settings: SettingsFactory, embedder, corpus: Path
+    make_settings: SettingsFactory, embedder, corpus: Path, base_settings: Settings
 ) -> None:
     settings = make_settings(corpus_dir=corpus)
-    first = ingest(settings, embedder)
+    first_version = copy_session_index(base_settings, settings)  # what a first ingest of the copy publishes
     before = chunk_ids_by_doc(settings)
     with (corpus / EDITED).open("a", encoding="utf-8") as f:
         f.write(PARAGRAPH)
     summary = ingest(settings, embedder)
     assert summary.changed == [EDITED] and summary.added == [] and summary.removed == []
-    assert summary.published and summary.version != first.version
+    assert summary.published and summary.version != first_version
     assert 0 < summary.embedded <= 3
     assert summary.reused >= summary.chunks - summary.embedded
     after = chunk_ids_by_doc(settings)
@@ -176,11 +176,11 @@ def test_editing_one_note_embeds_only_its_new_chunks(
 
 
 def test_deleted_note_disappears_from_the_index_and_from_results(
-    make_settings: SettingsFactory, embedder, corpus: Path
+    make_settings: SettingsFactory, embedder, corpus: Path, base_settings: Settings
 ) -> None:
     gone = "ai-terms-explained.md"
     settings = make_settings(corpus_dir=corpus)
-    ingest(settings, embedder)
+    copy_session_index(base_settings, settings)  # what a first ingest of the copy publishes
     with load_index(settings) as index:
         old_chunks = index.doc_chunks(gone)
     assert old_chunks
@@ -200,11 +200,11 @@ def test_deleted_note_disappears_from_the_index_and_from_results(
 
 
 def test_renamed_note_is_removed_and_added_without_re_embedding(
-    make_settings: SettingsFactory, embedder, corpus: Path
+    make_settings: SettingsFactory, embedder, corpus: Path, base_settings: Settings
 ) -> None:
     old, new = "learning-notes.md", "archive/learning-notes-2024.md"
     settings = make_settings(corpus_dir=corpus)
-    ingest(settings, embedder)
+    copy_session_index(base_settings, settings)  # what a first ingest of the copy publishes
     before = chunk_ids_by_doc(settings)
     (corpus / "archive").mkdir()
     (corpus / old).rename(corpus / new)
@@ -222,7 +222,9 @@ def test_renamed_note_is_removed_and_added_without_re_embedding(
 
 
 def test_full_ingest_re_embeds_every_chunk(make_settings: SettingsFactory, embedder, corpus: Path) -> None:
-    (corpus / "deep-learning-glossary.md").unlink()  # keeps the full re-embed small
+    for note in corpus.iterdir():  # two short notes keep the full re-embed small
+        if note.name not in ("ai-terms-explained.md", "python-for-ai.md"):
+            note.unlink()
     settings = make_settings(corpus_dir=corpus)
     first = ingest(settings, embedder)
     assert first.published
@@ -288,21 +290,21 @@ def many_section_note(n: int) -> str:
 
 
 def test_ingest_killed_mid_embedding_keeps_the_old_index_and_the_finished_vectors(
-    make_settings: SettingsFactory, embedder, corpus: Path
+    make_settings: SettingsFactory, embedder, corpus: Path, base_settings: Settings
 ) -> None:
     settings = make_settings(corpus_dir=corpus)
-    first = ingest(settings, embedder)
+    first_version = copy_session_index(base_settings, settings)  # what a first ingest of the copy publishes
     serving = Engine(settings, embedder=embedder)
     serving.load()
-    (corpus / "tuning.md").write_text(many_section_note(150), encoding="utf-8")
+    (corpus / "tuning.md").write_text(many_section_note(100), encoding="utf-8")
 
     ingest_killed_at(settings, "mid-embedding")
 
     store = IndexStore.from_settings(settings)
-    assert store.current_version() == first.version
+    assert store.current_version() == first_version
     fresh = Engine(settings, embedder=embedder)
     fresh.load()
-    assert fresh.version == first.version
+    assert fresh.version == first_version
     assert fresh.search("灾难性遗忘", top_k=3).hits
     assert serving.search("灾难性遗忘", top_k=3).hits
     assert "tuning.md" not in {d["doc_id"] for d in fresh.documents()}
@@ -323,10 +325,10 @@ def test_ingest_killed_mid_embedding_keeps_the_old_index_and_the_finished_vector
 
 @pytest.mark.parametrize("stage", ["embedding", *PUBLISH_STAGES])
 def test_ingest_killed_at_each_stage_leaves_a_serving_index(
-    make_settings: SettingsFactory, embedder, corpus: Path, stage: str
+    make_settings: SettingsFactory, embedder, corpus: Path, stage: str, base_settings: Settings, corpus_index
 ) -> None:
     settings = make_settings(corpus_dir=corpus)
-    first = ingest(settings, embedder)
+    first_version = copy_session_index(base_settings, settings)  # what a first ingest of the copy publishes
     # a rename needs no new vectors, so the killed interpreter never loads the embedder
     (corpus / "python-for-ai.md").rename(corpus / "python-for-ai-renamed.md")
 
@@ -335,7 +337,7 @@ def test_ingest_killed_at_each_stage_leaves_a_serving_index(
     store = IndexStore.from_settings(settings)
     switched = stage in ("publish:switched", "publish:done")
     current = store.current_version()
-    assert (current != first.version) if switched else (current == first.version)
+    assert (current != first_version) if switched else (current == first_version)
     if stage in PUBLISH_STAGES[:3]:
         assert tmp_debris(settings), "the kill should have left a half-built version behind"
     engine = Engine(settings, embedder=embedder)
@@ -344,15 +346,15 @@ def test_ingest_killed_at_each_stage_leaves_a_serving_index(
     assert engine.search("LoRA 微调里最重要的超参数是什么？", top_k=3).hits
     docs = {d["doc_id"] for d in engine.documents()}
     assert ("python-for-ai-renamed.md" in docs) == switched
-    with store.load_version(first.version) as old:  # the previous version is intact either way
-        assert len(old) == first.chunks
+    with store.load_version(first_version) as old:  # the previous version is intact either way
+        assert len(old) == corpus_index.chunks
 
     rerun = ingest(settings, embedder)
     assert rerun.published != switched
     assert rerun.embedded == 0
     assert tmp_debris(settings) == []
     final = store.current_version()
-    assert set(store.list_versions()) <= {final, current, first.version}
+    assert set(store.list_versions()) <= {final, current, first_version}
     with store.load() as index:
         assert "python-for-ai-renamed.md" in {d["doc_id"] for d in index.documents()}
 
@@ -409,15 +411,16 @@ def test_an_ingest_in_another_process_blocks_this_one(
 
 
 def test_user_glossary_is_merged_into_alias_groups_and_not_indexed(
-    make_settings: SettingsFactory, embedder, corpus: Path
+    make_settings: SettingsFactory, embedder, corpus: Path, base_settings: Settings, corpus_index: IngestSummary
 ) -> None:
     settings = make_settings(corpus_dir=corpus)
-    first = ingest(settings, embedder)
+    first = corpus_index  # the session's ingest of the bundled notes
+    first_version = copy_session_index(base_settings, settings)  # what a first ingest of the copy publishes
     (corpus / "glossary.txt").write_text(
         "# 我的别名\n灾难性遗忘 | 学完就忘症\n费曼学习法 = Feynman Technique\n", encoding="utf-8"
     )
     summary = ingest(settings, embedder)
-    assert summary.published and summary.version != first.version  # a glossary change alone republishes
+    assert summary.published and summary.version != first_version  # a glossary change alone republishes
     assert "glossary.txt" not in summary.added
     assert summary.embedded == 0 and summary.documents == first.documents
     assert summary.alias_groups == first.alias_groups + 1

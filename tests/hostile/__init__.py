@@ -222,6 +222,10 @@ class ServeProcess:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def __enter__(self) -> ServeProcess:
+        return self.start().wait_started()
+
+    def start(self) -> ServeProcess:
+        """Start the process without waiting for it to listen (several can then start side by side)."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("RAG_")}
         env.update(settings_env(self.settings))
         env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", LITELLM_LOCAL_MODEL_COST_MAP="True")
@@ -230,6 +234,11 @@ class ServeProcess:
         cmd = [sys.executable, "-c", code, "-v", "serve", "--host", "127.0.0.1", "--port", str(self.port)]
         with self.log_path.open("wb") as log:
             self.proc = subprocess.Popen(cmd, cwd=self.workdir, env=env, stdout=log, stderr=subprocess.STDOUT)
+        return self
+
+    def wait_started(self) -> ServeProcess:
+        """Wait until /healthz answers; a process that exits or never answers fails with its log."""
+        assert self.proc is not None, "start() first"
         deadline = time.monotonic() + self.startup_timeout
         while True:
             if self.proc.poll() is not None:
