@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rag.answer.citations import strip_markers
+from rag.crosslingual import mostly_english
 from rag.engine import Engine
 from rag.errors import InvalidInput
 from rag.text import sentence_spans
@@ -53,6 +54,7 @@ class QuestionResult:
     answer_hit: bool = False  # the answer's first sentence holds a gold string
     kind: str = ""
     resolved: str = ""
+    english: bool = False  # the question is mostly English (it goes through the cross-lingual bridge)
 
 
 def load_questions(path: Path) -> list[EvalQuestion]:
@@ -176,6 +178,7 @@ def evaluate(
                 answer_hit=bool(q.gold) and not answer.refused and holds_gold(first_sentence(answer.text), q.gold),
                 kind=q.kind,
                 resolved=resolved,
+                english=mostly_english(resolved),
             )
         )
     return metrics(results), results
@@ -192,6 +195,8 @@ def metrics(results: list[QuestionResult]) -> dict:
     with_keywords = [r for r in answerable]
     cited = sum(r.cited for r in answerable)
     latencies = sorted(r.latency_ms for r in results)
+    chinese = sorted(r.latency_ms for r in results if not r.english)
+    english = sorted(r.latency_ms for r in results if r.english)
     return {
         "n": len(results),
         "answerable": len(answerable),
@@ -208,6 +213,11 @@ def metrics(results: list[QuestionResult]) -> dict:
         "gold_cited": _mean([1.0 if r.cited_correct else 0.0 for r in answerable]),
         "latency_p50_ms": _percentile(latencies, 50),
         "latency_p95_ms": _percentile(latencies, 95),
+        # English questions pay for the cross-lingual bridge (phrase and translation vectors): reported apart
+        "latency_chinese_p50_ms": _percentile(chinese, 50),
+        "latency_chinese_p95_ms": _percentile(chinese, 95),
+        "latency_english_p50_ms": _percentile(english, 50),
+        "latency_english_p95_ms": _percentile(english, 95),
     }
 
 

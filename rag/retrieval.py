@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import re
 import time
-from collections.abc import Collection, Sequence
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -280,11 +280,9 @@ class Retriever:
                 matched_words.update(singular(w) for w in _LATIN_WORD.findall(normalize(item["matched"])))
                 names.extend([m for m in item["added"] if is_cjk(m)][:2])
 
-        def embed_with_query(phrases: Sequence[str]) -> np.ndarray:
-            # one model call for the question and its phrases; the question's vector waits in the query cache
-            return self.embedder.embed_queries([query, *phrases])[1:]
-
-        for bridge in self.bridge.link(query, embed_with_query, matched_words, known=self.index.has_term):
+        # The phrases (a few words each) go in a model call of their own: batched with the whole question they
+        # would all be padded to its length, which cost English questions most of their time.
+        for bridge in self.bridge.link(query, self.embedder.embed_queries, matched_words, known=self.index.has_term):
             chinese = [name for name in bridge.names if is_cjk(name)]
             added = self.aliases.add_names(weighted, chinese, self.tokenizer, expansions)
             expansions.append(

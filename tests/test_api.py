@@ -259,6 +259,7 @@ def test_errors_share_one_shape(client: httpx.Client, base_settings: Settings) -
     assert_error(client.post("/ask", content=b'{"question": ', headers=headers), 400, "malformed_json")
     assert_error(client.post("/ask", content=b"", headers=headers), 400)
     assert_error(client.post("/ask", json={"question": ""}), 400, "invalid_input")
+    assert_error(client.post("/ask", json={"question": "\x1c\x85"}), 400, "invalid_input")  # blank to str.strip()
     too_long = "问" * (base_settings.max_question_chars + 1)
     assert_error(client.post("/ask", json={"question": too_long}), 400, "invalid_input")
     assert_error(client.post("/ask", json={"question": QUESTION, "top_k": 0}), 422, "validation_error")
@@ -600,3 +601,18 @@ def test_openapi_lists_every_endpoint(client: httpx.Client, server: LiveServer) 
         if isinstance(r.original_route, APIRoute)
     }
     assert len(expected) == 23 and expected <= set(paths)  # 15 + /documents/{id}/original + 5 /conversations + 2 /kbs
+
+
+def test_the_documented_not_blank_pattern_is_exactly_what_the_service_strips(client: httpx.Client) -> None:
+    """The OpenAPI pattern of questions must mean the same in JSON Schema's regex dialect as in Python's: a fuzzer
+    sent "\x1c" (not whitespace to ECMA-262, whitespace to str.strip()) and got 400 for schema-valid data."""
+    pattern = client.get("/openapi.json").json()["components"]["schemas"]["AskRequest"]["properties"]["question"]["pattern"]
+    compiled = re.compile(pattern)
+    for code in range(0x10000):
+        if 0xD800 <= code <= 0xDFFF:
+            continue
+        char = chr(code)
+        assert bool(compiled.search(char)) == bool(char.strip()), hex(code)
+    # the characters where the dialects' \s differ are named explicitly, so ECMA-262 reads the same set
+    for named in (r"\x1c-\x1f", r"\x85", r"\ufeff"):
+        assert named in pattern

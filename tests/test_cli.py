@@ -27,6 +27,8 @@ EVAL_KEYS = {
     "citation_precision",
     "latency_p50_ms",
     "latency_p95_ms",
+    "latency_chinese_p95_ms",
+    "latency_english_p95_ms",
     "n",
 }
 

@@ -24,6 +24,7 @@ from live import LiveServer, assert_error, read_sse
 from pydantic import SecretStr
 
 from rag.api import create_app
+from rag.api.schemas import NOT_BLANK_PATTERN
 from rag.config import Settings
 from rag.engine import Engine
 from rag.feedback import SqliteFeedbackStore
@@ -219,7 +220,7 @@ def test_the_schema_states_the_limits_the_service_enforces(base_settings: Settin
     settings = base_settings.model_copy(update={"max_question_chars": 300, "max_history_turn_chars": 700})
     schemas = create_app(settings).openapi()["components"]["schemas"]
     question = schemas["AskRequest"]["properties"]["question"]
-    assert question["minLength"] == 1 and question["pattern"] == r"\S" and question["maxLength"] == 300
+    assert question["minLength"] == 1 and question["pattern"] == NOT_BLANK_PATTERN and question["maxLength"] == 300
     assert schemas["SearchRequest"]["properties"]["query"]["maxLength"] == 300
     assert schemas["HistoryTurn"]["properties"]["content"]["maxLength"] == 700
     assert str(settings.max_history_chars) in schemas["AskRequest"]["properties"]["history"]["description"]

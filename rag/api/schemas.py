@@ -48,8 +48,11 @@ def checked_text(**constraints: Any) -> Any:
 
 
 Text = checked_text()
+# At least one character that is not whitespace, in both regex dialects: Python's \s (the service's str.strip())
+# also counts \x1c-\x1f and \x85, JSON Schema's (ECMA-262) also counts \ufeff; this class is the same in both.
+NOT_BLANK_PATTERN = r"[^\s\x1c-\x1f\x85]|\ufeff"
 # A question or query: at least one character that is not whitespace (its longest length is a setting).
-Question = checked_text(min_length=1, pattern=r"\S")
+Question = checked_text(min_length=1, pattern=NOT_BLANK_PATTERN)
 Name = checked_text(max_length=200)
 PartType = checked_text(max_length=100)
 KB_FIELD_HELP = (
@@ -176,7 +179,7 @@ class FeedbackList(BaseModel):
     feedback: list[FeedbackEntry]
 
 
-_NOT_BLANK: dict[str, Any] = {"type": "string", "pattern": r"\S"}
+_NOT_BLANK: dict[str, Any] = {"type": "string", "pattern": NOT_BLANK_PATTERN}
 # At least one user message has text (a string, or a text part, with a character that is not whitespace).
 _USER_MESSAGE_WITH_TEXT: dict[str, Any] = {
     "type": "object",
