@@ -27,7 +27,7 @@ from rag.aliases import merge_groups
 from rag.answer.reader import reader_texts
 from rag.config import Settings
 from rag.crosslingual import bridge_terms
-from rag.embedding import Embedder, load_embedder
+from rag.embedding import MAX_BATCH_SIZE, Embedder, load_embedder
 from rag.errors import IngestFailed
 from rag.index import IndexBackend, IndexBuild, WriteLock, open_store
 from rag.text import Tokenizer, is_cjk
@@ -193,7 +193,15 @@ def run_ingest(
         # the reader's candidate sentences with their headings (short texts, embedded shortest first)
         sentence_texts = reader_texts(chunks)
         sentence_vectors, _ = _embed_cached(
-            sentence_texts, settings, model_id, embedder, full=full, report=report, label="sentences", by_length=True
+            sentence_texts,
+            settings,
+            model_id,
+            embedder,
+            full=full,
+            report=report,
+            label="sentences",
+            by_length=True,
+            save_every=2 * MAX_BATCH_SIZE,  # short texts: two full batches, side by side
         )
         summary.embed_seconds = time.perf_counter() - embed_started
 
@@ -247,7 +255,7 @@ def _embed_chunks(
     Returns (vectors, texts embedded now, chunks whose vector came from the cache).
     """
     vectors, embedded = _embed_cached(
-        [c.index_text for c in chunks], settings, model_id, embedder, full=full, report=report
+        [c.index_text for c in chunks], settings, model_id, embedder, full=full, report=report, by_length=True
     )
     return vectors, embedded, len(chunks) - embedded
 
@@ -263,9 +271,11 @@ def _embed_cached(
     as_queries: bool = False,
     label: str = "embeddings",
     by_length: bool = False,
+    save_every: int | None = None,
 ) -> tuple[np.ndarray, int]:
     """Vectors of `texts` (as passages, or as queries), through the embedding cache; returns (vectors, number
-    of distinct texts embedded now). The cache is saved per batch: a killed run keeps its work."""
+    of distinct texts embedded now). The cache is saved every `save_every` texts (default: four batches): a
+    killed run keeps its work."""
     cache = EmbeddingCache(settings.cache_dir / "embeddings.sqlite")
     try:
         kind = f"{model_id}#query" if as_queries else model_id  # the e5 prompts differ: so do the vectors
@@ -279,7 +289,7 @@ def _embed_cached(
         if missing:
             embedder = embedder or load_embedder(settings)
             embed = embedder.embed_queries if as_queries else embedder.embed_passages
-            batch = max(settings.embed_batch_size * 4, 32)
+            batch = save_every or max(settings.embed_batch_size * 4, 32)
             for start in range(0, len(missing), batch):
                 part = missing[start : start + batch]
                 vecs = embed([text_of[k] for k in part])

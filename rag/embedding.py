@@ -14,6 +14,7 @@ import re
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -28,10 +29,28 @@ if TYPE_CHECKING:
 
 DEFAULT_MODEL_DIRNAME = "multilingual-e5-small"
 QUERY_BATCH_SIZE = 64
+BATCH_CHARS = 512  # a passage batch of `batch_size` texts this long is the unit of work (a full chunk)
+MAX_BATCH_SIZE = 128  # texts per passage batch, however short
 QUERY_CACHE_SIZE = 1024
 _BF16_CPU_FLAGS = frozenset({"amx_bf16", "avx512_bf16"})
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 _TRUE = {"1", "ON", "YES", "TRUE"}
+
+
+def length_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
+    """Consecutive batches over texts sorted longest-first (their `lengths` in characters): a batch holds
+    `batch_size` texts of BATCH_CHARS characters or more, and proportionally more of shorter ones, up to
+    MAX_BATCH_SIZE. The work per batch stays about the same, and short texts (the reader's sentences) do not
+    pay a model call per few of them."""
+    batches: list[list[int]] = []
+    limit = 0
+    for i, length in enumerate(lengths):
+        if batches and len(batches[-1]) < limit:
+            batches[-1].append(i)
+        else:  # sorted longest-first: a batch's first text is its longest and sets its padded width
+            batches.append([i])
+            limit = max(batch_size, min(MAX_BATCH_SIZE, batch_size * BATCH_CHARS // max(length, 1)))
+    return batches
 
 
 @runtime_checkable
@@ -218,10 +237,10 @@ class SentenceTransformerEmbedder:
     ) -> None:
         if dtype not in ("float32", "bfloat16"):
             raise ValueError(f"dtype must be 'float32' or 'bfloat16', not {dtype!r}")
+        import torch
+
         model = load_sentence_transformer(path_or_id)
         if dtype == "bfloat16":
-            import torch
-
             model = model.to(torch.bfloat16)
         dim = model.get_embedding_dimension()
         if not dim:
@@ -242,6 +261,8 @@ class SentenceTransformerEmbedder:
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._cache_size = max(0, cache_size)
         self._cache_lock = threading.Lock()
+        self._streams: ThreadPoolExecutor | None = None  # the side-by-side batches' threads, made on first use
+        self.side_by_side = torch.get_num_threads() >= 2 and str(getattr(model, "device", "cpu")) == "cpu"
 
     @property
     def cached_queries(self) -> int:
@@ -252,17 +273,38 @@ class SentenceTransformerEmbedder:
     def _encode(self, texts: list[str], prompt: str, batch_size: int | None = None) -> np.ndarray:
         """One model call (under the lock) -> float32, renormalised rows."""
         with self._model_lock:
-            out: Any = self._model.encode(
-                texts,
-                prompt=prompt,  # "" = no prefix (and no default prompt)
-                batch_size=batch_size or self.batch_size,
-                show_progress_bar=False,
-                convert_to_tensor=True,
-                normalize_embeddings=False,
-            )
-            vectors = out.float().cpu().numpy().astype(np.float32, copy=False)
+            return self._encode_unlocked(texts, prompt, batch_size)
+
+    def _encode_unlocked(self, texts: list[str], prompt: str, batch_size: int | None = None) -> np.ndarray:
+        out: Any = self._model.encode(
+            texts,
+            prompt=prompt,  # "" = no prefix (and no default prompt)
+            batch_size=batch_size or self.batch_size,
+            show_progress_bar=False,
+            convert_to_tensor=True,
+            normalize_embeddings=False,
+        )
+        vectors = out.float().cpu().numpy().astype(np.float32, copy=False)
         norms = np.linalg.norm(vectors, axis=1, keepdims=True)
         return vectors / np.maximum(norms, 1e-12)
+
+    def _encode_side_by_side(self, batches: list[list[str]], prompt: str) -> list[np.ndarray]:
+        """Several batches at once, one per stream thread (under the lock)."""
+        with self._model_lock:
+            if self._streams is None:
+                import torch
+
+                threads = torch.get_num_threads()
+                # the first call sets the tokenizer's padding and truncation; later calls only read them, which
+                # is what lets the stream threads share it
+                self._encode_unlocked(batches[0][:1], prompt)
+                self._streams = ThreadPoolExecutor(
+                    max_workers=len(batches),
+                    thread_name_prefix="embed-stream",
+                    initializer=torch.set_num_threads,
+                    initargs=(max(1, threads // len(batches)),),
+                )
+            return list(self._streams.map(lambda batch: self._encode_unlocked(batch, prompt), batches))
 
     def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
         """Query vectors, served from an LRU cache keyed by the text where possible."""
@@ -296,13 +338,26 @@ class SentenceTransformerEmbedder:
     def embed_passages(
         self, texts: Sequence[str], progress: Callable[[int], None] | None = None
     ) -> np.ndarray:
-        """Passage vectors in input order; batches are formed longest-first to limit padding."""
+        """Passage vectors in input order; batches are formed longest-first to limit padding, and hold more
+        texts when they are short (`length_batches`).
+
+        With two or more CPU threads, two batches run side by side, each on half the threads: one batch of
+        short texts leaves threads idle, and two streams embed about a quarter faster than one (ingest).
+        """
         texts = list(texts)
         out = np.empty((len(texts), self.dim), dtype=np.float32)
         order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
-        for start in range(0, len(order), self.batch_size):
-            idx = order[start : start + self.batch_size]
-            out[idx] = self._encode([texts[i] for i in idx], self.passage_prompt)
-            if progress is not None:
-                progress(len(idx))
+        batches = length_batches([len(texts[i]) for i in order], self.batch_size)
+        batches = [[order[j] for j in batch] for batch in batches]
+        streams = 2 if self.side_by_side else 1
+        for start in range(0, len(batches), streams):
+            group = batches[start : start + streams]
+            if len(group) == 1:
+                vectors = [self._encode([texts[i] for i in group[0]], self.passage_prompt)]
+            else:
+                vectors = self._encode_side_by_side([[texts[i] for i in idx] for idx in group], self.passage_prompt)
+            for idx, vecs in zip(group, vectors, strict=True):
+                out[idx] = vecs
+                if progress is not None:
+                    progress(len(idx))
         return out

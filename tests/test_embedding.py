@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import os
 import shutil
 import subprocess
@@ -28,10 +27,13 @@ from rag.e5_convert.checkpoint import (
 from rag.e5_convert.convert import MARKER_FILE
 from rag.e5_convert.tokenizer import precompiled_charsmap
 from rag.embedding import (
+    BATCH_CHARS,
     DEFAULT_MODEL_DIRNAME,
+    MAX_BATCH_SIZE,
     Embedder,
     SentenceTransformerEmbedder,
     cpu_supports_bf16,
+    length_batches,
     load_embedder,
     model_id_for,
     prepare_embed_model,
@@ -357,11 +359,43 @@ def test_embed_passages_restores_order_and_reports_progress(model_dir: Path, dat
     calls: list[int] = []
     batched = embedder.embed_passages(texts, progress=calls.append)
     assert batched.shape == (7, 384) and batched.dtype == np.float32
-    assert calls == [3, 3, 1] and len(calls) == math.ceil(len(texts) / 3)
+    longest_first = sorted((len(t) for t in texts), reverse=True)
+    assert calls == [len(b) for b in length_batches(longest_first, 3)] == [5, 2]  # short texts fill a batch
     singles = np.vstack([embedder.embed_passages([t]) for t in texts])
     assert _cosines(batched, singles).min() > 0.9999
     assert embedder.embed_passages([]).shape == (0, 384)
     assert embedder.embed_queries([]).shape == (0, 384)
+
+
+def test_length_batches_hold_more_short_texts() -> None:
+    lengths = [900, 600, *[512] * 20, *[256] * 40, *[60] * 300, *[3] * 50]
+    batches = length_batches(lengths, 16)
+    assert [i for b in batches for i in b] == list(range(len(lengths)))  # consecutive, each text once
+    sizes = [len(b) for b in batches]
+    assert sizes[:2] == [16, 16]  # texts of BATCH_CHARS or more: batch_size of them
+    assert 32 in sizes  # half as long: twice as many
+    assert max(sizes) == MAX_BATCH_SIZE and sizes.count(MAX_BATCH_SIZE) == 2
+    for b in batches:  # no batch costs more than batch_size texts of its longest length or of BATCH_CHARS
+        assert len(b) * lengths[b[0]] <= 16 * max(BATCH_CHARS, lengths[b[0]])
+    assert length_batches([], 16) == []
+    assert [len(b) for b in length_batches([5] * 10, 200)] == [10]  # a batch size over the cap is kept
+
+
+def test_side_by_side_batches_match_one_stream_and_let_queries_through(model_dir: Path) -> None:
+    embedder = SentenceTransformerEmbedder(str(model_dir), model_id="test@float32", batch_size=4, cache_size=0)
+    texts = _corpus_chunks(120)[:60]
+    embedder.side_by_side = False
+    one_stream = embedder.embed_passages(texts)
+    embedder.side_by_side = True
+    queries: list[np.ndarray] = []
+    asker = threading.Thread(target=lambda: queries.extend(embedder.embed_queries([f"问题{i}"]) for i in range(10)))
+    asker.start()
+    side_by_side = embedder.embed_passages(texts)
+    asker.join()
+    assert embedder._streams is not None, "the batches ran side by side"
+    assert _cosines(side_by_side, one_stream).min() > 0.9999
+    assert len(queries) == 10
+    assert _cosines(np.vstack(queries), embedder.embed_queries([f"问题{i}" for i in range(10)])).min() > 0.9999
 
 
 def test_query_cache_is_lru_and_returns_copies(model_dir: Path) -> None:

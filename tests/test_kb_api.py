@@ -129,6 +129,11 @@ def test_kb_crud_and_its_errors(client: httpx.Client, settings: Settings, two_kb
     # up to RAG_MAX_KBS (5): default, pets, space + two more
     assert client.post("/kbs", json={"name": "tmp-a", "overrides": {"chunk_size": 300}}).status_code == 201
     assert client.get("/kbs/tmp-a").json()["overrides"] == {"chunk_size": 300}
+    # never ingested: the client's to fill (409), on /ask and on the OpenAI endpoint alike (a fuzz run got a 503)
+    assert_error(client.post("/ask", json={"question": LORA_QUESTION, "kb": "tmp-a"}), 409, "kb_empty")
+    chat = {"model": "tmp-a", "messages": [{"role": "user", "content": LORA_QUESTION}]}
+    assert_error(client.post("/v1/chat/completions", json=chat), 409, "kb_empty")
+    assert_error(client.post("/v1/chat/completions", json={**chat, "stream": True}), 409, "kb_empty")
     assert client.post("/kbs", json={"name": "tmp-b"}).status_code == 201
     assert_error(client.post("/kbs", json={"name": "tmp-c"}), 409, "too_many_kbs")
 

@@ -193,10 +193,12 @@ def ask(page: Page, question: str) -> Locator:
     box.fill(question)
     box.press("Enter")
     message = page.locator("[data-testid='stChatMessage']").nth(1)
-    expect(message.get_by_text("回答方式", exact=False)).to_be_visible(timeout=WAIT_MS)
+    # while a rerun replaces the streamed answer, the message can briefly hold both: wait on the first
+    expect(message.get_by_text("回答方式", exact=False).first).to_be_visible(timeout=WAIT_MS)
     # a new conversation reruns the page once (the sidebar lists it): wait until that run has replaced the first
     expect(message.locator("button.rag-copy")).to_have_count(1)
     expect(page.locator("[data-stale='true']")).to_have_count(0)
+    expect(message.get_by_text("回答方式", exact=False)).to_have_count(1)
     return message
 
 

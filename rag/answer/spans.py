@@ -53,6 +53,8 @@ def span_for(best: Sentence, group: Sequence[Sentence], *, asks_list: bool) -> l
                 continue
             if asks_list and best.bullet and not nxt.bullet:
                 break
+            if taken and LEAD_IN.search(nxt.text) and not nxt.bullet:
+                break  # a new lead-in after the items: its own items would not come with it
             end += 1
             taken += 1
             if LEAD_IN.search(nxt.text) and not nxt.bullet:

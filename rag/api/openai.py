@@ -24,7 +24,7 @@ import anyio.to_thread
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from rag.api.knowledge import pool_of, registry_of
+from rag.api.knowledge import engine_for, registry_of
 from rag.api.responses import SSE_DONE, error_body, error_response, event_stream, json_response, sse
 from rag.api.routes import SettingsDep, WorkerDep, check_history
 from rag.api.schemas import (
@@ -216,8 +216,8 @@ async def chat_completions(body: ChatRequest, request: Request, worker: WorkerDe
     name = body.model if body.model in kbs else settings.default_kb if body.model == MODEL_ID else None
     if name is None or not NAME_PATTERN.fullmatch(name):
         return model_not_found(body.model, sorted(kbs))
-    try:
-        engine = await anyio.to_thread.run_sync(pool_of(request).engine, name)
+    try:  # a knowledge base never ingested is the client's to fill (409 kb_empty), as on /ask
+        _, engine = await engine_for(request, name)
     except KnowledgeBaseNotFound:  # deleted meanwhile
         return model_not_found(body.model, sorted(kbs - {name}))
     created = int(time.time())
