@@ -304,7 +304,7 @@ class SentenceTransformerEmbedder:
                     initializer=torch.set_num_threads,
                     initargs=(max(1, threads // len(batches)),),
                 )
-            return list(self._streams.map(lambda batch: self._encode_unlocked(batch, prompt), batches))
+            return list(self._streams.map(lambda batch: self._encode_unlocked(batch, prompt, len(batch)), batches))
 
     def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
         """Query vectors, served from an LRU cache keyed by the text where possible."""
@@ -339,7 +339,7 @@ class SentenceTransformerEmbedder:
         self, texts: Sequence[str], progress: Callable[[int], None] | None = None
     ) -> np.ndarray:
         """Passage vectors in input order; batches are formed longest-first to limit padding, and hold more
-        texts when they are short (`length_batches`).
+        texts when they are short (`length_batches`); each batch is one forward pass.
 
         With two or more CPU threads, two batches run side by side, each on half the threads: one batch of
         short texts leaves threads idle, and two streams embed about a quarter faster than one (ingest).
@@ -353,7 +353,7 @@ class SentenceTransformerEmbedder:
         for start in range(0, len(batches), streams):
             group = batches[start : start + streams]
             if len(group) == 1:
-                vectors = [self._encode([texts[i] for i in group[0]], self.passage_prompt)]
+                vectors = [self._encode([texts[i] for i in group[0]], self.passage_prompt, len(group[0]))]
             else:
                 vectors = self._encode_side_by_side([[texts[i] for i in idx] for idx in group], self.passage_prompt)
             for idx, vecs in zip(group, vectors, strict=True):
