@@ -20,7 +20,7 @@ run: setup
 
 test: setup system-deps
 	$(BIN)/ruff check .
-	$(BIN)/pytest -q -p no:cacheprovider
+	$(BIN)/pytest -q -p no:cacheprovider -n 2 --dist loadfile
 
 lint: setup
 	$(BIN)/ruff check .

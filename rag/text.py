@@ -76,11 +76,14 @@ def sentence_spans(text: str) -> list[tuple[int, int]]:
     """Split `text` into sentences at 。！？； . ! ? ; and line ends; return (start, end) offsets.
 
     Each span includes its closing punctuation; whitespace-only spans are dropped. A '.' ends a sentence
-    only when followed by whitespace or the end, so '3.5' and 'np.dot' stay whole.
+    only when followed by whitespace or the end, so '3.5' and 'np.dot' stay whole; an ASCII '!' or '?' inside
+    a formula or term does not end one either (`_inside_term`).
     """
     spans: list[tuple[int, int]] = []
     start = 0
     for match in _SENTENCE_END.finditer(text):
+        if _inside_term(text, match.start(), match.end()):
+            continue
         end = match.end()
         if text[start:end].strip():
             spans.append((start, end))
@@ -88,6 +91,20 @@ def sentence_spans(text: str) -> list[tuple[int, int]]:
     if text[start:].strip():
         spans.append((start, len(text)))
     return spans
+
+
+def _inside_term(text: str, start: int, end: int) -> bool:
+    """An ASCII '!' or '?' after a letter or digit that is part of what follows, not a sentence end: glued to
+    the next character ("10!=3628800", "10!种", "a?b"), or a factorial before Chinese text ("遍历 T! 种路径";
+    Chinese prose ends its sentences with full-width marks)."""
+    mark = text[start:end]
+    if mark not in ("!", "?") or start == 0 or not text[start - 1].isalnum():
+        return False
+    following = text[end : end + 1]
+    if following and not following.isspace():
+        return True
+    rest = text[end : end + 4].lstrip(" ")
+    return mark == "!" and bool(rest) and HAS_CJK.match(rest) is not None
 
 
 _jieba_base: tuple[dict[str, int], int] | None = None

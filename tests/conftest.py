@@ -1,14 +1,19 @@
-"""Shared fixtures: one converted embedder, one ingested copy of the bundled corpus, per test session.
+"""Shared fixtures: one converted embedder, one ingested copy of the bundled corpus, per test run.
 
 Tests that need their own index get a fresh data dir whose model directory points at the shared one
 and whose embedding cache starts as a copy of the shared cache, so nothing is converted or embedded twice.
+Under pytest-xdist (`make test` runs two workers) the workers share that data dir: the first one converts and
+ingests under a file lock, the others wait for it and load what it built.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
+import pickle
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -24,9 +29,26 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 
+@contextmanager
+def exclusive(lock_file: Path) -> Iterator[None]:
+    """Hold an exclusive lock on `lock_file` (other test workers wait)."""
+    with open(lock_file, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 @pytest.fixture(scope="session")
 def base_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("rag-base")
+    """The shared data dir's parent: one per run, shared by all xdist workers."""
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # every worker's base temp sits in the same run directory
+    path = root / "rag-base"
+    path.mkdir(exist_ok=True)
+    return path
 
 
 @pytest.fixture(scope="session")
@@ -40,7 +62,8 @@ def embedder(base_settings: Settings):
     """The default embedder, converted once and loaded once for the whole session."""
     from rag.embedding import load_embedder, prepare_embed_model
 
-    prepare_embed_model(base_settings)
+    with exclusive(base_settings.data_dir.parent / "model.lock"):
+        prepare_embed_model(base_settings)
     return load_embedder(base_settings)
 
 
@@ -54,15 +77,20 @@ def corpus_index(base_settings: Settings, embedder):
     """The bundled corpus ingested into the shared data dir; returns the ingest summary."""
     from ingest.pipeline import run_ingest
 
-    cached = LOCAL_CACHE / "embeddings.sqlite"
-    target = base_settings.cache_dir / "embeddings.sqlite"
-    if cached.exists() and not target.exists():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(cached, target)
-    summary = run_ingest(base_settings, embedder=embedder)
-    LOCAL_CACHE.mkdir(exist_ok=True)
-    shutil.copy(target, cached)
-    return summary
+    done = base_settings.data_dir.parent / "ingest-summary.pickle"
+    with exclusive(base_settings.data_dir.parent / "ingest.lock"):
+        if done.exists():  # another worker ingested it
+            return pickle.loads(done.read_bytes())
+        cached = LOCAL_CACHE / "embeddings.sqlite"
+        target = base_settings.cache_dir / "embeddings.sqlite"
+        if cached.exists() and not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(cached, target)
+        summary = run_ingest(base_settings, embedder=embedder)
+        LOCAL_CACHE.mkdir(exist_ok=True)
+        shutil.copy(target, cached)
+        done.write_bytes(pickle.dumps(summary))
+        return summary
 
 
 @pytest.fixture(scope="session")

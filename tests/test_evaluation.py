@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from rag.evaluation import QuestionResult, first_sentence, holds_gold, metrics
+from rag.text import sentence_spans
 
 
 def result(latency: float, *, english: bool, answerable: bool = True) -> QuestionResult:
@@ -24,6 +25,23 @@ def test_holds_gold_contains_lies_inside_or_shares_most_of_its_characters() -> N
 def test_first_sentence_skips_markers_and_keeps_a_list_number_with_its_item() -> None:
     assert first_sentence("1. 将输入序列转化为矩阵。[1]\n2. 计算点积。") == "1. 将输入序列转化为矩阵。"
     assert first_sentence("学习率太大会振荡。[1] 太小收敛慢。[1]") == "学习率太大会振荡。"
+
+
+def test_an_ascii_bang_inside_a_formula_or_before_chinese_text_ends_no_sentence() -> None:
+    text = "由于遍历 T! 种路径计算量非常大（对于10个词的句子，10!=3628800）。因此只能采样。[1]"
+    assert [text[a:b] for a, b in sentence_spans(text)][:2] == [
+        "由于遍历 T! 种路径计算量非常大（对于10个词的句子，10!=3628800）。",
+        "因此只能采样。",
+    ]
+    assert first_sentence(text) == "由于遍历 T! 种路径计算量非常大（对于10个词的句子，10!=3628800）。"
+    assert holds_gold(first_sentence(text), ["对于10个词的句子，10!=3628800"])
+    # English sentences still end at '!' and '?', and a line end still ends one
+    english = "It works! Then it stops? Yes."
+    assert [english[a:b].strip() for a, b in sentence_spans(english)] == ["It works!", "Then it stops?", "Yes."]
+    assert [p for p in ("为什么?\n下一行"[a:b] for a, b in sentence_spans("为什么?\n下一行")) if p.strip()] == [
+        "为什么?",
+        "下一行",
+    ]
 
 
 def test_latency_is_reported_for_chinese_and_english_questions_apart() -> None:

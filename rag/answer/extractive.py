@@ -295,7 +295,9 @@ class ExtractiveGenerator:
         previous: Sentence | None = None
         for i, s in enumerate(chosen):
             if previous is not None:
-                parts.append("\n" if (s.line_start or s.gap_newline or s.passage != previous.passage) else "")
+                # a new line for a new line of the note, another passage, or a step back within the passage
+                new_line = s.line_start or s.gap_newline or s.passage != previous.passage or s.pos < previous.pos
+                parts.append("\n" if new_line else "")
             parts.append(s.text)
             nxt = chosen[i + 1] if i + 1 < len(chosen) else None
             if nxt is None or nxt.passage != s.passage or nxt.pos != s.pos + 1:

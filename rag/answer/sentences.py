@@ -96,18 +96,10 @@ def _classify(raw_line: str, text: str, in_fence: bool) -> str:
 
 
 def _merged_spans(text: str) -> list[tuple[int, int]]:
-    """sentence_spans, re-joining splits at an ASCII '!'/'?' glued between two non-blank characters ("10!种")."""
+    """sentence_spans, with a list number joined to its item ("1. 将输入……")."""
     merged: list[tuple[int, int]] = []
     for start, end in sentence_spans(text):
         if merged and _LIST_NUMBER.match(text[merged[-1][0] : merged[-1][1]]) and "\n" not in text[merged[-1][1] : start]:
-            merged[-1] = (merged[-1][0], end)  # "1. 将输入……": a list number belongs to its item
-        elif (
-            merged
-            and text[merged[-1][1] - 1] in "!?"
-            and merged[-1][1] >= 2
-            and text[merged[-1][1] - 2].isalnum()
-            and not text[start].isspace()
-        ):
             merged[-1] = (merged[-1][0], end)
         else:
             merged.append((start, end))

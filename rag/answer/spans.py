@@ -76,9 +76,10 @@ def _between_is_clean(group: Sequence[Sentence], a: int, b: int) -> bool:
 def compose(reading: Reading, n_passages: int, *, max_chars: int) -> tuple[list[Sentence], str | None]:
     """The sentences of the extractive answer and a note for an asked type the notes do not give.
 
-    The best span comes first (what a reader sees first), then other highly rated sentences of its passage in
-    reading order, then a second passage's span where the question has a second part. Only candidates of the
-    first `n_passages` passages are quoted; sentences that address the assistant never are.
+    The best span comes first, opening with the best sentence (what a reader sees first), then other highly
+    rated sentences of its passage in reading order, then a second passage's span where the question has a
+    second part. Only candidates of the first `n_passages` passages are quoted; sentences that address the
+    assistant never are.
     """
     pool = [c for c in reading.candidates if c.passage < n_passages and not c.features.get("instruction")]
     if not pool:
@@ -86,7 +87,7 @@ def compose(reading: Reading, n_passages: int, *, max_chars: int) -> tuple[list[
     profile = reading.profile
     best = pool[0]
     group = reading.sentences[best.passage]
-    span = _trim(span_for(best.sentence, group, asks_list="list" in profile.types), best, max_chars)
+    span = _answer_first(_trim(span_for(best.sentence, group, asks_list="list" in profile.types), best, max_chars), best)
     support = sorted(_support(pool, best, span, group, max_chars=max_chars), key=lambda s: s.pos)
     chosen = span + support
     second = _second(pool, best, chosen, reading)
@@ -100,6 +101,16 @@ def compose(reading: Reading, n_passages: int, *, max_chars: int) -> tuple[list[
     if missing and not stated and not any(c.features.get(f"type_{t}") for c in pool[:5] for t in missing):
         note = missing[0]
     return chosen, note
+
+
+def _answer_first(span: list[Sentence], best: Candidate) -> list[Sentence]:
+    """The best sentence first: a sentence it leans on ("这样一来……" needs what came before) follows the run it
+    opens, as context, since the first sentence is what a reader sees first. A list quoted from its first item
+    keeps its order."""
+    if not LEANS_BACK.match(best.sentence.text) or best.sentence.bullet:
+        return span
+    before = [s for s in span if s.pos < best.sentence.pos]
+    return [s for s in span if s.pos >= best.sentence.pos] + before
 
 
 def _trim(span: list[Sentence], best: Candidate, budget: int) -> list[Sentence]:
