@@ -136,7 +136,8 @@ def test_no_english_question_is_refused_when_its_passage_ranks_in_the_top_3(dev:
 
 
 def test_followups_cite_the_gold_passage(followups: Run) -> None:
-    # measured when set: 13 of 15 (10 before the subject-carrying resolver)
+    # measured when set: 15 of 15 (10 before the subject-carrying resolver, 13 while "ChatGLM-6B" counted as
+    # a name the notes never use)
     figures, rows = followups
-    assert sum(1 for r in rows if r.cited_correct) >= 12, misses(rows)
+    assert sum(1 for r in rows if r.cited_correct) >= 13, misses(rows)
     assert all(r.resolved != r.question for r in rows), [r.id for r in rows if r.resolved == r.question]

@@ -309,6 +309,14 @@ def test_off_domain_questions_are_refused(engine: Engine, question: str) -> None
     assert not engine.search(question).gate.answerable
 
 
+def test_a_hyphenated_name_the_notes_spell_is_not_an_unknown_term(engine: Engine) -> None:
+    # the index holds "chatglm-6b" as "chatglm" + "6b"; the gate must not call the name unknown for that
+    known = engine.search("ChatGLM-6B 英文回答靠谱吗？").gate.features
+    assert known["unknown_latin"] == 0.0
+    unknown = engine.search("ChatGLM-7B 英文回答靠谱吗？").gate.features  # the notes never name this one
+    assert unknown["unknown_latin"] == 1.0
+
+
 def test_answerable_question_is_answered_with_citations(engine: Engine) -> None:
     answer = engine.ask(ANSWERABLE)
     assert not answer.refused
