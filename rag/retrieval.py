@@ -360,7 +360,8 @@ class Retriever:
         if is_cjk(query):
             for term in set(_LATIN_WORD.findall(norm_query)):
                 # "chatglm-6b" is indexed as "chatglm" + "6b": a compound the top passages spell is known
-                if len(term) >= 2 and not self.index.has_term(term) and term not in self._alias_of and term not in top_text:
+                spelled = re.compile(rf"(?<![a-z0-9]){re.escape(term)}(?![a-z0-9])")
+                if len(term) >= 2 and not self.index.has_term(term) and term not in self._alias_of and not spelled.search(top_text):
                     unknown_latin = 1.0
         letters = [c for c in norm_query if c.isalpha()]
         latin_share = sum(1 for c in letters if "a" <= c <= "z") / len(letters) if letters else 0.0

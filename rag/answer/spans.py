@@ -1,10 +1,11 @@
 """Answer spans: the reader's best sentence plus what it needs around it, as sentences of one passage.
 
 A lead-in ("X 分为三类：") takes the items it introduces; a sentence that leans on the previous one ("这种方法……")
-takes it; a formula or code block that follows its sentence stays whole; a list asked for is quoted from its
-first item. A second passage joins only with a distinct answering sentence (comparisons, a second subject).
-Pure functions over `Sentence`s: every span is a run of a passage's own sentences, so its text is an exact
-slice of the chunk.
+takes it, placed after the run the best sentence opens (the first sentence is what a reader sees first); a
+formula or code block that follows its sentence stays whole; a list asked for is quoted from its first item.
+A second passage joins only with a distinct answering sentence (comparisons, a second subject). Pure functions
+over `Sentence`s: every sentence of a span is one of its passage's own, so its text is an exact slice of the
+chunk.
 """
 
 from __future__ import annotations
@@ -31,9 +32,11 @@ SUPPORT_MARGIN = 2.5  # ... each scoring within this of the best sentence (logit
 
 
 def span_for(best: Sentence, group: Sequence[Sentence], *, asks_list: bool) -> list[Sentence]:
-    """The run of sentences of one passage that answers, around `best` (sentences of `group`, in order)."""
+    """The sentences of one passage that answer, around `best` (sentences of `group`): the run `best` opens
+    (or the list it is an item of, from its first item), then the sentence it leans on, if any."""
     i = best.pos
     start, end = i, i + 1  # [start, end) into group
+    leaned_on: list[Sentence] = []
 
     def quotable(s: Sentence) -> bool:
         return s.kind in QUOTABLE and not is_instruction(s.text)
@@ -42,7 +45,7 @@ def span_for(best: Sentence, group: Sequence[Sentence], *, asks_list: bool) -> l
         while start > 0 and group[start - 1].bullet and quotable(group[start - 1]):
             start -= 1
     elif LEANS_BACK.match(best.text) and i > 0 and quotable(group[i - 1]) and not LEAD_IN.search(group[i - 1].text):
-        start = i - 1
+        leaned_on = [group[i - 1]]
     if LEAD_IN.search(best.text) or (asks_list and best.bullet):
         # the items it introduces (or the rest of the list), one line each
         taken = 0
@@ -64,7 +67,7 @@ def span_for(best: Sentence, group: Sequence[Sentence], *, asks_list: bool) -> l
             end += 1
         if end == i + 1 and end < len(group) and quotable(group[end]) and CONTINUES.match(group[end].text):
             end += 1
-    return [s for s in group[start:end] if quotable(s) or s is best]
+    return [s for s in group[start:end] if quotable(s) or s is best] + leaned_on
 
 
 def _between_is_clean(group: Sequence[Sentence], a: int, b: int) -> bool:
@@ -87,7 +90,7 @@ def compose(reading: Reading, n_passages: int, *, max_chars: int) -> tuple[list[
     profile = reading.profile
     best = pool[0]
     group = reading.sentences[best.passage]
-    span = _answer_first(_trim(span_for(best.sentence, group, asks_list="list" in profile.types), best, max_chars), best)
+    span = _trim(span_for(best.sentence, group, asks_list="list" in profile.types), best, max_chars)
     support = sorted(_support(pool, best, span, group, max_chars=max_chars), key=lambda s: s.pos)
     chosen = span + support
     second = _second(pool, best, chosen, reading)
@@ -101,16 +104,6 @@ def compose(reading: Reading, n_passages: int, *, max_chars: int) -> tuple[list[
     if missing and not stated and not any(c.features.get(f"type_{t}") for c in pool[:5] for t in missing):
         note = missing[0]
     return chosen, note
-
-
-def _answer_first(span: list[Sentence], best: Candidate) -> list[Sentence]:
-    """The best sentence first: a sentence it leans on ("这样一来……" needs what came before) follows the run it
-    opens, as context, since the first sentence is what a reader sees first. A list quoted from its first item
-    keeps its order."""
-    if not LEANS_BACK.match(best.sentence.text) or best.sentence.bullet:
-        return span
-    before = [s for s in span if s.pos < best.sentence.pos]
-    return [s for s in span if s.pos >= best.sentence.pos] + before
 
 
 def _trim(span: list[Sentence], best: Candidate, budget: int) -> list[Sentence]:
