@@ -95,7 +95,8 @@ def atx_heading(line: str) -> tuple[int, str] | None:
 def heading_title(raw: str, max_chars: int = 120) -> str:
     """A heading's text for titles and heading paths: markup removed, one line, bounded length."""
     raw = raw[: max_chars * 4]  # a runaway one-line "heading" is not worth cleaning in full
-    return (" ".join(clean_for_index(raw).split()) or " ".join(raw.split()))[:max_chars]
+    plain = "".join(ch for ch in raw if unicodedata.category(ch) != "Cc")  # "# \x00": no NUL in any path
+    return (" ".join(clean_for_index(raw).split()) or " ".join(plain.split()))[:max_chars]
 
 
 def markdown_headings(text: str) -> list[tuple[int, str, int, int]]:
