@@ -80,6 +80,10 @@ class Settings(BaseSettings):
         "auto", description="auto = bfloat16 where the CPU computes it natively (AMX/AVX512-BF16)."
     )
     embed_batch_size: int = Field(16, ge=1, le=512, description="Passages per embedding batch.")
+    embed_runtime: Literal["auto", "sentence-transformers"] = Field(
+        "auto", description="auto = a plain BERT with mean pooling (the default e5) runs on torch and tokenizers "
+        "alone, which starts seconds sooner; every other model runs on sentence-transformers.",
+    )
 
     # Ingest
     max_file_mb: float = Field(20, gt=0, description="Larger notes are skipped with a warning.")

