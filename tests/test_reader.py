@@ -17,6 +17,7 @@ from rag.answer.reader_features import (
     coverage,
     is_enumeration,
     is_instruction,
+    must_state,
     profile_question,
     question_features,
     question_types,
@@ -75,6 +76,24 @@ def test_a_missing_formula_is_said_not_stitched(engine, reader: Reader) -> None:
     reading = read(engine, reader, "合页损失的公式是什么？", [passage])
     answer = ExtractiveGenerator(Settings(_env_file=None), reader.tokenizer).answer_from("合页损失的公式是什么？", [passage], reading)
     assert answer.text.endswith("（笔记中没有给出具体公式。）")
+
+
+def test_a_figure_is_missing_only_when_the_question_asks_for_one(engine, reader: Reader) -> None:
+    # 几 as a determiner ("which", "several", a noun phrase) asks for no figure; 几 + a measure word at the
+    # question's end, 多少 and a range do
+    for question in ("我把几个基础模型的预测结果再融合，效果变差可能是哪些原因？", "大模型幻觉有哪几种类型？",
+                     "只训练一次就想得到好几个模型，有什么办法？", "被路由到少数几个专家时怎么办？"):
+        assert must_state(question) == (), question
+    for question in ("LSTM 有几个门？", "GPTQ 可以把权重量化到几位？", "学习率一般设多少？", "dropout 的取值范围是什么？",
+                     "How many heads does BERT-base use?"):
+        assert must_state(question) == ("number",), question
+    assert must_state("交叉熵的公式是什么？") == ("formula",)
+
+    passage = hit("集成学习把几个模型的预测结合起来。\n如果基模型之间高度相关，融合后可能不如单个模型。\n", heading=("集成学习",))
+    for question, said in (("我把几个模型的预测结果再融合，效果变差可能是哪些原因？", False), ("集成学习一般融合多少个模型？", True)):
+        reading = read(engine, reader, question, [passage])
+        answer = ExtractiveGenerator(Settings(_env_file=None), reader.tokenizer).answer_from(question, [passage], reading)
+        assert answer.text.endswith("（笔记中没有给出具体数值。）") is said, (question, answer.text)
 
 
 def test_a_sentence_about_another_entity_loses(engine, reader: Reader) -> None:

@@ -51,6 +51,15 @@ SENTENCE_TYPES: dict[str, re.Pattern[str]] = {
         "effect": r"随着|越来越|越|变得|导致|使得|会|从而|造成|可能|increase|decrease|become|lead",
     }.items()
 }
+# A figure the question insists on, which the answer must state or say the notes do not give. Stricter than
+# the "number" type: 几 + a measure word asks for a count unless it is a determiner (哪几/好几/这几/少数几:
+# "which", "several", "these few") or opens a noun phrase ("我把几个基础模型的预测结果……"), and 大小 / size
+# name a quantity rather than ask for one ("batch 大小为什么取 2 的次方").
+FIGURE_ASKED = re.compile(
+    r"多少|(?<![哪好这那前后])(?<!少数)几(?:个|种|层|维|位|倍|次|月|天|年|分钟|小时|步|轮)(?![^，,。？?！!；;、]{0,8}的)"
+    r"|范围|取值|数值|比例|how many|how much|range|value|number of",
+    re.I,
+)
 # Text that addresses the assistant instead of stating or asking something about the notes.
 INSTRUCTION = re.compile(
     r"忽略(?:之前|以上|上面|前面|先前|你的|所有|全部)?的?(?:所有|全部)?(?:指令|指示|提示|规则|设定|限制)"
@@ -103,6 +112,13 @@ class QuestionProfile:
 def question_types(text: str) -> frozenset[str]:
     """The answer types a question asks for (formula, number, cause, definition, list, ...)."""
     return frozenset(name for name, pattern in QUESTION_TYPES.items() if pattern.search(text))
+
+
+def must_state(question: str) -> tuple[str, ...]:
+    """The answer types an answer must hold, or else say the notes do not give: a formula asked for, or a
+    figure the question insists on (`FIGURE_ASKED`)."""
+    types = question_types(question)
+    return tuple(t for t in ("formula", "number") if t in types and (t == "formula" or FIGURE_ASKED.search(question)))
 
 
 def sentence_types(text: str) -> frozenset[str]:

@@ -14,7 +14,7 @@ import re
 from collections.abc import Sequence
 
 from rag.answer.reader import Candidate, Reading
-from rag.answer.reader_features import LEAD_IN, coverage, is_instruction, sentence_types
+from rag.answer.reader_features import LEAD_IN, coverage, is_instruction, must_state, sentence_types
 from rag.answer.sentences import Sentence
 from rag.text import normalize
 
@@ -24,8 +24,6 @@ CONTINUES = re.compile(r"^(?:即|因此|所以|也就是|例如|比如|其中|(?
 MAX_LIST_ITEMS = 8
 SECOND_PASSAGE_MARGIN = 1.0  # a second passage's sentence must score within this of the best (logit units)
 SECOND_PASSAGE_GAIN = 0.25  # ... and cover this share of the question's words that the first span does not
-# Answer types an answer must hold to count as given: when no candidate holds them, the answer says so.
-STATED_TYPES = ("formula", "number")
 QUOTABLE = frozenset({"text", "code", "short"})
 SUPPORT_SENTENCES = 4  # an answer quotes at most this many sentences besides a list's items
 SUPPORT_MARGIN = 2.5  # ... each scoring within this of the best sentence (logit units)
@@ -98,7 +96,7 @@ def compose(reading: Reading, n_passages: int, *, max_chars: int) -> tuple[list[
         extra = span_for(second.sentence, reading.sentences[second.passage], asks_list=False)
         chosen += _trim(extra, second, max_chars - sum(len(s.text) + 4 for s in chosen))
     note = None
-    missing = [t for t in STATED_TYPES if t in profile.types]
+    missing = list(must_state(profile.text))
     stated = any(sentence_types(s.text) & set(missing) for s in chosen)
     # the passage is relevant but states no formula / number: say so rather than stitch fragments
     if missing and not stated and not any(c.features.get(f"type_{t}") for c in pool[:5] for t in missing):
