@@ -94,8 +94,10 @@ _MAX_TERMS = 4
 _ZH_LEAD = re.compile(
     r"^\s*(?:请问|请|我想知道|想知道|想问一下|想问|问一下|你知道|麻烦)?\s*(?:介绍一下|介绍|说说|讲讲|解释一下|解释|谈谈)?\s*"
 )
+# "什么是 X？" asks about X: what follows the lead is the subject even with no predicate after it.
+_ZH_WHAT_IS = re.compile(r"\s*(?:什么是|什么叫做?|何为|何谓)\s*")
 _ZH_PREDICATE = re.compile(
-    r"是|怎么|怎样|如何|为什么|为何|为啥|有哪些|有什么|有啥|有何|有没有|哪|比|相比|对比|能|可以|会|要|应该|指|叫"
+    r"是|怎么|怎样|如何|为什么|为何|为啥|有哪些|有什么|有啥|有何|有没有|有|哪|比|相比|对比|能|可以|会|要|应该|指|叫"
     r"|属于|包括|包含|分为|用于|用来|在|到底|具体|主要|咋|吗"
 )
 _TRAILING_PARTICLE = re.compile(r"\s*(?:(?:里|中)?(?:所说的|说的|讲的|提到的)|的)\s*$")
@@ -122,6 +124,8 @@ def _content_terms(text: str, tokenizer: Tokenizer) -> list[str]:
     for word in tokenizer.words(text):
         if word in _GENERIC or _ZH_REFERENCE.fullmatch(word) or _EN_REFERENCE.fullmatch(word):
             continue
+        if is_cjk(word) and _QUESTION_WORD.search(word):  # 哪几个, 几层, 为什么: what is asked, not about what
+            continue
         if len(word) == 1 and not word.isascii():
             continue  # single CJK characters are too vague to carry a topic
         if word not in terms:
@@ -146,6 +150,22 @@ def _ellipsis(text: str, tokenizer: Tokenizer) -> str | None:
     return x if _content_terms(x, tokenizer) else None
 
 
+# A question that opens with what it asks and names one short thing besides: "怎么缓解？", "为什么有效？".
+_ZH_ASK_FIRST = re.compile(r"^\s*(?:怎么|怎样|如何|为什么|为何|为啥|有哪些|有什么|有啥|有何|能不能|能否|是否|可以|要)")
+_MAX_BARE_ASK_CHARS = 4
+
+
+def _asks_without_subject(text: str, content: Sequence[str]) -> bool:
+    """A Chinese question that opens with its question word and names only one short word (a verb or a
+    generic noun: 缓解, 解决办法), so it asks about the conversation's subject."""
+    return (
+        bool(_ZH_ASK_FIRST.match(text))
+        and len(content) == 1
+        and is_cjk(content[0])
+        and len(content[0]) <= _MAX_BARE_ASK_CHARS
+    )
+
+
 def _points_back_en(text: str) -> bool:
     """An English pronoun with no name before it in the question ("Does it have any weakness?")."""
     match = _EN_PRONOUN.search(text)
@@ -164,6 +184,8 @@ def looks_like_followup(question: str, tokenizer: Tokenizer) -> bool:
         if successor.group("ref") or not _content_terms(rest, tokenizer):
             return True
     if _CONTINUATION_START.match(text) and len(content) <= 3:
+        return True
+    if _asks_without_subject(text, content):  # "怎么缓解？", "有哪些解决办法？"
         return True
     if _ZH_REFERENCE.match(_LEADING_THEN.sub("", text, count=1)):  # "它们各自适合什么任务？"
         return True
@@ -200,7 +222,12 @@ def _zh_subject_span(text: str, bounds: frozenset[int] | None) -> tuple[int, int
     """The noun phrase before the first predicate marker: "DCN 网络" of "DCN 网络是什么结构？"."""
     lead = _ZH_LEAD.match(text)
     start = lead.end() if lead else 0
+    what_is = _ZH_WHAT_IS.match(text, start)
+    start = what_is.end() if what_is else start
     first = next((m for m in _ZH_PREDICATE.finditer(text, start) if _whole_words(m, bounds)), None)
+    if first is None and what_is:  # "什么是梯度消失？": all of the rest
+        span = _strip_span(text, start, len(text.rstrip(_END_MARKS)))
+        return span if span[1] > span[0] else None
     if first is None or first.start() == start:  # "应该怎么…": no subject before the predicate
         return None
     end = start + len(_TRAILING_PARTICLE.sub("", text[start : first.start()]))

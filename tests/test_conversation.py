@@ -20,6 +20,12 @@ def conversation(*turns: str) -> list[Turn]:
     return [Turn("user" if i % 2 == 0 else "assistant", text) for i, text in enumerate(turns)]
 
 
+def assert_resolved(previous: str, followup: str, resolved: str, tokenizer: Tokenizer) -> None:
+    """`followup`, asked after `previous`, is a follow-up and resolves to `resolved`."""
+    assert looks_like_followup(followup, tokenizer)
+    assert resolve_followup(followup, conversation(previous, "……"), tokenizer) == resolved
+
+
 LORA = conversation("LoRA 是什么？", "LoRA 是一种低秩适配方法。[1]")
 
 
@@ -36,8 +42,7 @@ LORA = conversation("LoRA 是什么？", "LoRA 是一种低秩适配方法。[1]
 def test_chinese_reference_is_replaced_by_the_subject(
     previous: str, followup: str, resolved: str, tokenizer: Tokenizer
 ) -> None:
-    assert looks_like_followup(followup, tokenizer)
-    assert resolve_followup(followup, conversation(previous, "……"), tokenizer) == resolved
+    assert_resolved(previous, followup, resolved, tokenizer)
 
 
 @pytest.mark.parametrize(
@@ -80,8 +85,7 @@ def test_the_answer_names_the_subject_when_the_question_asked_for_one(tokenizer:
 def test_ellipsis_asks_the_previous_question_about_x(
     previous: str, followup: str, resolved: str, tokenizer: Tokenizer
 ) -> None:
-    assert looks_like_followup(followup, tokenizer)
-    assert resolve_followup(followup, conversation(previous, "……"), tokenizer) == resolved
+    assert_resolved(previous, followup, resolved, tokenizer)
 
 
 def test_ellipsis_of_a_generic_ask_stays_about_the_subject(tokenizer: Tokenizer) -> None:
@@ -100,8 +104,7 @@ def test_ellipsis_of_a_generic_ask_stays_about_the_subject(tokenizer: Tokenizer)
 def test_successor_reference_names_the_subjects_version(
     previous: str, followup: str, resolved: str, tokenizer: Tokenizer
 ) -> None:
-    assert looks_like_followup(followup, tokenizer)
-    assert resolve_followup(followup, conversation(previous, "……"), tokenizer) == resolved
+    assert_resolved(previous, followup, resolved, tokenizer)
 
 
 @pytest.mark.parametrize(
@@ -119,6 +122,28 @@ def test_successor_reference_names_the_subjects_version(
 def test_standalone_question_is_unchanged(question: str, tokenizer: Tokenizer) -> None:
     assert not looks_like_followup(question, tokenizer)
     assert resolve_followup(question, LORA, tokenizer) == question
+
+
+@pytest.mark.parametrize(
+    ("previous", "followup", "resolved"),
+    [
+        ("什么是梯度消失？", "怎么缓解？", "梯度消失 怎么缓解？"),
+        ("什么是过拟合？", "有哪些解决办法？", "过拟合 有哪些解决办法？"),
+        ("什么是 dropout？", "为什么有效？", "dropout 为什么有效？"),
+        ("LSTM 有哪几个门？", "那 GRU 呢？", "GRU 有哪几个门？"),
+        ("BERT 用了几层？", "那 GPT-2 呢？", "GPT-2 用了几层？"),
+    ],
+)
+def test_a_followup_that_names_no_subject_asks_about_the_previous_one(
+    previous: str, followup: str, resolved: str, tokenizer: Tokenizer
+) -> None:
+    assert_resolved(previous, followup, resolved, tokenizer)
+
+
+def test_a_short_question_with_its_own_subject_stands_alone(tokenizer: Tokenizer) -> None:
+    for question in ("怎么防止过拟合？", "如何理解注意力机制？", "为什么 Transformer 需要位置编码？"):
+        assert not looks_like_followup(question, tokenizer), question
+        assert resolve_followup(question, conversation("什么是梯度消失？", "……"), tokenizer) == question
 
 
 def test_followup_without_a_previous_question_is_unchanged(tokenizer: Tokenizer) -> None:
@@ -147,6 +172,9 @@ def test_followup_chain_keeps_the_subject_that_started_it(tokenizer: Tokenizer) 
         ("QLoRA 和 LoRA 的区别是什么？", "QLoRA 和 LoRA"),
         ("What are the advantages of LoRA?", "LoRA"),
         ("Explain the transformer architecture", "transformer architecture"),
+        ("什么是过拟合？", "过拟合"),  # "什么是 X": all of X, not the words jieba leaves of it
+        ("什么是 LoRA 的原理？", "LoRA"),
+        ("LSTM 有哪几个门？", "LSTM"),  # 有 opens the predicate; 哪几个 names nothing
     ],
 )
 def test_question_subject(question: str, subject: str, tokenizer: Tokenizer) -> None:

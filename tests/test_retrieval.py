@@ -317,6 +317,17 @@ def test_a_hyphenated_name_the_notes_spell_is_not_an_unknown_term(engine: Engine
     assert unknown["unknown_latin"] == 1.0
 
 
+def test_how_a_question_asks_which_ones_does_not_change_the_verdict(engine: Engine) -> None:
+    # 哪几个 / 几种 are question words: counted as unknown topic words they lowered the gate's coverage and
+    # refused "GRU 有哪几个门？" while "GRU 有哪些门？" was answered
+    forms = ["GRU 有哪几个门？", "GRU 有哪些门？", "GRU 有几个门？"]
+    for form in forms:
+        assert not {"哪几个", "几个", "哪些"} & set(engine.search(form).weighted_query), form
+    answers = [engine.ask(form) for form in forms]
+    assert not any(a.refused for a in answers)
+    assert len({a.citations[0].doc_id for a in answers}) == 1
+
+
 def test_answerable_question_is_answered_with_citations(engine: Engine) -> None:
     answer = engine.ask(ANSWERABLE)
     assert not answer.refused
