@@ -83,7 +83,9 @@ _GENERIC = _word_set(
     """
     缺点 优点 优缺点 优势 劣势 不足 局限 局限性 原理 例子 举例 示例 应用 用途 场景 应用场景 步骤 流程 方法 办法
     特点 作用 意义 含义 定义 概念 意思 介绍 解释 详细 详细点 公式 参数 实现 代码 哪里 哪儿 怎么用 用法 好处 坏处
+    举个 展开 说说 讲讲
     advantages disadvantages advantage disadvantage pros cons example examples use uses usage more detail
+    drawback drawbacks downside downsides limitation limitations weakness weaknesses benefit benefits any
     details why how works work mean means meaning definition define
     """
 )
@@ -98,7 +100,7 @@ _ZH_LEAD = re.compile(
 _ZH_WHAT_IS = re.compile(r"\s*(?:什么是|什么叫做?|何为|何谓)\s*")
 _ZH_PREDICATE = re.compile(
     r"是|怎么|怎样|如何|为什么|为何|为啥|有哪些|有什么|有啥|有何|有没有|有|哪|比|相比|对比|能|可以|会|要|应该|指|叫"
-    r"|属于|包括|包含|分为|用于|用来|在|到底|具体|主要|咋|吗"
+    r"|属于|包括|包含|分为|用于|用来|由|在|到底|具体|主要|咋|吗"
 )
 _TRAILING_PARTICLE = re.compile(r"\s*(?:(?:里|中)?(?:所说的|说的|讲的|提到的)|的)\s*$")
 _ZH_CONNECTOR = re.compile(r"里说的|中说的|里面的|里的|中的|里|中|的|之")
@@ -116,6 +118,10 @@ _ASKS_FOR_ENTITY = re.compile(r"哪(?:个|种|一|款|类|位|家)|叫什么|叫
 _ANSWER_SUBJECT = re.compile(r"\s*(?P<s>[^，,：:；;（(]{1,24}?)\s*(?:是|：|:|，|,|\bis\b|\bare\b|（|\()")
 _LATIN_RUN = re.compile(r"[A-Za-z0-9][\w+#.\-]*(?:\s+[A-Za-z0-9][\w+#.\-]*)*")
 _LATIN_NAME = re.compile(r"[A-Za-z][A-Za-z0-9+#.\-]*")
+_LEADING_NAME = re.compile(rf"\s*(?P<name>[A-Za-z][\w+#.\-]*(?:\s+[A-Za-z][\w+#.\-]*)*)\s*(?=[{CJK_CHARS}])")
+# Ellipses that keep the subject: a comparison ("和 GPT 比呢？") and a degree ("太小呢？" after "……太大会怎样？").
+_COMPARED_WITH = re.compile(r"^(?:和|跟|与|同|相比|对比|比起)")
+_DEGREE = re.compile(r"^(?:太|过|更|很|比较|特别)")
 
 
 def _content_terms(text: str, tokenizer: Tokenizer) -> list[str]:
@@ -151,7 +157,11 @@ def _ellipsis(text: str, tokenizer: Tokenizer) -> str | None:
 
 
 # A question that opens with what it asks and names one short thing besides: "怎么缓解？", "为什么有效？".
-_ZH_ASK_FIRST = re.compile(r"^\s*(?:怎么|怎样|如何|为什么|为何|为啥|有哪些|有什么|有啥|有何|能不能|能否|是否|可以|要)")
+_ZH_ASK_FIRST = re.compile(
+    r"^\s*(?:怎么|怎样|如何|为什么|为何|为啥|有哪些|有什么|有啥|有何|能不能|能否|是否|可以|要|哪个|哪种|哪一个|哪一种)"
+)
+# An ordinal that points into the previous answer's list: "第二步具体做什么？", "第三点呢？".
+_ZH_ORDINAL = re.compile(r"^\s*第[一二三四五六七八九十\d]{1,2}(?:步|个|点|种|类|阶段|部分|条|层)")
 _MAX_BARE_ASK_CHARS = 4
 
 
@@ -185,7 +195,7 @@ def looks_like_followup(question: str, tokenizer: Tokenizer) -> bool:
             return True
     if _CONTINUATION_START.match(text) and len(content) <= 3:
         return True
-    if _asks_without_subject(text, content):  # "怎么缓解？", "有哪些解决办法？"
+    if _asks_without_subject(text, content) or _ZH_ORDINAL.match(text):  # "怎么缓解？", "第二步呢？"
         return True
     if _ZH_REFERENCE.match(_LEADING_THEN.sub("", text, count=1)):  # "它们各自适合什么任务？"
         return True
@@ -258,8 +268,9 @@ def _subject_span(text: str, tokenizer: Tokenizer) -> tuple[int, int] | None:
             return _strip_span(text, *match.span("s"))
     bounds = _word_bounds(text, tokenizer)
     span = _zh_subject_span(text, bounds)
-    if span is None:
-        return None
+    if span is None:  # no predicate marker found ("ResNet 解决了什么问题？"): a leading name is the subject
+        name = _LEADING_NAME.match(text)
+        return _strip_span(text, *name.span("name")) if name else None
     parts = _components(text, span, bounds)
     superlative = next((i for i, (start, _) in enumerate(parts) if text.startswith("最", start)), len(parts))
     named = [part for part in parts[:superlative] if _content_terms(text[part[0] : part[1]], tokenizer)]
@@ -382,6 +393,13 @@ def _apply(question: str, previous: str, subject: str, tokenizer: Tokenizer) -> 
         resolved = _resolve_successor(text, successor, subject)
         return _substitute_references(resolved, subject) or resolved, False
     x = _ellipsis(question.strip(), tokenizer)
+    if x is not None and _COMPARED_WITH.match(x):
+        return f"{_join(subject, x)}呢？", False
+    degree = _DEGREE.match(x) if x is not None else None
+    if x is not None and degree is not None:
+        at = previous.find(degree.group(0))
+        if at >= 0 and at + len(x) <= len(previous):  # the same adverb, another degree: swap the two
+            return previous[:at] + x + previous[at + len(x) :], False
     if x is not None:
         substituted = _substitute_ellipsis(previous, x, subject, tokenizer)
         if substituted is not None:

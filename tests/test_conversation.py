@@ -132,6 +132,15 @@ def test_standalone_question_is_unchanged(question: str, tokenizer: Tokenizer) -
         ("什么是 dropout？", "为什么有效？", "dropout 为什么有效？"),
         ("LSTM 有哪几个门？", "那 GRU 呢？", "GRU 有哪几个门？"),
         ("BERT 用了几层？", "那 GPT-2 呢？", "GPT-2 用了几层？"),
+        ("什么是知识蒸馏？", "举个例子", "知识蒸馏 举个例子"),
+        ("Adam 和 SGD 有什么区别？", "哪个更好？", "Adam 和 SGD 哪个更好？"),
+        ("RLHF 有哪几个步骤？", "第二步具体做什么？", "RLHF 第二步具体做什么？"),  # an ordinal into the answer's list
+        ("What is LoRA?", "Any drawbacks?", "LoRA Any drawbacks?"),
+        ("Transformer 的编码器由什么组成？", "那解码器呢？", "Transformer 的解码器由什么组成？"),
+        ("ResNet 解决了什么问题？", "它的改进版呢？", "ResNet的改进版呢？"),  # no predicate marker: the leading name
+        # ellipses that keep the subject: a comparison, and another degree of what was asked
+        ("BERT 的预训练任务有哪些？", "和 GPT 比呢？", "BERT 的预训练任务和 GPT 比呢？"),
+        ("学习率太大会怎样？", "太小呢？", "学习率太小会怎样？"),
     ],
 )
 def test_a_followup_that_names_no_subject_asks_about_the_previous_one(
