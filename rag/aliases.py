@@ -15,7 +15,7 @@ import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from rag.text import CJK_CHARS, HAS_CJK, STOPWORDS, Tokenizer, normalize, singular
+from rag.text import CJK_CHARS, HAS_CJK, STOPWORDS, Tokenizer, base_forms, normalize, singular
 
 LATIN_WORD = re.compile(f"[^\\W_{CJK_CHARS}]+")  # letters/digits of any non-CJK script ("gpt", "3", "β")
 SPACES = re.compile(r"\s+")
@@ -206,12 +206,16 @@ class AliasIndex:
             for j in range(i, len(words)):
                 if j > i and not re.fullmatch(r"[\s\-_./·]*", norm[words[j - 1][2] : words[j][1]]):
                     break  # only separators may stand between the words of one name
+                head = joined
+                if len(head) >= self._longest_latin:
+                    break  # no name is longer than the words before this one
                 joined += words[j][0]
-                if len(joined) > self._longest_latin:
-                    break
-                plain = joined[: len(joined) - len(words[j][0])] + singular(words[j][0])
+                plain = head + singular(words[j][0])
                 keys = (joined,) if plain == joined else (joined, plain)
                 members = dict.fromkeys(m for key in keys for m in self._latin.get(key, ()))
+                if not members:  # "overfitting" names the glossary's "overfit"
+                    forms = [head + form for form in base_forms(words[j][0])]
+                    members = dict.fromkeys(m for key in forms for m in self._latin.get(key, ()))
                 for member in members:
                     found.append(_Match(offset[words[i][1]], offset[words[j][2]], member))
         for key, members in self._other.items():

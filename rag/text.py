@@ -230,6 +230,21 @@ def singular(word: str) -> str:
     return word[:-1]
 
 
+def base_forms(word: str) -> list[str]:
+    """Spellings an English -ing form may have as a name, by spelling alone: 'overfitting' -> ['overfitt',
+    'overfit', 'overfitte'], 'encoding' -> ['encod', 'encode']; [] for any other word, or one too short to tell
+    ('sing', 'string'). Past participles stay as they are: 'masked words' are not about the name 'mask'."""
+    lower = word.lower()
+    stem = lower[:-3] if lower.endswith("ing") else None
+    if stem is None or len(stem) < 3 or not any(c in "aeiouy" for c in stem):
+        return []
+    forms = [stem]
+    if len(stem) > 2 and stem[-1] == stem[-2] and stem[-1] not in "aeiouls":  # overfitt -> overfit, stopp -> stop
+        forms.append(stem[:-1])
+    forms.append(stem + "e")  # regulariz -> regularize, encod -> encode
+    return forms
+
+
 def is_cjk(text: str) -> bool:
     """True when the text holds any CJK ideograph."""
     return HAS_CJK.search(text) is not None

@@ -10,7 +10,7 @@ from rag.aliases import AliasIndex
 from rag.config import Settings
 from rag.crosslingual import TermBridge, bridge_terms, english_phrases, mostly_english, translated_query
 from rag.engine import Engine
-from rag.text import Tokenizer, singular
+from rag.text import Tokenizer, base_forms, singular
 
 # ------------------------------------------------------------------------------------------ pure text
 
@@ -67,6 +67,21 @@ def test_glossary_matching_tolerates_english_plurals() -> None:
     assert matched("How are language models trained?") == ["Language Model"]
     assert matched("a deep neural network") == ["Deep Neural Networks"]
     assert matched("runs of RNA") == []
+
+
+def test_glossary_matching_reads_an_ing_form_as_its_name() -> None:
+    aliases = AliasIndex([["过拟合", "overfit"], ["微调", "fine-tune"], ["掩码", "mask"], ["唱歌", "sing"]])
+    tokenizer = Tokenizer()
+
+    def matched(query: str) -> list[str]:
+        return [item["matched"] for item in aliases.expand_explained(tokenizer.tokenize(query), tokenizer, query)[1]]
+
+    assert matched("How does dropout prevent overfitting?") == ["overfit"]  # overfitt -> overfit
+    assert matched("Is fine-tuning expensive?") == ["fine-tune"]  # tun -> tune
+    assert matched("What is attention masking?") == ["mask"]
+    assert matched("How are masked words chosen?") == []  # a past participle is not the name
+    assert matched("What is a string?") == []  # no vowel left to tell ("str")
+    assert base_forms("overfitting") == ["overfitt", "overfit", "overfitte"] and base_forms("thing") == []
 
 
 # ------------------------------------------------------------------------------- TermBridge, by hand
