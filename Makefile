@@ -20,7 +20,7 @@ run: setup
 
 test: setup system-deps
 	$(BIN)/ruff check .
-	$(BIN)/pytest -q -p no:cacheprovider -n 2 --dist loadfile
+	$(BIN)/pytest -q -p no:cacheprovider -n 2 --dist loadfile --durations=15
 
 lint: setup
 	$(BIN)/ruff check .
