@@ -21,11 +21,11 @@ from rag.answer import Generator, make_generator, refusal_answer
 from rag.answer.citations import citation_from_hit
 from rag.answer.reader import READ_PASSAGES, Reader, Reading
 from rag.config import Settings
-from rag.conversation import resolve_question
 from rag.embedding import Embedder, load_embedder, load_reranker
 from rag.errors import REPAIR_HINT, IndexCorrupted, IndexNotReady, InvalidInput, NotFound, RagError
 from rag.filters import filtered_rows, linked
 from rag.index import IndexBackend, open_store
+from rag.question_rewrite import resolve_question
 from rag.retrieval import Reranker, Retriever, SearchResult
 from rag.text import Tokenizer
 from rag.types import Answer, Citation, Hit, RetrievalMode, Turn

@@ -23,7 +23,8 @@ from rag.answer import REFUSAL_EN, REFUSAL_ZH, ExtractiveGenerator, LiteLLMGener
 from rag.answer.llm import sanitize_reply
 from rag.answer.prompts import format_passages, neutralise
 from rag.config import Settings
-from rag.conversation import resolve_followup, resolve_question
+from rag.conversation import resolve_followup
+from rag.question_rewrite import resolve_question
 from rag.text import Tokenizer
 from rag.types import Answer, Chunk, Hit, Turn
 

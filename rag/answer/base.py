@@ -2,7 +2,7 @@
 
 Every backend (`rag.answer.extractive`, `rag.answer.llm`) implements `Generator`: `stream()` yields text deltas
 and then exactly one final `Answer`; `generate()` consumes the stream and returns that Answer; `rewrite()`
-answers a short non-streamed request (the follow-up rewrite of `rag.conversation`), or None without an LLM.
+answers a short non-streamed request (the follow-up rewrite of `rag.question_rewrite`), or None without an LLM.
 """
 
 from __future__ import annotations
