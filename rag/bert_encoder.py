@@ -32,9 +32,10 @@ def is_bert_mean_folder(folder: Path) -> bool:
     """Whether `folder` is a sentence-transformers BERT with plain mean pooling (and optional normalisation)
     that `BertMeanEncoder` computes exactly: absolute positions, GELU, a fast tokenizer, safetensors weights."""
     try:
-        modules = [m["type"] for m in _read_json(folder / "modules.json")]
+        listed = _read_json(folder / "modules.json")
+        modules = [m["type"] for m in listed]
         config = _read_json(folder / "config.json")
-        pooling_path = next(m["path"] for m in _read_json(folder / "modules.json") if m["type"].endswith("Pooling"))
+        pooling_path = next(m["path"] for m in listed if m["type"].endswith("Pooling"))
         pooling = _read_json(folder / pooling_path / "config.json")
     except (OSError, ValueError, KeyError, TypeError, StopIteration):
         return False
@@ -78,8 +79,27 @@ class BertMeanEncoder:
         pad_id = int(config.get("pad_token_id") or 0)
         self.tokenizer.enable_padding(pad_id=pad_id, pad_token=self.tokenizer.id_to_token(pad_id) or "[PAD]")
         self.do_lower_case = bool(st_config.get("do_lower_case", False))
-        self.weights: dict[str, torch.Tensor] = load_file(str(folder / "model.safetensors"), device="cpu")
+        weights = load_file(str(folder / "model.safetensors"), device="cpu")
+        if "embeddings.word_embeddings.weight" not in weights:  # saved from a task model: "bert.embeddings..."
+            weights = {name.removeprefix("bert."): w for name, w in weights.items()}
+        self.weights: dict[str, torch.Tensor] = weights
+        self._check_weights()
         self.dtype = torch.float32
+
+    def _check_weights(self) -> None:
+        """Every tensor the forward pass reads is there, with the hidden size: a mismatch fails at load, not at
+        the first question."""
+        names = ["embeddings.word_embeddings.weight", "embeddings.position_embeddings.weight",
+                 "embeddings.token_type_embeddings.weight", "embeddings.LayerNorm.weight", "embeddings.LayerNorm.bias"]
+        for layer in range(self.layers):
+            for part in ("attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense",
+                         "attention.output.LayerNorm", "intermediate.dense", "output.dense", "output.LayerNorm"):
+                names += [f"encoder.layer.{layer}.{part}.weight", f"encoder.layer.{layer}.{part}.bias"]
+        missing = [name for name in names if name not in self.weights]
+        if missing:
+            raise ValueError(f"the weights lack {len(missing)} BERT tensors, e.g. {missing[0]!r}")
+        if self.weights["embeddings.word_embeddings.weight"].shape[1] != self.dim or self.dim % self.heads:
+            raise ValueError("the weights do not match the hidden size and heads of config.json")
 
     def to(self, dtype: torch.dtype) -> BertMeanEncoder:
         """Cast the weights (float32 or bfloat16), as sentence-transformers' `model.to(dtype)` does."""

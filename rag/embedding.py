@@ -265,7 +265,8 @@ def load_sentence_encoder(path_or_id: str, runtime: str = "auto") -> SentenceEnc
             return BertMeanEncoder(folder)
         except Exception as exc:  # damaged weights or tokenizer: one clear line, as sentence-transformers gives
             raise ModelUnavailable(
-                f"Could not load embedding model '{path_or_id}': {type(exc).__name__}: {exc}"
+                f"Could not load embedding model '{path_or_id}': {type(exc).__name__}: {exc} "
+                "(RAG_EMBED_RUNTIME=sentence-transformers loads it the other way)"
             ) from exc
     return SentenceTransformersEncoder(load_sentence_transformer(path_or_id), path_or_id)
 

@@ -576,6 +576,26 @@ def test_bert_encoder_accepts_only_what_it_computes(model_dir: Path, tmp_path: P
     assert not is_bert_mean_folder(tmp_path / "nowhere")
 
 
+def test_weights_saved_with_a_prefix_load_and_missing_ones_fail_at_load(model_dir: Path, tmp_path: Path) -> None:
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from rag.bert_encoder import BertMeanEncoder
+
+    weights = load_file(str(model_dir / "model.safetensors"))
+    reference = BertMeanEncoder(model_dir).encode(["什么是过拟合？"], "query: ", 4)
+    for name, edit in (("prefixed", lambda w: {f"bert.{k}": v for k, v in w.items()}),
+                       ("no-layer-5", lambda w: {k: v for k, v in w.items() if ".layer.5." not in k})):
+        folder = tmp_path / name
+        shutil.copytree(model_dir, folder, ignore=shutil.ignore_patterns("model.safetensors"))
+        save_file(edit(weights), str(folder / "model.safetensors"))
+        if name == "prefixed":  # a checkpoint saved from a task model ("bert.embeddings...") reads the same
+            torch.testing.assert_close(BertMeanEncoder(folder).encode(["什么是过拟合？"], "query: ", 4), reference)
+        else:
+            with pytest.raises(ModelUnavailable, match="lack 16 BERT tensors"):
+                SentenceTransformerEmbedder(str(folder), model_id="broken@float32")
+
+
 def test_damaged_weights_are_a_clear_error_on_either_runtime(model_dir: Path, tmp_path: Path) -> None:
     folder = tmp_path / "damaged"
     shutil.copytree(model_dir, folder)
