@@ -154,14 +154,15 @@ _ZH_ASK_FIRST = re.compile(
 )
 # An ordinal that points into the previous answer's list: "第二步具体做什么？", "第三点呢？".
 _ZH_ORDINAL = re.compile(r"^\s*第[一二三四五六七八九十\d]{1,2}(?:步|个|点|种|类|阶段|部分|条|层)")
+_ZH_YES_NO = re.compile(r"[吗么][\s?？。!！]*$")
 _MAX_BARE_ASK_CHARS = 4
 
 
 def _asks_without_subject(text: str, content: Sequence[str]) -> bool:
-    """A Chinese question that opens with its question word and names only one short word (a verb or a
-    generic noun: 缓解, 解决办法), so it asks about the conversation's subject."""
+    """A Chinese question that opens with its question word, or is a yes/no question (…吗？), and names only one
+    short word (a verb or a generic noun: 缓解, 解决办法, 越大越好), so it asks about the conversation's subject."""
     return (
-        bool(_ZH_ASK_FIRST.match(text))
+        bool(_ZH_ASK_FIRST.match(text) or _ZH_YES_NO.search(text))
         and len(content) == 1
         and is_cjk(content[0])
         and len(content[0]) <= _MAX_BARE_ASK_CHARS

@@ -141,6 +141,7 @@ def test_standalone_question_is_unchanged(question: str, tokenizer: Tokenizer) -
         # ellipses that keep the subject: a comparison, and another degree of what was asked
         ("BERT 的预训练任务有哪些？", "和 GPT 比呢？", "BERT 的预训练任务和 GPT 比呢？"),
         ("学习率太大会怎样？", "太小呢？", "学习率太小会怎样？"),
+        ("batch size 怎么选？", "越大越好吗？", "batch size 越大越好吗？"),  # a yes/no question naming no subject
     ],
 )
 def test_a_followup_that_names_no_subject_asks_about_the_previous_one(
@@ -150,7 +151,7 @@ def test_a_followup_that_names_no_subject_asks_about_the_previous_one(
 
 
 def test_a_short_question_with_its_own_subject_stands_alone(tokenizer: Tokenizer) -> None:
-    for question in ("怎么防止过拟合？", "如何理解注意力机制？", "为什么 Transformer 需要位置编码？"):
+    for question in ("怎么防止过拟合？", "如何理解注意力机制？", "为什么 Transformer 需要位置编码？", "Adam 收敛快吗？"):
         assert not looks_like_followup(question, tokenizer), question
         assert resolve_followup(question, conversation("什么是梯度消失？", "……"), tokenizer) == question
 
