@@ -50,7 +50,9 @@ _LEADING_THEN = re.compile(r"^\s*(?:那么|那(?![个种样些类么])|还有|�
 # Ellipsis: "那 X 呢？" / "what about X?" asks the previous question again about X.
 # Both are matched whole against the question without its final marks (`_END_MARKS`).
 _ZH_ELLIPSIS = re.compile(r"(?:那么|那|还有)?(?P<x>[^，,。；;？?！!]+)呢")
-_EN_ELLIPSIS = re.compile(r"(?:and\s+)?(?:what|how)\s+about\s+(?P<x>[^?.!]+)", re.I)
+_EN_ELLIPSIS = re.compile(
+    r"(?:and\s+)?(?:what|how)\s+about\s+(?P<x>[^?.!]+)|and\s+(?P<y>(?:the\s+)?[\w.+#-]+(?:\s+[\w.+#-]+){0,2})", re.I
+)
 _END_MARKS = " \t\r\n?？。.!！"
 # Longer questions are not parsed for a subject or an ellipsis (their key terms stand in): the patterns stay
 # cheap whatever the input, and a long question is rarely a follow-up.
@@ -78,6 +80,7 @@ _GENERIC = _word_set(
     举个 展开 说说 讲讲
     advantages disadvantages advantage disadvantage pros cons example examples use uses usage more detail
     drawback drawbacks downside downsides limitation limitations weakness weaknesses benefit benefits any
+    alternative alternatives step steps stage stages first second third last next
     details why how works work mean means meaning definition define
     """
 )
@@ -142,7 +145,7 @@ def _ellipsis(text: str, tokenizer: Tokenizer) -> str | None:
     match = None if len(text) > _MAX_PARSE_CHARS else _ZH_ELLIPSIS.fullmatch(text) or _EN_ELLIPSIS.fullmatch(text)
     if match is None:
         return None
-    x = match.group("x").strip()
+    x = (match.group("x") or match.group("y") or "").strip()
     if len(x) > 30 or _QUESTION_WORD.search(x) or _ZH_REFERENCE.search(x) or _EN_REFERENCE.search(x):
         return None
     return x if _content_terms(x, tokenizer) else None
@@ -154,6 +157,9 @@ _ZH_ASK_FIRST = re.compile(
 )
 # An ordinal that points into the previous answer's list: "第二步具体做什么？", "第三点呢？".
 _ZH_ORDINAL = re.compile(r"^\s*第[一二三四五六七八九十\d]{1,2}(?:步|个|点|种|类|阶段|部分|条|层)")
+_EN_ORDINAL = re.compile(
+    r"\bthe\s+(?:first|second|third|fourth|fifth|last|next|final)\s+(?:step|stage|phase|part|point|one)\b", re.I
+)
 _ZH_YES_NO = re.compile(r"[吗么][\s?？。!！]*$")
 _MAX_BARE_ASK_CHARS = 4
 
@@ -188,7 +194,7 @@ def looks_like_followup(question: str, tokenizer: Tokenizer) -> bool:
             return True
     if _CONTINUATION_START.match(text) and len(content) <= 3:
         return True
-    if _asks_without_subject(text, content) or _ZH_ORDINAL.match(text):  # "怎么缓解？", "第二步呢？"
+    if _asks_without_subject(text, content) or _ZH_ORDINAL.match(text) or _EN_ORDINAL.search(text):
         return True
     if _ZH_REFERENCE.match(_LEADING_THEN.sub("", text, count=1)):  # "它们各自适合什么任务？"
         return True

@@ -142,6 +142,9 @@ def test_standalone_question_is_unchanged(question: str, tokenizer: Tokenizer) -
         ("BERT 的预训练任务有哪些？", "和 GPT 比呢？", "BERT 的预训练任务和 GPT 比呢？"),
         ("学习率太大会怎样？", "太小呢？", "学习率太小会怎样？"),
         ("batch size 怎么选？", "越大越好吗？", "batch size 越大越好吗？"),  # a yes/no question naming no subject
+        ("What is LoRA?", "And QLoRA?", "What is QLoRA?"),
+        ("What is RLHF?", "What is the first step?", "RLHF What is the first step?"),
+        ("What is gradient clipping?", "Any alternatives?", "gradient clipping Any alternatives?"),
     ],
 )
 def test_a_followup_that_names_no_subject_asks_about_the_previous_one(
