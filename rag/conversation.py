@@ -113,7 +113,9 @@ _ASKS_FOR_ENTITY = re.compile(r"哪(?:个|种|一|款|类|位|家)|叫什么|叫
 _ANSWER_SUBJECT = re.compile(r"\s*(?P<s>[^，,：:；;（(]{1,24}?)\s*(?:是|：|:|，|,|\bis\b|\bare\b|（|\()")
 _LATIN_RUN = re.compile(r"[A-Za-z0-9][\w+#.\-]*(?:\s+[A-Za-z0-9][\w+#.\-]*)*")
 _LATIN_NAME = re.compile(r"[A-Za-z][A-Za-z0-9+#.\-]*")
-_LEADING_NAME = re.compile(rf"\s*(?P<name>[A-Za-z][\w+#.\-]*(?:\s+[A-Za-z][\w+#.\-]*)*)\s*(?=[{CJK_CHARS}])")
+_LEADING_NAME = re.compile(
+    rf"\s*(?P<name>[A-Za-z][A-Za-z0-9_+#.\-]*(?:\s+[A-Za-z0-9][A-Za-z0-9_+#.\-]*)*)\s*(?=[{CJK_CHARS}])"
+)
 # Ellipses that keep the subject: a comparison ("和 GPT 比呢？") and a degree ("太小呢？" after "……太大会怎样？").
 _COMPARED_WITH = re.compile(r"^(?:和|跟|与|同|相比|对比|比起)")
 _DEGREE = re.compile(r"^(?:太|过|更|很|比较|特别)")

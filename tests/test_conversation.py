@@ -138,6 +138,7 @@ def test_standalone_question_is_unchanged(question: str, tokenizer: Tokenizer) -
         ("What is LoRA?", "Any drawbacks?", "LoRA Any drawbacks?"),
         ("Transformer 的编码器由什么组成？", "那解码器呢？", "Transformer 的解码器由什么组成？"),
         ("ResNet 解决了什么问题？", "它的改进版呢？", "ResNet的改进版呢？"),  # no predicate marker: the leading name
+        ("ResNet解决了什么问题？", "它的改进版呢？", "ResNet的改进版呢？"),  # the name ends where Chinese starts
         # ellipses that keep the subject: a comparison, and another degree of what was asked
         ("BERT 的预训练任务有哪些？", "和 GPT 比呢？", "BERT 的预训练任务和 GPT 比呢？"),
         ("学习率太大会怎样？", "太小呢？", "学习率太小会怎样？"),
