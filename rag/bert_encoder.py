@@ -148,12 +148,12 @@ class BertMeanEncoder:
         x = norm(x, "embeddings.LayerNorm")
         head_dim = self.dim // self.heads
         keep = mask.bool()[:, None, None, :]  # (batch, 1, 1, keys): padding is never attended to
+
+        def split(t: torch.Tensor) -> torch.Tensor:  # (batch, length, dim) -> (batch, heads, length, head_dim)
+            return t.view(batch, length, self.heads, head_dim).transpose(1, 2)
+
         for layer in range(self.layers):
             p = f"encoder.layer.{layer}."
-
-            def split(t: torch.Tensor) -> torch.Tensor:
-                return t.view(batch, length, self.heads, head_dim).transpose(1, 2)
-
             q = split(linear(x, p + "attention.self.query"))
             k = split(linear(x, p + "attention.self.key"))
             v = split(linear(x, p + "attention.self.value"))

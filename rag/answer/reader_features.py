@@ -114,10 +114,10 @@ def question_types(text: str) -> frozenset[str]:
     return frozenset(name for name, pattern in QUESTION_TYPES.items() if pattern.search(text))
 
 
-def must_state(question: str) -> tuple[str, ...]:
+def must_state(question: str, types: frozenset[str] | None = None) -> tuple[str, ...]:
     """The answer types an answer must hold, or else say the notes do not give: a formula asked for, or a
-    figure the question insists on (`FIGURE_ASKED`)."""
-    types = question_types(question)
+    figure the question insists on (`FIGURE_ASKED`). `types`: the question's `question_types`, if known."""
+    types = question_types(question) if types is None else types
     return tuple(t for t in ("formula", "number") if t in types and (t == "formula" or FIGURE_ASKED.search(question)))
 
 

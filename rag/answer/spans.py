@@ -96,7 +96,7 @@ def compose(reading: Reading, n_passages: int, *, max_chars: int) -> tuple[list[
         extra = span_for(second.sentence, reading.sentences[second.passage], asks_list=False)
         chosen += _trim(extra, second, max_chars - sum(len(s.text) + 4 for s in chosen))
     note = None
-    missing = list(must_state(profile.text))
+    missing = list(must_state(profile.text, profile.types))
     stated = any(sentence_types(s.text) & set(missing) for s in chosen)
     # the passage is relevant but states no formula / number: say so rather than stitch fragments
     if missing and not stated and not any(c.features.get(f"type_{t}") for c in pool[:5] for t in missing):
