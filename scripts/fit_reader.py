@@ -35,9 +35,9 @@ sys.path.insert(0, str(ROOT))
 
 from rag.answer.reader import WEIGHTS_FILE, Reader, ReaderModel  # noqa: E402
 from rag.config import Settings  # noqa: E402
-from rag.conversation import resolve_question  # noqa: E402
 from rag.engine import Engine  # noqa: E402
 from rag.evaluation import EvalQuestion, holds_gold, load_questions  # noqa: E402
+from rag.question_rewrite import resolve_question  # noqa: E402
 
 EVAL = ROOT / "eval"
 SHARED = ROOT.parent / "shared" / "eval"
