@@ -164,17 +164,49 @@ _EN_ORDINAL = re.compile(
 )
 _ZH_YES_NO = re.compile(r"[吗么][\s?？。!！]*$")
 _MAX_BARE_ASK_CHARS = 4
+# A clause that only sets the circumstance ("推理时", "训练过程中") is not what a question is about. Its
+# activity has two characters at least (实时 and 同时 are words), and 时 does not start a word (时间, 时序).
+_CIRCUMSTANCE = re.compile(
+    r"\s*(?P<c>[^，,。；;？?！!]{2,12}?)(?:的时候|时候|时(?![间刻序长代段期效])|过程中|之后|以后|之前|以前|期间)"
+)
 
 
-def _asks_without_subject(text: str, content: Sequence[str]) -> bool:
-    """A Chinese question that opens with its question word, or is a yes/no question (…吗？), and names only one
-    short word (a verb or a generic noun: 缓解, 解决办法, 越大越好), so it asks about the conversation's subject."""
-    return (
-        bool(_ZH_ASK_FIRST.match(text) or _ZH_YES_NO.search(text))
-        and len(content) == 1
-        and is_cjk(content[0])
-        and len(content[0]) <= _MAX_BARE_ASK_CHARS
-    )
+def _bare(content: Sequence[str]) -> bool:
+    """One short Chinese word: a verb or a generic noun (缓解, 解决办法, 越大越好, 关掉), not a subject."""
+    return len(content) == 1 and is_cjk(content[0]) and len(content[0]) <= _MAX_BARE_ASK_CHARS
+
+
+def _asks_without_subject(text: str, content: Sequence[str], tokenizer: Tokenizer) -> bool:
+    """A Chinese question that names no subject, so it asks about the conversation's: one that opens with its
+    question word or is a yes/no question (…吗？) and names one short word besides ("怎么缓解？"), or one whose
+    only subject is a circumstance ("推理时要关掉吗？", "训练时怎么用？")."""
+    if (_ZH_ASK_FIRST.match(text) or _ZH_YES_NO.search(text)) and _bare(content):
+        return True
+    end = _circumstance_end(text, tokenizer)
+    if end is None:
+        return False
+    rest = _content_terms(text[end:], tokenizer)
+    return not rest or _bare(rest)
+
+
+def _circumstance_end(text: str, tokenizer: Tokenizer) -> int | None:
+    """Where an opening circumstance clause ends ("推理时|要关掉吗？"); None when the text opens with none."""
+    match = _CIRCUMSTANCE.match(text)
+    return match.end() if match and _content_terms(match.group("c"), tokenizer) else None
+
+
+def _names_own_subject(text: str, tokenizer: Tokenizer) -> bool:
+    """The question names what it is about: a subject before its predicate or after "what is" (not a
+    circumstance such as 训练时), or, in English, a name-like word (BERT, GPT-3) and no pronoun."""
+    span = _subject_span(text, tokenizer)
+    if span is not None:
+        subject = text[span[0] : span[1]]
+        circumstance = _circumstance_end(subject, tokenizer) == len(subject)
+        if _usable_subject(subject) and not circumstance and _content_terms(subject, tokenizer):
+            return True
+    if any(is_cjk(char) for char in text):
+        return False
+    return _EN_NAME.search(text) is not None and _EN_PRONOUN.search(text) is None and not _EN_REFERENCE.search(text)
 
 
 def _points_back_en(text: str) -> bool:
@@ -194,9 +226,10 @@ def looks_like_followup(question: str, tokenizer: Tokenizer) -> bool:
         rest = text[: successor.start()] + " " + text[successor.end() :]
         if successor.group("ref") or not _content_terms(rest, tokenizer):
             return True
-    if _CONTINUATION_START.match(text) and len(content) <= 3:
-        return True
-    if _asks_without_subject(text, content) or _ZH_ORDINAL.match(text) or _EN_ORDINAL.search(text):
+    continuation = _CONTINUATION_START.match(text)
+    if continuation and len(content) <= 3 and not _names_own_subject(text[continuation.end() :].lstrip(" ,，、"), tokenizer):
+        return True  # "还有什么缺点？" continues; "And what is BERT?" and "那 BERT 是什么？" stand alone
+    if _asks_without_subject(text, content, tokenizer) or _ZH_ORDINAL.match(text) or _EN_ORDINAL.search(text):
         return True
     if _ZH_REFERENCE.match(_LEADING_THEN.sub("", text, count=1)):  # "它们各自适合什么任务？"
         return True

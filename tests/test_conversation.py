@@ -146,6 +146,10 @@ def test_standalone_question_is_unchanged(question: str, tokenizer: Tokenizer) -
         ("What is LoRA?", "And QLoRA?", "What is QLoRA?"),
         ("What is RLHF?", "What is the first step?", "RLHF What is the first step?"),
         ("What is gradient clipping?", "Any alternatives?", "gradient clipping Any alternatives?"),
+        # a circumstance is not a subject: the question asks about the previous one then
+        ("dropout 是什么？", "推理时要关掉吗？", "dropout 推理时要关掉吗？"),
+        ("dropout 是什么？", "训练时怎么用？", "dropout 训练时怎么用？"),
+        ("BatchNorm 是什么？", "推理的时候要开着吗？", "BatchNorm 推理的时候要开着吗？"),
     ],
 )
 def test_a_followup_that_names_no_subject_asks_about_the_previous_one(
@@ -158,6 +162,29 @@ def test_a_short_question_with_its_own_subject_stands_alone(tokenizer: Tokenizer
     for question in ("怎么防止过拟合？", "如何理解注意力机制？", "为什么 Transformer 需要位置编码？", "Adam 收敛快吗？"):
         assert not looks_like_followup(question, tokenizer), question
         assert resolve_followup(question, conversation("什么是梯度消失？", "……"), tokenizer) == question
+
+
+@pytest.mark.parametrize(
+    ("previous", "question"),
+    [
+        ("What is GPT?", "And what is BERT?"),
+        ("What is GPT?", "Also, how is BERT trained?"),
+        ("GPT 是什么？", "那 BERT 是什么？"),
+        ("GPT 是什么？", "还有，BERT 是怎么预训练的？"),
+    ],
+)
+def test_a_continuation_that_names_its_own_subject_stands_alone(
+    previous: str, question: str, tokenizer: Tokenizer
+) -> None:
+    """'And'/'那'/'还有' before a question with its own subject does not make it about the previous subject."""
+    assert not looks_like_followup(question, tokenizer)
+    assert resolve_followup(question, conversation(previous, "……"), tokenizer) == question
+
+
+def test_a_time_word_that_is_not_a_circumstance_leaves_the_question_alone(tokenizer: Tokenizer) -> None:
+    """实时 and 时间 are words, not "while …" clauses; a circumstance followed by its own subject stands alone."""
+    for question in ("实时系统有哪些？", "训练时间太长怎么办？", "推理时为什么要用 KV cache？", "训练时显存不够怎么办？"):
+        assert not looks_like_followup(question, tokenizer), question
 
 
 def test_followup_without_a_previous_question_is_unchanged(tokenizer: Tokenizer) -> None:
