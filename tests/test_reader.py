@@ -25,7 +25,7 @@ from rag.answer.reader_features import (
     sentence_types,
 )
 from rag.answer.sentences import split_passage
-from rag.answer.spans import compose, span_for
+from rag.answer.spans import REFERS_BACK, compose, span_for
 from rag.config import Settings
 from rag.types import Chunk, Hit
 
@@ -129,6 +129,37 @@ def test_the_answering_sentence_comes_first_and_what_it_leans_on_follows() -> No
     answer = ExtractiveGenerator(Settings(_env_file=None), None).answer_from(profile.text, [passage], reading)  # type: ignore[arg-type]
     assert answer.text.startswith(leaning.text + "[1]\nP-Tuning v2")  # its context on a line of its own
     assert answer.citations[0].snippet == text[: text.index("。这样") + len("。") + len(leaning.text)]
+
+
+def test_a_supporting_sentence_that_refers_back_comes_with_what_it_refers_to() -> None:
+    text = (
+        "复读机问题指的是模型反复输出相同的句子。这种现象使得输出缺乏多样性。\n"
+        "1、多样性训练数据：使用多样的语料训练模型。\n常见的解释如下：\n在 GPT 中，这种机制被用于生成文本。\n"
+    )
+    passage = hit(text, heading=("复读机问题",))
+    group = split_passage(0, passage)
+
+    def sentence(prefix: str):
+        return next(s for s in group if s.text.startswith(prefix))
+
+    best, refers, dangling = sentence("1、多样性"), sentence("这种现象"), sentence("在 GPT 中")
+    candidates = [Candidate(best, {}, 5.0), Candidate(refers, {}, 4.5), Candidate(dangling, {}, 4.4)]
+    candidates += [Candidate(s, {}, -5.0) for s in group if s not in (best, refers, dangling)]
+    profile = profile_question("大模型为什么会重复输出？", {"重复": 1.0}, {}, ["重复"])
+    chosen, _ = compose(Reading(profile, candidates, [group], True, 0.9, 0.5), 1, max_chars=600)
+    texts = [s.text for s in chosen]
+    assert texts[0] == best.text
+    # "这种现象……" is quoted right after the sentence it refers to
+    assert texts.index(refers.text) == texts.index(sentence("复读机问题指的是").text) + 1
+    # "在 GPT 中，这种机制……" refers to a lead-in line, which is no antecedent to quote: it is left out
+    assert dangling.text not in texts
+
+
+def test_what_refers_back() -> None:
+    for text in ("这种现象使得输出缺乏多样性。", "在 GPT 中，这种机制被用于生成文本。", "其物理意义是……", "This means fewer weights."):
+        assert REFERS_BACK.match(text), text
+    for text in ("此外，还可以用数据增强。", "其实这只是一个近似。", "其中最常用的是 LoRA。", "GPT 是生成式模型。"):
+        assert not REFERS_BACK.match(text), text
 
 
 def test_an_instruction_is_refused_and_never_quoted(engine) -> None:

@@ -20,6 +20,10 @@ from rag.text import normalize
 
 # A sentence opening with a demonstrative leans on the one before it; one opening with a connective continues it.
 LEANS_BACK = re.compile(r"^(?:这|该|其|它|此|上述|(?:this|that|these|those|it|such)\b)", re.I)
+# ... or refers back in its first clause ("在 GPT 中，这种机制……"); 此外, 其实, 其中 and the like are not references.
+REFERS_BACK = re.compile(
+    r"^(?:[^，,。；;：:]{0,12}[，,]\s*)?(?:这|该|此(?!外)|上述|其(?![实次他余中])|它|(?:this|these|those|such)\b)", re.I
+)
 CONTINUES = re.compile(r"^(?:即|因此|所以|也就是|例如|比如|其中|(?:so|thus|therefore|i\.e\.|e\.g\.)\b)", re.I)
 MAX_LIST_ITEMS = 8
 SECOND_PASSAGE_MARGIN = 1.0  # a second passage's sentence must score within this of the best (logit units)
@@ -125,8 +129,9 @@ def _support(
     used = sum(len(s.text) + 4 for s in chosen)
     taken = set(map(id, chosen))
     out: list[Sentence] = []
+    brought = 0  # sentences quoted only for what a supporting sentence refers to: they do not count
     for c in pool[1:]:
-        if len(chosen) + len(out) >= SUPPORT_SENTENCES or c.score < best.score - SUPPORT_MARGIN:
+        if len(chosen) + len(out) - brought >= SUPPORT_SENTENCES or c.score < best.score - SUPPORT_MARGIN:
             break
         s = c.sentence
         if c.passage != best.passage or id(s) in taken or s.kind != "text" or LEAD_IN.search(s.text):
@@ -135,8 +140,21 @@ def _support(
             continue
         if not _between_is_clean(group, s.pos, best.sentence.pos):
             continue
+        cost = len(s.text) + 4
+        previous = group[s.pos - 1] if s.pos > 0 else None
+        if REFERS_BACK.match(s.text) and (previous is None or id(previous) not in taken):
+            # "这种现象使得……" read alone refers to nothing: quote what it refers to first, or leave it out
+            if previous is None or previous.kind != "text" or LEAD_IN.search(previous.text) or is_instruction(previous.text):
+                continue
+            if used + cost + len(previous.text) + 4 > max_chars:
+                continue
+            out.append(previous)
+            taken.add(id(previous))
+            brought += 1
+            used += len(previous.text) + 4
         out.append(s)
-        used += len(s.text) + 4
+        taken.add(id(s))
+        used += cost
     return out
 
 
