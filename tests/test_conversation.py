@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from rag.conversation import looks_like_followup, question_subject, resolve_followup
+from rag.conversation import looks_like_followup, resolve_followup
+from rag.question_subject import question_subject
 from rag.text import Tokenizer
 from rag.types import Turn
 
@@ -150,6 +151,15 @@ def test_standalone_question_is_unchanged(question: str, tokenizer: Tokenizer) -
         ("dropout 是什么？", "推理时要关掉吗？", "dropout 推理时要关掉吗？"),
         ("dropout 是什么？", "训练时怎么用？", "dropout 训练时怎么用？"),
         ("BatchNorm 是什么？", "推理的时候要开着吗？", "BatchNorm 推理的时候要开着吗？"),
+        # Chinese drops a subject the conversation gives: a modal, an adverb, 越…越… or a comparison opens it
+        ("混合精度训练是什么？", "会影响精度吗？", "混合精度训练 会影响精度吗？"),
+        ("混合精度训练是什么？", "需要什么硬件？", "混合精度训练 需要什么硬件？"),
+        ("CNN 的池化层有什么用？", "能不能去掉？", "CNN 的池化层 能不能去掉？"),
+        ("CNN 是什么？", "能用在 NLP 上吗？", "CNN 能用在 NLP 上吗？"),
+        ("什么是梯度爆炸？", "一般怎么检测？", "梯度爆炸 一般怎么检测？"),
+        ("LoRA 的秩怎么选？", "越大效果越好吗？", "LoRA 越大效果越好吗？"),
+        ("LSTM 是什么？", "和 GRU 有什么区别？", "LSTM 和 GRU 有什么区别？"),
+        ("What is RLHF?", "Why is PPO used there?", "RLHF Why is PPO used there?"),
     ],
 )
 def test_a_followup_that_names_no_subject_asks_about_the_previous_one(
@@ -185,6 +195,14 @@ def test_a_time_word_that_is_not_a_circumstance_leaves_the_question_alone(tokeni
     """实时 and 时间 are words, not "while …" clauses; a circumstance followed by its own subject stands alone."""
     for question in ("实时系统有哪些？", "训练时间太长怎么办？", "推理时为什么要用 KV cache？", "训练时显存不够怎么办？"):
         assert not looks_like_followup(question, tokenizer), question
+
+
+def test_a_question_that_only_looks_subjectless_stands_alone(tokenizer: Tokenizer) -> None:
+    """能量 and 会计 are words, not the modals 能 and 会; "应该怎么……" asks how to do what it names; a long question
+    names its own topic."""
+    for question in ("能量函数是什么？", "会计准则和机器学习有关系吗？", "应该怎么设置学习率？", "需要多少显存才能训练 7B 模型？"):
+        assert not looks_like_followup(question, tokenizer), question
+        assert resolve_followup(question, conversation("什么是梯度消失？", "……"), tokenizer) == question
 
 
 def test_followup_without_a_previous_question_is_unchanged(tokenizer: Tokenizer) -> None:
