@@ -96,7 +96,15 @@ _ZH_ASK_FIRST = re.compile(
     r"^\s*(?:怎么|怎样|如何|为什么|为何|为啥|有哪些|有什么|有啥|有何|能不能|能否|是否|可以|要|哪个|哪种|哪一个|哪一种)"
 )
 # An ordinal that points into the previous answer's list: "第二步具体做什么？", "第三点呢？".
-_ZH_ORDINAL = re.compile(r"^\s*第[一二三四五六七八九十\d]{1,2}(?:步|个|点|种|类|阶段|部分|条|层)")
+_ZH_ORDINAL = re.compile(
+    r"^\s*(?:详细|具体|展开|再)?(?:说说|讲讲|解释一下|介绍一下|说一下|讲一下)?\s*"
+    r"第[一二三四五六七八九十\d]{1,2}(?:步|个|点|种|类|阶段|部分|条|层)"
+)
+# A verb of remedy with its object left out ("ReLU 为什么能缓解？", "梯度裁剪能解决吗？"): the object is the
+# conversation's subject, a problem.
+_ZH_REMEDY_OF_IT = re.compile(r"(?:缓解|解决|避免|防止|改善|克服|减轻|抑制)(?:掉|了)?(?:吗|么|呢)?[\s?？。!！]*$")
+# A verb and a degree with no subject: "设太高会怎样？", "调小一点呢？".
+_ZH_VERB_DEGREE = re.compile(r"^\s*[\u4e00-\u9fff]{1,2}(?:太|过于|得太)[高低大小多少快慢长短深浅]")
 _EN_ORDINAL = re.compile(
     r"\bthe\s+(?:first|second|third|fourth|fifth|last|next|final)\s+(?:step|stage|phase|part|point|one)\b", re.I
 )
@@ -199,6 +207,8 @@ def looks_like_followup(question: str, tokenizer: Tokenizer) -> bool:
     if continuation and len(content) <= 3 and not _names_own_subject(text[continuation.end() :].lstrip(" ,，、"), tokenizer):
         return True  # "还有什么缺点？" continues; "And what is BERT?" and "那 BERT 是什么？" stand alone
     if _asks_without_subject(text, content, tokenizer) or _ZH_ORDINAL.match(text) or _EN_ORDINAL.search(text):
+        return True
+    if len(content) <= 3 and (_ZH_REMEDY_OF_IT.search(text) or _ZH_VERB_DEGREE.match(text)):
         return True
     if ZH_REFERENCE.match(_LEADING_THEN.sub("", text, count=1)):  # "它们各自适合什么任务？"
         return True

@@ -51,7 +51,7 @@ GENERIC = word_set(
     advantages disadvantages advantage disadvantage pros cons example examples use uses usage more detail
     drawback drawbacks downside downsides limitation limitations weakness weaknesses benefit benefits any
     alternative alternatives step steps stage stages first second third last next
-    details why how works work mean means meaning definition define
+    details why how works work mean means meaning definition define give show tell explain elaborate describe
     """
 )
 

@@ -160,6 +160,12 @@ def test_standalone_question_is_unchanged(question: str, tokenizer: Tokenizer) -
         ("LoRA 的秩怎么选？", "越大效果越好吗？", "LoRA 越大效果越好吗？"),
         ("LSTM 是什么？", "和 GRU 有什么区别？", "LSTM 和 GRU 有什么区别？"),
         ("What is RLHF?", "Why is PPO used there?", "RLHF Why is PPO used there?"),
+        # a remedy whose object is left out, a verb and a degree, a request, an ordinal after a request
+        ("梯度消失怎么解决？", "ReLU 为什么能缓解？", "梯度消失 ReLU 为什么能缓解？"),
+        ("什么是梯度爆炸？", "梯度裁剪能解决吗？", "梯度爆炸 梯度裁剪能解决吗？"),
+        ("知识蒸馏的温度是什么？", "设太高会怎样？", "知识蒸馏的温度 设太高会怎样？"),
+        ("What is Adam?", "Can you give an example?", "Adam Can you give an example?"),
+        ("RLHF 有哪几个步骤？", "详细说说第二点", "RLHF 详细说说第二点"),
     ],
 )
 def test_a_followup_that_names_no_subject_asks_about_the_previous_one(
@@ -200,7 +206,10 @@ def test_a_time_word_that_is_not_a_circumstance_leaves_the_question_alone(tokeni
 def test_a_question_that_only_looks_subjectless_stands_alone(tokenizer: Tokenizer) -> None:
     """能量 and 会计 are words, not the modals 能 and 会; "应该怎么……" asks how to do what it names; a long question
     names its own topic."""
-    for question in ("能量函数是什么？", "会计准则和机器学习有关系吗？", "应该怎么设置学习率？", "需要多少显存才能训练 7B 模型？"):
+    for question in (
+        "能量函数是什么？", "会计准则和机器学习有关系吗？", "应该怎么设置学习率？", "需要多少显存才能训练 7B 模型？",
+        "学习率太高会怎样？", "怎样防止过拟合？",
+    ):
         assert not looks_like_followup(question, tokenizer), question
         assert resolve_followup(question, conversation("什么是梯度消失？", "……"), tokenizer) == question
 
