@@ -204,8 +204,11 @@ def looks_like_followup(question: str, tokenizer: Tokenizer) -> bool:
         if successor.group("ref") or not content_terms(rest, tokenizer):
             return True
     continuation = _CONTINUATION_START.match(text)
-    if continuation and len(content) <= 3 and not _names_own_subject(text[continuation.end() :].lstrip(" ,，、"), tokenizer):
-        return True  # "还有什么缺点？" continues; "And what is BERT?" and "那 BERT 是什么？" stand alone
+    if continuation and len(content) <= 3:
+        # "还有什么缺点？" and "那 ALBERT 把它换成了什么？" continue; "And what is BERT?" and "那 BERT 是什么？" stand alone
+        rest = text[continuation.end() :].lstrip(" ,，、")
+        if ZH_REFERENCE.search(rest) or EN_PRONOUN.search(rest) or not _names_own_subject(rest, tokenizer):
+            return True
     if _asks_without_subject(text, content, tokenizer) or _ZH_ORDINAL.match(text) or _EN_ORDINAL.search(text):
         return True
     if len(content) <= 3 and (_ZH_REMEDY_OF_IT.search(text) or _ZH_VERB_DEGREE.match(text)):

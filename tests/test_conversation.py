@@ -166,6 +166,8 @@ def test_standalone_question_is_unchanged(question: str, tokenizer: Tokenizer) -
         ("知识蒸馏的温度是什么？", "设太高会怎样？", "知识蒸馏的温度 设太高会怎样？"),
         ("What is Adam?", "Can you give an example?", "Adam Can you give an example?"),
         ("RLHF 有哪几个步骤？", "详细说说第二点", "RLHF 详细说说第二点"),
+        # a continuation naming its own subject is still a follow-up when it also points back
+        ("Transformer 的位置编码是什么？", "那 RoPE 把它改成了什么形式？", "RoPE 把 Transformer 的位置编码改成了什么形式？"),
     ],
 )
 def test_a_followup_that_names_no_subject_asks_about_the_previous_one(
