@@ -1,4 +1,4 @@
-"""Hybrid retrieval (BM25 + dense, score-fused), adjacent-chunk merging and the relevance gate.
+"""Hybrid retrieval (BM25 + dense, score-fused; adjacent chunks merged by `rag.chunk_merging`) and the relevance gate.
 
 `Retriever.search` is the one code path behind `rag search`, `rag ask`, `/search` and `/ask`, so the
 search test and the chat always rank the same passages the same way.
@@ -16,15 +16,17 @@ from typing import Any, Protocol
 import numpy as np
 
 from rag.aliases import AliasIndex
+from rag.chunk_merging import merge_adjacent
 from rag.config import Settings
 from rag.crosslingual import TermBridge, mostly_english, translated_query
 from rag.embedding import Embedder
 from rag.fusion import rrf, score_fusion
 from rag.index import IndexBackend
-from rag.text import Tokenizer, char_bigrams, is_cjk, normalize, sentence_spans, singular
-from rag.types import Chunk, Hit, RetrievalMode
+from rag.text import STOPWORDS, Tokenizer, char_bigrams, is_cjk, normalize, sentence_spans, singular
+from rag.types import Hit, RetrievalMode
 
 _LATIN_WORD = re.compile(r"[a-z][a-z0-9+#\-]*[a-z0-9+#]|[a-z]{2,}")
+_LATIN_PHRASE = re.compile(r"[a-z][a-z0-9]*(?:-[a-z0-9]+)*(?:[ \t]+[a-z][a-z0-9]*(?:-[a-z0-9]+)*)+")  # "kv cache"
 
 
 class Reranker(Protocol):
@@ -297,6 +299,26 @@ class Retriever:
             names.extend(chinese[:2])
         return translated_query(query, names) if names else None
 
+    def _unknown_latin_phrase(self, norm_query: str, top_text: str) -> bool:
+        """A name of several Latin words in a Chinese question ("KV cache") of which no two neighbouring words
+        make a term of the notes or a glossary name, or are spelled together in the top passages (with a space,
+        "_", "-" or nothing between, stopwords kept: "python for ai"): each word may occur in the notes, the name
+        does not."""
+        for match in _LATIN_PHRASE.finditer(norm_query):
+            words = match.group(0).split()
+            content = [i for i, w in enumerate(words) if w not in STOPWORDS]
+            if len(content) < 2 or " ".join(words) in self._alias_of:
+                continue
+            pairs = [words[a : b + 1] for a, b in zip(content, content[1:], strict=False)]
+            if not any(self._known_name(pair) or _spelled(pair).search(top_text) for pair in pairs):
+                return True
+        return False
+
+    def _known_name(self, words: list[str]) -> bool:
+        """The words, joined as one term ("pretraining", "pre-training"), are a term of the notes or a glossary name."""
+        joined = ("".join(words), "-".join(words), " ".join(words))
+        return any(self.index.has_term(name) or name in self._alias_of for name in joined)
+
     def _matched_terms(self, row: int, weighted: dict[str, float]) -> list[str]:
         text = normalize(self.index.chunks([row])[0].index_text)
         return [t for t in weighted if t in text]
@@ -363,6 +385,8 @@ class Retriever:
                 spelled = re.compile(rf"(?<![a-z0-9]){re.escape(term)}(?![a-z0-9])")
                 if len(term) >= 2 and not self.index.has_term(term) and term not in self._alias_of and not spelled.search(top_text):
                     unknown_latin = 1.0
+            if self._unknown_latin_phrase(norm_query, top_text):
+                unknown_latin = 1.0
         letters = [c for c in norm_query if c.isalpha()]
         latin_share = sum(1 for c in letters if "a" <= c <= "z") / len(letters) if letters else 0.0
         dense_top = float(dense[0][1]) if dense else 0.0
@@ -428,70 +452,14 @@ class Retriever:
         return math.log((n + 0.5) / 0.5 + 1)
 
 
+def _spelled(words: list[str]) -> re.Pattern[str]:
+    """The words as one name: joined by whitespace, "_", "-" or nothing, not inside a longer word."""
+    return re.compile(r"(?<![a-z0-9])" + r"[\s_\-]*".join(map(re.escape, words)) + r"(?![a-z0-9])")
+
+
 def _best_of(a: list[tuple[int, float]], b: list[tuple[int, float]], n: int) -> list[tuple[int, float]]:
     """Two dense rankings of one index as one: each row at its better similarity, top `n`."""
     best: dict[int, float] = {}
     for row, score in [*a, *b]:
         best[row] = max(best.get(row, score), score)
     return sorted(best.items(), key=lambda item: (-item[1], item[0]))[:n]
-
-
-def merge_adjacent(hits: list[Hit]) -> list[Hit]:
-    """Merge hits on neighbouring chunks of the same section into one passage; drop duplicates.
-
-    The merged hit keeps the better rank and score; its chunk spans both originals.
-    """
-    merged: list[Hit] = []
-    for hit in hits:
-        target = None
-        for kept in merged:
-            if _adjacent(kept.chunk, hit.chunk):
-                target = kept
-                break
-        if target is None:
-            if any(hit.chunk.chunk_id in kept.chunk_ids or _contains(kept.chunk, hit.chunk) for kept in merged):
-                continue
-            merged.append(hit)
-            continue
-        target.chunk = _join(target.chunk, hit.chunk)
-        target.chunk_ids = tuple(dict.fromkeys(target.chunk_ids + hit.chunk_ids))
-        for name in ("bm25_score", "dense_score", "rerank_score"):
-            mine, theirs = getattr(target, name), getattr(hit, name)
-            if theirs is not None and (mine is None or theirs > mine):
-                setattr(target, name, theirs)
-        for name in ("bm25_rank", "dense_rank"):
-            mine, theirs = getattr(target, name), getattr(hit, name)
-            if theirs is not None and (mine is None or theirs < mine):
-                setattr(target, name, theirs)
-    return merged
-
-
-def _contains(outer: Chunk, inner: Chunk) -> bool:
-    return outer.doc_id == inner.doc_id and outer.start <= inner.start and inner.end <= outer.end
-
-
-def _adjacent(a: Chunk, b: Chunk) -> bool:
-    if a.doc_id != b.doc_id or a.heading_path != b.heading_path:
-        return False
-    lo, hi = (a, b) if a.start <= b.start else (b, a)
-    # contiguous or overlapping spans only, so the merged text is exactly a slice of the note
-    return lo.end >= hi.start and hi.end > lo.end
-
-
-def _join(a: Chunk, b: Chunk) -> Chunk:
-    lo, hi = (a, b) if a.start <= b.start else (b, a)
-    text = lo.text + hi.text[lo.end - hi.start :]
-    # ingest writes "heading path\ncleaned text", or only the cleaned text (never starting "\n") without headings
-    index_text = lo.index_text + "\n" + hi.index_text.removeprefix(" > ".join(hi.heading_path) + "\n")
-    return Chunk(
-        chunk_id=lo.chunk_id,
-        doc_id=lo.doc_id,
-        heading_path=lo.heading_path,
-        start=lo.start,
-        end=hi.end,
-        text=text,
-        index_text=index_text,
-        ordinal=lo.ordinal,
-        page=lo.page,
-        page_breaks=lo.page_breaks + tuple(b for b in hi.page_breaks if b > lo.end),
-    )

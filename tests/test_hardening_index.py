@@ -24,11 +24,11 @@ from live import LiveServer, assert_error
 from ingest.chunking import chunk_document
 from ingest.pipeline import run_ingest
 from rag.api import create_app
+from rag.chunk_merging import merge_adjacent
 from rag.config import Settings
 from rag.engine import Engine
 from rag.errors import REPAIR_HINT, IndexNotReady, ModelUnavailable
 from rag.index import IndexStore
-from rag.retrieval import merge_adjacent
 from rag.types import Chunk, Document, Hit
 
 NEW_NOTE = "量子退火笔记.md"

@@ -13,11 +13,11 @@ from conftest import CORPUS
 from live import LiveServer
 
 from rag.api import create_app
+from rag.chunk_merging import merge_adjacent
 from rag.config import Settings
 from rag.engine import Engine
 from rag.evaluation import is_hit
 from rag.fusion import rrf, score_fusion
-from rag.retrieval import merge_adjacent
 from rag.types import Chunk, Hit, Turn
 
 ANSWERABLE = "LoRA 微调里最重要的超参数是什么？"
@@ -315,6 +315,19 @@ def test_a_hyphenated_name_the_notes_spell_is_not_an_unknown_term(engine: Engine
     assert known["unknown_latin"] == 0.0
     unknown = engine.search("ChatGLM-7B 英文回答靠谱吗？").gate.features  # the notes never name this one
     assert unknown["unknown_latin"] == 1.0
+
+
+def test_a_latin_name_of_several_words_the_notes_never_spell_is_unknown(engine: Engine) -> None:
+    # "kv" and "cache" each occur in the notes, "KV cache" nowhere: the gate must see an unknown name
+    assert engine.search("KV cache 有什么用？").gate.features["unknown_latin"] == 1.0
+    assert engine.ask("KV cache 有什么用？").refused
+    # names the top passages spell, with a space, a hyphen or a stopword inside, and names the notes or the
+    # glossary hold as one term ("pretraining", an alias of 预训练), are known
+    for question in (
+        "beam search 和贪心搜索有什么关系？", "batch size 怎么选？", "python for AI 那份笔记讲了哪些框架？",
+        "fine tuning 和 pre training 的区别？",
+    ):
+        assert engine.search(question).gate.features["unknown_latin"] == 0.0, question
 
 
 def test_how_a_question_asks_which_ones_does_not_change_the_verdict(engine: Engine) -> None:
