@@ -76,6 +76,11 @@ def test_a_missing_formula_is_said_not_stitched(engine, reader: Reader) -> None:
     reading = read(engine, reader, "合页损失的公式是什么？", [passage])
     answer = ExtractiveGenerator(Settings(_env_file=None), reader.tokenizer).answer_from("合页损失的公式是什么？", [passage], reading)
     assert answer.text.endswith("（笔记中没有给出具体公式。）")
+    # a sentence that only mentions a formula ("按照公式计算……") gives none: the note is still said
+    passage = hit("GHM 先统计梯度密度，然后按照公式计算每个区间的权重，再乘以原来的交叉熵损失。\n", heading=("GHM 损失",))
+    reading = read(engine, reader, "交叉熵损失的公式是什么？", [passage])
+    answer = ExtractiveGenerator(Settings(_env_file=None), reader.tokenizer).answer_from("交叉熵损失的公式是什么？", [passage], reading)
+    assert answer.text.endswith("（笔记中没有给出具体公式。）")
 
 
 def test_a_figure_is_missing_only_when_the_question_asks_for_one(engine, reader: Reader) -> None:
@@ -196,6 +201,7 @@ def test_question_and_sentence_types() -> None:
     assert "list" in question_types("大模型训练的三个阶段是什么？")
     assert "cause" in question_types("Why does the loss explode?")
     assert {"formula", "number"} <= sentence_types("L = 0.5 * x^2")
+    assert "formula" not in sentence_types("然后按照公式计算对应区间的权重。")  # it names a formula, gives none
     assert "cause" in sentence_types("由于梯度消失，训练变慢。")
 
 

@@ -39,7 +39,7 @@ QUESTION_TYPES: dict[str, re.Pattern[str]] = {
 SENTENCE_TYPES: dict[str, re.Pattern[str]] = {
     name: re.compile(pattern, re.I)
     for name, pattern in {
-        "formula": r"=|≈|∑|Σ|√|\^|\\frac|\\sum|log\(|exp\(|公式|×|÷",
+        "formula": r"=|≈|∑|Σ|√|\^|\\frac|\\sum|log\(|exp\(|×|÷",
         "number": r"\d",
         "cause": r"因为|由于|所以|导致|因此|使得|造成|原因|从而|以免|避免|because|due to|therefore|thus|so that",
         "definition": r"是指|指的是|是一种|是一个|称为|又称|又叫|叫做|定义为|就是|即|refers to|is a|is an|means",
