@@ -160,6 +160,26 @@ def test_a_supporting_sentence_that_refers_back_comes_with_what_it_refers_to() -
     assert dangling.text not in texts
 
 
+def test_a_list_is_quoted_whole_only_when_it_is_about_the_subject() -> None:
+    framework = "深度学习框架通常包括以下部分：\n- 自动微分 - 支持自动计算梯度。\n" \
+        "- 优化器 - 包含各种优化算法，如 Adam、RMSProp。它们用来调整模型参数。\n- 可视化 - 提供训练过程可视化。\n"
+    steps = "Adam 的优点有以下几点：\n- 收敛快。\n- 对学习率不敏感。\n- 适合稀疏梯度。\n"
+    question = "Adam 优化器有什么优点？"
+    profile = profile_question(question, {"adam": 3.0, "优化器": 2.0}, {}, ["adam", "优化器"])
+    assert "list" in profile.types
+    for text, item, whole in ((framework, "优化器 - ", False), (steps, "收敛快", True)):
+        group = split_passage(0, hit(text, heading=("笔记",)))
+        best = next(s for s in group if s.text.startswith(item))
+        candidates = [Candidate(best, {}, 5.0)] + [Candidate(s, {}, -5.0) for s in group if s is not best]
+        chosen, _ = compose(Reading(profile, candidates, [group], True, 0.9, 0.5), 1, max_chars=600)
+        texts = [s.text for s in chosen]
+        assert texts[0] == best.text
+        if whole:  # the lead-in names the subject: the list is the answer, from its first item
+            assert {"对学习率不敏感。", "适合稀疏梯度。"} <= set(texts), texts
+        else:  # one item of a framework's parts names Adam: that item, whole, and not its siblings
+            assert "它们用来调整模型参数。" in texts and not any(t.startswith(("自动微分", "可视化")) for t in texts), texts
+
+
 def test_what_refers_back() -> None:
     for text in ("这种现象使得输出缺乏多样性。", "在 GPT 中，这种机制被用于生成文本。", "其物理意义是……", "This means fewer weights."):
         assert REFERS_BACK.match(text), text

@@ -11,7 +11,7 @@ chunk.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from rag.answer.reader import Candidate, Reading
 from rag.answer.reader_features import LEAD_IN, coverage, is_instruction, must_state, sentence_types
@@ -26,6 +26,7 @@ REFERS_BACK = re.compile(
 )
 CONTINUES = re.compile(r"^(?:即|因此|所以|也就是|例如|比如|其中|(?:so|thus|therefore|i\.e\.|e\.g\.)\b)", re.I)
 MAX_LIST_ITEMS = 8
+MAX_ITEM_SENTENCES = 4  # a list item quoted alone keeps at most this many of its sentences
 SECOND_PASSAGE_MARGIN = 1.0  # a second passage's sentence must score within this of the best (logit units)
 SECOND_PASSAGE_GAIN = 0.25  # ... and cover this share of the question's words that the first span does not
 QUOTABLE = frozenset({"text", "code", "short"})
@@ -67,6 +68,11 @@ def span_for(best: Sentence, group: Sequence[Sentence], *, asks_list: bool) -> l
     else:
         while end < len(group) and group[end].kind == "code":  # a formula or code block stays whole
             end += 1
+        if best.bullet:  # a list item stays whole: its later sentences, up to the next line
+            while end < len(group) and end - i < MAX_ITEM_SENTENCES and quotable(group[end]):
+                if group[end].line_start or group[end].bullet or LEAD_IN.search(group[end].text):
+                    break  # the next line, or a lead-in whose items would not come with it
+                end += 1
         if end == i + 1 and end < len(group) and quotable(group[end]) and CONTINUES.match(group[end].text):
             end += 1
     return [s for s in group[start:end] if quotable(s) or s is best] + leaned_on
@@ -92,7 +98,8 @@ def compose(reading: Reading, n_passages: int, *, max_chars: int) -> tuple[list[
     profile = reading.profile
     best = pool[0]
     group = reading.sentences[best.passage]
-    span = _trim(span_for(best.sentence, group, asks_list="list" in profile.types), best, max_chars)
+    asks_list = "list" in profile.types and _list_is_about(best, group, profile.subject)
+    span = _trim(span_for(best.sentence, group, asks_list=asks_list), best, max_chars)
     support = sorted(_support(pool, best, span, group, max_chars=max_chars), key=lambda s: s.pos)
     chosen = span + support
     second = _second(pool, best, chosen, reading)
@@ -106,6 +113,19 @@ def compose(reading: Reading, n_passages: int, *, max_chars: int) -> tuple[list[
     if missing and not stated and not any(c.features.get(f"type_{t}") for c in pool[:5] for t in missing):
         note = missing[0]
     return chosen, note
+
+
+def _list_is_about(best: Candidate, group: Sequence[Sentence], subject: Mapping[str, float]) -> bool:
+    """Whether the list `best` is an item of is about the question's subject: the subject is in its section's
+    heading or its lead-in line. An item that alone names it ("优化器 - 包含……如 Adam……" in a list of a framework's
+    parts) does not make the whole list the answer."""
+    if not subject or best.features.get("subject_heading", 0.0) > 0:
+        return True
+    i = best.sentence.pos - 1
+    while i >= 0 and group[i].bullet:
+        i -= 1
+    lead_in = normalize(group[i].text) if i >= 0 and LEAD_IN.search(group[i].text) else ""
+    return any(term in lead_in for term in subject)
 
 
 def _trim(span: list[Sentence], best: Candidate, budget: int) -> list[Sentence]:
