@@ -249,6 +249,18 @@ def test_a_line_repeating_the_section_heading_is_a_heading_not_a_sentence() -> N
     assert split_passage(0, hit(text, heading=("关键字",)))[0].kind == "text"  # not this chunk's heading
 
 
+def test_an_empty_heading_line_is_a_heading_never_quoted() -> None:
+    # a note's "## " loses its space in cleaning; the bare "##" closed a quoted list ("……微调 LM。\n##[1]")
+    text = "按三个步骤分解：\n1. 预训练一个语言模型；\n2. 训练奖励模型；\n##\n#include <stdio.h>\n"
+    kinds = {s.text: s.kind for s in split_passage(0, hit(text))}
+    assert kinds["##"] == "heading" and kinds["#include <stdio.h>"] != "heading"
+    group = split_passage(0, hit(text))
+    profile = profile_question("分为哪几个步骤？", {"步骤": 1.0}, {}, ["步骤"])
+    candidates = [Candidate(group[0], {}, 5.0)] + [Candidate(s, {}, -5.0) for s in group[1:] if s.kind != "heading"]
+    chosen, _ = compose(Reading(profile, candidates, [group], True, 0.9, 0.5), 1, max_chars=600)
+    assert "##" not in [s.text for s in chosen] and "2. 训练奖励模型；" in [s.text for s in chosen]
+
+
 def test_a_line_that_only_names_things_is_an_enumeration() -> None:
     assert is_enumeration("SD、ControlNet、diffusion、图片编辑、文生图")
     assert not is_enumeration("Stable Diffusion with ControlNet、SD、VAE")  # an item of a sentence's length

@@ -12,7 +12,7 @@ from rag.text import CJK_CHARS, HAS_CJK, sentence_spans
 from rag.types import Hit
 
 _PREFIX = re.compile(r"^(?:#{1,6}[ \t]+|>[ \t]*|[-*+•●▪◦·][ \t]+)+")
-_HEADING_LINE = re.compile(r"^[ \t]*#{1,6}[ \t]")
+_HEADING_LINE = re.compile(r"^[ \t]*#{1,6}(?:[ \t]|$)")  # "## " or a bare "##": an (empty) heading
 _FENCE = re.compile(r"^[ \t]*(```|~~~)")
 _URL_TOKEN = re.compile(r"^(?:<?(?:https?://|www\.)\S+>?|!?\[[^\]]*\]\([^)]*\))$", re.I)
 _CODE_LINE = re.compile(
