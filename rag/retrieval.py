@@ -27,6 +27,9 @@ from rag.types import Hit, RetrievalMode
 
 _LATIN_WORD = re.compile(r"[a-z][a-z0-9+#\-]*[a-z0-9+#]|[a-z]{2,}")
 _LATIN_PHRASE = re.compile(r"[a-z][a-z0-9]*(?:-[a-z0-9]+)*(?:[ \t]+[a-z][a-z0-9]*(?:-[a-z0-9]+)*)+")  # "kv cache"
+# A name as an English sentence spells it: an acronym ("HNSW"), an inner capital ("efConstruction", "XLNet")
+# or letters with digits ("FP16"). Plain words ("speculative") are not names: English questions use them freely.
+_ENGLISH_NAME = re.compile(r"(?<!\w)(?:[A-Za-z]*[A-Z][a-z0-9]*[A-Z0-9][A-Za-z0-9]*|[a-z]+[A-Z][A-Za-z0-9]*|[A-Za-z]+[0-9][A-Za-z0-9]*)(?!\w)")
 
 
 class Reranker(Protocol):
@@ -314,6 +317,18 @@ class Retriever:
                 return True
         return False
 
+    def _unknown_english_name(self, query: str, top_text: str, alias_names: list[tuple[str, list[str]]]) -> bool:
+        """A name in an English question ("HNSW", "efConstruction") that is no term of the notes, no glossary
+        name, not spelled in the top passages and inside no phrase the glossary or the bridge linked."""
+        linked = " ".join(matched for matched, _ in alias_names)
+        for match in _ENGLISH_NAME.finditer(query):
+            name = normalize(match.group(0))
+            spelled = re.compile(rf"(?<![a-z0-9]){re.escape(name)}(?![a-z0-9])")
+            if self.index.has_term(name) or name in self._alias_of or spelled.search(top_text) or spelled.search(linked):
+                continue
+            return True
+        return False
+
     def _known_name(self, words: list[str]) -> bool:
         """The words, joined as one term ("pretraining", "pre-training"), are a term of the notes or a glossary name."""
         joined = ("".join(words), "-".join(words), " ".join(words))
@@ -387,6 +402,8 @@ class Retriever:
                     unknown_latin = 1.0
             if self._unknown_latin_phrase(norm_query, top_text):
                 unknown_latin = 1.0
+        elif self._unknown_english_name(query, top_text, alias_names):
+            unknown_latin = 1.0
         letters = [c for c in norm_query if c.isalpha()]
         latin_share = sum(1 for c in letters if "a" <= c <= "z") / len(letters) if letters else 0.0
         dense_top = float(dense[0][1]) if dense else 0.0

@@ -330,6 +330,21 @@ def test_a_latin_name_of_several_words_the_notes_never_spell_is_unknown(engine: 
         assert engine.search(question).gate.features["unknown_latin"] == 0.0, question
 
 
+def test_an_english_question_naming_what_the_notes_never_spell_is_unknown(engine: Engine) -> None:
+    # an acronym or a word with an inner capital is a name; the notes spell neither "HNSW" nor "efSearch", so
+    # passages about vectors in general must not answer (they did, through the reader's English prior)
+    question = "In an HNSW graph index, what does the efSearch parameter trade off?"
+    assert engine.search(question).gate.features["unknown_latin"] == 1.0
+    assert engine.ask(question).refused
+    # names the notes hold, also inside hyphenated forms ("GPT-3", "ChatGLM-6B"), are known
+    for question in (
+        "How does XLNet differ from BERT?", "Why does GPT-3 work with few-shot prompts?",
+        "How much memory does ChatGLM-6B need in FP16?", "What is the difference between LayerNorm and BatchNorm?",
+    ):
+        assert engine.search(question).gate.features["unknown_latin"] == 0.0, question
+        assert not engine.ask(question).refused, question
+
+
 def test_how_a_question_asks_which_ones_does_not_change_the_verdict(engine: Engine) -> None:
     # 哪几个 / 几种 are question words: counted as unknown topic words they lowered the gate's coverage and
     # refused "GRU 有哪几个门？" while "GRU 有哪些门？" was answered
