@@ -67,7 +67,16 @@ INSTRUCTION = re.compile(
     r"|你(?:现在)?是(?:一个)?(?:没有|不受)(?:任何)?(?:限制|约束)"
     r"|扮演|不要再?(?:回答|说|拒绝)|直接用你自己的知识|系统(?:通知|提示词?|指令)[】:：]"
     r"|(?:ignore|disregard|forget)\s+(?:all\s+|any\s+|the\s+)?(?:previous|prior|above|earlier|your)\s+"
-    r"(?:instructions|prompts?|rules)|you are now|pretend (?:to be|you are)|jailbreak|system prompt\s*:",
+    r"(?:instructions|prompts?|rules)|you are now|pretend (?:to be|you are)|jailbreak|system prompt\s*:"
+    # rules to forget, the assistant's own prompt to reveal, the notes to dump whole
+    r"|(?:忘掉|忘记|忘了|无视|抛开)(?:上面|之前|以上|前面|先前|你的|所有|全部)?的?(?:所有|全部)?(?:规则|指令|指示|设定|限制|要求)"
+    r"|(?:规则|指令|指示|设定|限制)(?:都|全部|统统|全都)?(?:忘掉|忘记|忘了|作废|失效|取消)|用你自己的知识"
+    r"|(?:输出|打印|显示|泄露|重复|告诉我|给我看|说出)(?:一下)?(?:你的|系统的?)(?:系统)?(?:提示词|提示语|prompt|指令|设定)"
+    r"|(?:原文|全文|文档|内容)[^。？?！!]{0,10}(?:全部|完整|逐字|一字不差|原封不动)地?(?:输出|打印|贴出|复制)"
+    r"|(?:逐字|一字不差|原封不动)地?(?:打印|复制|贴)出来"
+    r"|\bforget (?:everything|all)\b|\byou are (?:a|an) [\w-]+ now\b"
+    r"|\b(?:print|reveal|show|repeat|output|leak|tell me) (?:me )?(?:your|the) (?:system |hidden |initial )?(?:prompt|instructions)"
+    r"|\b(?:print|output|dump|repeat) (?:all|every|everything)\b",
     re.I,
 )
 LEAD_IN = re.compile(r"[：:]\s*$|如下[。：:]?\s*$")
