@@ -11,7 +11,9 @@ standardized features:
   history as the engine resolves them);
 - the answerability model: logistic regression over question-level features (the relevance gate, the best
   candidates' figures), fitted on eval/train.jsonl; its threshold is the highest that keeps false refusals at
-  or under 5 % on train (out-of-fold) and eval/calibration.jsonl together.
+  or under 5 % on train (out-of-fold) and eval/calibration.jsonl together. A question a rule refuses whatever
+  its probability (an instruction, a name the notes never spell, a figure asked for that no quoted sentence
+  states: `Reading.veto`) counts as refused in every figure.
 Figures are 5-fold cross-validated on train (folds by question). dev and calibration are not fitted on.
 The training files are copied from ../shared/eval when that folder exists (the project never reads it at run
 time). Run with the settings of an ingested index (RAG_DATA_DIR, RAG_CORPUS_DIR), e.g. after `rag ingest`.
@@ -60,6 +62,7 @@ class Example:
     gate_score: float
     gate_features: dict[str, float]
     profile: object
+    veto: str  # a rule (instruction, unknown name, missing figure) refuses it whatever the probability
 
 
 def copy_training_files() -> None:
@@ -87,7 +90,9 @@ def collect(engine: Engine, reader: Reader, questions: list[EvalQuestion], group
         )
         rows = [c.features for c in reading.candidates]
         labels = np.array([1.0 if q.gold and holds_gold(c.sentence.text, q.gold) else 0.0 for c in reading.candidates])
-        examples.append(Example(q, group, rows, labels, result.gate.score, result.gate.features, reading.profile))
+        examples.append(
+            Example(q, group, rows, labels, result.gate.score, result.gate.features, reading.profile, reading.veto)
+        )
     return examples
 
 
@@ -195,7 +200,7 @@ def main() -> None:
             e = train[i]
             scores = model.rank_scores(e.rows)
             oof_top[i] = float(e.labels[int(np.argmax(scores))]) if e.rows else 0.0
-            oof_prob[i] = model.answer_probability(row)
+            oof_prob[i] = 0.0 if e.veto else model.answer_probability(row)  # a vetoed question is refused
 
     ranker = fit_ranker(train + followups, names)
     tmp = model_from(ranker, (np.zeros(1), np.ones(1), np.zeros(1), 0.0), names, ["gate_logit"], 0.5)
@@ -204,7 +209,7 @@ def main() -> None:
     y = np.array([1.0 if e.question.answerable else 0.0 for e in train])
     answer = fit_logistic(x, y)
     model = model_from(ranker, answer, names, q_names, 0.5)
-    cal_prob = [model.answer_probability(r) for r in question_rows(calibration, model)]
+    cal_prob = [0.0 if e.veto else model.answer_probability(r) for e, r in zip(calibration, question_rows(calibration, model), strict=True)]
 
     # threshold: as high as possible while false refusals on train (out-of-fold) + calibration stay <= 5 %
     probs = [(oof_prob[i], train[i].question.answerable) for i in range(len(train))]

@@ -83,6 +83,28 @@ def test_a_missing_formula_is_said_not_stitched(engine, reader: Reader) -> None:
     assert answer.text.endswith("（笔记中没有给出具体公式。）")
 
 
+def test_a_figure_asked_for_that_no_quoted_sentence_states_is_refused(engine) -> None:
+    # the notes name the temperature T and QAT, but give neither a typical T nor a number of epochs: quoting
+    # their definitions answered a question nobody asked
+    for question in ("知识蒸馏的温度 T 一般设多少？", "量化感知训练一般要训练多少个 epoch？"):
+        answer = engine.ask(question, explain=True)
+        assert answer.refused, question
+        assert "figure" in answer.explanation["reader"]["reason"], question
+    # where the notes state the figure, it is quoted
+    answer = engine.ask("Dropout 的比例一般设多少合适？")
+    assert not answer.refused and re.search(r"\d", answer.text)
+    # a noun of quantity inside a clause, or "how big an effect", asks for no figure
+    for question in ("按流量比例把请求分给几个模型的功能叫什么？", "数据量对效果有多大影响？", "How much does dropout help?"):
+        assert must_state(question) == (), question
+    assert must_state("batch 大小一般设多大？") == ("number",)
+
+
+def test_a_name_the_notes_never_spell_is_refused_whatever_shares_its_other_words(engine) -> None:
+    # "GPT-4" is no term of the notes; a GPTQ sentence about 1750 亿个参数 answered it
+    answer = engine.ask("GPT-4 有多少参数？", explain=True)
+    assert answer.refused and "nowhere in the notes" in answer.explanation["reader"]["reason"]
+
+
 def test_a_figure_is_missing_only_when_the_question_asks_for_one(engine, reader: Reader) -> None:
     # 几 as a determiner ("which", "several", a noun phrase) asks for no figure; 几 + a measure word at the
     # question's end, 多少 and a range do

@@ -27,10 +27,12 @@ from rag.answer.reader_features import (
     candidate_features,
     coverage,
     is_instruction,
+    must_state,
     profile_question,
     question_features,
     rarity_weights,
     reader_text,
+    sentence_types,
 )
 from rag.answer.sentences import Sentence, split_passage
 from rag.text import Tokenizer, is_cjk, normalize
@@ -42,6 +44,7 @@ READ_PASSAGES = 5  # the reader reads this many top passages, whatever the calle
 NOT_CANDIDATES = frozenset({"heading", "url", "marker"})
 MAX_EMBEDDED_NOW = 8  # sentences without a stored vector embedded at question time (the rest get the floor)
 WEIGHTS_FILE = "reader_weights.json"
+FIGURE_MARGIN = 2.5  # logit units: sentences this close to the best are what an answer quotes besides it
 
 
 class IndexTerms(Protocol):
@@ -81,6 +84,7 @@ class Reading:
     threshold: float
     features: dict[str, float] = field(default_factory=dict)
     reason: str = ""
+    veto: str = ""  # why a rule refuses whatever the probability ("" when none does)
 
     @property
     def best(self) -> Candidate | None:
@@ -220,17 +224,19 @@ class Reader:
         candidates.sort(key=lambda c: (-c.score, c.passage, c.sentence.pos))
         q_features = question_features(profile, features, list(scores), gate_score, gate_features)
         probability = self.model.answer_probability(q_features)
-        instruction = is_instruction(question)
-        answerable = bool(candidates) and probability >= self.threshold and not instruction
-        if instruction:
-            reason = "the input is an instruction to the assistant, not a question about the notes"
+        veto = _veto(question, profile, candidates, sentences, gate_features)
+        answerable = bool(candidates) and probability >= self.threshold and not veto
+        if veto:
+            reason = veto
         elif not candidates:
             reason = "the retrieved passages hold no sentence to quote"
         elif answerable:
             reason = "a sentence of the notes answers the question"
         else:
             reason = "no sentence of the retrieved passages answers the question"
-        return Reading(profile, candidates, sentences, answerable, probability, self.threshold, q_features, reason)
+        return Reading(
+            profile, candidates, sentences, answerable, probability, self.threshold, q_features, reason, veto
+        )
 
     def _features(
         self,
@@ -305,6 +311,37 @@ class Reader:
         sims = (vectors @ np.asarray(query_vectors, dtype=np.float32).T).max(axis=1)
         floor = float(sims[found].min()) if found.any() else 0.0
         return [float(sims[i]) if found[i] else floor for i in range(len(texts))]
+
+
+def _veto(
+    question: str,
+    profile: QuestionProfile,
+    candidates: Sequence[Candidate],
+    sentences: Sequence[Sequence[Sentence]],
+    gate_features: Mapping[str, float],
+) -> str:
+    """Why the question must be refused whatever the reader's probability, or "" when nothing rules it out."""
+    if is_instruction(question):
+        return "the input is an instruction to the assistant, not a question about the notes"
+    if gate_features.get("unknown_latin"):
+        # a name the notes never spell ("GPT-4" in notes that stop at GPT-3): what shares its other words is
+        # about something else
+        return "the question names a term that appears nowhere in the notes"
+    if candidates and "number" in must_state(question, profile.types) and not _figure_stated(candidates, sentences):
+        return "the question asks for a figure and no sentence the answer would quote states one"
+    return ""
+
+
+def _figure_stated(candidates: Sequence[Candidate], sentences: Sequence[Sequence[Sentence]]) -> bool:
+    """Whether a sentence an answer would quote states a number: the best sentence, the one after it, or
+    another of its passage the reader rates within FIGURE_MARGIN of it."""
+    if not candidates:
+        return False
+    best = candidates[0]
+    group = sentences[best.passage]
+    quoted = [c.sentence for c in candidates if c.passage == best.passage and c.score >= best.score - FIGURE_MARGIN]
+    quoted += group[best.sentence.pos + 1 : best.sentence.pos + 2]
+    return any("number" in sentence_types(s.text) for s in quoted)
 
 
 def reader_texts(chunks: Sequence[Chunk]) -> list[str]:

@@ -56,8 +56,9 @@ SENTENCE_TYPES: dict[str, re.Pattern[str]] = {
 # "which", "several", "these few") or opens a noun phrase ("我把几个基础模型的预测结果……"), and 大小 / size
 # name a quantity rather than ask for one ("batch 大小为什么取 2 的次方").
 FIGURE_ASKED = re.compile(
-    r"多少|(?<![哪好这那前后])(?<!少数)几(?:个|种|层|维|位|倍|次|月|天|年|分钟|小时|步|轮)(?![^，,。？?！!；;、]{0,8}的)"
-    r"|范围|取值|数值|比例|how many|how much|range|value|number of",
+    r"(?<![或])多少|(?<![哪好这那前后])(?<!少数)几(?:个|种|层|维|位|倍|次|月|天|年|分钟|小时|步|轮)(?![^，,。？?！!；;、]{0,8}的)"
+    r"|多大(?!的?(?:影响|作用|区别|关系|意义|帮助|用处|差别|差异|提升|改善|好处|优势|问题|变化))|取值范围"
+    r"|how many|how much(?! (?:does|do|did|can|will|would|should|is|are)\b)",
     re.I,
 )
 # Text that addresses the assistant instead of stating or asking something about the notes.
