@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -32,7 +33,7 @@ from rag.answer.reader_features import (
     question_features,
     rarity_weights,
     reader_text,
-    sentence_types,
+    states,
 )
 from rag.answer.sentences import Sentence, split_passage
 from rag.text import Tokenizer, is_cjk, normalize
@@ -44,6 +45,9 @@ READ_PASSAGES = 5  # the reader reads this many top passages, whatever the calle
 NOT_CANDIDATES = frozenset({"heading", "url", "marker"})
 MAX_EMBEDDED_NOW = 8  # sentences without a stored vector embedded at question time (the rest get the floor)
 WEIGHTS_FILE = "reader_weights.json"
+# A figure only a number gives: a quantity, not a count of things or kinds ("有几个门", "多少种方法", "how many": a
+# list of the things answers)
+MEASURE_ASKED = re.compile(r"多少(?![种类项])|多大|取值范围|how much|几(?:位|层|维|倍|次|天|年|月|分钟|小时|度)", re.I)
 FIGURE_MARGIN = 2.5  # logit units: sentences this close to the best are what an answer quotes besides it
 
 
@@ -327,7 +331,12 @@ def _veto(
         # a name the notes never spell ("GPT-4" in notes that stop at GPT-3): what shares its other words is
         # about something else
         return "the question names a term that appears nowhere in the notes"
-    if candidates and "number" in must_state(question, profile.types) and not _figure_stated(candidates, sentences):
+    if (
+        candidates
+        and "number" in must_state(question, profile.types)
+        and MEASURE_ASKED.search(question)
+        and not _figure_stated(candidates, sentences)
+    ):
         return "the question asks for a figure and no sentence the answer would quote states one"
     return ""
 
@@ -341,7 +350,7 @@ def _figure_stated(candidates: Sequence[Candidate], sentences: Sequence[Sequence
     group = sentences[best.passage]
     quoted = [c.sentence for c in candidates if c.passage == best.passage and c.score >= best.score - FIGURE_MARGIN]
     quoted += group[best.sentence.pos + 1 : best.sentence.pos + 2]
-    return any("number" in sentence_types(s.text) for s in quoted)
+    return any(states(s.text, "number") for s in quoted)
 
 
 def reader_texts(chunks: Sequence[Chunk]) -> list[str]:

@@ -61,6 +61,12 @@ FIGURE_ASKED = re.compile(
     r"|how many|how much(?! (?:does|do|did|can|will|would|should|is|are)\b)",
     re.I,
 )
+# A figure as prose writes it: digits, or a Chinese numeral with its measure word ("九公斤", "八十度", "两个门");
+# a lone 一个 / 一种 is an article ("多了一个参数"), not a count.
+_FIGURE = re.compile(
+    r"\d|(?<![零〇一二两三四五六七八九十百千万亿半])(?!一(?:个|种|类|项|条|点|步|部分|方面))[零〇一二两三四五六七八九十百千万亿半]+(?:个|种|层|维|位|倍|次|度|分|秒|天|年|月|周|步|轮|项|类|条|名|只|台|块|元|岁"
+    r"|公斤|千克|克|米|小时|分钟|代|版|阶段|点|方面|门|头|成|部分|比特|字节)"
+)
 # Text that addresses the assistant instead of stating or asking something about the notes.
 INSTRUCTION = re.compile(
     r"忽略(?:之前|以上|上面|前面|先前|你的|所有|全部)?的?(?:所有|全部)?(?:指令|指示|提示|规则|设定|限制)"
@@ -134,6 +140,11 @@ def must_state(question: str, types: frozenset[str] | None = None) -> tuple[str,
 def sentence_types(text: str) -> frozenset[str]:
     """The answer types a sentence holds, by surface cues."""
     return frozenset(name for name, pattern in SENTENCE_TYPES.items() if pattern.search(text))
+
+
+def states(text: str, kind: str) -> bool:
+    """Whether `text` gives what `must_state` asks for: a figure (in digits or Chinese numerals) or a formula."""
+    return _FIGURE.search(text) is not None if kind == "number" else kind in sentence_types(text)
 
 
 def is_instruction(text: str) -> bool:

@@ -14,7 +14,7 @@ import re
 from collections.abc import Mapping, Sequence
 
 from rag.answer.reader import Candidate, Reading
-from rag.answer.reader_features import LEAD_IN, coverage, is_instruction, must_state, sentence_types
+from rag.answer.reader_features import LEAD_IN, coverage, is_instruction, must_state, states
 from rag.answer.sentences import Sentence
 from rag.text import normalize
 
@@ -108,7 +108,7 @@ def compose(reading: Reading, n_passages: int, *, max_chars: int) -> tuple[list[
         chosen += _trim(extra, second, max_chars - sum(len(s.text) + 4 for s in chosen))
     note = None
     missing = list(must_state(profile.text, profile.types))
-    stated = any(sentence_types(s.text) & set(missing) for s in chosen)
+    stated = any(states(s.text, kind) for s in chosen for kind in missing)
     # the passage is relevant but states no formula / number: say so rather than stitch fragments
     if missing and not stated and not any(c.features.get(f"type_{t}") for c in pool[:5] for t in missing):
         note = missing[0]
