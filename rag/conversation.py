@@ -67,6 +67,10 @@ _EN_SUCCESSOR = re.compile(
     re.I,
 )
 
+# 它 with no clause mark before it: a clause-mate name is its clause's subject, which a Chinese pronoun does not
+# stand for ("CBAM 跟它比多了什么？"); "BERT 和它的变体" is the exception, a possessive joined to the name.
+_ZH_IT_IN_CLAUSE = re.compile(r"^[^，,。；;：:？?！!]+?它")
+_ZH_IT_AFTER_AND = re.compile(r"[和与及跟同]\s*它们?的")
 _LATIN_RUN = re.compile(r"[A-Za-z0-9][\w+#.\-]*(?:\s+[A-Za-z0-9][\w+#.\-]*)*")
 _LATIN_NAME = re.compile(r"[A-Za-z][A-Za-z0-9+#.\-]*")
 # Ellipses that keep the subject: a comparison ("和 GPT 比呢？") and a degree ("太小呢？" after "……太大会怎样？").
@@ -201,7 +205,8 @@ def looks_like_followup(question: str, tokenizer: Tokenizer) -> bool:
     successor = _successor(text)
     if successor is not None:
         rest = text[: successor.start()] + " " + text[successor.end() :]
-        if successor.group("ref") or not content_terms(rest, tokenizer):
+        opens = not text[: successor.start()].strip() and not text[successor.end() : successor.end() + 1].isalnum()
+        if successor.group("ref") or opens or not content_terms(rest, tokenizer):  # "v2 版本改进了什么？": whose?
             return True
     continuation = _CONTINUATION_START.match(text)
     if continuation and len(content) <= 3:
@@ -215,6 +220,8 @@ def looks_like_followup(question: str, tokenizer: Tokenizer) -> bool:
         return True
     if ZH_REFERENCE.match(_LEADING_THEN.sub("", text, count=1)):  # "它们各自适合什么任务？"
         return True
+    if _ZH_IT_IN_CLAUSE.search(text) and not _ZH_IT_AFTER_AND.search(text):
+        return True  # "为什么分类任务常用它？": 它 in the clause of a name cannot be that name
     english = EN_REFERENCE.search(text) is not None and not EN_PRONOUN.search(text)
     has_reference = bool(ZH_REFERENCE.search(text)) or english  # a pronoun after a name points to that name
     return has_reference and len(content) <= 2

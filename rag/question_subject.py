@@ -83,6 +83,12 @@ _EN_SUBJECT = (
     ),
     re.compile(r"^\s*(?:what|how)\s+(?:does|do|did)\s+(?:an?\s+|the\s+)?(?P<s>[^?.!]+?)\s+(?:mean|work|do)\b", re.I),
     re.compile(r"^\s*(?:explain|describe|define|tell me about)\s+(?:an?\s+|the\s+)?(?P<s>[^?.!]+)", re.I),
+    # "How is the reward model trained?": the passive's subject, before its participle
+    re.compile(
+        r"^\s*(?:how|why|when|where)\s+(?:is|are|was|were)\s+(?:an?\s+|the\s+)?(?P<s>[^?.!]+?)\s+"
+        r"(?:\w+-)?(?:\w+ed|built|made|done|chosen|set|run|written|taken|given|known|kept|split|shown)\b",
+        re.I,
+    ),
 )
 
 # A question that asks *for* an entity: its answer names the subject of what follows.

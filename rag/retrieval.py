@@ -396,8 +396,9 @@ class Retriever:
         unknown_latin = 0.0
         if is_cjk(query):
             for term in set(_LATIN_WORD.findall(norm_query)):
-                # "chatglm-6b" is indexed as "chatglm" + "6b": a compound the top passages spell is known
-                spelled = re.compile(rf"(?<![a-z0-9]){re.escape(term)}(?![a-z0-9])")
+                # "chatglm-6b" is indexed as "chatglm" + "6b": a compound the top passages spell is known, with a
+                # space, "_" or nothing for any hyphen ("p-tuning-v2" of a resolved follow-up, "P-Tuning v2")
+                spelled = _spelled([part for part in term.split("-") if part])
                 if len(term) >= 2 and not self.index.has_term(term) and term not in self._alias_of and not spelled.search(top_text):
                     unknown_latin = 1.0
             if self._unknown_latin_phrase(norm_query, top_text):

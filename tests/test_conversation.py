@@ -38,6 +38,8 @@ LORA = conversation("LoRA 是什么？", "LoRA 是一种低秩适配方法。[1]
         ("数据增强是怎么做的？", "这么做有什么风险？", "数据增强有什么风险？"),
         ("数据增强是怎么做的？", "这样做会过拟合吗？", "数据增强会过拟合吗？"),
         ("BERT 和 GPT 的区别是什么？", "它们各自适合什么任务？", "BERT 和 GPT 各自适合什么任务？"),
+        # 它 in the clause of another name stands for the previous subject, not for that name
+        ("交叉熵损失是什么？", "为什么分类任务常用它？", "为什么分类任务常用交叉熵损失？"),
     ],
 )
 def test_chinese_reference_is_replaced_by_the_subject(
@@ -100,6 +102,7 @@ def test_ellipsis_of_a_generic_ask_stays_about_the_subject(tokenizer: Tokenizer)
         ("YOLO 是怎么检测目标的？", "那它的第三代呢？", "YOLO YOLO-V3 YOLO V3 呢？"),
         ("What is YOLO?", "What changed in its second version?", "What changed in YOLO YOLO-V2 YOLO V2?"),
         ("自编码器是怎么工作的？", "它的改进版有哪些？", "自编码器的改进版有哪些？"),  # no name to number
+        ("P-Tuning 是什么？", "v2 版本改进了什么？", "P-Tuning P-Tuning-V2 P-Tuning V2 版本改进了什么？"),  # whose v2?
     ],
 )
 def test_successor_reference_names_the_subjects_version(
@@ -116,6 +119,7 @@ def test_successor_reference_names_the_subjects_version(
         "应该怎么设置学习率？",
         "LSTM 有哪些变体？",  # a successor word about a named subject
         "ResNet-V2 是什么？",
+        "V2X 通信是什么？",  # a name that starts like a version
         "What is BERT and why is it popular?",  # the pronoun's antecedent is in the question
         "Is it possible to fine-tune BERT on a CPU?",  # a dummy "it"
     ],
@@ -242,6 +246,8 @@ def test_followup_chain_keeps_the_subject_that_started_it(tokenizer: Tokenizer) 
         ("QLoRA 和 LoRA 的区别是什么？", "QLoRA 和 LoRA"),
         ("What are the advantages of LoRA?", "LoRA"),
         ("Explain the transformer architecture", "transformer architecture"),
+        ("How is the reward model trained?", "reward model"),  # a passive's subject, before its participle
+        ("How is BERT pre-trained?", "BERT"),
         ("什么是过拟合？", "过拟合"),  # "什么是 X": all of X, not the words jieba leaves of it
         ("什么是 LoRA 的原理？", "LoRA"),
         ("LSTM 有哪几个门？", "LSTM"),  # 有 opens the predicate; 哪几个 names nothing
