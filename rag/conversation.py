@@ -125,6 +125,9 @@ _ZH_MODAL = re.compile(r"\s*(?:能用|可以用|会|能|可以|需要|应该|该
 _ZH_ASKS_WHAT = re.compile(r"什么|哪些|哪种|哪个|多少|多大")
 _ZH_MORE_THE_MORE = re.compile(r"\s*越[^，,。？?]{1,6}越")
 _MAX_ZERO_SUBJECT_TERMS = 2
+_ZH_DEGREE_WORD = re.compile(r"^(?:越|更|最)")
+# An adjective with no noun after its 的: "常用的有哪几种？", "常见的是什么？"
+_ZH_COMMON_ONES = re.compile(r"^\s*(?:最|比较)?(?:常用|常见|主要|典型|流行|重要)的(?:有|是|包括|都有)")
 # A clause that only sets the circumstance ("推理时", "训练过程中") is not what a question is about. Its
 # activity has two characters at least (实时 and 同时 are words), and 时 does not start a word (时间, 时序).
 _CIRCUMSTANCE = re.compile(
@@ -141,9 +144,11 @@ def _asks_without_subject(text: str, content: Sequence[str], tokenizer: Tokenize
     """A Chinese question that names no subject, so it asks about the conversation's: one that opens with its
     question word or is a yes/no question (…吗？) and names one short word besides ("怎么缓解？"), or one whose
     only subject is a circumstance ("推理时要关掉吗？", "训练时怎么用？")."""
-    if (_ZH_ASK_FIRST.match(text) or _ZH_YES_NO.search(text)) and _bare(content):
+    named = [term for term in content if not _ZH_DEGREE_WORD.match(term)]  # 更好, 越大, 最快: degrees, not subjects
+    if (_ZH_ASK_FIRST.match(text) or _ZH_YES_NO.search(text)) and (_bare(named) or not named):
         return True
-    named = [term for term in content if not term.startswith("越")]  # 越大, 越好: degrees, not subjects
+    if _ZH_COMMON_ONES.match(text):  # "常用的有哪几种？": which of the subject's kinds
+        return True
     if len(named) <= _MAX_ZERO_SUBJECT_TERMS and _opens_without_subject(text, tokenizer):
         return True
     end = _circumstance_end(text, tokenizer)
@@ -314,6 +319,11 @@ def _apply(question: str, previous: str, subject: str, tokenizer: Tokenizer) -> 
         at = previous.find(degree.group(0))
         if at >= 0 and at + len(x) <= len(previous):  # the same adverb, another degree: swap the two
             return previous[:at] + x + previous[at + len(x) :], False
+    if x is not None and _CIRCUMSTANCE.fullmatch(x) and not _CIRCUMSTANCE.search(previous):
+        at = previous.find(subject)  # "ChatGLM-6B 需要多少显存？" + "量化以后呢？": the same question, at that time
+        if at >= 0:
+            end = at + len(subject)
+            return _join(previous[:end], x, previous[end:].lstrip()), False
     if x is not None:
         substituted = _substitute_ellipsis(previous, x, subject, tokenizer)
         if substituted is not None:
