@@ -328,7 +328,7 @@ def _veto(
     if is_instruction(question):
         return "the input is an instruction to the assistant, not a question about the notes"
     if gate_features.get("unknown_latin"):
-        # a name the notes never spell ("GPT-4" in notes that stop at GPT-3): what shares its other words is
+        # a name the notes never spell ("GPT-5" in notes that stop at GPT4): what shares its other words is
         # about something else
         return "the question names a term that appears nowhere in the notes"
     if (
