@@ -103,8 +103,12 @@ def test_a_name_the_notes_never_spell_is_refused_whatever_shares_its_other_words
     # "GPT-5" is no term of the notes; a GPTQ sentence about 1750 亿个参数 answered such questions
     answer = engine.ask("GPT-5 有多少参数？", explain=True)
     assert answer.refused and "nowhere in the notes" in answer.explanation["reader"]["reason"]
-    # the notes write "GPT4": "GPT-4" is the same name, with a hyphen
+    # the notes write "GPT4": "GPT-4" is the same name, with a hyphen; they give no count of its parameters, and
+    # GPTQ's 1750 亿个参数 is not one
     assert engine.search("GPT-4 有多少参数？").gate.features["unknown_latin"] == 0.0
+    answer = engine.ask("GPT-4 有多少参数？", explain=True)
+    assert answer.refused and "figure" in answer.explanation["reader"]["reason"]
+    assert not engine.ask("BERT-base 有多少个参数？").refused  # "BERT-base: ……参数量=110M"
 
 
 def test_a_figure_is_missing_only_when_the_question_asks_for_one(engine, reader: Reader) -> None:

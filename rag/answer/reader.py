@@ -48,6 +48,7 @@ WEIGHTS_FILE = "reader_weights.json"
 # A figure only a number gives: a quantity, not a count of things or kinds ("有几个门", "多少种方法", "how many": a
 # list of the things answers)
 MEASURE_ASKED = re.compile(r"多少(?![种类项])|多大|取值范围|how much|几(?:位|层|维|倍|次|天|年|月|分钟|小时|度)", re.I)
+_LATIN_NAME = re.compile(r"[a-z][a-z0-9]*(?:-[a-z0-9]+)*")
 FIGURE_MARGIN = 2.5  # logit units: sentences this close to the best are what an answer quotes besides it
 
 
@@ -335,22 +336,44 @@ def _veto(
         candidates
         and "number" in must_state(question, profile.types)
         and MEASURE_ASKED.search(question)
-        and not _figure_stated(candidates, sentences)
+        and not _figure_stated(candidates, sentences, _latin_names(question))
     ):
         return "the question asks for a figure and no sentence the answer would quote states one"
     return ""
 
 
-def _figure_stated(candidates: Sequence[Candidate], sentences: Sequence[Sequence[Sentence]]) -> bool:
+def _figure_stated(
+    candidates: Sequence[Candidate], sentences: Sequence[Sequence[Sentence]], names: Sequence[str] = ()
+) -> bool:
     """Whether a sentence an answer would quote states a number: the best sentence, the one after it, or
-    another of its passage the reader rates within FIGURE_MARGIN of it."""
+    another of its passage the reader rates within FIGURE_MARGIN of it. When the question names things in Latin
+    letters ("GPT-4 有多少参数？"), the figure's sentence, its neighbours or its heading must name one of them: a
+    count of GPTQ's parameters is not GPT-4's."""
     if not candidates:
         return False
     best = candidates[0]
     group = sentences[best.passage]
     quoted = [c.sentence for c in candidates if c.passage == best.passage and c.score >= best.score - FIGURE_MARGIN]
     quoted += group[best.sentence.pos + 1 : best.sentence.pos + 2]
-    return any(states(s.text, "number") for s in quoted)
+    for s in quoted:
+        if not states(s.text, "number"):
+            continue
+        around = " ".join(x.text for x in group[max(0, s.pos - 1) : s.pos + 2]) + " " + s.heading
+        if not names or any(_names(around, name) for name in names):
+            return True
+    return False
+
+
+def _latin_names(question: str) -> list[str]:
+    """The Latin-letter names of a Chinese question ("gpt-4", "batch"); none for an English one."""
+    text = normalize(question)
+    return [] if not is_cjk(question) else [w for w in _LATIN_NAME.findall(text) if len(w) >= 2]
+
+
+def _names(text: str, name: str) -> bool:
+    """`text` spells `name`, with a space, "_", "-" or nothing for any hyphen ("gpt-4" in "GPT4")."""
+    parts = [re.escape(p) for p in name.split("-") if p]
+    return re.search(r"(?<![a-z0-9])" + r"[\s_\-]*".join(parts) + r"(?![a-z0-9])", normalize(text)) is not None
 
 
 def reader_texts(chunks: Sequence[Chunk]) -> list[str]:
