@@ -308,7 +308,10 @@ def _apply(question: str, previous: str, subject: str, tokenizer: Tokenizer) -> 
     """`question` made standalone with the subject of `previous`; True when X of an ellipsis became the subject."""
     text = _LEADING_THEN.sub("", question.strip(), count=1) or question.strip()
     successor = _successor(text)
-    if successor is not None:
+    # "它后来的改进版……": the reference names whose successor it is; replacing it is enough
+    if successor is not None and not (
+        successor.group("ref") is None and ZH_REFERENCE.search(text[: successor.start()])
+    ):
         resolved = _resolve_successor(text, successor, subject)
         return _substitute_references(resolved, subject) or resolved, False
     x = _ellipsis(question.strip(), tokenizer)

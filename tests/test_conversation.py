@@ -103,6 +103,7 @@ def test_ellipsis_of_a_generic_ask_stays_about_the_subject(tokenizer: Tokenizer)
         ("What is YOLO?", "What changed in its second version?", "What changed in YOLO YOLO-V2 YOLO V2?"),
         ("自编码器是怎么工作的？", "它的改进版有哪些？", "自编码器的改进版有哪些？"),  # no name to number
         ("P-Tuning 是什么？", "v2 版本改进了什么？", "P-Tuning P-Tuning-V2 P-Tuning V2 版本改进了什么？"),  # whose v2?
+        ("BERT 是什么模型？", "它后来的改进版叫什么？", "BERT 后来的改进版叫什么？"),  # 它 names it once
     ],
 )
 def test_successor_reference_names_the_subjects_version(
