@@ -125,6 +125,7 @@ _ZH_MODAL = re.compile(r"\s*(?:能用|可以用|会|能|可以|需要|应该|该
 _ZH_ASKS_WHAT = re.compile(r"什么|哪些|哪种|哪个|多少|多大")
 _ZH_MORE_THE_MORE = re.compile(r"\s*越[^，,。？?]{1,6}越")
 _MAX_ZERO_SUBJECT_TERMS = 2
+_PHASE = re.compile(r"阶段|过程|时期|环节|期间")  # "训练阶段": a circumstance named as a noun, which X replaces
 _ZH_DEGREE_WORD = re.compile(r"^(?:越|更|最)")
 # An adjective with no noun after its 的: "常用的有哪几种？", "常见的是什么？"
 _ZH_COMMON_ONES = re.compile(r"^\s*(?:最|比较)?(?:常用|常见|主要|典型|流行|重要)的(?:有|是|包括|都有)")
@@ -322,7 +323,7 @@ def _apply(question: str, previous: str, subject: str, tokenizer: Tokenizer) -> 
         at = previous.find(degree.group(0))
         if at >= 0 and at + len(x) <= len(previous):  # the same adverb, another degree: swap the two
             return previous[:at] + x + previous[at + len(x) :], False
-    if x is not None and _CIRCUMSTANCE.fullmatch(x) and not _CIRCUMSTANCE.search(previous):
+    if x is not None and _CIRCUMSTANCE.fullmatch(x) and not (_CIRCUMSTANCE.search(previous) or _PHASE.search(subject)):
         at = previous.find(subject)  # "ChatGLM-6B 需要多少显存？" + "量化以后呢？": the same question, at that time
         if at >= 0:
             end = at + len(subject)

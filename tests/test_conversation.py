@@ -179,6 +179,8 @@ def test_standalone_question_is_unchanged(question: str, tokenizer: Tokenizer) -
         ("P-Tuning 和 Prefix Tuning 有什么区别？", "哪个效果更好？", "P-Tuning 和 Prefix Tuning 哪个效果更好？"),
         # a circumstance after a question that had none: the same question, at that time
         ("ChatGLM-6B 需要多少显存？", "量化以后呢？", "ChatGLM-6B 量化以后需要多少显存？"),
+        # ... but a phase the previous question named is what the circumstance replaces
+        ("Sentence-BERT 训练阶段是怎么做的？", "那推理的时候呢？", "Sentence-BERT 推理的时候是怎么做的？"),
     ],
 )
 def test_a_followup_that_names_no_subject_asks_about_the_previous_one(
