@@ -22,7 +22,16 @@ from rag.crosslingual import TermBridge, mostly_english, translated_query
 from rag.embedding import Embedder
 from rag.fusion import rrf, score_fusion
 from rag.index import IndexBackend
-from rag.text import STOPWORDS, Tokenizer, char_bigrams, is_cjk, normalize, sentence_spans, singular
+from rag.text import (
+    STOPWORDS,
+    Tokenizer,
+    char_bigrams,
+    is_cjk,
+    normalize,
+    sentence_spans,
+    singular,
+    spelled_as_one,
+)
 from rag.types import Hit, RetrievalMode
 
 _LATIN_WORD = re.compile(r"[a-z][a-z0-9+#\-]*[a-z0-9+#]|[a-z]{2,}")
@@ -313,7 +322,7 @@ class Retriever:
             if len(content) < 2 or " ".join(words) in self._alias_of:
                 continue
             pairs = [words[a : b + 1] for a, b in zip(content, content[1:], strict=False)]
-            if not any(self._known_name(pair) or _spelled(pair).search(top_text) for pair in pairs):
+            if not any(self._known_name(pair) or spelled_as_one(pair).search(top_text) for pair in pairs):
                 return True
         return False
 
@@ -398,7 +407,7 @@ class Retriever:
             for term in set(_LATIN_WORD.findall(norm_query)):
                 # "chatglm-6b" is indexed as "chatglm" + "6b": a compound the top passages spell is known, with a
                 # space, "_" or nothing for any hyphen ("p-tuning-v2" of a resolved follow-up, "P-Tuning v2")
-                spelled = _spelled([part for part in term.split("-") if part])
+                spelled = spelled_as_one(term.split("-"))
                 if len(term) >= 2 and not self.index.has_term(term) and term not in self._alias_of and not spelled.search(top_text):
                     unknown_latin = 1.0
             if self._unknown_latin_phrase(norm_query, top_text):
@@ -468,11 +477,6 @@ class Retriever:
     def _max_idf(self) -> float:
         n = max(len(self.index), 1)
         return math.log((n + 0.5) / 0.5 + 1)
-
-
-def _spelled(words: list[str]) -> re.Pattern[str]:
-    """The words as one name: joined by whitespace, "_", "-" or nothing, not inside a longer word."""
-    return re.compile(r"(?<![a-z0-9])" + r"[\s_\-]*".join(map(re.escape, words)) + r"(?![a-z0-9])")
 
 
 def _best_of(a: list[tuple[int, float]], b: list[tuple[int, float]], n: int) -> list[tuple[int, float]]:

@@ -10,7 +10,7 @@ import logging
 import re
 import threading
 import unicodedata
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 # Function words that carry no topic. Kept short on purpose: BM25's IDF already discounts common words.
@@ -204,6 +204,12 @@ class Tokenizer:
         """Precise-mode pieces with nothing dropped: they join back to `normalize(text)` (up to `max_chars`), so
         their lengths give the word boundaries of the text."""
         return self._segment(text, self._jieba.cut)
+
+
+def spelled_as_one(words: Sequence[str]) -> re.Pattern[str]:
+    """The (normalized) words as one name: joined by whitespace, "_", "-" or nothing, not inside a longer word
+    ("kv cache", "gpt-4" as "GPT4")."""
+    return re.compile(r"(?<![a-z0-9])" + r"[\s_\-]*".join(re.escape(w) for w in words if w) + r"(?![a-z0-9])")
 
 
 def char_bigrams(text: str) -> set[str]:

@@ -18,6 +18,7 @@ from rag.config import Settings
 from rag.engine import Engine
 from rag.evaluation import is_hit
 from rag.fusion import rrf, score_fusion
+from rag.text import spelled_as_one
 from rag.types import Chunk, Hit, Turn
 
 ANSWERABLE = "LoRA 微调里最重要的超参数是什么？"
@@ -328,6 +329,14 @@ def test_a_latin_name_of_several_words_the_notes_never_spell_is_unknown(engine: 
         "fine tuning 和 pre training 的区别？",
     ):
         assert engine.search(question).gate.features["unknown_latin"] == 0.0, question
+
+
+def test_a_name_is_spelled_as_one_with_a_space_a_hyphen_or_nothing() -> None:
+    for text in ("gpt4的模型容量更大", "gpt-4", "gpt 4", "gpt_4"):
+        assert spelled_as_one(["gpt", "4"]).search(text), text
+    assert not spelled_as_one(["gpt", "4"]).search("gpt40")  # not inside a longer name
+    assert not spelled_as_one(["gpt"]).search("gptq")
+    assert spelled_as_one(["kv", "cache"]).search("开启 kv cache 后")
 
 
 def test_an_english_question_naming_what_the_notes_never_spell_is_unknown(engine: Engine) -> None:

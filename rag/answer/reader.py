@@ -36,7 +36,7 @@ from rag.answer.reader_features import (
     states,
 )
 from rag.answer.sentences import Sentence, split_passage
-from rag.text import Tokenizer, is_cjk, normalize
+from rag.text import Tokenizer, is_cjk, normalize, spelled_as_one
 from rag.types import Chunk, Hit
 
 log = logging.getLogger(__name__)
@@ -359,7 +359,7 @@ def _figure_stated(
         if not states(s.text, "number"):
             continue
         around = " ".join(x.text for x in group[max(0, s.pos - 1) : s.pos + 2]) + " " + s.heading
-        if not names or any(_names(around, name) for name in names):
+        if not names or any(spelled_as_one(name.split("-")).search(normalize(around)) for name in names):
             return True
     return False
 
@@ -368,12 +368,6 @@ def _latin_names(question: str) -> list[str]:
     """The Latin-letter names of a Chinese question ("gpt-4", "batch"); none for an English one."""
     text = normalize(question)
     return [] if not is_cjk(question) else [w for w in _LATIN_NAME.findall(text) if len(w) >= 2]
-
-
-def _names(text: str, name: str) -> bool:
-    """`text` spells `name`, with a space, "_", "-" or nothing for any hyphen ("gpt-4" in "GPT4")."""
-    parts = [re.escape(p) for p in name.split("-") if p]
-    return re.search(r"(?<![a-z0-9])" + r"[\s_\-]*".join(parts) + r"(?![a-z0-9])", normalize(text)) is not None
 
 
 def reader_texts(chunks: Sequence[Chunk]) -> list[str]:
