@@ -37,6 +37,10 @@ _ZH_SUBSTITUTABLE = re.compile(
 )
 # "Why is PPO used there?", "What happens then?": a closing there/then points at the previous subject.
 _EN_THERE = re.compile(r"\b(?:there|then)$", re.I)
+_EN_DEGREE = re.compile(
+    r"(?:low|high|small|large|big|fast|slow|good|bad|long|short|deep|shallow)(?:er|ger|ter)?|better|worse|more|less",
+    re.I,
+)
 _EN_DEMONSTRATIVE = re.compile(r"\b(?:this|that|these|those)\b(?=\s*(?:[?.!,]|$))", re.I)
 # A name-like token before an English pronoun is its antecedent: inner capitals or digits (BiLSTM, GPT3), a
 # capitalized word after the first one (not "I"), or Chinese.
@@ -207,6 +211,8 @@ def looks_like_followup(question: str, tokenizer: Tokenizer) -> bool:
     if not content or _ellipsis(text, tokenizer) is not None or _points_back_en(text):
         return True
     if _EN_THERE.search(text.rstrip(END_MARKS)):
+        return True
+    if all(_EN_DEGREE.fullmatch(term) for term in content):  # "Is lower better?": degrees of what?
         return True
     successor = _successor(text)
     if successor is not None:

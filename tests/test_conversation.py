@@ -122,6 +122,7 @@ def test_successor_reference_names_the_subjects_version(
         "ResNet-V2 是什么？",
         "V2X 通信是什么？",  # a name that starts like a version
         "常用的损失函数有哪些？",  # 常用的 before its noun
+        "What is better, LoRA or full fine-tuning?",  # the degree has its subjects
         "What is BERT and why is it popular?",  # the pronoun's antecedent is in the question
         "Is it possible to fine-tune BERT on a CPU?",  # a dummy "it"
     ],
@@ -175,6 +176,7 @@ def test_standalone_question_is_unchanged(question: str, tokenizer: Tokenizer) -
         # a continuation naming its own subject is still a follow-up when it also points back
         ("Transformer 的位置编码是什么？", "那 RoPE 把它改成了什么形式？", "RoPE 把 Transformer 的位置编码改成了什么形式？"),
         ("交叉验证是什么？", "常用的有哪几种？", "交叉验证 常用的有哪几种？"),  # an adjective with no noun after 的
+        ("What is perplexity?", "Is lower better?", "perplexity Is lower better?"),  # degrees of what?
         # a degree (更好, 最快) is what is asked, not a subject
         ("P-Tuning 和 Prefix Tuning 有什么区别？", "哪个效果更好？", "P-Tuning 和 Prefix Tuning 哪个效果更好？"),
         # a circumstance after a question that had none: the same question, at that time
