@@ -332,7 +332,7 @@ class Retriever:
         linked = " ".join(matched for matched, _ in alias_names)
         for match in _ENGLISH_NAME.finditer(query):
             name = normalize(match.group(0))
-            spelled = re.compile(rf"(?<![a-z0-9]){re.escape(name)}(?![a-z0-9])")
+            spelled = spelled_as_one([name])
             if self.index.has_term(name) or name in self._alias_of or spelled.search(top_text) or spelled.search(linked):
                 continue
             return True

@@ -355,11 +355,12 @@ def _figure_stated(
     group = sentences[best.passage]
     quoted = [c.sentence for c in candidates if c.passage == best.passage and c.score >= best.score - FIGURE_MARGIN]
     quoted += group[best.sentence.pos + 1 : best.sentence.pos + 2]
+    spellings = [spelled_as_one(name.split("-")) for name in names]
     for s in quoted:
         if not states(s.text, "number"):
             continue
-        around = " ".join(x.text for x in group[max(0, s.pos - 1) : s.pos + 2]) + " " + s.heading
-        if not names or any(spelled_as_one(name.split("-")).search(normalize(around)) for name in names):
+        around = normalize(" ".join(x.text for x in group[max(0, s.pos - 1) : s.pos + 2]) + " " + s.heading)
+        if not spellings or any(spelling.search(around) for spelling in spellings):
             return True
     return False
 
