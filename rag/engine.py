@@ -462,13 +462,15 @@ class Engine:
     # --- validation -----------------------------------------------------------------------------
 
     def _check_question(self, question: str) -> str:
-        question = (question or "").strip()
+        # the limit counts the question as sent, as the API schema's maxLength does: surrounding blanks included
+        raw = question or ""
+        if len(raw) > self.settings.max_question_chars:
+            raise InvalidInput(
+                f"the question is {len(raw)} characters long; the limit is {self.settings.max_question_chars}"
+            )
+        question = raw.strip()
         if not question:
             raise InvalidInput("the question is empty")
-        if len(question) > self.settings.max_question_chars:
-            raise InvalidInput(
-                f"the question is {len(question)} characters long; the limit is {self.settings.max_question_chars}"
-            )
         return question
 
     def _check_top_k(self, top_k: int | None) -> int:

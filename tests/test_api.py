@@ -262,6 +262,9 @@ def test_errors_share_one_shape(client: httpx.Client, base_settings: Settings) -
     assert_error(client.post("/ask", json={"question": "\x1c\x85"}), 400, "invalid_input")  # blank to str.strip()
     too_long = "问" * (base_settings.max_question_chars + 1)
     assert_error(client.post("/ask", json={"question": too_long}), 400, "invalid_input")
+    # the limit counts the question as sent (the schema's maxLength): blanks around it are not free
+    padded = " " + "问" * base_settings.max_question_chars
+    assert_error(client.post("/ask", json={"question": padded}), 400, "invalid_input")
     assert_error(client.post("/ask", json={"question": QUESTION, "top_k": 0}), 422, "validation_error")
     assert_error(client.post("/ask", json={"question": QUESTION, "top_k": 51}), 422, "validation_error")
     assert_error(client.post("/ask", json={"top_k": 3}), 422, "validation_error")
