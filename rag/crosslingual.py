@@ -156,7 +156,7 @@ class TermBridge:
         for r, words in enumerate(runs):
             for length in range(min(self.max_words, len(words)), 0, -1):
                 for start in range(len(words) - length + 1):
-                    if length > 1 or not known(words[start]):
+                    if length > 1 or _tried_alone(words, start, known):
                         candidates.append((r, start, length, " ".join(words[start : start + length])))
         candidates = candidates[: self.max_phrases]  # a wall of English text costs one bounded model call
         if not candidates:
@@ -183,6 +183,16 @@ class TermBridge:
             links.append((r, start, Bridge(phrase, self.targets[term], self.target_names[term], float(csls[i, term]))))
             used[r][start : start + length] = [True] * length
         return [bridge for _, _, bridge in sorted(links, key=lambda item: (item[0], item[1]))]
+
+
+def _tried_alone(words: list[str], i: int, known: Callable[[str], bool]) -> bool:
+    """Whether word `i` of a run is tried as a phrase of its own: not when the notes contain it as it is (BM25
+    finds it unaided), nor when it is one word of a longer run (unless a hyphenated compound such as
+    "feed-forward"). A lone word must reach twice the threshold, so inside a run the phrases that hold it
+    link it instead; tried alone, each word of a long question added a text to the model call and next to
+    never a link."""
+    word = words[i]
+    return not known(word) and (len(words) == 1 or "-" in word)
 
 
 def _split_at(words: list[str], skip: Collection[str]) -> list[list[str]]:

@@ -65,7 +65,7 @@ class SearchResult:
     timings: dict[str, float] = field(default_factory=dict)
     explanation: dict | None = None
     weighted_query: dict[str, float] = field(default_factory=dict)  # BM25 tokens with expansion weights
-    query_vectors: np.ndarray | None = None  # the question's vector (and its translation's, if any)
+    query_vectors: np.ndarray | None = None  # (1, dim): the question's vector, or its translation's
 
 
 # Logistic weights of the relevance gate over the features of `gate_features`, fitted on the dev and
@@ -155,29 +155,29 @@ class Retriever:
         t1 = time.perf_counter()
         timings["bm25_ms"] = (t1 - t0) * 1000
 
-        # The gate judges the question's own text; the ranking also hears its Chinese translation, if any.
-        vectors = self.embedder.embed_queries([query, translated] if translated else [query])
+        # An English question with a translation (the question followed by the Chinese names its terms stand
+        # for) is embedded as that translation alone: the ranking and the gate both judge it through the names
+        # the notes use, and one sequence costs half of embedding the question and its translation side by side.
+        vectors = self.embedder.embed_queries([translated or query])
         dense = self._dense(vectors[0], n, rows)
-        ranked_dense = _best_of(dense, self._dense(vectors[1], n, rows), n) if translated else dense
         t2 = time.perf_counter()
         timings["dense_ms"] = (t2 - t1) * 1000
 
         bm25_rank = {row: (rank, score) for rank, (row, score) in enumerate(bm25, start=1)}
-        dense_rank = {row: (rank, score) for rank, (row, score) in enumerate(ranked_dense, start=1)}
+        dense_rank = {row: (rank, score) for rank, (row, score) in enumerate(dense, start=1)}
         if mode == "bm25":
             fused = [(row, score, {"bm25": score}) for row, score in bm25]
         elif mode == "dense":
-            fused = [(row, score, {"dense": score}) for row, score in ranked_dense]
+            fused = [(row, score, {"dense": score}) for row, score in dense]
         elif s.fusion == "rrf":
             fused = rrf(
-                {"bm25": [r for r, _ in bm25], "dense": [r for r, _ in ranked_dense]},
+                {"bm25": [r for r, _ in bm25], "dense": [r for r, _ in dense]},
                 k=s.rrf_k,
                 weights={"bm25": s.bm25_weight, "dense": s.dense_weight},
             )
         else:
-            # every candidate gets its exact dense similarity (the better of question and translation), so a
-            # passage only BM25 found is not scored as if the dense model had rejected it
-            candidates = list(dict.fromkeys([r for r, _ in bm25] + [r for r, _ in ranked_dense]))
+            # every candidate gets its exact dense similarity, so a passage only BM25 found is not scored as if the dense model had rejected it
+            candidates = list(dict.fromkeys([r for r, _ in bm25] + [r for r, _ in dense]))
             similarity = self.index.similarities(vectors, candidates)
             fused = score_fusion(
                 {"bm25": dict(bm25), "dense": dict(zip(candidates, map(float, similarity), strict=True))},
@@ -238,7 +238,7 @@ class Retriever:
                 ],
                 "dense": [
                     {"rank": rank, "chunk_id": self.index.chunks([row])[0].chunk_id, "similarity": round(score, 4)}
-                    for rank, (row, score) in enumerate(ranked_dense[:10], start=1)
+                    for rank, (row, score) in enumerate(dense[:10], start=1)
                 ],
                 "fused": [
                     {
@@ -477,11 +477,3 @@ class Retriever:
     def _max_idf(self) -> float:
         n = max(len(self.index), 1)
         return math.log((n + 0.5) / 0.5 + 1)
-
-
-def _best_of(a: list[tuple[int, float]], b: list[tuple[int, float]], n: int) -> list[tuple[int, float]]:
-    """Two dense rankings of one index as one: each row at its better similarity, top `n`."""
-    best: dict[int, float] = {}
-    for row, score in [*a, *b]:
-        best[row] = max(best.get(row, score), score)
-    return sorted(best.items(), key=lambda item: (-item[1], item[0]))[:n]

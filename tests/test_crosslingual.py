@@ -162,7 +162,7 @@ def test_bridge_skips_words_the_glossary_matched_and_unrelated_words() -> None:
     assert bridge.link("discount factors", embed, skip_words={"discount", "factor"}) == []
 
 
-def test_a_word_the_notes_contain_is_not_tried_alone() -> None:
+def test_a_word_the_notes_contain_or_one_word_of_a_run_is_not_tried_alone() -> None:
     bridge, phrases = make_bridge()
     tried: list[str] = []
 
@@ -172,8 +172,15 @@ def test_a_word_the_notes_contain_is_not_tried_alone() -> None:
 
     assert [b.phrase for b in bridge.link("the ladder", embed, known=lambda word: word == "ladder")] == []
     assert tried == []
-    bridge.link("discount factor", embed, known=lambda word: word == "factor")
-    assert tried == ["discount factor", "discount"]
+    assert [b.phrase for b in bridge.link("ladder", embed)] == ["ladder"]  # a run of one word is tried
+    tried.clear()
+    # inside a run, only the phrases are tried (a lone word needs twice the threshold: the run's phrases
+    # link it), except a hyphenated compound, which names one thing
+    bridge.link("discount factor", embed)
+    assert tried == ["discount factor"]
+    tried.clear()
+    bridge.link("feed-forward layer", embed)
+    assert tried == ["feed-forward layer", "feed-forward"]
 
 
 def test_a_single_word_needs_twice_the_threshold() -> None:
@@ -233,10 +240,13 @@ def test_unrelated_english_questions_link_nothing(engine: Engine) -> None:
         assert not any("bridged_to" in item for item in e["expansions"]), (question, e["expansions"])
 
 
-def test_the_gate_judges_the_question_not_its_translation(engine: Engine) -> None:
-    # the dense evidence the gate sees is the question's own best similarity, with or without the bridge
+def test_an_english_question_is_judged_and_ranked_through_its_translation(engine: Engine) -> None:
+    # one vector, the translation's ("… (时间序列, …)"), ranks the passages and gives the gate its dense evidence:
+    # the names the notes use bring the question nearer its passage than its English words alone
     question = "Why are time series hard to model?"
-    on = engine.search(question, explain=True).explanation
-    off = engine.search(question, explain=True, expansion=False).explanation
-    assert on is not None and off is not None and on["translated_query"]
-    assert on["gate"]["features"]["dense_top"] == off["gate"]["features"]["dense_top"]
+    result = engine.search(question, explain=True)
+    on, off = result.explanation, engine.search(question, explain=True, expansion=False).explanation
+    assert on is not None and off is not None and on["translated_query"] and not off["translated_query"]
+    assert result.query_vectors is not None and len(result.query_vectors) == 1
+    assert on["gate"]["features"]["dense_top"] == on["dense"][0]["similarity"]
+    assert on["gate"]["features"]["dense_top"] > off["gate"]["features"]["dense_top"]
