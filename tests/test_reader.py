@@ -4,13 +4,15 @@ and span assembly under Hypothesis."""
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from rag.answer.extractive import ExtractiveGenerator
-from rag.answer.reader import Candidate, Reader, Reading
+from rag.answer.reader import Candidate, Ranker, Reader, Reading, default_model
 from rag.answer.reader_features import (
     CandidateContext,
     candidate_features,
@@ -331,6 +333,25 @@ def test_english_questions_get_their_own_copies_of_the_cross_lingual_features() 
     assert f_zh["en_dense_gap"] == 0.0 and f_zh["en_cover"] == 0.0
     assert f_en["en_dense_gap"] == f_en["dense_gap"] == -0.02 and f_en["en_cover"] == f_en["cover"] > 0
     assert set(f_zh) == set(f_en)  # one feature vector layout for every question
+
+
+def test_a_question_without_chinese_is_ranked_by_the_english_ranker() -> None:
+    # a Chinese question naming Latin terms shares words with the notes: the shared ranker reads it
+    assert not profile_question("QLoRA 和 LoRA 是什么关系？", {"qlora": 3.0, "lora": 2.0}, {}, []).no_chinese
+    assert profile_question("How is the LoRA rank chosen?", {"lora": 2.0, "rank": 1.0}, {}, []).no_chinese
+    shipped = default_model()
+    assert shipped.english is not None and "dense_gap" in shipped.english.features
+    assert "cover" not in shipped.english.features  # English words do not occur in Chinese sentences
+    rows = [
+        {"dense_gap": 0.0, "cover": 0.0, "length": 0.5},  # the nearest across languages
+        {"dense_gap": -0.1, "cover": 1.0, "length": 0.5},  # shares the question's (Latin) words
+    ]
+    shared = Ranker(("dense_gap", "cover"), np.zeros(2), np.ones(2), np.array([1.0, 5.0]))
+    english = Ranker(("dense_gap",), np.zeros(1), np.ones(1), np.array([10.0]))
+    model = replace(shipped, sentence=shared, english=english)
+    assert np.argmax(model.rank_scores(rows)) == 1
+    assert np.argmax(model.rank_scores(rows, english=True)) == 0
+    assert np.array_equal(replace(model, english=None).rank_scores(rows, english=True), model.rank_scores(rows))
 
 
 def test_question_features_see_the_subject_and_whether_the_best_sentence_states_anything() -> None:

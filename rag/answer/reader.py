@@ -121,41 +121,68 @@ class Reading:
 
 
 @dataclass(frozen=True)
-class ReaderModel:
-    """Fitted weights: a sentence ranker and an answerability model, both linear over standardized features."""
+class Ranker:
+    """A linear sentence ranker over standardized features."""
 
-    sentence_features: tuple[str, ...]
-    sentence_mean: np.ndarray
-    sentence_scale: np.ndarray
-    sentence_weights: np.ndarray
+    features: tuple[str, ...]
+    mean: np.ndarray
+    scale: np.ndarray
+    weights: np.ndarray
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Ranker:
+        return cls(
+            features=tuple(data["features"]),
+            mean=np.asarray(data["mean"], dtype=np.float64),
+            scale=np.asarray(data["scale"], dtype=np.float64),
+            weights=np.asarray(data["weights"], dtype=np.float64),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"features": list(self.features), "mean": self.mean.tolist(), "scale": self.scale.tolist(),
+                "weights": self.weights.tolist()}
+
+    def scores(self, rows: Sequence[Mapping[str, float]]) -> np.ndarray:
+        if not rows:
+            return np.zeros(0)
+        x = np.array([[r.get(k, 0.0) for k in self.features] for r in rows], dtype=np.float64)
+        return ((x - self.mean) / self.scale) @ self.weights
+
+
+@dataclass(frozen=True)
+class ReaderModel:
+    """Fitted weights: sentence rankers (one for every question, and one of its own for English questions,
+    which read Chinese notes through cross-lingual vectors rather than shared words) and an answerability
+    model, all linear over standardized features."""
+
+    sentence: Ranker
     question_features: tuple[str, ...]
     question_mean: np.ndarray
     question_scale: np.ndarray
     question_weights: np.ndarray
     question_bias: float
     threshold: float
+    english: Ranker | None = None
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ReaderModel:
-        s, q = data["sentence"], data["question"]
+        q = data["question"]
         return cls(
-            sentence_features=tuple(s["features"]),
-            sentence_mean=np.asarray(s["mean"], dtype=np.float64),
-            sentence_scale=np.asarray(s["scale"], dtype=np.float64),
-            sentence_weights=np.asarray(s["weights"], dtype=np.float64),
+            sentence=Ranker.from_dict(data["sentence"]),
             question_features=tuple(q["features"]),
             question_mean=np.asarray(q["mean"], dtype=np.float64),
             question_scale=np.asarray(q["scale"], dtype=np.float64),
             question_weights=np.asarray(q["weights"], dtype=np.float64),
             question_bias=float(q["bias"]),
             threshold=float(q["threshold"]),
+            english=Ranker.from_dict(data["sentence_english"]) if data.get("sentence_english") else None,
         )
 
-    def rank_scores(self, rows: Sequence[Mapping[str, float]]) -> np.ndarray:
-        if not rows:
-            return np.zeros(0)
-        x = np.array([[r.get(k, 0.0) for k in self.sentence_features] for r in rows], dtype=np.float64)
-        return ((x - self.sentence_mean) / self.sentence_scale) @ self.sentence_weights
+    def rank_scores(self, rows: Sequence[Mapping[str, float]], *, english: bool = False) -> np.ndarray:
+        """Each candidate's score (logit units); `english`: the question has no Chinese word to share with
+        the notes (`QuestionProfile.no_chinese`)."""
+        ranker = self.english if english and self.english is not None else self.sentence
+        return ranker.scores(rows)
 
     def answer_probability(self, features: Mapping[str, float]) -> float:
         x = np.array([features.get(k, 0.0) for k in self.question_features], dtype=np.float64)
@@ -224,7 +251,7 @@ class Reader:
         sentences = [split_passage(i, hit) for i, hit in enumerate(passages)]
         pool = [s for group in sentences for s in group if s.kind not in NOT_CANDIDATES]
         features = self._features(profile, passages, sentences, pool, query_vectors)
-        scores = self.model.rank_scores(features)
+        scores = self.model.rank_scores(features, english=profile.no_chinese)
         candidates = [Candidate(s, f, float(z)) for s, f, z in zip(pool, features, scores, strict=True)]
         candidates.sort(key=lambda c: (-c.score, c.passage, c.sentence.pos))
         q_features = question_features(profile, features, list(scores), gate_score, gate_features)

@@ -16,7 +16,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from rag.text import CJK_CHARS, char_bigrams, normalize
+from rag.text import CJK_CHARS, char_bigrams, is_cjk, normalize
 
 # What a question asks for, and the cues that a sentence holds that kind of answer.
 QUESTION_TYPES: dict[str, re.Pattern[str]] = {
@@ -118,7 +118,8 @@ class QuestionProfile:
     types: frozenset[str]  # answer types asked for
     subject: dict[str, float]  # the rarest own words
     count_units: tuple[str, ...]  # "几位" -> ("位",): a number with this unit answers
-    english: bool
+    english: bool  # mostly Latin letters (Chinese questions naming several Latin terms count)
+    no_chinese: bool  # not one Chinese character: it reaches the notes only through translation
 
     @property
     def all_terms(self) -> dict[str, float]:
@@ -185,6 +186,7 @@ def profile_question(
         subject=subject,
         count_units=tuple(dict.fromkeys(_COUNT_UNIT.findall(text))),
         english=mostly_latin(text),
+        no_chinese=not is_cjk(text),
     )
 
 
