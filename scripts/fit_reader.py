@@ -169,7 +169,7 @@ def question_rows(examples: list[Example], model: ReaderModel) -> list[dict[str,
 
     rows = []
     for e in examples:
-        scores = list(scores_of(model, e))
+        scores = list(model.rank_scores(e.rows))  # the shared ranker's scale, as the reader judges
         rows.append(question_features(e.profile, e.rows, scores, e.gate_score, e.gate_features))
     return rows
 

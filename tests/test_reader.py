@@ -354,6 +354,14 @@ def test_a_question_without_chinese_is_ranked_by_the_english_ranker() -> None:
     assert np.array_equal(replace(model, english=None).rank_scores(rows, english=True), model.rank_scores(rows))
 
 
+def test_an_english_question_is_ordered_by_its_ranker_and_judged_on_the_shared_scale(engine) -> None:
+    _, reading = engine.read("What is the difference between LayerNorm and BatchNorm?")
+    rows = [c.features for c in reading.candidates]
+    model = default_model()
+    assert [c.score for c in reading.candidates] == pytest.approx(list(model.rank_scores(rows, english=True)))
+    assert reading.features["best_score"] == pytest.approx(float(max(model.rank_scores(rows))))
+
+
 def test_question_features_see_the_subject_and_whether_the_best_sentence_states_anything() -> None:
     q = profile_question("HNSW 的 efConstruction 参数控制什么？", {"hnsw": 3.0, "efconstruction": 4.0, "参数": 1.0}, {}, [])
     listing = candidate_features(q, _context("HNSW、IVF、PQ、LSH、Annoy"), {}, {}, {})

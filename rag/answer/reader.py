@@ -254,7 +254,9 @@ class Reader:
         scores = self.model.rank_scores(features, english=profile.no_chinese)
         candidates = [Candidate(s, f, float(z)) for s, f, z in zip(pool, features, scores, strict=True)]
         candidates.sort(key=lambda c: (-c.score, c.passage, c.sentence.pos))
-        q_features = question_features(profile, features, list(scores), gate_score, gate_features)
+        # whether any sentence answers is judged on the shared ranker's scale, the one it was fitted on
+        shared = self.model.rank_scores(features) if profile.no_chinese else scores
+        q_features = question_features(profile, features, list(shared), gate_score, gate_features)
         probability = self.model.answer_probability(q_features)
         veto = _veto(question, profile, candidates, sentences, gate_features)
         answerable = bool(candidates) and probability >= self.threshold and not veto
