@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from rag.answer.extractive import ExtractiveGenerator
-from rag.answer.reader import Candidate, Ranker, Reader, Reading, default_model
+from rag.answer.reader import Candidate, Ranker, Reader, Reading, default_model, reads_across_languages
 from rag.answer.reader_features import (
     CandidateContext,
     candidate_features,
@@ -354,12 +354,20 @@ def test_a_question_without_chinese_is_ranked_by_the_english_ranker() -> None:
     assert np.array_equal(replace(model, english=None).rank_scores(rows, english=True), model.rank_scores(rows))
 
 
-def test_an_english_question_is_ordered_by_its_ranker_and_judged_on_the_shared_scale(engine) -> None:
-    _, reading = engine.read("What is the difference between LayerNorm and BatchNorm?")
-    rows = [c.features for c in reading.candidates]
+def test_an_english_question_whose_words_the_notes_barely_hold_is_ordered_by_its_own_ranker(engine) -> None:
     model = default_model()
-    assert [c.score for c in reading.candidates] == pytest.approx(list(model.rank_scores(rows, english=True)))
-    assert reading.features["best_score"] == pytest.approx(float(max(model.rank_scores(rows))))
+    for question, across in (
+        ("Why does the agent discount future rewards?", True),  # no candidate holds its words
+        ("What is the difference between LayerNorm and BatchNorm?", False),  # the notes spell both names
+    ):
+        _, reading = engine.read(question)
+        rows = [c.features for c in reading.candidates]
+        assert reads_across_languages(reading.profile, rows) is across, question
+        assert [c.score for c in reading.candidates] == pytest.approx(list(model.rank_scores(rows, english=across)))
+        # whether any sentence answers is judged on the shared ranker's scale either way
+        assert reading.features["best_score"] == pytest.approx(float(max(model.rank_scores(rows))))
+    chinese = profile_question("折扣因子是什么？", {"折扣因子": 5.0}, {}, [])
+    assert not reads_across_languages(chinese, [{"cover": 0.0}])
 
 
 def test_question_features_see_the_subject_and_whether_the_best_sentence_states_anything() -> None:

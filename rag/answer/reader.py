@@ -49,6 +49,9 @@ WEIGHTS_FILE = "reader_weights.json"
 # list of the things answers)
 MEASURE_ASKED = re.compile(r"多少(?![种类项])|多大|取值范围|how much|几(?:位|层|维|倍|次|天|年|月|分钟|小时|度)", re.I)
 _LATIN_NAME = re.compile(r"[a-z][a-z0-9]*(?:-[a-z0-9]+)*")
+# An English question whose words (and their Chinese translations) no candidate holds this much of reads the notes
+# only across languages: its own ranker orders the candidates (`reads_across_languages`).
+ACROSS_LANGUAGES_COVER = 0.3
 FIGURE_MARGIN = 2.5  # logit units: sentences this close to the best are what an answer quotes besides it
 
 
@@ -179,8 +182,7 @@ class ReaderModel:
         )
 
     def rank_scores(self, rows: Sequence[Mapping[str, float]], *, english: bool = False) -> np.ndarray:
-        """Each candidate's score (logit units); `english`: the question has no Chinese word to share with
-        the notes (`QuestionProfile.no_chinese`)."""
+        """Each candidate's score (logit units); `english`: by the English ranker (`reads_across_languages`)."""
         ranker = self.english if english and self.english is not None else self.sentence
         return ranker.scores(rows)
 
@@ -188,6 +190,14 @@ class ReaderModel:
         x = np.array([features.get(k, 0.0) for k in self.question_features], dtype=np.float64)
         z = float(((x - self.question_mean) / self.question_scale) @ self.question_weights + self.question_bias)
         return 1.0 / (1.0 + math.exp(-max(min(z, 40.0), -40.0)))
+
+
+def reads_across_languages(profile: QuestionProfile, rows: Sequence[Mapping[str, float]]) -> bool:
+    """Whether the English ranker orders this question's candidates: it has no Chinese character, and no
+    candidate holds much of its words or their translations, so word overlaps say little ("For PaLM 540B, how
+    much of the pretraining compute…"). Where its words are found ("How does QLoRA save memory?"), the shared
+    ranker reads them as it reads a Chinese question's."""
+    return profile.no_chinese and max((r.get("cover", 0.0) for r in rows), default=0.0) < ACROSS_LANGUAGES_COVER
 
 
 @lru_cache(maxsize=1)
@@ -251,11 +261,11 @@ class Reader:
         sentences = [split_passage(i, hit) for i, hit in enumerate(passages)]
         pool = [s for group in sentences for s in group if s.kind not in NOT_CANDIDATES]
         features = self._features(profile, passages, sentences, pool, query_vectors)
-        scores = self.model.rank_scores(features, english=profile.no_chinese)
+        scores = self.model.rank_scores(features, english=reads_across_languages(profile, features))
         candidates = [Candidate(s, f, float(z)) for s, f, z in zip(pool, features, scores, strict=True)]
         candidates.sort(key=lambda c: (-c.score, c.passage, c.sentence.pos))
         # whether any sentence answers is judged on the shared ranker's scale, the one it was fitted on
-        shared = self.model.rank_scores(features) if profile.no_chinese else scores
+        shared = self.model.rank_scores(features)
         q_features = question_features(profile, features, list(shared), gate_score, gate_features)
         probability = self.model.answer_probability(q_features)
         veto = _veto(question, profile, candidates, sentences, gate_features)
