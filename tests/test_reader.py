@@ -99,6 +99,10 @@ def test_a_figure_asked_for_that_no_quoted_sentence_states_is_refused(engine) ->
     for question in ("按流量比例把请求分给几个模型的功能叫什么？", "数据量对效果有多大影响？", "How much does dropout help?"):
         assert must_state(question) == (), question
     assert must_state("batch 大小一般设多大？") == ("number",)
+    # 多大 asks for a figure even where the broader "number" type does not fire
+    assert "number" not in question_types("ε 一般设多大？") and must_state("ε 一般设多大？") == ("number",)
+    answer = engine.ask("量化感知训练的学习率一般设多大？", explain=True)  # the notes give no learning rate for QAT
+    assert answer.refused and "figure" in answer.explanation["reader"]["reason"]
 
 
 def test_a_name_the_notes_never_spell_is_refused_whatever_shares_its_other_words(engine) -> None:

@@ -135,7 +135,9 @@ def must_state(question: str, types: frozenset[str] | None = None) -> tuple[str,
     """The answer types an answer must hold, or else say the notes do not give: a formula asked for, or a
     figure the question insists on (`FIGURE_ASKED`). `types`: the question's `question_types`, if known."""
     types = question_types(question) if types is None else types
-    return tuple(t for t in ("formula", "number") if t in types and (t == "formula" or FIGURE_ASKED.search(question)))
+    # a figure asked for counts whatever the broader "number" type says ("ε 一般设多大" asks for one; that type
+    # reads 大小 as a quantity named, so it leaves out 多大)
+    return tuple(t for t in ("formula", "number") if (t == "formula" and t in types) or (t == "number" and FIGURE_ASKED.search(question)))
 
 
 def sentence_types(text: str) -> frozenset[str]:
