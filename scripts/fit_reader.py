@@ -137,9 +137,14 @@ def fit_ranker(examples: list[Example], names: list[str] | tuple[str, ...]) -> R
 
 
 def fit_rankers(examples: list[Example], names: list[str]) -> tuple[Ranker, Ranker]:
-    """The shared ranker (every question) and the English questions' own."""
+    """The shared ranker (every question) and the English questions' own, on the shared ranker's scale: the
+    margins in logit units that decide what an answer quotes besides its best sentence (rag.answer.spans) mean
+    the same whichever ranker scored the candidates."""
     english = [e for e in examples if e.profile.no_chinese]
-    return fit_ranker(examples, names), fit_ranker(english, ENGLISH_FEATURES)
+    shared, own = fit_ranker(examples, names), fit_ranker(english, ENGLISH_FEATURES)
+    spread = [np.std(r.scores(e.rows)) for e in english if len(e.rows) > 1 for r in (shared, own)]
+    ratio = float(np.mean(spread[0::2]) / max(np.mean(spread[1::2]), 1e-9)) if spread else 1.0
+    return shared, Ranker(own.features, own.mean, own.scale, own.weights * ratio)
 
 
 def fit_logistic(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
