@@ -176,7 +176,8 @@ class Retriever:
                 weights={"bm25": s.bm25_weight, "dense": s.dense_weight},
             )
         else:
-            # every candidate gets its exact dense similarity, so a passage only BM25 found is not scored as if the dense model had rejected it
+            # every candidate gets its exact dense similarity, so a passage only BM25 found is not scored as
+            # if the dense model had rejected it
             candidates = list(dict.fromkeys([r for r, _ in bm25] + [r for r, _ in dense]))
             similarity = self.index.similarities(vectors, candidates)
             fused = score_fusion(

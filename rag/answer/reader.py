@@ -261,11 +261,12 @@ class Reader:
         sentences = [split_passage(i, hit) for i, hit in enumerate(passages)]
         pool = [s for group in sentences for s in group if s.kind not in NOT_CANDIDATES]
         features = self._features(profile, passages, sentences, pool, query_vectors)
-        scores = self.model.rank_scores(features, english=reads_across_languages(profile, features))
-        candidates = [Candidate(s, f, float(z)) for s, f, z in zip(pool, features, scores, strict=True)]
-        candidates.sort(key=lambda c: (-c.score, c.passage, c.sentence.pos))
         # whether any sentence answers is judged on the shared ranker's scale, the one it was fitted on
         shared = self.model.rank_scores(features)
+        across = reads_across_languages(profile, features)
+        scores = self.model.rank_scores(features, english=True) if across else shared
+        candidates = [Candidate(s, f, float(z)) for s, f, z in zip(pool, features, scores, strict=True)]
+        candidates.sort(key=lambda c: (-c.score, c.passage, c.sentence.pos))
         q_features = question_features(profile, features, list(shared), gate_score, gate_features)
         probability = self.model.answer_probability(q_features)
         veto = _veto(question, profile, candidates, sentences, gate_features)

@@ -137,7 +137,9 @@ def must_state(question: str, types: frozenset[str] | None = None) -> tuple[str,
     types = question_types(question) if types is None else types
     # a figure asked for counts whatever the broader "number" type says ("ε 一般设多大" asks for one; that type
     # reads 大小 as a quantity named, so it leaves out 多大)
-    return tuple(t for t in ("formula", "number") if (t == "formula" and t in types) or (t == "number" and FIGURE_ASKED.search(question)))
+    formula = "formula" in types
+    figure = FIGURE_ASKED.search(question) is not None
+    return tuple(t for t, asked in (("formula", formula), ("number", figure)) if asked)
 
 
 def sentence_types(text: str) -> frozenset[str]:
