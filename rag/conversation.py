@@ -73,6 +73,8 @@ _EN_SUCCESSOR = re.compile(
 
 # 它 with no clause mark before it: a clause-mate name is its clause's subject, which a Chinese pronoun does not
 # stand for ("CBAM 跟它比多了什么？"); "BERT 和它的变体" is the exception, a possessive joined to the name.
+# "在里面 / 在其中 / 在这当中" points inside the previous subject: "温度在里面起什么作用？" after "什么是知识蒸馏？".
+_ZH_INSIDE_IT = re.compile(r"(?<=在)(?:这|那)?(?:里面|里头|当中|之中)|(?<=在)其中")
 _ZH_IT_IN_CLAUSE = re.compile(r"^[^，,。；;：:？?！!]+?它")
 _ZH_IT_AFTER_AND = re.compile(r"[和与及跟同]\s*它们?的")
 _LATIN_RUN = re.compile(r"[A-Za-z0-9][\w+#.\-]*(?:\s+[A-Za-z0-9][\w+#.\-]*)*")
@@ -232,6 +234,8 @@ def looks_like_followup(question: str, tokenizer: Tokenizer) -> bool:
         return True
     if ZH_REFERENCE.match(_LEADING_THEN.sub("", text, count=1)):  # "它们各自适合什么任务？"
         return True
+    if _ZH_INSIDE_IT.search(text):
+        return True
     if _ZH_IT_IN_CLAUSE.search(text) and not _ZH_IT_AFTER_AND.search(text):
         return True  # "为什么分类任务常用它？": 它 in the clause of a name cannot be that name
     english = EN_REFERENCE.search(text) is not None and not EN_PRONOUN.search(text)
@@ -260,6 +264,7 @@ def _substitute_references(text: str, subject: str) -> str | None:
     """The question with each reference to the previous subject replaced by it; None when it holds none."""
     text = _LEADING_THEN.sub("", text, count=1)
     spans = [(m.start(), m.end(), subject) for m in _ZH_SUBSTITUTABLE.finditer(text)]
+    spans += [(m.start(), m.end(), f"{subject}中") for m in _ZH_INSIDE_IT.finditer(text)]
     spans += [(m.start(), m.end(), subject) for m in _EN_DEMONSTRATIVE.finditer(text)]
     if _points_back_en(text):  # a pronoun after a name in the question points to that name
         for m in EN_PRONOUN.finditer(text):
@@ -311,10 +316,27 @@ def _substitute_ellipsis(previous: str, x: str, subject: str, tokenizer: Tokeniz
     return _join(text[:start], x, text[end:])
 
 
+def _named_successor(text: str, successor: re.Match[str], tokenizer: Tokenizer) -> str | None:
+    """The name an elliptic question gives the successor it asks about: "GRU" of "它的变体 GRU 呢？", "RoBERTa" of
+    "what about its successor RoBERTa?"; None when it gives none."""
+    stripped = text.strip().rstrip(END_MARKS)
+    if not (_ZH_ELLIPSIS.fullmatch(stripped) or _EN_ELLIPSIS.fullmatch(stripped)):
+        return None
+    name = re.sub(r"呢$", "", text[successor.end() :].strip().rstrip(END_MARKS)).strip(" ,，、:：")
+    if not name or len(name) > 30 or QUESTION_WORD.search(name) or ZH_REFERENCE.search(name) or EN_REFERENCE.search(name):
+        return None
+    return name if content_terms(name, tokenizer) else None
+
+
 def _apply(question: str, previous: str, subject: str, tokenizer: Tokenizer) -> tuple[str, bool]:
     """`question` made standalone with the subject of `previous`; True when X of an ellipsis became the subject."""
     text = _LEADING_THEN.sub("", question.strip(), count=1) or question.strip()
     successor = _successor(text)
+    named = _named_successor(text, successor, tokenizer) if successor is not None else None
+    if named is not None:  # "它的变体 GRU 呢？": the previous question, asked about the successor
+        start, end = subject_components(subject, (0, len(subject)), word_bounds(subject, tokenizer))[0]
+        if subject[start:end] in previous:  # the entity, not what was asked of it ("BERT" of "BERT 的预训练任务")
+            return previous.replace(subject[start:end], named, 1), True
     # "它后来的改进版……": the reference names whose successor it is; replacing it is enough
     if successor is not None and not (
         successor.group("ref") is None and ZH_REFERENCE.search(text[: successor.start()])

@@ -113,9 +113,37 @@ def test_successor_reference_names_the_subjects_version(
 
 
 @pytest.mark.parametrize(
+    ("previous", "followup", "resolved"),
+    [
+        ("LSTM 有哪几个门？", "它的变体 GRU 呢？", "GRU 有哪几个门？"),
+        ("BERT 的预训练任务是什么？", "它的改进版 RoBERTa 呢？", "RoBERTa 的预训练任务是什么？"),  # the entity, not the ask
+    ],
+)
+def test_a_named_successor_is_asked_the_previous_question(
+    previous: str, followup: str, resolved: str, tokenizer: Tokenizer
+) -> None:
+    assert_resolved(previous, followup, resolved, tokenizer)
+
+
+@pytest.mark.parametrize(
+    ("previous", "followup", "resolved"),
+    [
+        ("什么是知识蒸馏？", "温度参数在里面起什么作用？", "温度参数在知识蒸馏中起什么作用？"),
+        ("什么是 RLHF？", "奖励模型在这当中负责什么？", "奖励模型在 RLHF中负责什么？"),
+        ("Transformer 是什么？", "位置编码在其中有什么用？", "位置编码在 Transformer中有什么用？"),
+    ],
+)
+def test_in_it_points_inside_the_previous_subject(
+    previous: str, followup: str, resolved: str, tokenizer: Tokenizer
+) -> None:
+    assert_resolved(previous, followup, resolved, tokenizer)
+
+
+@pytest.mark.parametrize(
     "question",
     [
         "CAP 理论说的是哪三个特性？",
+        "模型里面有哪些参数？",  # 里面 after a noun is inside that noun
         "QLoRA 和 LoRA 是什么关系？",
         "应该怎么设置学习率？",
         "LSTM 有哪些变体？",  # a successor word about a named subject

@@ -142,6 +142,22 @@ def test_a_sentence_about_another_entity_loses(engine, reader: Reader) -> None:
     assert reading.best is not None and "参数多" in reading.best.sentence.text
 
 
+
+def test_a_word_the_notes_never_use_counts_as_its_known_part(engine, reader: Reader) -> None:
+    # jieba keeps "改进版" whole and the notes never write it; they write "改进", which the successor holds
+    assert not reader.index.has_term("改进版") and reader.index.has_term("改进")
+    profile = reader.profile("DIN 的改进版是什么？", {})
+    assert "改进" in profile.words and "改进版" not in profile.words and "改进" in profile.subject
+    # a part holding too little of the word does not stand for it ("大会" is not 大 or 会)
+    assert reader.profile("学习率设太大会怎样？", {}).words.keys() >= {"学习率"}
+    original = hit("使用注意力机制建模用户动态兴趣，计算目标广告和历史点击的相关性。\n但没有充分利用历史行为的序列信息。\n", heading=("DIN",), rank=1)
+    successor = hit(
+        "使用序列模型模拟用户兴趣的演化趋势。\n对DIN模型进行改进，使用注意力机制筛选和目标广告相关的兴趣演化路径。\n",
+        heading=("DIEN",), rank=2, score=0.95,
+    )
+    reading = read(engine, reader, "DIN 的改进版是什么？", [original, successor])
+    assert reading.best is not None and "对DIN模型进行改进" in reading.best.sentence.text
+
 def test_a_list_span_stops_before_the_next_lead_in() -> None:
     text = (
         "灾难性遗忘可能出现的原因包括：\n1、数据分布差异：新任务的数据分布与旧任务不同。\n"

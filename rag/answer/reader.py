@@ -234,11 +234,22 @@ class Reader:
     def profile(self, question: str, weighted: Mapping[str, float]) -> QuestionProfile:
         """The question's own words (IDF) and its expansion tokens (expansion weight x IDF)."""
         words = {}
+        tokens = self.tokenizer.tokenize(question)
         for w in self.tokenizer.words(question):
             if len(w) > 1 or is_cjk(w):
+                w = self._known_part(w, tokens)
                 words[w] = self._idf(w)
         expansions = {t: wt * self._idf(t) for t, wt in weighted.items() if wt < 1.0 and t not in words}
-        return profile_question(question, words, expansions, self.tokenizer.tokenize(question))
+        return profile_question(question, words, expansions, tokens)
+
+    def _known_part(self, word: str, tokens: Sequence[str]) -> str:
+        """A Chinese word the notes never use stands for the longest part of it they do, when that part holds
+        most of its characters ("改进版" -> "改进", which "对 DIN 模型进行改进" holds); otherwise itself."""
+        if not is_cjk(word) or self.index.has_term(word):
+            return word
+        parts = [t for t in tokens if t != word and t in word and self.index.has_term(t)]
+        best = max(parts, key=len, default="")
+        return best if 3 * len(best) >= 2 * len(word) else word
 
     def _idf(self, term: str) -> float:
         return max(self.index.idf(term) if self.index.has_term(term) else self._max_idf, 0.1)
