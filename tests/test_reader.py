@@ -148,8 +148,13 @@ def test_a_word_the_notes_never_use_counts_as_its_known_part(engine, reader: Rea
     assert not reader.index.has_term("改进版") and reader.index.has_term("改进")
     profile = reader.profile("DIN 的改进版是什么？", {})
     assert "改进" in profile.words and "改进版" not in profile.words and "改进" in profile.subject
-    # a part holding too little of the word does not stand for it ("大会" is not 大 or 会)
-    assert reader.profile("学习率设太大会怎样？", {}).words.keys() >= {"学习率"}
+    # jieba cuts "设太大会" into 设太|大会, words the notes never use: the notes' own word across them counts
+    words = reader.profile("学习率设太大会怎样？", {}).words
+    assert set(words) == {"学习率", "太大"}
+    # a lone character the notes never index as a word ("横" of 横纵坐标) weighs as their commonest known word
+    det = reader.profile("DET 曲线的横纵坐标是什么？", {})
+    assert not reader.index.has_term("横") and det.words["横"] == min(v for w, v in det.words.items() if w != "横")
+    assert "横" not in det.subject
     original = hit("使用注意力机制建模用户动态兴趣，计算目标广告和历史点击的相关性。\n但没有充分利用历史行为的序列信息。\n", heading=("DIN",), rank=1)
     successor = hit(
         "使用序列模型模拟用户兴趣的演化趋势。\n对DIN模型进行改进，使用注意力机制筛选和目标广告相关的兴趣演化路径。\n",
@@ -264,6 +269,13 @@ def test_the_verdict_does_not_depend_on_top_k(engine) -> None:
 
 
 # --- pure features -------------------------------------------------------------------------------------
+
+
+def test_a_problem_solved_is_a_purpose_not_a_drawback() -> None:
+    for question in ("Sentence-BERT 解决了什么问题？", "GHM 损失主要针对哪类问题？", "What problem does BPE solve?"):
+        assert "drawback" not in question_types(question) and "advantage" in question_types(question)
+    assert "drawback" in question_types("RAG 有什么问题？")
+    assert "drawback" in question_types("它解决了什么问题，又有什么缺点？")
 
 
 def test_question_and_sentence_types() -> None:

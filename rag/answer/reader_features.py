@@ -126,9 +126,21 @@ class QuestionProfile:
         return {**self.expansions, **self.words}
 
 
+# "X 解决了什么问题" / "what problem does X solve" asks what X is for: the problem is not X's drawback.
+_PROBLEM_SOLVED = re.compile(
+    r"(?:解决|应对|处理|缓解|针对)了?(?:什么|哪些|哪个|哪类|哪种|啥)(?:样的)?问题|what problems? (?:does|do|did) .+ (?:solve|address)"
+    r"|(?:solves?|address(?:es)?) what problems?",
+    re.I,
+)
+_DRAWBACK_NAMED = re.compile(r"缺点|不足|劣势|局限|弊端|坏处|缺陷|disadvantage|drawback|downside|limitation|weakness", re.I)
+
+
 def question_types(text: str) -> frozenset[str]:
     """The answer types a question asks for (formula, number, cause, definition, list, ...)."""
-    return frozenset(name for name, pattern in QUESTION_TYPES.items() if pattern.search(text))
+    types = {name for name, pattern in QUESTION_TYPES.items() if pattern.search(text)}
+    if _PROBLEM_SOLVED.search(text) and not _DRAWBACK_NAMED.search(text):
+        types = (types - {"drawback"}) | {"advantage"}
+    return frozenset(types)
 
 
 def must_state(question: str, types: frozenset[str] | None = None) -> tuple[str, ...]:
