@@ -27,6 +27,7 @@ from rag.text import (
     Tokenizer,
     char_bigrams,
     is_cjk,
+    known_words,
     normalize,
     sentence_spans,
     singular,
@@ -377,7 +378,13 @@ class Retriever:
         alias_names: list[tuple[str, list[str]]] = []
         for item in expansions or []:
             alias_names.append((normalize(item["matched"]), [item["matched"], *item["added"]]))
-        words = [w for w in self.tokenizer.words(query) if len(w) > 1 or is_cjk(w)]
+        text, tokens = normalize(query), self.tokenizer.tokenize(query)
+        words = [
+            part
+            for w in self.tokenizer.words(query)
+            if len(w) > 1 or is_cjk(w)
+            for part in known_words(w, text, tokens, self.index.has_term)
+        ]
         total = found = in_corpus = 0.0
         for word in dict.fromkeys(words):
             known = self.index.has_term(word)

@@ -254,3 +254,31 @@ def base_forms(word: str) -> list[str]:
 def is_cjk(text: str) -> bool:
     """True when the text holds any CJK ideograph."""
     return HAS_CJK.search(text) is not None
+
+
+MAX_KNOWN_WORD = 4  # the longest word of the notes looked for where jieba cut a question into words they never use
+
+
+def known_words(word: str, text: str, tokens: Sequence[str], known: Callable[[str], bool]) -> list[str]:
+    """The words of the notes that a Chinese word of `text` they never use stands for (`known`: whether the
+    notes use a word). The longest part of it they use, when that part holds most of its characters ("改进版" ->
+    "改进"); else the notes' words that jieba's cut missed over it and a character either side ("设太|大会" of
+    "学习率设太大会怎样" -> "太大"), longest first; else the word itself. `tokens`: the search tokens of `text`."""
+    if not is_cjk(word) or known(word):
+        return [word]
+    best = max((t for t in tokens if t != word and t in word and known(t)), key=len, default="")
+    if 3 * len(best) >= 2 * len(word):
+        return [best]
+    at = text.find(word)
+    if at < 0:
+        return [word]
+    lo, hi = max(0, at - 1), min(len(text), at + len(word) + 1)
+    found: list[tuple[int, int]] = []
+    for size in range(min(hi - lo, MAX_KNOWN_WORD), 1, -1):
+        for i in range(lo, hi - size + 1):
+            piece = text[i : i + size]
+            overlaps = i < at + len(word) and i + size > at
+            free = all(i + size <= a or i >= b for a, b in found)
+            if overlaps and free and all(map(is_cjk, piece)) and known(piece):
+                found.append((i, i + size))
+    return [text[a:b] for a, b in sorted(found)] or [word]

@@ -18,7 +18,7 @@ from rag.config import Settings
 from rag.engine import Engine
 from rag.evaluation import is_hit
 from rag.fusion import rrf, score_fusion
-from rag.text import spelled_as_one
+from rag.text import known_words, spelled_as_one
 from rag.types import Chunk, Hit, Turn
 
 ANSWERABLE = "LoRA 微调里最重要的超参数是什么？"
@@ -308,6 +308,21 @@ def test_off_domain_questions_are_refused(engine: Engine, question: str) -> None
     assert answer.citations == []
     assert answer.text
     assert not engine.search(question).gate.answerable
+
+
+def test_known_words_reads_jiebas_cuts_as_the_notes_words() -> None:
+    notes = {"改进", "太大", "过大", "学习率", "正则化", "系数"}.__contains__
+    assert known_words("改进版", "din的改进版是什么", ["din", "改进", "改进版"], notes) == ["改进"]
+    assert known_words("设太", "学习率设太大会怎样", [], notes) == ["太大"]
+    assert known_words("大会", "正则化系数过大会怎样", [], notes) == ["过大"]
+    assert known_words("量子", "什么是量子纠缠", [], notes) == ["量子"]  # nothing of the notes there: itself
+    assert known_words("学习率", "学习率是什么", [], notes) == ["学习率"]
+    assert known_words("lora", "lora是什么", [], notes) == ["lora"]
+
+
+def test_a_word_jieba_mis_cut_is_not_counted_missing_from_the_notes(engine: Engine) -> None:
+    # "学习率设太大会怎样" is cut 学习率|设太|大会: every word the question means is in the notes
+    assert engine.search("学习率设太大会怎样？").gate.features["corpus_coverage"] == 1.0
 
 
 def test_a_hyphenated_name_the_notes_spell_is_not_an_unknown_term(engine: Engine) -> None:

@@ -36,7 +36,7 @@ from rag.answer.reader_features import (
     states,
 )
 from rag.answer.sentences import Sentence, split_passage
-from rag.text import Tokenizer, is_cjk, normalize, spelled_as_one
+from rag.text import Tokenizer, is_cjk, known_words, normalize, spelled_as_one
 from rag.types import Chunk, Hit
 
 log = logging.getLogger(__name__)
@@ -44,8 +44,10 @@ log = logging.getLogger(__name__)
 READ_PASSAGES = 5  # the reader reads this many top passages, whatever the caller's top_k
 NOT_CANDIDATES = frozenset({"heading", "url", "marker"})
 MAX_EMBEDDED_NOW = 8  # sentences without a stored vector embedded at question time (the rest get the floor)
-MAX_KNOWN_WORD = 4  # the longest word of the notes looked for where jieba cut a question into words they never use
 WEIGHTS_FILE = "reader_weights.json"
+# A degree of an adjective ("太大", "过小") and the other ways notes say it ("较大", "偏小", "很大").
+_DEGREE_FORMS = ("太", "过", "较", "偏", "很", "更")
+_DEGREE = re.compile(rf"(?:{'|'.join(_DEGREE_FORMS)})([大小高低多少快慢长短深浅])")
 # A figure only a number gives: a quantity, not a count of things or kinds ("有几个门", "多少种方法", "how many": a
 # list of the things answers)
 MEASURE_ASKED = re.compile(r"多少(?![种类项])|多大|取值范围|how much|几(?:位|层|维|倍|次|天|年|月|分钟|小时|度)", re.I)
@@ -239,40 +241,20 @@ class Reader:
         text = normalize(question)
         for w in self.tokenizer.words(question):
             if len(w) > 1 or is_cjk(w):
-                for known in self._known_words(w, text, tokens):
-                    words[known] = self._idf(known)
+                for part in known_words(w, text, tokens, self.index.has_term):
+                    words[part] = self._idf(part)
         # a lone character the notes never index as a word is a fragment of one ("横" of 横纵坐标), not the
         # rarest word of the question: it weighs as little as the commonest word the notes know
         known = [v for w, v in words.items() if self.index.has_term(w)]
         for w in [w for w in words if len(w) == 1 and is_cjk(w) and not self.index.has_term(w)]:
             words[w] = min(known, default=words[w])
         expansions = {t: wt * self._idf(t) for t, wt in weighted.items() if wt < 1.0 and t not in words}
+        for w, idf in words.items():  # "太大" asked, "较大的学习率" written: one degree, said two ways
+            degree = _DEGREE.fullmatch(w)
+            if degree:
+                for form in _DEGREE_FORMS:
+                    expansions.setdefault(form + degree.group(1), idf)
         return profile_question(question, words, expansions, tokens)
-
-    def _known_words(self, word: str, question: str, tokens: Sequence[str]) -> list[str]:
-        """The words of the notes a Chinese word they never use stands for: the longest part of it they do use,
-        when that part holds most of its characters ("改进版" -> "改进", which "对 DIN 模型进行改进" holds); else the
-        words of the notes that jieba's cut missed around it ("设太|大会" of "学习率设太大会怎样" -> "太大"), found
-        by the longest such word over it and the characters either side; else the word itself."""
-        if not is_cjk(word) or self.index.has_term(word):
-            return [word]
-        parts = [t for t in tokens if t != word and t in word and self.index.has_term(t)]
-        best = max(parts, key=len, default="")
-        if 3 * len(best) >= 2 * len(word):
-            return [best]
-        at = question.find(word)
-        if at < 0:
-            return [word]
-        lo, hi = max(0, at - 1), min(len(question), at + len(word) + 1)
-        found: list[tuple[int, int]] = []
-        for size in range(min(hi - lo, MAX_KNOWN_WORD), 1, -1):  # longest first; a word must overlap `word`
-            for i in range(lo, hi - size + 1):
-                piece = question[i : i + size]
-                overlaps = i < at + len(word) and i + size > at
-                free = all(i + size <= a or i >= b for a, b in found)
-                if overlaps and free and all(map(is_cjk, piece)) and self.index.has_term(piece):
-                    found.append((i, i + size))
-        return [question[a:b] for a, b in sorted(found)] or [word]
 
     def _idf(self, term: str) -> float:
         return max(self.index.idf(term) if self.index.has_term(term) else self._max_idf, 0.1)
