@@ -17,6 +17,7 @@ from rag.answer.reader_features import (
     CandidateContext,
     candidate_features,
     coverage,
+    degree_variants,
     is_enumeration,
     is_instruction,
     must_state,
@@ -272,6 +273,12 @@ def test_the_verdict_does_not_depend_on_top_k(engine) -> None:
 
 
 # --- pure features -------------------------------------------------------------------------------------
+
+
+def test_a_degree_asked_counts_however_the_notes_say_it() -> None:
+    variants = degree_variants({"学习率": 4.0, "太大": 5.0})
+    assert variants == {form + "大": 5.0 for form in ("太", "过", "较", "偏", "很", "更")}
+    assert degree_variants({"大小": 3.0, "学习率": 4.0}) == {}  # 大小 is a size, not a degree
 
 
 def test_a_problem_solved_is_a_purpose_not_a_drawback() -> None:

@@ -27,6 +27,7 @@ from rag.answer.reader_features import (
     QuestionProfile,
     candidate_features,
     coverage,
+    degree_variants,
     is_instruction,
     must_state,
     profile_question,
@@ -45,9 +46,6 @@ READ_PASSAGES = 5  # the reader reads this many top passages, whatever the calle
 NOT_CANDIDATES = frozenset({"heading", "url", "marker"})
 MAX_EMBEDDED_NOW = 8  # sentences without a stored vector embedded at question time (the rest get the floor)
 WEIGHTS_FILE = "reader_weights.json"
-# A degree of an adjective ("太大", "过小") and the other ways notes say it ("较大", "偏小", "很大").
-_DEGREE_FORMS = ("太", "过", "较", "偏", "很", "更")
-_DEGREE = re.compile(rf"(?:{'|'.join(_DEGREE_FORMS)})([大小高低多少快慢长短深浅])")
 # A figure only a number gives: a quantity, not a count of things or kinds ("有几个门", "多少种方法", "how many": a
 # list of the things answers)
 MEASURE_ASKED = re.compile(r"多少(?![种类项])|多大|取值范围|how much|几(?:位|层|维|倍|次|天|年|月|分钟|小时|度)", re.I)
@@ -249,11 +247,8 @@ class Reader:
         for w in [w for w in words if len(w) == 1 and is_cjk(w) and not self.index.has_term(w)]:
             words[w] = min(known, default=words[w])
         expansions = {t: wt * self._idf(t) for t, wt in weighted.items() if wt < 1.0 and t not in words}
-        for w, idf in words.items():  # "太大" asked, "较大的学习率" written: one degree, said two ways
-            degree = _DEGREE.fullmatch(w)
-            if degree:
-                for form in _DEGREE_FORMS:
-                    expansions.setdefault(form + degree.group(1), idf)
+        for term, weight in degree_variants(words).items():
+            expansions.setdefault(term, weight)
         return profile_question(question, words, expansions, tokens)
 
     def _idf(self, term: str) -> float:

@@ -218,6 +218,23 @@ def coverage(text: str, weights: Mapping[str, float], extra: Mapping[str, float]
     return min(1.0, found / total)
 
 
+# A degree of an adjective ("太大", "过小") and the other ways notes say it ("较大", "偏小", "很大").
+DEGREE_FORMS = ("太", "过", "较", "偏", "很", "更")
+_DEGREE = re.compile(rf"(?:{'|'.join(DEGREE_FORMS)})([大小高低多少快慢长短深浅])")
+
+
+def degree_variants(words: Mapping[str, float]) -> dict[str, float]:
+    """Every way of saying a degree the question asks, at the asked word's weight: "太大" asked, "较大的学习率"
+    written."""
+    out: dict[str, float] = {}
+    for word, weight in words.items():
+        degree = _DEGREE.fullmatch(word)
+        if degree:
+            for form in DEGREE_FORMS:
+                out.setdefault(form + degree.group(1), weight)
+    return out
+
+
 def rarity_weights(terms: Sequence[str], texts: Sequence[str]) -> dict[str, float]:
     """Local IDF of each term among the candidate texts: a term in every sentence (the subject) says little
     about which sentence answers."""
