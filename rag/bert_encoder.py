@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import torch
 
+PACK_TOKENS = 256  # texts up to this many tokens in all run as one packed sequence (see `_forward_packed`)
 _MODULES = (
     "sentence_transformers.models.Transformer",
     "sentence_transformers.models.Pooling",
@@ -108,16 +109,22 @@ class BertMeanEncoder:
         return self
 
     def encode(self, texts: list[str], prompt: str, batch_size: int) -> torch.Tensor:
-        """Mean-pooled vectors of `prompt + text` for each text, in input order; batches are formed by length
+        """Mean-pooled vectors of `prompt + text` for each text, in input order. A few short texts (a question
+        and its phrases) run as one packed sequence (`PACK_TOKENS`); others in batches formed by length
         (longest first), as sentence-transformers does, so padding stays small."""
         import torch
 
         texts = [prompt + t for t in texts]
         if self.do_lower_case:
             texts = [t.lower() for t in texts]
-        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
         out = torch.empty((len(texts), self.dim), dtype=torch.float32)
         with torch.inference_mode():
+            if len(texts) > 1:
+                encodings = self.tokenizer.encode_batch(texts)
+                pieces = [e.ids[: sum(e.attention_mask)] for e in encodings]
+                if sum(map(len, pieces)) <= PACK_TOKENS:
+                    return self._forward_packed(pieces).float()
+            order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
             for start in range(0, len(order), max(1, batch_size)):
                 idx = order[start : start + batch_size]
                 encodings = self.tokenizer.encode_batch([texts[i] for i in idx])
@@ -127,7 +134,32 @@ class BertMeanEncoder:
         return out
 
     def _forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Mean-pooled vectors of a padded batch: `ids` and `mask` are (batch, length)."""
         import torch
+
+        batch, length = ids.shape
+        positions = torch.arange(length).expand(batch, length)
+        keep = mask.bool()[:, None, None, :]  # (batch, 1, 1, keys): padding is never attended to
+        x = self._layers(ids, positions, keep)
+        weights = mask.unsqueeze(-1).to(x.dtype)
+        return (x * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1e-9)
+
+    def _forward_packed(self, pieces: list[list[int]]) -> torch.Tensor:
+        """Mean-pooled vectors of token sequences run as one: each attends only to itself and counts positions
+        from 0, so its vector is the one it gets alone, without a batch's padding or a call per sequence."""
+        import torch
+
+        segment = torch.cat([torch.full((len(p),), i, dtype=torch.long) for i, p in enumerate(pieces)])
+        ids = torch.tensor([t for p in pieces for t in p], dtype=torch.long)[None, :]
+        positions = torch.cat([torch.arange(len(p)) for p in pieces])[None, :]
+        keep = (segment[:, None] == segment[None, :])[None, None]  # (1, 1, tokens, tokens)
+        x = self._layers(ids, positions, keep)[0]
+        sums = torch.zeros((len(pieces), self.dim), dtype=x.dtype).index_add_(0, segment, x)
+        counts = torch.tensor([len(p) for p in pieces], dtype=x.dtype)[:, None]
+        return sums / counts
+
+    def _layers(self, ids: torch.Tensor, positions: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+        """The BERT encoder's last hidden states, (batch, length, dim); `keep` masks attention per query."""
         from torch.nn import functional as F
 
         w = self.weights
@@ -139,15 +171,13 @@ class BertMeanEncoder:
             return F.layer_norm(x, (self.dim,), w[name + ".weight"], w[name + ".bias"], self.eps)
 
         batch, length = ids.shape
-        positions = torch.arange(length)
         x = (
             F.embedding(ids, w["embeddings.word_embeddings.weight"])
-            + w["embeddings.position_embeddings.weight"][positions]
+            + F.embedding(positions, w["embeddings.position_embeddings.weight"])
             + w["embeddings.token_type_embeddings.weight"][0]
         )
         x = norm(x, "embeddings.LayerNorm")
         head_dim = self.dim // self.heads
-        keep = mask.bool()[:, None, None, :]  # (batch, 1, 1, keys): padding is never attended to
 
         def split(t: torch.Tensor) -> torch.Tensor:  # (batch, length, dim) -> (batch, heads, length, head_dim)
             return t.view(batch, length, self.heads, head_dim).transpose(1, 2)
@@ -162,5 +192,4 @@ class BertMeanEncoder:
             x = norm(linear(context, p + "attention.output.dense") + x, p + "attention.output.LayerNorm")
             hidden = F.gelu(linear(x, p + "intermediate.dense"))
             x = norm(linear(hidden, p + "output.dense") + x, p + "output.LayerNorm")
-        weights = mask.unsqueeze(-1).to(x.dtype)
-        return (x * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1e-9)
+        return x

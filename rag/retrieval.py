@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import re
 import time
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -143,11 +143,11 @@ class Retriever:
 
         tokens = self.tokenizer.tokenize(query)
         use_expansion = s.query_expansion if expansion is None else expansion
-        translated = None
+        translated = query_vector = None
         if use_expansion:
             weighted, expansions = self.aliases.expand_explained(tokens, self.tokenizer, query)
             if s.cross_lingual and mostly_english(query):
-                translated = self._bridge(query, weighted, expansions)
+                translated, query_vector = self._bridge(query, weighted, expansions)
         else:
             weighted, expansions = dict.fromkeys(tokens, 1.0), []
         bm25 = self.index.keyword_search(weighted, n if rows is None else len(self.index)) if weighted else []
@@ -159,7 +159,11 @@ class Retriever:
         # An English question with a translation (the question followed by the Chinese names its terms stand
         # for) is embedded as that translation alone: the ranking and the gate both judge it through the names
         # the notes use, and one sequence costs half of embedding the question and its translation side by side.
-        vectors = self.embedder.embed_queries([translated or query])
+        # The bridge's model call may have computed that vector already.
+        if query_vector is not None:
+            vectors = query_vector[None, :]
+        else:
+            vectors = self.embedder.embed_queries([translated or query])
         dense = self._dense(vectors[0], n, rows)
         t2 = time.perf_counter()
         timings["dense_ms"] = (t2 - t1) * 1000
@@ -282,9 +286,12 @@ class Retriever:
         scores = self.index.similarities(vector[None, :], candidates)
         return sorted(zip(candidates, map(float, scores), strict=True), key=lambda item: (-item[1], item[0]))[:n]
 
-    def _bridge(self, query: str, weighted: dict[str, float], expansions: list[dict]) -> str | None:
+    def _bridge(
+        self, query: str, weighted: dict[str, float], expansions: list[dict]
+    ) -> tuple[str | None, np.ndarray | None]:
         """The cross-lingual part of the expansion, for an English question; updates `weighted` and
-        `expansions` in place and returns the question with the Chinese names of its terms (or None).
+        `expansions` in place. Returns the question with the Chinese names of its terms (or None), and the
+        question's own vector when the bridge's model call computed it (or None).
 
         English names the glossary matched bring their Chinese aliases; the remaining English phrases are
         linked by the term bridge to Chinese-only terms, whose names join the BM25 query like aliases.
@@ -296,9 +303,19 @@ class Retriever:
                 matched_words.update(singular(w) for w in _LATIN_WORD.findall(normalize(item["matched"])))
                 names.extend([m for m in item["added"] if is_cjk(m)][:2])
 
-        # The phrases (a few words each) go in a model call of their own: batched with the whole question they
-        # would all be padded to its length, which cost English questions most of their time.
-        for bridge in self.bridge.link(query, self.embedder.embed_queries, matched_words, known=self.index.has_term):
+        # The question, with the names the glossary gave it, rides in the phrases' model call: the default
+        # encoder packs a few short texts into one sequence (no padding to the question's length), and unless
+        # the bridge links a phrase no second call is needed.
+        provisional = translated_query(query, names) if names else query
+        query_vector: np.ndarray | None = None
+
+        def embed_with_query(phrases: Sequence[str]) -> np.ndarray:
+            nonlocal query_vector
+            vectors = self.embedder.embed_queries([*phrases, provisional])
+            query_vector = vectors[-1]
+            return vectors[:-1]
+
+        for bridge in self.bridge.link(query, embed_with_query, matched_words, known=self.index.has_term):
             chinese = [name for name in bridge.names if is_cjk(name)]
             added = self.aliases.add_names(weighted, chinese, self.tokenizer, expansions)
             expansions.append(
@@ -311,7 +328,8 @@ class Retriever:
                 }
             )
             names.extend(chinese[:2])
-        return translated_query(query, names) if names else None
+        final = translated_query(query, names) if names else query
+        return (final if names else None), (query_vector if final == provisional else None)
 
     def _unknown_latin_phrase(self, norm_query: str, top_text: str) -> bool:
         """A name of several Latin words in a Chinese question ("KV cache") of which no two neighbouring words

@@ -250,3 +250,36 @@ def test_an_english_question_is_judged_and_ranked_through_its_translation(engine
     assert result.query_vectors is not None and len(result.query_vectors) == 1
     assert on["gate"]["features"]["dense_top"] == on["dense"][0]["similarity"]
     assert on["gate"]["features"]["dense_top"] > off["gate"]["features"]["dense_top"]
+
+
+def test_an_english_question_costs_one_model_call_unless_a_phrase_links(engine: Engine) -> None:
+    # the question (with the names the glossary gave it) rides in its phrases' model call; only a phrase the
+    # bridge links changes the text to embed, and costs a second call
+    embedder = engine.embedder
+    calls: list[list[str]] = []
+    real = embedder.embed_queries
+
+    def counted(texts):
+        calls.append(list(texts))
+        return real(texts)
+
+    embedder.embed_queries = counted
+    try:
+        for question, translated, linked in (
+            ("How do I get a coffee stain out of a wool sweater?", False, False),
+            ("What is catastrophic forgetting when fine-tuning an LLM?", True, False),  # glossary names only
+            ("Why are time series hard to model?", True, True),
+        ):
+            calls.clear()
+            result = engine.search(question, explain=True)
+            e = result.explanation
+            assert e is not None
+            assert bool(e["translated_query"]) == translated
+            assert any("bridged_to" in item for item in e["expansions"]) == linked
+            assert len(calls) == (2 if linked else 1), (question, calls)
+            assert calls[-1][-1] == (e["translated_query"] or question)
+            expected = real([e["translated_query"] or question])[0]
+            assert result.query_vectors is not None
+            assert float(result.query_vectors[0] @ expected) > 0.9999
+    finally:
+        embedder.embed_queries = real

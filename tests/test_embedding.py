@@ -543,6 +543,32 @@ def test_bert_encoder_computes_what_sentence_transformers_computes(model_dir: Pa
         assert cos.min() >= (0.99999 if dtype == "float32" else 0.9999), cos
 
 
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_bert_encoder_packs_a_few_short_texts_into_one_sequence(
+    model_dir: Path, dtype: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a question and its phrases run as one packed sequence: each text keeps the vector it gets alone
+    import torch
+
+    from rag.bert_encoder import PACK_TOKENS, BertMeanEncoder
+
+    encoder = BertMeanEncoder(model_dir).to(getattr(torch, dtype))
+    texts = ["discount factor", "exploration noise", "时间序列", "What does the discount factor mean in RL?"]
+    alone = torch.cat([encoder.encode([text], "query: ", 64) for text in texts])
+    calls: list[str] = []
+    for name in ("_forward", "_forward_packed"):
+        method = getattr(encoder, name)
+        monkeypatch.setattr(encoder, name, lambda *a, _m=method, _n=name: (calls.append(_n), _m(*a))[1])
+    together = encoder.encode(texts, "query: ", 64)
+    assert calls == ["_forward_packed"]
+    cos = _cosines(together.numpy(), alone.numpy())
+    assert cos.min() >= (0.99999 if dtype == "float32" else 0.9999), cos
+
+    calls.clear()  # past the budget, texts go in padded batches again
+    encoder.encode(["梯度" * (PACK_TOKENS // 2), "discount factor"], "query: ", 64)
+    assert calls == ["_forward"]
+
+
 def test_bert_encoder_accepts_only_what_it_computes(model_dir: Path, tmp_path: Path) -> None:
     from rag.bert_encoder import is_bert_mean_folder
 
