@@ -18,7 +18,13 @@ import numpy as np
 from rag.aliases import AliasIndex
 from rag.chunk_merging import merge_adjacent
 from rag.config import Settings
-from rag.crosslingual import TermBridge, mostly_english, translated_query
+from rag.crosslingual import (
+    TRANSLATION_NAMES,
+    TermBridge,
+    blended_translation,
+    mostly_english,
+    translated_query,
+)
 from rag.embedding import Embedder
 from rag.fusion import rrf, score_fusion
 from rag.index import IndexBackend
@@ -111,6 +117,7 @@ class Retriever:
             for member in group:
                 # an acronym may stand in several groups: it stands for all their members
                 self._alias_of.setdefault(normalize(member), []).extend(group)
+        self._term_rows = {term: row for row, term in enumerate(index.vector_terms)}
         # a term found in more than 5% of the passages says nothing about any of them: never a bridge target
         everywhere = {t for t in index.vector_terms if index.doc_freq(normalize(t)) > 0.05 * len(index)}
         self.bridge = TermBridge(
@@ -304,8 +311,9 @@ class Retriever:
                 names.extend([m for m in item["added"] if is_cjk(m)][:2])
 
         # The question, with the names the glossary gave it, rides in the phrases' model call: the default
-        # encoder packs a few short texts into one sequence (no padding to the question's length), and unless
-        # the bridge links a phrase no second call is needed.
+        # encoder packs a few short texts into one sequence (no padding to the question's length). The names
+        # the bridge links are blended in from their stored vectors: no second model call.
+        glossary_names = list(dict.fromkeys(names))[:TRANSLATION_NAMES]
         provisional = translated_query(query, names) if names else query
         query_vector: np.ndarray | None = None
 
@@ -328,8 +336,17 @@ class Retriever:
                 }
             )
             names.extend(chinese[:2])
-        final = translated_query(query, names) if names else query
-        return (final if names else None), (query_vector if final == provisional else None)
+        if not names:
+            return None, query_vector
+        bridged = [n for n in dict.fromkeys(names) if n not in glossary_names][: TRANSLATION_NAMES - len(glossary_names)]
+        if query_vector is not None and bridged:
+            rows = [self._term_rows.get(name) for name in bridged]
+            if all(row is not None for row in rows):
+                vectors = [self.index.term_vectors[row] for row in rows]
+                query_vector = blended_translation(query_vector, provisional, bridged, vectors)
+            else:  # a name without a stored vector: the translation is embedded after all
+                query_vector = None
+        return translated_query(query, names), query_vector
 
     def _unknown_latin_phrase(self, norm_query: str, top_text: str) -> bool:
         """A name of several Latin words in a Chinese question ("KV cache") of which no two neighbouring words
