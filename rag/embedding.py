@@ -58,6 +58,18 @@ def length_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
     return batches
 
 
+def similar_lengths(lengths: Sequence[int], ratio: float = 2.0) -> list[list[int]]:
+    """Indices grouped longest-first so that no text in a group is under 1/`ratio` of its longest: a padded
+    batch pads every text to its longest, so a question's short phrases do not go in one with the question."""
+    groups: list[list[int]] = []
+    for i in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
+        if groups and lengths[i] * ratio >= lengths[groups[-1][0]]:
+            groups[-1].append(i)
+        else:
+            groups.append([i])
+    return groups
+
+
 @runtime_checkable
 class Embedder(Protocol):
     """Turns texts into L2-normalised float32 vectors; queries and passages may use different prompts."""
@@ -246,14 +258,27 @@ class SentenceTransformersEncoder:
         return self
 
     def encode(self, texts: list[str], prompt: str, batch_size: int) -> torch.Tensor:
-        return self.model.encode(
-            texts,
-            prompt=prompt,  # "" = no prefix (and no default prompt)
-            batch_size=batch_size,
-            show_progress_bar=False,
-            convert_to_tensor=True,
-            normalize_embeddings=False,
-        )
+        """Vectors in input order; texts of very different lengths (a question and its phrases) go in separate
+        batches (`similar_lengths`), as sentence-transformers pads a batch to its longest text."""
+        import torch
+
+        parts = [
+            (group, self.model.encode(
+                [texts[i] for i in group],
+                prompt=prompt,  # "" = no prefix (and no default prompt)
+                batch_size=batch_size,
+                show_progress_bar=False,
+                convert_to_tensor=True,
+                normalize_embeddings=False,
+            ))
+            for group in similar_lengths([len(t) for t in texts])
+        ]
+        if not parts:
+            return torch.empty((0, self.dim))
+        out = torch.empty((len(texts), parts[0][1].shape[1]), dtype=parts[0][1].dtype, device=parts[0][1].device)
+        for group, vectors in parts:
+            out[group] = vectors
+        return out
 
 
 def load_sentence_encoder(path_or_id: str, runtime: str = "auto") -> SentenceEncoder:

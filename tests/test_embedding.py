@@ -38,6 +38,7 @@ from rag.embedding import (
     model_id_for,
     prepare_embed_model,
     resolve_dtype,
+    similar_lengths,
 )
 from rag.errors import ModelUnavailable
 
@@ -379,6 +380,32 @@ def test_length_batches_hold_more_short_texts() -> None:
         assert len(b) * lengths[b[0]] <= 16 * max(BATCH_CHARS, lengths[b[0]])
     assert length_batches([], 16) == []
     assert [len(b) for b in length_batches([5] * 10, 200)] == [10]  # a batch size over the cap is kept
+
+
+def test_similar_lengths_keep_short_phrases_out_of_a_long_texts_batch() -> None:
+    assert similar_lengths([12, 80, 15, 9, 70]) == [[1, 4], [2, 0, 3]]
+    assert similar_lengths([10, 20, 40]) == [[2, 1], [0]]  # half the longest still joins it
+    assert similar_lengths([]) == [] and similar_lengths([5]) == [[0]]
+
+
+def test_the_sentence_transformers_runtime_pads_phrases_apart_from_their_question(model_dir: Path) -> None:
+    # one embed call for a question and its phrases: sentence-transformers pads a batch to its longest text,
+    # so the phrases go in a batch of their own, and each text keeps the vector it gets alone
+    embedder = SentenceTransformerEmbedder(
+        str(model_dir), model_id="st@float32", cache_size=0, runtime="sentence-transformers"
+    )
+    texts = ["discount factor", "exploration noise", "What does the discount factor mean in reinforcement learning?"]
+    model = embedder._model.model
+    batches: list[list[str]] = []
+    real = model.encode
+    model.encode = lambda batch, **kw: (batches.append(list(batch)), real(batch, **kw))[1]
+    try:
+        together = embedder.embed_queries(texts)
+    finally:
+        model.encode = real
+    assert batches == [texts[2:], [texts[1], texts[0]]]  # longest first
+    alone = np.stack([embedder.embed_queries([t])[0] for t in texts])
+    assert _cosines(together, alone).min() > 0.99999
 
 
 def test_side_by_side_batches_match_one_stream_and_let_queries_through(model_dir: Path) -> None:
