@@ -17,6 +17,7 @@ from rag.answer.reader_features import (
     CandidateContext,
     candidate_features,
     coverage,
+    defined_share,
     degree_variants,
     is_enumeration,
     is_instruction,
@@ -279,6 +280,14 @@ def test_a_degree_asked_counts_however_the_notes_say_it() -> None:
     variants = degree_variants({"学习率": 4.0, "太大": 5.0})
     assert variants == {form + "大": 5.0 for form in ("太", "过", "较", "偏", "很", "更")}
     assert degree_variants({"大小": 3.0, "学习率": 4.0}) == {}  # 大小 is a size, not a degree
+
+
+def test_a_sentence_that_goes_on_to_say_what_the_subject_is_defines_it() -> None:
+    subject = {"负采样": 3.0, "softmax": 1.0}
+    assert defined_share("负采样的思想，就是每次按照一定概率随机采样一些词当做负例", subject) == 0.75
+    assert defined_share("普通softmax的计算量太大就是因为它把所有词当做负例", subject) == 0.25
+    assert defined_share("负采样在word2vec中很常用，它降低了训练的开销和时间成本", subject) == 0.0  # named, not defined
+    assert defined_share("任何句子", {}) == 0.0
 
 
 def test_a_problem_solved_is_a_purpose_not_a_drawback() -> None:

@@ -235,6 +235,17 @@ def degree_variants(words: Mapping[str, float]) -> dict[str, float]:
     return out
 
 
+_DEFINED = r".{0,12}?(?:是|指|就是|即|称为|可以看做|可以看作|作为|refers to|is a|is an|means)"
+
+
+def defined_share(text: str, subject: Mapping[str, float]) -> float:
+    """Share of the subject's weight whose term the sentence goes on to define or describe ("X 是…", "X 的思想，就是…")."""
+    total = sum(subject.values())
+    if total <= 0:
+        return 0.0
+    return sum(w for t, w in subject.items() if re.search(re.escape(t) + _DEFINED, text)) / total
+
+
 def rarity_weights(terms: Sequence[str], texts: Sequence[str]) -> dict[str, float]:
     """Local IDF of each term among the candidate texts: a term in every sentence (the subject) says little
     about which sentence answers."""
@@ -293,6 +304,7 @@ def candidate_features(
         "subject_heading": coverage(c.heading, q.subject) if q.subject else 0.0,
         "subject_opening": coverage(c.norm[:SUBJECT_OPENING], q.subject) if q.subject else 0.0,
         "subject_window": coverage(f"{c.window} {c.heading}", q.subject) if q.subject else 0.0,
+        "subject_defined": defined_share(c.norm, q.subject),
         "grams": len(q.grams & char_bigrams(c.text)) / len(q.grams) if q.grams else 0.0,
         "dense": c.dense,
         "dense_gap": c.dense_gap,
