@@ -473,6 +473,8 @@ def test_spans_are_exact_slices_and_every_marker_resolves(passages: list[str], o
     answer = ExtractiveGenerator(Settings(_env_file=None), None).answer_from(asks, hits, reading)  # type: ignore[arg-type]
     numbers = {c.number for c in answer.citations}
     assert {int(n) for n in MARKER.findall(answer.text)} <= numbers
+    for line in answer.text.splitlines():  # every line a reader sees ends with its source (or is the note)
+        assert not line.strip() or re.search(r"\[\d+\]\s*$", line) or line.startswith(("（", "(")), answer.text
     for c in answer.citations:
         chunk = hits[c.number - 1].chunk
         assert c.snippet == chunk.text[c.snippet_start - chunk.start : c.snippet_end - chunk.start]

@@ -287,7 +287,8 @@ class ExtractiveGenerator:
         return sorted(chosen, key=lambda s: (s.passage, s.start))
 
     def _render(self, chosen: list[Sentence]) -> tuple[str, list[Sentence]]:
-        """Join sentences; one [n] after each run of adjacent sentences of one passage.
+        """Join sentences; one [n] after each run of adjacent sentences of one passage on one line (every line
+        a reader sees ends with its source).
 
         Returns the text and the sentences it really contains (a lone over-long sentence is cut).
         """
@@ -295,12 +296,10 @@ class ExtractiveGenerator:
         previous: Sentence | None = None
         for i, s in enumerate(chosen):
             if previous is not None:
-                # a new line for a new line of the note, another passage, or a step back within the passage
-                new_line = s.line_start or s.gap_newline or s.passage != previous.passage or s.pos < previous.pos
-                parts.append("\n" if new_line else "")
+                parts.append("\n" if _new_line(s, previous) else "")
             parts.append(s.text)
             nxt = chosen[i + 1] if i + 1 < len(chosen) else None
-            if nxt is None or nxt.passage != s.passage or nxt.pos != s.pos + 1:
+            if nxt is None or nxt.passage != s.passage or nxt.pos != s.pos + 1 or _new_line(nxt, s):
                 parts.append(f"[{s.passage + 1}]")
             previous = s
         text = "".join(parts)
@@ -316,3 +315,9 @@ class ExtractiveGenerator:
         start = min(s.start for s in cited)
         end = max(s.end for s in cited)
         return citation_from_hit(number, hit, chunk.text[start:end], start=start, end=end)
+
+
+def _new_line(s: Sentence, previous: Sentence) -> bool:
+    """Whether `s` starts a new line of the answer: a new line of the note, another passage, or a step back
+    within the passage."""
+    return s.line_start or s.gap_newline or s.passage != previous.passage or s.pos < previous.pos
