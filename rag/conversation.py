@@ -35,6 +35,7 @@ _ZH_SUBSTITUTABLE = re.compile(
     r"它们?|这么做|这样做|那样做|这么|这个|那个|这种|那种|这类|那类|这样|那样"
     r"|(?<![因如彼从])此(?![外])|(?<![应活])该(?![怎如不])|(?<![尤极])其(?![他它中实余次后])"
 )
+_DEMONSTRATIVES = frozenset({"这个", "那个", "这种", "那种", "这类", "那类"})
 # "Why is PPO used there?", "What happens then?": a closing there/then points at the previous subject.
 _EN_THERE = re.compile(r"\b(?:there|then)$", re.I)
 _EN_DEGREE = re.compile(
@@ -263,7 +264,7 @@ def _join(*parts: str) -> str:
 def _substitute_references(text: str, subject: str) -> str | None:
     """The question with each reference to the previous subject replaced by it; None when it holds none."""
     text = _LEADING_THEN.sub("", text, count=1)
-    spans = [(m.start(), m.end(), subject) for m in _ZH_SUBSTITUTABLE.finditer(text)]
+    spans = [(m.start(), _noun_after(text, m, subject), subject) for m in _ZH_SUBSTITUTABLE.finditer(text)]
     spans += [(m.start(), m.end(), f"{subject}中") for m in _ZH_INSIDE_IT.finditer(text)]
     spans += [(m.start(), m.end(), subject) for m in _EN_DEMONSTRATIVE.finditer(text)]
     if _points_back_en(text):  # a pronoun after a name in the question points to that name
@@ -276,6 +277,18 @@ def _substitute_references(text: str, subject: str) -> str | None:
             pieces += [text[position:start], replacement]
             position = end
     return _join(*pieces, text[position:]) if pieces else None
+
+
+def _noun_after(text: str, reference: re.Match[str], subject: str) -> int:
+    """Where a reference ends: "这种词" of "怎么处理这种词？" stands for the subject "未登录词" whole when the subject
+    ends with the noun after the demonstrative ("这种" alone would leave "未登录词词")."""
+    end = reference.end()
+    if reference.group(0) in _DEMONSTRATIVES:
+        for k in range(min(4, len(subject)), 0, -1):
+            noun = text[end : end + k]
+            if len(noun) == k and all(is_cjk(ch) for ch in noun) and subject.endswith(noun):
+                return end + k
+    return end
 
 
 def _resolve_successor(text: str, match: re.Match[str], subject: str) -> str:

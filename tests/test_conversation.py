@@ -44,6 +44,10 @@ LORA = conversation("LoRA 是什么？", "LoRA 是一种低秩适配方法。[1]
         ("什么是知识蒸馏？", "温度参数在里面起什么作用？", "温度参数在知识蒸馏中起什么作用？"),
         ("什么是 RLHF？", "奖励模型在这当中负责什么？", "奖励模型在 RLHF中负责什么？"),
         ("Transformer 是什么？", "位置编码在其中有什么用？", "位置编码在 Transformer中有什么用？"),
+        # a demonstrative with the noun the subject ends with stands for the subject whole
+        ("什么是未登录词？", "一般怎么处理这种词？", "一般怎么处理未登录词？"),
+        ("什么是梯度裁剪方法？", "这种方法有什么缺点？", "梯度裁剪方法有什么缺点？"),
+        ("DeepFM 是什么模型？", "这个模型有什么缺点？", "DeepFM 模型有什么缺点？"),
     ],
 )
 def test_chinese_reference_is_replaced_by_the_subject(
