@@ -44,6 +44,7 @@ _WORD = re.compile(r"[a-z][a-z0-9]*(?:-[a-z0-9]+)*")
 
 Embed = Callable[[Sequence[str]], np.ndarray]
 SINGLE_WORD_FACTOR = 2.0  # a one-word phrase needs this multiple of the threshold
+_PHRASE_PRIORITY = {2: 0, 3: 1, 1: 2}  # by words: the order phrases are tried in when there are too many
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,7 +103,7 @@ class TermBridge:
         threshold: float = 0.04,
         neighbours: int = 10,
         max_words: int = 4,
-        max_phrases: int = 48,
+        max_phrases: int = 12,
         exclude: Collection[str] = (),
     ) -> None:
         self.threshold = threshold
@@ -161,7 +162,10 @@ class TermBridge:
                 for start in range(len(words) - length + 1):
                     if length > 1 or _tried_alone(words, start, known):
                         candidates.append((r, start, length, " ".join(words[start : start + length])))
-        candidates = candidates[: self.max_phrases]  # a wall of English text costs one bounded model call
+        # a long question costs one bounded model call: two-word phrases (what most links are) come first, then
+        # longer ones, then single words
+        candidates.sort(key=lambda c: _PHRASE_PRIORITY.get(c[2], len(_PHRASE_PRIORITY)))
+        candidates = candidates[: self.max_phrases]
         if not candidates:
             return []
         vectors = embed([phrase for *_, phrase in candidates])

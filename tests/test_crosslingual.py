@@ -176,6 +176,20 @@ def test_bridge_tries_long_phrases_first_and_links_each_word_once() -> None:
     assert [b.phrase for b in links] == ["discount factor", "ladder"]
 
 
+def test_a_long_question_tries_a_bounded_number_of_phrases_two_word_ones_first() -> None:
+    bridge, phrases = make_bridge(max_phrases=6)
+    tried: list[str] = []
+
+    def embed(texts):
+        tried.extend(texts)
+        return fake_embed(phrases)(texts)
+
+    links = bridge.link("ladder; red blue green yellow purple orange; discount factor", embed)
+    # the six two-word phrases, the last run's included, before any longer phrase or single word ("ladder")
+    assert len(tried) == 6 and all(len(p.split()) == 2 for p in tried) and tried[-1] == "discount factor"
+    assert [b.phrase for b in links] == ["discount factor"]
+
+
 def test_bridge_skips_words_the_glossary_matched_and_unrelated_words() -> None:
     bridge, phrases = make_bridge()
     embed = fake_embed(phrases)
