@@ -1,7 +1,7 @@
 """Fit the relevance gate's logistic weights on the project's evaluation questions.
 
 Usage: python scripts/calibrate_gate.py eval/dev.jsonl eval/calibration.jsonl
-Prints the gate features of every question, the fitted weights (to copy into rag/retrieval.py GATE_WEIGHTS)
+Prints the gate features of every question, the fitted weights (to copy into rag/relevance_gate.py GATE_WEIGHTS)
 and leave-one-file-out figures, so the threshold is set on a balanced mix of easy and hard questions.
 """
 
