@@ -304,6 +304,8 @@ def test_question_and_sentence_types() -> None:
     assert {"formula", "number"} <= sentence_types("L = 0.5 * x^2")
     assert "formula" not in sentence_types("然后按照公式计算对应区间的权重。")  # it names a formula, gives none
     assert "cause" in sentence_types("由于梯度消失，训练变慢。")
+    assert "number" in sentence_types("龙井茶宜用八十度左右的水冲泡。")  # a figure in Chinese numerals
+    assert "number" not in sentence_types("多了一个参数T，称为温度。")  # 一个 is an article, not a count
 
 
 def test_instruction_detection_spares_questions_about_prompts() -> None:

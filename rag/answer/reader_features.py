@@ -155,8 +155,11 @@ def must_state(question: str, types: frozenset[str] | None = None) -> tuple[str,
 
 
 def sentence_types(text: str) -> frozenset[str]:
-    """The answer types a sentence holds, by surface cues."""
-    return frozenset(name for name, pattern in SENTENCE_TYPES.items() if pattern.search(text))
+    """The answer types a sentence holds, by surface cues; a figure in Chinese numerals ("八十度") is a number."""
+    types = {name for name, pattern in SENTENCE_TYPES.items() if pattern.search(text)}
+    if "number" not in types and _FIGURE.search(text):
+        types.add("number")
+    return frozenset(types)
 
 
 def states(text: str, kind: str) -> bool:
