@@ -40,6 +40,20 @@ _TOKEN = re.compile(r"[a-z][a-z0-9]*(?:[-'][a-z0-9]+)*|\S")
 _UNIT = re.compile(r"[\u4e00-\u9fff]|[a-z0-9]+|[^\sa-z0-9\u4e00-\u9fff]")
 PROMPT_UNITS = 5  # the query prompt and the special tokens around a text
 TRANSLATION_NAMES = 8  # Chinese names a translated question carries at most
+# The term side's hubness is measured against the glossary's English names; a knowledge base with fewer than
+# MIN_ANCHORS of them (a few personal notes) is measured against everyday English words instead, which stand
+# for what an English question may say. Without them every phrase "links" to some term.
+MIN_ANCHORS = 20
+GENERIC_ANCHORS = tuple(
+    """
+    time year people way day man thing woman life child world school state family student group country problem
+    hand part place case week company system program question work government number night point home water room
+    mother area money story fact month lot right study book eye job word business issue side kind head house
+    service friend father power hour game line end member law car city community name president team minute idea
+    kid body information back parent face others level office door health person art war history party result
+    change morning reason research girl guy moment air teacher force education food music price market
+    """.split()  # noqa: SIM905 - a word list reads better as text
+)
 _WORD = re.compile(r"[a-z][a-z0-9]*(?:-[a-z0-9]+)*")
 
 Embed = Callable[[Sequence[str]], np.ndarray]
@@ -129,13 +143,26 @@ class TermBridge:
                 self.target_names.append(tuple(group))
         dim = vectors.shape[1] if vectors.ndim == 2 else 0
         self._targets = np.asarray(vectors[target_rows], dtype=np.float32).reshape(len(target_rows), dim)
-        anchors = np.asarray(vectors[anchor_rows], dtype=np.float32).reshape(len(anchor_rows), dim)
-        if len(self._targets) and len(anchors):
-            sims = self._targets @ anchors.T
-            k = min(self._k, sims.shape[1])
-            self._target_hubness = np.sort(sims, axis=1)[:, -k:].mean(axis=1)
-        else:
-            self._target_hubness = np.zeros(len(self._targets), dtype=np.float32)
+        self._anchors = np.asarray(vectors[anchor_rows], dtype=np.float32).reshape(len(anchor_rows), dim)
+        self._target_hubness = self._hubness(self._anchors)
+        self._generic_anchors = False
+
+    @property
+    def needs_anchors(self) -> bool:
+        """Too few English names in the glossary to measure the terms' hubness: see `use_anchors`."""
+        return len(self.targets) > 0 and len(self._anchors) < MIN_ANCHORS and not self._generic_anchors
+
+    def use_anchors(self, vectors: np.ndarray) -> None:
+        """Measure the terms' hubness against these English vectors too (`GENERIC_ANCHORS`, embedded as queries)."""
+        self._target_hubness = self._hubness(np.vstack([self._anchors, np.asarray(vectors, dtype=np.float32)]))
+        self._generic_anchors = True
+
+    def _hubness(self, anchors: np.ndarray) -> np.ndarray:
+        if not len(self._targets) or not len(anchors):
+            return np.zeros(len(self._targets), dtype=np.float32)
+        sims = self._targets @ anchors.T
+        k = min(self._k, sims.shape[1])
+        return np.sort(sims, axis=1)[:, -k:].mean(axis=1)
 
     def __len__(self) -> int:
         return len(self.targets)

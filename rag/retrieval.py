@@ -18,6 +18,7 @@ from rag.aliases import AliasIndex
 from rag.chunk_merging import merge_adjacent
 from rag.config import Settings
 from rag.crosslingual import (
+    GENERIC_ANCHORS,
     TRANSLATION_NAMES,
     TermBridge,
     blended_translation,
@@ -35,6 +36,8 @@ from rag.text import (
     singular,
 )
 from rag.types import Hit, RetrievalMode
+
+MIN_COMMON_PASSAGES = 3  # a bridge target found in this many passages or fewer is never too common
 
 
 class Reranker(Protocol):
@@ -80,8 +83,10 @@ class Retriever:
                 self._alias_of.setdefault(normalize(member), []).extend(group)
         self.gate = RelevanceGate(index, tokenizer, self._alias_of, settings.gate_threshold, gate_weights)
         self._term_rows = {term: row for row, term in enumerate(index.vector_terms)}
-        # a term found in more than 5% of the passages says nothing about any of them: never a bridge target
-        everywhere = {t for t in index.vector_terms if index.doc_freq(normalize(t)) > 0.05 * len(index)}
+        # a term found in more than 5% of the passages (and more than a few: in a small knowledge base every term
+        # is in 5% of them) says nothing about any of them: never a bridge target
+        common = max(0.05 * len(index), MIN_COMMON_PASSAGES)
+        everywhere = {t for t in index.vector_terms if index.doc_freq(normalize(t)) > common}
         self.bridge = TermBridge(
             index.alias_groups,
             index.vector_terms,
@@ -285,6 +290,8 @@ class Retriever:
             query_vector = vectors[-1]
             return vectors[:-1]
 
+        if self.bridge.needs_anchors:  # a small knowledge base: measured once, on its first English question
+            self.bridge.use_anchors(self.embedder.embed_queries(GENERIC_ANCHORS))
         for bridge in self.bridge.link(query, embed_with_query, matched_words, known=self.index.has_term):
             chinese = [name for name in bridge.names if is_cjk(name)]
             added = self.aliases.add_names(weighted, chinese, self.tokenizer, expansions)

@@ -3,6 +3,8 @@ first as pure functions over hand-made vectors, then with the real embedder on t
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -158,6 +160,16 @@ def test_bridge_targets_are_chinese_terms_without_an_english_name() -> None:
     assert set(bridge.targets) == {"折扣率", "折扣因子", "梯子", "通用"}  # 奖励 has "reward"
     bridge, _ = make_bridge(exclude={"通用"})
     assert "通用" not in bridge.targets
+
+
+def test_a_bridge_with_few_english_names_asks_for_everyday_anchors_once() -> None:
+    bridge, phrases = make_bridge()  # two English names in its glossary
+    assert bridge.needs_anchors
+    before = bridge._target_hubness.copy()
+    bridge.use_anchors(np.stack([unit(0, 0, 1, 0.3), phrases["weather"]]))  # one sits right by 梯子
+    assert not bridge.needs_anchors
+    ladder = bridge.targets.index("梯子")
+    assert bridge._target_hubness[ladder] > before[ladder]  # 梯子 now counts as close to everyday words
 
 
 def test_bridge_links_a_phrase_to_its_term_and_discounts_the_hub() -> None:
@@ -318,3 +330,49 @@ def test_an_english_question_costs_one_model_call(engine: Engine) -> None:
             assert float(result.query_vectors[0] @ expected) > (0.98 if linked else 0.9999)
     finally:
         embedder.embed_queries = real
+
+
+# ----------------------------------------------------------------- a small knowledge base of personal notes
+
+SMALL_NOTES = {
+    "咖啡.md": "# 手冲咖啡笔记\n\n## 水温\n手冲咖啡的水温一般在 88 到 94 摄氏度之间。浅烘焙的豆子适合用较高的水温。\n\n"
+    "## 研磨度\n研磨度太细会导致萃取过度，口感苦涩；研磨度太粗则萃取不足。\n",
+    "原子习惯.md": "# 《原子习惯》读书笔记\n\n## 两分钟法则\n两分钟法则是指：当你开始一个新习惯时，它应该花不到两分钟的时间。\n\n"
+    "## 习惯养成的四个步骤\n习惯的形成分为四步：提示、渴求、反应和奖励。\n",
+}
+
+
+@pytest.fixture(scope="module")
+def small_engine(tmp_path_factory, base_settings: Settings, embedder, corpus_index) -> Engine:
+    from ingest.pipeline import run_ingest
+
+    root = tmp_path_factory.mktemp("small-kb")
+    corpus = root / "corpus"
+    corpus.mkdir()
+    for name, text in SMALL_NOTES.items():
+        (corpus / name).write_text(text, encoding="utf-8")
+    (root / "data").mkdir()
+    os.symlink(base_settings.models_dir.resolve(), root / "data" / "models")
+    settings = Settings(_env_file=None, data_dir=root / "data", corpus_dir=corpus)
+    run_ingest(settings, embedder=embedder)
+    engine = Engine(settings, embedder=embedder)
+    engine.load()
+    return engine
+
+
+def test_a_small_knowledge_base_bridges_english_without_a_glossary(small_engine: Engine) -> None:
+    # a few personal notes have no glossary of English names to measure how close a term sits to everything:
+    # everyday English words stand in, so a phrase links to the heading it names and an unrelated word links
+    # to nothing (measured against nothing, every phrase "linked" to some heading, and every term of so few
+    # passages counted as too common to be a target)
+    for question, heading in (
+        ("What is the two-minute rule?", "两分钟法则"),
+        ("How hot should the water be for pour-over coffee?", "水温"),
+    ):
+        answer = small_engine.ask(question)
+        assert not answer.refused, question
+        assert heading in answer.citations[0].heading_path[-1]
+    for question in ("What is the capital of France?", "How do I fix a flat tire on my bicycle?"):
+        e = small_engine.search(question, explain=True).explanation
+        assert e is not None and not any("bridged_to" in item for item in e["expansions"]), question
+        assert small_engine.ask(question).refused, question
