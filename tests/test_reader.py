@@ -180,6 +180,18 @@ def test_a_list_span_stops_before_the_next_lead_in() -> None:
     assert not any("以下方法" in t for t in span)  # its items are not in the passage: it would dangle
 
 
+def test_a_code_block_is_quoted_whole_and_cited_after_its_closing_fence() -> None:
+    text = "用法如下：\n```python\nx = load()\ny = x * 2\n```\n之后再保存。\n"
+    group = split_passage(0, hit(text))
+    inner = next(s for s in group if s.text == "y = x * 2")
+    assert [s.text for s in span_for(inner, group, asks_list=False)] == ["```python", "x = load()", "y = x * 2", "```"]
+    candidates = [Candidate(s, {}, 1.0 if s is inner else 0.0) for s in group if s.kind != "heading"]
+    candidates.sort(key=lambda c: -c.score)
+    reading = Reading(profile_question("怎么写？", {}, {}, []), candidates, [group], True, 0.9, 0.5)
+    answer = ExtractiveGenerator(Settings(_env_file=None), None).answer_from("怎么写？", [hit(text)], reading)  # type: ignore[arg-type]
+    assert "```python\nx = load()\ny = x * 2\n```\n[1]" in answer.text
+
+
 def test_the_answering_sentence_comes_first_and_what_it_leans_on_follows() -> None:
     text = "P-Tuning v2 在许多层都插入连续提示。这样一来，可训练的参数从0.01%增加到了0.1%-3%。\n它在复杂任务上接近微调。\n"
     passage = hit(text, heading=("P-Tuning v2",))
@@ -475,8 +487,12 @@ def test_spans_are_exact_slices_and_every_marker_resolves(passages: list[str], o
     answer = ExtractiveGenerator(Settings(_env_file=None), None).answer_from(asks, hits, reading)  # type: ignore[arg-type]
     numbers = {c.number for c in answer.citations}
     assert {int(n) for n in MARKER.findall(answer.text)} <= numbers
-    for line in answer.text.splitlines():  # every line a reader sees ends with its source (or is the note)
+    code = {s.text for g in groups for s in g if s.kind == "code"}
+    for line in answer.text.splitlines():  # every line a reader sees ends with its source (or is the note)...
+        if line in code:  # ...but a code block's lines stay as written, its source on a line after it
+            continue
         assert not line.strip() or re.search(r"\[\d+\]\s*$", line) or line.startswith(("（", "(")), answer.text
+    assert not re.search(r"```[^\n]*\[\d+\]", answer.text), answer.text  # no marker glued to a fence
     for c in answer.citations:
         chunk = hits[c.number - 1].chunk
         assert c.snippet == chunk.text[c.snippet_start - chunk.start : c.snippet_end - chunk.start]

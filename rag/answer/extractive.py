@@ -288,7 +288,7 @@ class ExtractiveGenerator:
 
     def _render(self, chosen: list[Sentence]) -> tuple[str, list[Sentence]]:
         """Join sentences; one [n] after each run of adjacent sentences of one passage on one line (every line
-        a reader sees ends with its source).
+        a reader sees ends with its source), and after a code block rather than inside it.
 
         Returns the text and the sentences it really contains (a lone over-long sentence is cut).
         """
@@ -299,8 +299,10 @@ class ExtractiveGenerator:
                 parts.append("\n" if _new_line(s, previous) else "")
             parts.append(s.text)
             nxt = chosen[i + 1] if i + 1 < len(chosen) else None
-            if nxt is None or nxt.passage != s.passage or nxt.pos != s.pos + 1 or _new_line(nxt, s):
-                parts.append(f"[{s.passage + 1}]")
+            run_ends = nxt is None or nxt.passage != s.passage or nxt.pos != s.pos + 1
+            if run_ends or (_new_line(nxt, s) and s.kind != "code"):
+                # a code block keeps its lines as written: its source follows its closing fence, on a line of its own
+                parts.append(("\n" if s.text.lstrip().startswith("```") else "") + f"[{s.passage + 1}]")
             previous = s
         text = "".join(parts)
         if len(text) <= self.max_chars:

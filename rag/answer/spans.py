@@ -68,6 +68,8 @@ def span_for(best: Sentence, group: Sequence[Sentence], *, asks_list: bool) -> l
     else:
         while end < len(group) and group[end].kind == "code":  # a formula or code block stays whole
             end += 1
+        while best.kind == "code" and start > 0 and group[start - 1].kind == "code":  # from its first line
+            start -= 1
         if best.bullet:  # a list item stays whole: its later sentences, up to the next line
             while end < len(group) and end - i < MAX_ITEM_SENTENCES and quotable(group[end]):
                 if group[end].line_start or group[end].bullet or LEAD_IN.search(group[end].text):
