@@ -180,6 +180,21 @@ def test_a_list_span_stops_before_the_next_lead_in() -> None:
     assert not any("以下方法" in t for t in span)  # its items are not in the passage: it would dangle
 
 
+def test_a_comparison_quotes_the_other_things_sentence_from_a_second_passage() -> None:
+    passages = [hit("硬标签就是（1，0）。\n", ("hard targets",)), hit("软标签的形式是（0.4，0.6）。\n", ("soft targets",), rank=2)]
+    groups = [split_passage(i, h) for i, h in enumerate(passages)]
+
+    def quoted(question: str, words: dict[str, float], second: float) -> list[str]:
+        candidates = [Candidate(groups[0][0], {}, 7.0), Candidate(groups[1][0], {}, second)]
+        reading = Reading(profile_question(question, words, {}, list(words)), candidates, groups, True, 0.9, 0.5)
+        return [s.text for s in compose(reading, 2, max_chars=600)[0]]
+
+    compare = {"硬标签": 6.0, "软标签": 5.5, "不同": 1.0}
+    assert len(quoted("硬标签和软标签有什么不同？", compare, 5.5)) == 2  # the other thing compared, 1.5 below
+    assert len(quoted("硬标签和软标签有什么不同？", compare, 4.5)) == 1  # too far below: not stitched on
+    assert len(quoted("硬标签是什么？", {"硬标签": 6.0}, 5.5)) == 1  # no comparison asked
+
+
 def test_a_code_block_is_quoted_whole_and_cited_after_its_closing_fence() -> None:
     text = "用法如下：\n```python\nx = load()\ny = x * 2\n```\n之后再保存。\n"
     group = split_passage(0, hit(text))

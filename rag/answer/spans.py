@@ -190,8 +190,10 @@ def _second(pool: Sequence[Candidate], best: Candidate, chosen: Sequence[Sentenc
     open_words = {t: w for t, w in profile.words.items() if t not in covered}
     if not open_words:
         return None
+    # a comparison whose first span leaves one of the things compared unnamed asks for the other's sentence more
+    margin = SECOND_PASSAGE_MARGIN * (2 if "compare" in profile.types and set(profile.subject) & set(open_words) else 1)
     for c in pool[1:6]:
-        if c.passage == best.passage or c.score < best.score - SECOND_PASSAGE_MARGIN:
+        if c.passage == best.passage or c.score < best.score - margin:
             continue
         if coverage(normalize(c.sentence.text + " " + c.sentence.heading), open_words) >= SECOND_PASSAGE_GAIN:
             return c
