@@ -263,7 +263,8 @@ def known_words(word: str, text: str, tokens: Sequence[str], known: Callable[[st
     """The words of the notes that a Chinese word of `text` they never use stands for (`known`: whether the
     notes use a word). The longest part of it they use, when that part holds most of its characters ("改进版" ->
     "改进"); else the notes' words that jieba's cut missed over it and a character either side ("设太|大会" of
-    "学习率设太大会怎样" -> "太大"), longest first; else the word itself. `tokens`: the search tokens of `text`."""
+    "学习率设太大会怎样" -> "太大"), longest first; else the word without the function characters jieba glued to
+    it ("阶是" -> "阶"); else the word itself. `tokens`: the search tokens of `text`."""
     if not is_cjk(word) or known(word):
         return [word]
     best = max((t for t in tokens if t != word and t in word and known(t)), key=len, default="")
@@ -281,4 +282,15 @@ def known_words(word: str, text: str, tokens: Sequence[str], known: Callable[[st
             free = all(i + size <= a or i >= b for a, b in found)
             if overlaps and free and all(map(is_cjk, piece)) and known(piece):
                 found.append((i, i + size))
-    return [text[a:b] for a, b in sorted(found)] or [word]
+    if found:
+        return [text[a:b] for a, b in sorted(found)]
+    core = _strip_function_chars(word)  # "阶是" of "张量的阶是什么": jieba glued 是 to the notes' word 阶
+    return [core] if core and known(core) else [word]
+
+
+_PARTICLES = "是的了"  # what jieba glues to the word before it ("阶是", "法是")
+
+
+def _strip_function_chars(word: str) -> str:
+    """`word` without the particles at either end ("是", "的", "了")."""
+    return word.strip(_PARTICLES)

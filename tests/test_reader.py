@@ -158,6 +158,7 @@ def test_a_word_the_notes_never_use_counts_as_its_known_part(engine, reader: Rea
     assert not reader.index.has_term("横") and det.words["横"] == min(v for w, v in det.words.items() if w != "横")
     assert "横" not in det.subject
     # the degree asked counts where the notes say it another way ("较大的学习率")
+    assert "阶" in reader.profile("张量的阶是什么？", {}).subject  # not the cut "阶是", which the notes never use
     degrees = reader.profile("学习率设太大会怎样？", {}).expansions
     assert {"较大", "过大", "很大"} <= set(degrees) and "较小" not in degrees
     original = hit("使用注意力机制建模用户动态兴趣，计算目标广告和历史点击的相关性。\n但没有充分利用历史行为的序列信息。\n", heading=("DIN",), rank=1)

@@ -318,6 +318,8 @@ def test_known_words_reads_jiebas_cuts_as_the_notes_words() -> None:
     assert known_words("量子", "什么是量子纠缠", [], notes) == ["量子"]  # nothing of the notes there: itself
     assert known_words("学习率", "学习率是什么", [], notes) == ["学习率"]
     assert known_words("lora", "lora是什么", [], notes) == ["lora"]
+    # jieba glued a function character to a word of the notes: "张量的阶是什么" is cut 张量|的|阶是|什么
+    assert known_words("阶是", "张量的阶是什么", ["阶是"], {"阶", "张量"}.__contains__) == ["阶"]
 
 
 def test_a_word_jieba_mis_cut_is_not_counted_missing_from_the_notes(engine: Engine) -> None:
