@@ -38,6 +38,8 @@ _ZH_SUBSTITUTABLE = re.compile(
 _DEMONSTRATIVES = frozenset({"这个", "那个", "这种", "那种", "这类", "那类"})
 # "Why is PPO used there?", "What happens then?": a closing there/then points at the previous subject.
 _EN_THERE = re.compile(r"\b(?:there|then)$", re.I)
+# "Which one is usually given up?", "which of them…": one of the things the previous turn named
+_EN_PARTITIVE = re.compile(r"\bwhich (?:one|ones|of (?:them|these|those|the (?:two|three|four|five)))\b", re.I)
 _EN_DEGREE = re.compile(
     r"(?:low|high|small|large|big|fast|slow|good|bad|long|short|deep|shallow)(?:er|ger|ter)?|better|worse|more|less",
     re.I,
@@ -213,7 +215,7 @@ def looks_like_followup(question: str, tokenizer: Tokenizer) -> bool:
     content = content_terms(text, tokenizer)
     if not content or _ellipsis(text, tokenizer) is not None or _points_back_en(text):
         return True
-    if _EN_THERE.search(text.rstrip(END_MARKS)):
+    if _EN_THERE.search(text.rstrip(END_MARKS)) or _EN_PARTITIVE.search(text):
         return True
     if all(_EN_DEGREE.fullmatch(term) for term in content):  # "Is lower better?": degrees of what?
         return True

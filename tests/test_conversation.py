@@ -189,6 +189,7 @@ def test_standalone_question_is_unchanged(question: str, tokenizer: Tokenizer) -
         ("Transformer 的位置编码是什么？", "那 RoPE 把它改成了什么形式？", "RoPE 把 Transformer 的位置编码改成了什么形式？"),
         ("交叉验证是什么？", "常用的有哪几种？", "交叉验证 常用的有哪几种？"),  # an adjective with no noun after 的
         ("What is perplexity?", "Is lower better?", "perplexity Is lower better?"),  # degrees of what?
+        ("What is the CAP theorem?", "Which one is usually given up?", "CAP theorem Which one is usually given up?"),
         # a degree (更好, 最快) is what is asked, not a subject
         ("P-Tuning 和 Prefix Tuning 有什么区别？", "哪个效果更好？", "P-Tuning 和 Prefix Tuning 哪个效果更好？"),
         # a circumstance after a question that had none: the same question, at that time
