@@ -275,6 +275,10 @@ def test_sanitize_reply_regressions() -> None:
     """A removed URL must not join 'java' and 'script:' into a live scheme."""
     assert "javascript" not in sanitize_reply("java<http://a.b>script:alert(1)").lower()
     assert "](" not in sanitize_reply("[x]<http://a.b>(javascript:alert(1))")
+    # a dropped out-of-range marker must not join the brackets around it into a link
+    for reply, n in (("[[9]](x)", 0), ("[a[9]b](http://a.b)", 1), ("![[7]](x.png)", 2)):
+        cited, _ = parse_citations(sanitize_reply(reply), n)
+        assert "](" not in cited, (reply, cited)
 
 
 # --- a hostile corpus through a real ingest ---------------------------------------------------------------

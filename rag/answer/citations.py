@@ -17,6 +17,8 @@ from rag.types import Citation, Hit
 _MARKER = re.compile(r"[ \t]*[\[［【]\s*(\d+(?:\s*(?:[,，、;；]|-|–|~|～)\s*\d+)*)\s*[\]］】]")
 _MARKER_PART = re.compile(r"(\d+)\s*(?:(?:-|–|~|～)\s*(\d+))?")
 _MAX_RANGE = 20
+# a markdown link or image ("[label](target)", "![alt](src)"), as `rag.answer.llm.sanitize_reply` removes them
+_MD_LINK = re.compile(r"!?\[([^\]\n]*)\]\((?:[^()\n]|\([^()\n]*\))*\)")
 
 
 def _marker_numbers(body: str) -> list[int]:
@@ -60,12 +62,17 @@ def parse_citations(text: str, n_passages: int) -> tuple[str, list[int]]:
     """Find [n], [n, m], [n-m], [n][m], ［n］, 【n】 markers; keep the valid ones as "[n]".
 
     Out-of-range numbers are dropped and their markers removed (until nothing changes, so removing "[9]"
-    from "[[9]0]" cannot leave a new marker behind). Returns the cleaned text and the valid numbers in order of
+    from "[[9]0]" cannot leave a new marker behind, nor "[[9]](x)" a link). Returns the cleaned text and the valid numbers in order of
     first use. Never raises.
     """
     cleaned, used = _citation_pass(text, n_passages)
     for _ in range(len(text) + 1):  # every pass that changes the text removes a marker: this terminates
         again, used = _citation_pass(cleaned, n_passages)
+        if again != cleaned:
+            cleaned = again
+            continue
+        # a dropped marker can join what surrounded it into a link ("[[9]](x)" -> "[](x)"): only its label stays
+        again = _MD_LINK.sub(lambda m: m.group(1), cleaned) if cleaned != text else cleaned
         if again == cleaned:
             break
         cleaned = again
