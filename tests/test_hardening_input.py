@@ -127,8 +127,12 @@ def check_error_shape(response: schemathesis.Response) -> None:
 
 
 @pytest.fixture(scope="module")
-def fuzz_settings(tmp_path_factory: pytest.TempPathFactory, base_settings: Settings, embedder: Any) -> Settings:
-    """A private data dir over a small writable corpus (uploads and ingest jobs the fuzzer starts stay here)."""
+def fuzz_settings(
+    tmp_path_factory: pytest.TempPathFactory, base_settings: Settings, embedder: Any, corpus_index: Any
+) -> Settings:
+    """A private data dir over a small writable corpus (uploads and ingest jobs the fuzzer starts stay here).
+    `corpus_index`: the session's embedding cache is copied only once its ingest (maybe on another worker) is
+    done; a copy taken while it is written can be torn ("database disk image is malformed")."""
     root = tmp_path_factory.mktemp("fuzz")
     settings = private_settings(base_settings, root, small_corpus(root / "corpus"), max_upload_mb=0.05)
     run_ingest(settings, embedder=embedder)
@@ -555,7 +559,7 @@ def citation_texts(citations: list[dict]) -> list[str]:
 
 @pytest.fixture(scope="module")
 def markup_server(
-    tmp_path_factory: pytest.TempPathFactory, base_settings: Settings, embedder: Any
+    tmp_path_factory: pytest.TempPathFactory, base_settings: Settings, embedder: Any, corpus_index: Any
 ) -> Iterator[LiveServer]:
     root = tmp_path_factory.mktemp("markup")
     notes = {"markup.md": MARKUP_NOTE, "instruction.md": INSTRUCTION_NOTE}
