@@ -57,7 +57,7 @@ def is_bert_mean_folder(folder: Path) -> bool:
 class BertMeanEncoder:
     """Mean-pooled BERT vectors for a folder that `is_bert_mean_folder` accepts (unnormalised, float32).
 
-    Thread-safe: the tokenizer's padding and truncation are set once here, and the forward pass keeps no state.
+    Thread-safe: the tokenizer's truncation is set once here, and the forward pass keeps no state.
     """
 
     def __init__(self, folder: Path) -> None:
@@ -77,8 +77,7 @@ class BertMeanEncoder:
         max_length = min(int(st_config.get("max_seq_length") or 512), int(config["max_position_embeddings"]))
         self.tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
         self.tokenizer.enable_truncation(max_length=max_length)
-        pad_id = int(config.get("pad_token_id") or 0)
-        self.tokenizer.enable_padding(pad_id=pad_id, pad_token=self.tokenizer.id_to_token(pad_id) or "[PAD]")
+        self.pad_id = int(config.get("pad_token_id") or 0)
         self.do_lower_case = bool(st_config.get("do_lower_case", False))
         weights = load_file(str(folder / "model.safetensors"), device="cpu")
         if "embeddings.word_embeddings.weight" not in weights:  # saved from a task model: "bert.embeddings..."
@@ -117,19 +116,17 @@ class BertMeanEncoder:
         texts = [prompt + t for t in texts]
         if self.do_lower_case:
             texts = [t.lower() for t in texts]
+        pieces = [e.ids for e in self.tokenizer.encode_batch(texts)]  # tokenized once, unpadded
         out = torch.empty((len(texts), self.dim), dtype=torch.float32)
         with torch.inference_mode():
-            if len(texts) > 1:
-                encodings = self.tokenizer.encode_batch(texts)
-                pieces = [e.ids[: sum(e.attention_mask)] for e in encodings]
-                if sum(map(len, pieces)) <= PACK_TOKENS:
-                    return self._forward_packed(pieces).float()
+            if len(pieces) > 1 and sum(map(len, pieces)) <= PACK_TOKENS:
+                return self._forward_packed(pieces).float()
             order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
             for start in range(0, len(order), max(1, batch_size)):
                 idx = order[start : start + batch_size]
-                encodings = self.tokenizer.encode_batch([texts[i] for i in idx])
-                ids = torch.tensor([e.ids for e in encodings], dtype=torch.long)
-                mask = torch.tensor([e.attention_mask for e in encodings], dtype=torch.long)
+                width = max(len(pieces[i]) for i in idx)
+                ids = torch.tensor([pieces[i] + [self.pad_id] * (width - len(pieces[i])) for i in idx], dtype=torch.long)
+                mask = torch.tensor([[1] * len(pieces[i]) + [0] * (width - len(pieces[i])) for i in idx], dtype=torch.long)
                 out[idx] = self._forward(ids, mask).float()
         return out
 

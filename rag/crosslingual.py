@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from rag.text import STOPWORDS, is_cjk, normalize, singular
+from rag.text import CJK_CHARS, STOPWORDS, is_cjk, normalize, singular
 
 # Question words that name no topic, on top of the shared stopwords.
 _QUESTION_WORDS = frozenset(
@@ -37,7 +37,7 @@ _QUESTION_WORDS = frozenset(
     """.split()  # noqa: SIM905 - a word list reads better as text
 )
 _TOKEN = re.compile(r"[a-z][a-z0-9]*(?:[-'][a-z0-9]+)*|\S")
-_UNIT = re.compile(r"[\u4e00-\u9fff]|[a-z0-9]+|[^\sa-z0-9\u4e00-\u9fff]")
+_UNIT = re.compile(rf"[{CJK_CHARS}]|[a-z0-9]+|[^\sa-z0-9{CJK_CHARS}]")
 PROMPT_UNITS = 5  # the query prompt and the special tokens around a text
 TRANSLATION_NAMES = 8  # Chinese names a translated question carries at most
 # The term side's hubness is measured against the glossary's English names; a knowledge base with fewer than

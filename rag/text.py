@@ -257,6 +257,7 @@ def is_cjk(text: str) -> bool:
 
 
 MAX_KNOWN_WORD = 4  # the longest word of the notes looked for where jieba cut a question into words they never use
+_PARTICLES = "是的了"  # what jieba glues to the word before it ("阶是", "法是")
 
 
 def known_words(word: str, text: str, tokens: Sequence[str], known: Callable[[str], bool]) -> list[str]:
@@ -284,13 +285,5 @@ def known_words(word: str, text: str, tokens: Sequence[str], known: Callable[[st
                 found.append((i, i + size))
     if found:
         return [text[a:b] for a, b in sorted(found)]
-    core = _strip_function_chars(word)  # "阶是" of "张量的阶是什么": jieba glued 是 to the notes' word 阶
+    core = word.strip(_PARTICLES)  # "阶是" of "张量的阶是什么": jieba glued 是 to the notes' word 阶
     return [core] if core and known(core) else [word]
-
-
-_PARTICLES = "是的了"  # what jieba glues to the word before it ("阶是", "法是")
-
-
-def _strip_function_chars(word: str) -> str:
-    """`word` without the particles at either end ("是", "的", "了")."""
-    return word.strip(_PARTICLES)

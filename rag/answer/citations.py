@@ -62,8 +62,8 @@ def parse_citations(text: str, n_passages: int) -> tuple[str, list[int]]:
     """Find [n], [n, m], [n-m], [n][m], ［n］, 【n】 markers; keep the valid ones as "[n]".
 
     Out-of-range numbers are dropped and their markers removed (until nothing changes, so removing "[9]"
-    from "[[9]0]" cannot leave a new marker behind, nor "[[9]](x)" a link). Returns the cleaned text and the valid numbers in order of
-    first use. Never raises.
+    from "[[9]0]" cannot leave a new marker behind, nor "[[9]](x)" a link). Returns the cleaned text and the
+    valid numbers in order of first use. Never raises.
     """
     cleaned, used = _citation_pass(text, n_passages)
     for _ in range(len(text) + 1):  # every pass that changes the text removes a marker: this terminates
