@@ -209,6 +209,9 @@ def ask(
     question: str,
     mode: ModeOpt = "hybrid",
     k: KOpt = None,
+    explain: Annotated[
+        bool, typer.Option("--explain", help="Also show the reader's verdict and its top sentences, with scores.")
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json")] = False,
     local: LocalOpt = False,
     kb: KbOpt = None,
@@ -221,15 +224,16 @@ def ask(
     remote = _remote(_settings(ctx), local, kb)
     if remote is not None:
         with contextlib.closing(remote):
-            answer = remote.ask(question, top_k=k, mode=mode, kb=kb)
+            answer = remote.ask(question, top_k=k, mode=mode, explain=explain, kb=kb)
         via = f"via the API at {remote.url}"
     else:
-        answer, via = asdict(_engine(_kb_settings(ctx, kb)).ask(question, top_k=k, mode=mode)), "in process"
+        engine = _engine(_kb_settings(ctx, kb))
+        answer, via = asdict(engine.ask(question, top_k=k, mode=mode, explain=explain)), "in process"
     if as_json:
         console.print(f"[dim]{escape(via)}[/dim]")
         print(json.dumps(answer, ensure_ascii=False))
         return
-    print_answer(out, answer, via)
+    print_answer(out, answer, via, explain=explain)
 
 
 @app.command(name="eval")

@@ -32,8 +32,8 @@ def _note_column(table: Table, labels: list[str], header: str = "note") -> None:
     table.add_column(header, no_wrap=True, overflow="ignore", min_width=max(map(len, labels), default=4))
 
 
-def print_answer(out: Console, answer: dict[str, Any], via: str) -> None:
-    """The answer, its sources table, then how it was made and where."""
+def print_answer(out: Console, answer: dict[str, Any], via: str, *, explain: bool = False) -> None:
+    """The answer, its sources table, then how it was made and where (and, with `explain`, the reader's view)."""
     if answer.get("fallback_reason"):
         out.print(answer["fallback_reason"], style="yellow")
     out.print(answer["text"])
@@ -54,6 +54,39 @@ def print_answer(out: Console, answer: dict[str, Any], via: str) -> None:
         out.print(table)
     total = (answer.get("timings") or {}).get("total_ms", 0) or 0
     out.print(f"{answer.get('backend', '')} · {total:.0f} ms · {via}", style="dim")
+    reader = (answer.get("explanation") or {}).get("reader")
+    if explain and reader:
+        print_reader(out, reader)
+
+
+def print_reader(out: Console, reader: dict[str, Any]) -> None:
+    """The reader's verdict, then its top sentences: note, section, score and the sentence itself."""
+    verdict = "answers" if reader.get("answerable") else "refuses"
+    line = Text(
+        f"reader {verdict}: probability {float(reader.get('probability', 0)):.3f}"
+        f" (threshold {float(reader.get('threshold', 0)):.3f})"
+    )
+    if reader.get("reason"):
+        line.append(f" · {reader['reason']}")
+    if reader.get("question_types"):
+        line.append(" · asks: " + ", ".join(reader["question_types"]), style="dim")
+    out.print(line)
+    rows = reader.get("top_sentences") or []
+    if not rows:
+        return
+    labels = [note_label(str(r.get("doc_id") or r.get("document", ""))) for r in rows]
+    table = Table(title="reader's top sentences", expand=True, width=min(out.width, MAX_WIDTH))
+    table.add_column("[n]", no_wrap=True, min_width=3)
+    table.add_column("score", no_wrap=True, min_width=5)
+    _note_column(table, labels)
+    table.add_column("section", overflow="ellipsis", no_wrap=True, ratio=1, min_width=8)
+    table.add_column("sentence", overflow="fold", ratio=3, min_width=12)
+    for r, label in zip(rows, labels, strict=True):
+        table.add_row(
+            f"[{r.get('passage', '?')}]", f"{float(r.get('score', 0)):.2f}", label,
+            _section(r.get("heading_path") or [], str(r.get("document", ""))), " ".join(str(r.get("sentence", "")).split()),
+        )
+    out.print(table)
 
 
 def print_search(out: Console, result: dict[str, Any], explain: bool) -> None:

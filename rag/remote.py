@@ -43,9 +43,11 @@ class RemoteApi:
     def close(self) -> None:
         self._http.close()
 
-    def ask(self, question: str, *, top_k: int | None, mode: str, kb: str | None = None) -> dict[str, Any]:
+    def ask(
+        self, question: str, *, top_k: int | None, mode: str, explain: bool = False, kb: str | None = None
+    ) -> dict[str, Any]:
         """POST /ask: the answer as JSON. Without `kb` the API answers from its default knowledge base."""
-        body: dict[str, Any] = {"question": question, "mode": mode}
+        body: dict[str, Any] = {"question": question, "mode": mode, "explain": explain}
         if top_k:
             body["top_k"] = top_k
         if kb:

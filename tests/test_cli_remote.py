@@ -100,6 +100,21 @@ def test_sources_table_fits_80_columns_with_whole_note_names(keyed_api: LiveServ
     assert "deep-learning-glossary" in searched.stdout
 
 
+def test_ask_explain_shows_the_readers_verdict_and_top_sentences(keyed_api: LiveServer, tmp_path: Path) -> None:
+    env = {"RAG_DATA_DIR": str(tmp_path / "x"), "RAG_API_URL": keyed_api.url, "RAG_API_KEY": KEY, "COLUMNS": "100"}
+    proc = rag("ask", "--explain", QUESTION, cwd=tmp_path, **env)
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert "reader answers: probability" in out and "threshold" in out
+    table = out[out.index("reader's top sentences") :]
+    assert "deep-learning-glossary" in table and "LoRA" in table and "score" in table
+    assert "{" not in table, "readable rows, not raw JSON"
+    plain = rag("ask", QUESTION, cwd=tmp_path, **env)
+    assert plain.returncode == 0 and "reader's top sentences" not in plain.stdout
+    refused = rag("ask", "--explain", "法国的首都是哪里？", cwd=tmp_path, **env)
+    assert refused.returncode == 0 and "reader refuses" in refused.stdout
+
+
 def test_glossary_minus_lines_and_sources_everywhere(
     make_settings, embedder, tmp_path: Path
 ) -> None:

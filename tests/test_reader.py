@@ -208,6 +208,20 @@ def test_a_code_block_is_quoted_whole_and_cited_after_its_closing_fence() -> Non
     assert "```python\nx = load()\ny = x * 2\n```\n[1]" in answer.text
 
 
+def test_english_sentences_on_one_line_keep_their_spaces_and_chinese_ones_join_as_written() -> None:
+    english = "Rebase rewrites history to make it linear; merge keeps the history. Never rebase what others pulled.\n"
+    chinese = "决定推迟发布。负责人：王磊。\n"
+    passages = [hit(english, doc="git.md"), hit(chinese, rank=2, doc="周会.md")]
+    groups = [split_passage(0, passages[0]), split_passage(1, passages[1])]
+    render = ExtractiveGenerator(Settings(_env_file=None), None)._render  # type: ignore[arg-type]
+    text, _ = render(groups[0])
+    assert text == "Rebase rewrites history to make it linear; merge keeps the history. Never rebase what others pulled.[1]"
+    text, _ = render([groups[0][0], groups[0][2]])  # not adjacent: a marker between them, then a space
+    assert text == "Rebase rewrites history to make it linear;[1] Never rebase what others pulled.[1]"
+    text, _ = render(groups[1])
+    assert text == "决定推迟发布。负责人：王磊。[2]"
+
+
 def test_the_answering_sentence_comes_first_and_what_it_leans_on_follows() -> None:
     text = "P-Tuning v2 在许多层都插入连续提示。这样一来，可训练的参数从0.01%增加到了0.1%-3%。\n它在复杂任务上接近微调。\n"
     passage = hit(text, heading=("P-Tuning v2",))

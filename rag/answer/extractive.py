@@ -42,6 +42,11 @@ _DEFINES = re.compile(
     re.I,
 )
 
+# English sentences on one line keep the space between them ("linear; merge keeps", "pulled.[1] Rebase"); Chinese
+# ones join without one, as written.
+_LATIN_END = re.compile(r"[A-Za-z0-9.,;:!?)\]`'\"]\Z")
+_LATIN_START = re.compile(r"[A-Za-z0-9`(\"']")
+
 # Said after the quote when the question asks for a formula or a number that no retrieved sentence gives.
 _NOT_STATED = {
     "zh": {"formula": "（笔记中没有给出具体公式。）", "number": "（笔记中没有给出具体数值。）"},
@@ -296,7 +301,7 @@ class ExtractiveGenerator:
         previous: Sentence | None = None
         for i, s in enumerate(chosen):
             if previous is not None:
-                parts.append("\n" if _new_line(s, previous) else "")
+                parts.append("\n" if _new_line(s, previous) else " " if _latin_join(parts[-1], s.text) else "")
             parts.append(s.text)
             nxt = chosen[i + 1] if i + 1 < len(chosen) else None
             run_ends = nxt is None or nxt.passage != s.passage or nxt.pos != s.pos + 1
@@ -317,6 +322,11 @@ class ExtractiveGenerator:
         start = min(s.start for s in cited)
         end = max(s.end for s in cited)
         return citation_from_hit(number, hit, chunk.text[start:end], start=start, end=end)
+
+
+def _latin_join(before: str, after: str) -> bool:
+    """Whether two pieces of one answer line meet as English text does, with a space."""
+    return bool(_LATIN_END.search(before)) and bool(_LATIN_START.match(after))
 
 
 def _new_line(s: Sentence, previous: Sentence) -> bool:

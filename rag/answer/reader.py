@@ -111,6 +111,7 @@ class Reading:
             "top_sentences": [
                 {
                     "passage": c.passage + 1,
+                    "doc_id": hits[c.passage].chunk.doc_id,
                     "document": hits[c.passage].document_title or hits[c.passage].chunk.doc_id,
                     "heading_path": list(hits[c.passage].chunk.heading_path),
                     "sentence": c.sentence.text,
