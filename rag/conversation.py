@@ -321,8 +321,9 @@ def _substitute_ellipsis(previous: str, x: str, subject: str, tokenizer: Tokeniz
         return None
     start, end = subject_components(text, span, word_bounds(text, tokenizer))[-1]
     latin_x = not is_cjk(x)
+    mixed_x = not latin_x and _LATIN_RUN.search(x) is not None  # "Deep 部分" for "Cross 层": the whole part
     runs = [m.span() for m in _LATIN_RUN.finditer(text, start, end)]
-    if runs and (runs[0] != (start, end)):  # a mixed part ("NSP 任务"): replace the side X belongs to
+    if runs and (runs[0] != (start, end)) and not mixed_x:  # a mixed part ("NSP 任务"): replace the side X belongs to
         if latin_x:
             start, end = runs[-1]
         else:

@@ -90,6 +90,7 @@ def test_the_answer_names_the_subject_when_the_question_asked_for_one(tokenizer:
         ("GPT 预训练是怎么做的？", "那微调呢？", "GPT 微调是怎么做的？"),  # X replaces the part of its own script
         ("BERT 的 MLM 任务是什么？", "那 RTD 呢？", "BERT 的 RTD 任务是什么？"),
         ("LoRA 的原理是什么？", "那 QLoRA 呢？", "QLoRA 的原理是什么？"),  # the generic ask is not the subject
+        ("DCN 网络的 Cross 层是怎么工作的？", "那 Deep 部分呢？", "DCN 网络的 Deep 部分是怎么工作的？"),  # mixed X: all of it
         ("What is a GRU?", "What about LSTM?", "What is a LSTM?"),
     ],
 )
