@@ -94,6 +94,10 @@ _EN_SUBJECT = (
 # A question that asks *for* an entity: its answer names the subject of what follows.
 _ASKS_FOR_ENTITY = re.compile(r"哪(?:个|种|一|款|类|位|家)|叫什么|叫啥|什么名字|\bwhich\b|\bcalled\b", re.I)
 
+# "东京坐地铁用什么卡？" asks which card to use: the answer's name for it ("Suica 卡") is what a follow-up's 它 means.
+# "ChatGLM-6B 是个什么模型？" asks what kind its subject is: there the subject stays.
+_ASKS_WHICH_THING = re.compile(rf"(?:用|使用|采用|选|选用|选择|买|购买|推荐|需要|带|办)什么(?P<what>[{CJK_CHARS}]{{1,4}})")
+
 _ANSWER_SUBJECT = re.compile(r"\s*(?P<s>[^，,：:；;（(]{1,24}?)\s*(?:是|：|:|，|,|\bis\b|\bare\b|（|\()")
 
 _LEADING_NAME = re.compile(
@@ -201,12 +205,29 @@ def _answer_subject(answer: str) -> str | None:
     return subject if 0 < len(subject) <= 24 and usable_subject(subject) else None
 
 
+def _answer_names_thing(answer: str, what: str) -> str | None:
+    """The name the answer gives the thing asked for: "Suica 卡" for 卡 in "在东京建议购买 Suica 卡，…"."""
+    text = re.sub(r"\[\d+\]", "", unicodedata.normalize("NFKC", answer))
+    first = re.split(r"[。！？!?\n]", text, maxsplit=1)[0]
+    for k in range(len(what), 0, -1):
+        match = re.search(rf"(?<![A-Za-z0-9])[A-Za-z][A-Za-z0-9_+#.\-]*(?: [A-Za-z0-9][A-Za-z0-9_+#.\-]*)*\s*{re.escape(what[:k])}", first)
+        if match:
+            return match.group(0)
+    return None
+
+
 def question_subject(question: str, tokenizer: Tokenizer, answer: str = "") -> str:
     """The main entity of a question: the noun phrase before its predicate (zh) or after "what is" (en); the
-    answer's subject when the question asked for one (哪个/which); else its key terms."""
+    answer's subject when the question asked for one (哪个/which), or its name for the thing asked for (用什么卡);
+    else its key terms."""
     text = question.strip()
     if answer and _ASKS_FOR_ENTITY.search(text):
         named = _answer_subject(answer)
+        if named:
+            return named
+    thing = _ASKS_WHICH_THING.search(text) if answer else None
+    if thing is not None:
+        named = _answer_names_thing(answer, thing.group("what"))
         if named:
             return named
     span = subject_span(text, tokenizer)

@@ -80,6 +80,17 @@ def test_the_subject_is_carried_not_every_key_term(tokenizer: Tokenizer) -> None
 def test_the_answer_names_the_subject_when_the_question_asked_for_one(tokenizer: Tokenizer) -> None:
     history = conversation("哪个模型最早提出了自注意力？", "Transformer，2017 年的论文提出。[1]")
     assert resolve_followup("它有什么缺点？", history, tokenizer) == "Transformer 有什么缺点？"
+    # asked which thing to use: the name the answer gives it
+    history = conversation("东京坐地铁用什么卡？", "在东京建议购买 Suica 卡，可以坐地铁和 JR。[1]")
+    assert resolve_followup("它还能干什么？", history, tokenizer) == "Suica 卡还能干什么？"
+    history = conversation("BERT 用什么激活函数？", "BERT 使用 GELU 激活函数。[1]")
+    assert resolve_followup("它有什么优点？", history, tokenizer) == "GELU 激活函数有什么优点？"
+    # asked what kind of thing its subject is: the subject stays
+    history = conversation("ChatGLM-6B 是个什么模型？", "ChatGLM-6B 是一个开源的对话语言模型。[1]")
+    assert resolve_followup("它英文回答靠谱吗？", history, tokenizer).startswith("ChatGLM-6B")
+    # the answer names nothing of that kind: the question's own subject
+    history = conversation("LoRA 微调用什么学习率？", "一般比全量微调大一些。[1]")
+    assert resolve_followup("它有什么缺点？", history, tokenizer).startswith("LoRA")
 
 
 @pytest.mark.parametrize(
