@@ -66,6 +66,9 @@ _ZH_LEAD = re.compile(
 # "什么是 X？" asks about X: what follows the lead is the subject even with no predicate after it.
 _ZH_WHAT_IS = re.compile(r"\s*(?:什么是|什么叫做?|何为|何谓)\s*")
 
+# "怎么 V O？": a how-to question opens with its verb; its object is what it is about.
+_ZH_HOW_TO = re.compile(r"^\s*(?:请问)?\s*(?:该|要|应该)?(?:怎么|怎样|如何)(?:才能|去|来)?\s*")
+
 _ZH_PREDICATE = re.compile(
     r"是|怎么|怎样|如何|为什么|为何|为啥|有哪些|有什么|有啥|有何|有没有|有|哪|比|相比|对比|能|可以|会|要|应该|指|叫"
     r"|属于|包括|包含|分为|用于|用来|由|在|到底|具体|主要|咋|吗"
@@ -233,8 +236,27 @@ def question_subject(question: str, tokenizer: Tokenizer, answer: str = "") -> s
     span = subject_span(text, tokenizer)
     if span is not None and usable_subject(text[span[0] : span[1]]):
         return text[span[0] : span[1]]
+    done_to = _object_of_how(text, tokenizer)
+    if done_to:
+        return done_to
     terms = content_terms(text, tokenizer)
     return " ".join(_original_case(t, text) for t in terms[:_MAX_TERMS])
+
+
+def _object_of_how(text: str, tokenizer: Tokenizer) -> str | None:
+    """What "怎么 V O？" does its verb to: "虚拟环境" of "怎么创建虚拟环境？", "过拟合" of "如何缓解过拟合？"."""
+    how = _ZH_HOW_TO.match(text)
+    if how is None:
+        return None
+    rest = text[how.end() :].rstrip(END_MARKS)
+    words = tokenizer.words(rest)
+    if len(words) < 2 or not is_cjk(words[0]) or len(words[0]) > 2 or not rest.startswith(words[0]):
+        return None
+    obj = rest[len(words[0]) :].strip()
+    bounds = word_bounds(obj, tokenizer)
+    if not obj or len(obj) > 20 or any(whole_words(m, bounds) for m in _ZH_PREDICATE.finditer(obj)):
+        return None  # "怎么估算训练大模型需要多少显存": a clause, not an object
+    return obj if usable_subject(obj) and content_terms(obj, tokenizer) else None
 
 
 def _original_case(term: str, source: str) -> str:

@@ -77,6 +77,20 @@ def test_the_subject_is_carried_not_every_key_term(tokenizer: Tokenizer) -> None
     assert resolve_followup("它和全量微调比呢？", history, tokenizer) == "LoRA 微调和全量微调比呢？"
 
 
+@pytest.mark.parametrize(
+    ("previous", "followup", "resolved"),
+    [
+        ("怎么创建虚拟环境？", "它有什么好处？", "虚拟环境有什么好处？"),
+        ("如何缓解过拟合？", "它是怎么产生的？", "过拟合是怎么产生的？"),
+        ("怎么用 LoRA 微调？", "它有什么缺点？", "LoRA 微调有什么缺点？"),
+    ],
+)
+def test_a_how_to_question_is_about_what_its_verb_is_done_to(
+    previous: str, followup: str, resolved: str, tokenizer: Tokenizer
+) -> None:
+    assert resolve_followup(followup, conversation(previous, "..."), tokenizer) == resolved
+
+
 def test_the_answer_names_the_subject_when_the_question_asked_for_one(tokenizer: Tokenizer) -> None:
     history = conversation("哪个模型最早提出了自注意力？", "Transformer，2017 年的论文提出。[1]")
     assert resolve_followup("它有什么缺点？", history, tokenizer) == "Transformer 有什么缺点？"
