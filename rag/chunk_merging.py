@@ -28,7 +28,7 @@ def merge_adjacent(hits: list[Hit]) -> list[Hit]:
             continue
         target.chunk = _join(target.chunk, hit.chunk)
         target.chunk_ids = tuple(dict.fromkeys(target.chunk_ids + hit.chunk_ids))
-        for name in ("bm25_score", "dense_score", "rerank_score"):
+        for name in ("bm25_score", "dense_score", "rerank_score", "sentence_similarity"):
             mine, theirs = getattr(target, name), getattr(hit, name)
             if theirs is not None and (mine is None or theirs > mine):
                 setattr(target, name, theirs)

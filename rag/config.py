@@ -110,6 +110,13 @@ class Settings(BaseSettings):
     rrf_k: int = Field(60, ge=1, description="Reciprocal rank fusion constant k (fusion=rrf).")
     bm25_weight: float = Field(1.0, ge=0, description="Weight of the BM25 ranking in the fusion.")
     dense_weight: float = Field(1.0, ge=0, description="Weight of the dense ranking in the fusion.")
+    sentence_weight: float = Field(
+        3.0,
+        ge=0,
+        le=20,
+        description="Weight of a passage's best sentence in its rank (rag.sentence_ranking; 0 = off): a question "
+        "about one sentence of a long passage finds that passage.",
+    )
     rerank_model: str | None = Field(
         None,
         description="Optional sentence-transformers CrossEncoder (a directory or a Hugging Face id); one that cannot "

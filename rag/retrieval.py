@@ -29,6 +29,7 @@ from rag.embedding import Embedder
 from rag.fusion import rrf, score_fusion
 from rag.index import IndexBackend
 from rag.relevance_gate import LATIN_WORD, GateDecision, RelevanceGate
+from rag.sentence_ranking import best_sentence_similarities, rescored
 from rag.text import (
     Tokenizer,
     is_cjk,
@@ -185,6 +186,11 @@ class Retriever:
             )
         if self.reranker is not None and hits:
             hits = self._rerank(query, hits)
+        elif hits and mode == "hybrid" and s.sentence_weight > 0:
+            similarities = best_sentence_similarities(self.index, vectors[0], hits)
+            if similarities is not None:
+                hits = rescored(hits, similarities, s.sentence_weight)
+        by_chunk = {h.chunk.chunk_id: h for h in hits}  # before merging: what explain shows of each candidate
         merged = merge_adjacent(hits)
         hits = merged[:top_k]
         for rank, hit in enumerate(hits, start=1):
@@ -226,6 +232,7 @@ class Retriever:
                         "chunk_id": chunks[int(row)].chunk_id,
                         "score": round(score, 6),
                         "contributions": {k: round(v, 6) for k, v in parts.items()},
+                        **_sentence_evidence(by_chunk[chunks[int(row)].chunk_id], score),
                     }
                     for rank, (row, score, parts) in enumerate(fused[:10], start=1)
                 ],
@@ -329,3 +336,9 @@ class Retriever:
             hit.score = float(score)
         return sorted(hits, key=lambda h: -h.score)
 
+
+def _sentence_evidence(hit: Hit, fused_score: float) -> dict[str, float]:
+    """A candidate's best sentence similarity and what it moved its score by (nothing when not compared)."""
+    if hit.sentence_similarity is None:
+        return {}
+    return {"best_sentence": round(hit.sentence_similarity, 4), "sentence_shift": round(hit.score - fused_score, 6)}

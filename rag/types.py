@@ -87,6 +87,7 @@ class Hit:
     dense_score: float | None = None
     dense_rank: int | None = None
     rerank_score: float | None = None
+    sentence_similarity: float | None = None  # its best sentence's similarity to the question (rag.sentence_ranking)
     chunk_ids: tuple[str, ...] = ()
     document_title: str = ""
 

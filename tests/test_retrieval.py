@@ -203,16 +203,20 @@ def test_modes_set_their_own_score_fields(engine: Engine, mode: str) -> None:
             assert h.score == pytest.approx(h.dense_score) and -1.0 <= h.score <= 1.0
         else:
             assert h.bm25_rank is not None or h.dense_rank is not None
-            if len(h.chunk_ids) == 1:  # an unmerged hit's score is its fused score: the sum of both parts
+            if len(h.chunk_ids) == 1:  # an unmerged hit's score: its fused score (both parts) and its best sentence's
                 row = fused[h.chunk.chunk_id]
                 assert set(row["contributions"]) == {"bm25", "dense"}
-                assert h.score == pytest.approx(row["score"], abs=1e-5)
                 assert row["score"] == pytest.approx(sum(row["contributions"].values()), abs=1e-5)
+                assert h.score == pytest.approx(row["score"] + row["sentence_shift"], abs=1e-5)
+                assert row["sentence_shift"] <= 0 and row["best_sentence"] == pytest.approx(h.sentence_similarity, abs=1e-4)
         assert h.rerank_score is None
+        assert (h.sentence_similarity is not None) == (mode == "hybrid")
 
 
 def test_rrf_fusion_setting_scores_hits_by_reciprocal_ranks(engine: Engine, base_settings: Settings) -> None:
-    rrf_engine = Engine(base_settings.model_copy(update={"fusion": "rrf"}), embedder=engine.embedder)
+    # the fusion alone (a passage's best sentence moves it as it does after score fusion: tested apart)
+    settings = base_settings.model_copy(update={"fusion": "rrf", "sentence_weight": 0.0})
+    rrf_engine = Engine(settings, embedder=engine.embedder)
     rrf_engine.load()
     result = rrf_engine.search(ANSWERABLE, top_k=5)
     s = rrf_engine.settings
@@ -233,6 +237,57 @@ def test_hybrid_uses_evidence_from_both_retrievers(engine: Engine) -> None:
     assert any(h.bm25_rank is not None for h in hits)
     assert any(h.dense_rank is not None for h in hits)
     assert any(h.bm25_rank is not None and h.dense_rank is not None for h in hits)
+
+
+def test_a_passage_is_ranked_by_its_best_sentence_too(engine: Engine, base_settings: Settings) -> None:
+    hits = engine.search(ANSWERABLE, top_k=8).hits
+    best = [h.sentence_similarity for h in hits]
+    assert all(s is not None and -1.0 <= s <= 1.0 for s in best)
+    flat_engine = Engine(base_settings.model_copy(update={"sentence_weight": 0.0}), embedder=engine.embedder)
+    flat_engine.load()
+    flat = flat_engine.search(ANSWERABLE, top_k=8).hits
+    assert all(h.sentence_similarity is None for h in flat)  # off: the fused order alone
+    # every passage but the one whose sentence matches best loses score, so it can only move up against them
+    top_sentence = max(hits, key=lambda h: h.sentence_similarity or 0.0).chunk.chunk_id
+    flat_scores = {h.chunk.chunk_id: h.score for h in flat}
+    for h in hits:
+        if h.chunk.chunk_id in flat_scores and len(h.chunk_ids) == 1:
+            assert h.score <= flat_scores[h.chunk.chunk_id] + 1e-9
+            if h.chunk.chunk_id == top_sentence:
+                assert h.score == pytest.approx(flat_scores[h.chunk.chunk_id])
+
+
+def test_rescoring_by_best_sentence_is_pure_and_keeps_the_top_scale() -> None:
+    from rag.sentence_ranking import best_sentence_similarities, rescored
+
+    a, b, c = (hit(chunk("n.md", i * 300, i * 300 + 120, heading=(f"节{i}",)), score) for i, score in enumerate((1.0, 0.9, 0.8)))
+    out = rescored([a, b, c], [0.80, 0.90, 0.85], weight=3.0)
+    assert [h.chunk.chunk_id for h in out] == [b.chunk.chunk_id, a.chunk.chunk_id, c.chunk.chunk_id]
+    assert [round(h.score, 6) for h in out] == [0.9, round(1.0 - 3.0 * 0.1, 6), round(0.8 - 3.0 * 0.05, 6)]
+    assert a.score == 1.0 and a.sentence_similarity is None  # the inputs are left alone
+    assert [h.score for h in rescored([a, b], [0.5, 0.5], weight=3.0)] == [1.0, 0.9]  # equal sentences: fused order
+    assert rescored([], [], weight=3.0) == []
+
+    class Stored:
+        def __init__(self, vectors: dict[str, np.ndarray]) -> None:
+            self.vectors = vectors
+
+        def reader_vectors(self, texts):
+            out = np.array([self.vectors.get(t, np.zeros(2)) for t in texts], dtype=np.float32)
+            return out, np.array([t in self.vectors for t in texts])
+
+    text = "## 标题\n第一句讲检索。第二句讲生成。\n"
+    passage = Chunk("p", "p.md", ("标题",), 0, len(text), text, text)
+    links = Chunk("q", "q.md", ("链接",), 0, 22, "https://example.com/a", "https://example.com/a")
+    from rag.answer.reader import reader_texts
+
+    sentences = reader_texts([passage])
+    assert len(sentences) == 2
+    stored = Stored({sentences[0]: np.array([1.0, 0.0]), sentences[1]: np.array([0.6, 0.8])})
+    query = np.array([0.0, 2.0])  # normalized before comparing
+    sims = best_sentence_similarities(stored, query, [hit(passage, 1.0), hit(links, 0.9)])
+    assert sims == pytest.approx([0.8, 0.0])  # the best sentence; nothing quotable counts 0
+    assert best_sentence_similarities(Stored({}), query, [hit(passage, 1.0)]) is None  # none stored: not compared
 
 
 @pytest.mark.parametrize("top_k", [1, 3, 8])
