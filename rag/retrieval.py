@@ -186,7 +186,9 @@ class Retriever:
             )
         if self.reranker is not None and hits:
             hits = self._rerank(query, hits)
-        elif hits and mode == "hybrid" and s.sentence_weight > 0:
+        elif hits and mode == "hybrid" and s.sentence_weight > 0 and not mostly_english(query):
+            # an English question's similarities to single Chinese sentences run low and flat: they would only
+            # add noise to a ranking its bridged names already steer
             similarities = best_sentence_similarities(self.index, vectors[0], hits)
             if similarities is not None:
                 hits = rescored(hits, similarities, s.sentence_weight)

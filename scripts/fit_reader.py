@@ -13,7 +13,7 @@ standardized features:
   (`reads_across_languages`);
 - the answerability model: logistic regression over question-level features (the relevance gate, the best
   candidates' figures), fitted on eval/train.jsonl; its threshold is the highest that keeps false refusals at
-  or under 5 % on train (out-of-fold) and eval/calibration.jsonl together. A question a rule refuses whatever
+  or under 5 % on train (out-of-fold) and on eval/calibration.jsonl, each. A question a rule refuses whatever
   its probability (an instruction, a name the notes never spell, a figure asked for that no quoted sentence
   states: `Reading.veto`) counts as refused in every figure.
 Figures are 5-fold cross-validated on train (folds by question). dev and calibration are not fitted on.
@@ -161,6 +161,14 @@ def fit_logistic(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, 
     return mean, scale, w[:-1], float(w[-1])
 
 
+def highest_threshold(positives: list[float]) -> float:
+    """The highest threshold that refuses at most MAX_FALSE_REFUSALS of these answerable questions."""
+    if not positives:
+        return 0.5
+    ordered = sorted(positives)
+    return round(float(ordered[int(MAX_FALSE_REFUSALS * len(ordered))]) - 1e-6, 6)
+
+
 def model_from(rankers: tuple[Ranker, Ranker], answer: tuple, q_names: list[str], threshold: float) -> ReaderModel:
     q_mean, q_scale, q_w, q_bias = answer
     return ReaderModel(rankers[0], tuple(q_names), q_mean, q_scale, q_w, q_bias, threshold, english=rankers[1])
@@ -238,12 +246,11 @@ def main() -> None:
     model = model_from(rankers, answer, q_names, 0.5)
     cal_prob = [0.0 if e.veto else model.answer_probability(r) for e, r in zip(calibration, question_rows(calibration, model), strict=True)]
 
-    # threshold: as high as possible while false refusals on train (out-of-fold) + calibration stay <= 5 %
-    probs = [(oof_prob[i], train[i].question.answerable) for i in range(len(train))]
-    probs += [(p, e.question.answerable) for p, e in zip(cal_prob, calibration, strict=True)]
-    positives = sorted(p for p, a in probs if a)
-    allowed = int(MAX_FALSE_REFUSALS * len(positives))
-    threshold = round(float(positives[allowed]) - 1e-6, 6) if positives else 0.5
+    # threshold: as high as possible while false refusals stay <= 5 % on train (out-of-fold) and on calibration,
+    # each (pooled, the larger set could spend the whole allowance on the smaller one)
+    train_positives = [oof_prob[i] for i in range(len(train)) if train[i].question.answerable]
+    cal_positives = [p for p, e in zip(cal_prob, calibration, strict=True) if e.question.answerable]
+    threshold = min(highest_threshold(train_positives), highest_threshold(cal_positives))
 
     report(train, followups, calibration, oof_top, oof_prob, cal_prob, model, threshold)
     if args.dry_run:
