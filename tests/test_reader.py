@@ -21,6 +21,7 @@ from rag.answer.reader_features import (
     degree_variants,
     is_enumeration,
     is_instruction,
+    is_link,
     must_state,
     profile_question,
     question_features,
@@ -409,6 +410,15 @@ def test_a_line_that_only_names_things_is_an_enumeration() -> None:
     assert not is_enumeration("ControlNet 通过复制编码器权重，把边缘图、姿态图等条件注入扩散模型。")
     assert not is_enumeration("分为三类：监督学习、无监督学习、强化学习")  # a lead-in that states something
     assert not is_enumeration("监督学习、无监督学习")  # two items are a phrase, not a list
+
+
+def test_a_link_is_a_line_of_little_but_links_not_a_statement_citing_its_source() -> None:
+    assert is_link("参考：https://juejin.cn/post/7123")
+    assert is_link("[DeepSpeed介绍](https://developer.aliyun.com/article/1606813)")
+    assert is_link("www.example.com")
+    # the formula is the answer; the source after it does not make it a link
+    assert not is_link("LSTM：权重参数计算 (units * (input_dim + units) + units) * 4 https://juejin.cn/post/7123")
+    assert not is_link("学习率决定每次参数更新的步长。")
 
 
 def _context(text: str, heading: str = "", dense_gap: float = 0.0) -> CandidateContext:

@@ -96,6 +96,9 @@ _LETTER = re.compile(r"[^\W\d_]")
 _ENUM_SPLIT = re.compile(r"[、,，/|；;]")
 _ENUM_BREAK = re.compile(r"[。：:？?！!]")
 _LINK = re.compile(r"https?://|\]\(|www\.", re.I)
+_LINK_TEXT = re.compile(r"!?\[[^\]]*\]\([^)]*\)|(?:https?://|www\.)\S*", re.I)
+_WORD_CHAR = re.compile(rf"[{CJK_CHARS}A-Za-z0-9]")
+LONE_LINK_CHARS = 8  # a sentence with fewer word characters than this besides its links is a link, not a statement
 
 # Weight of a term that came from alias expansion or the cross-lingual bridge, relative to the question's own.
 EXPANSION_SHARE = 1.0
@@ -176,6 +179,13 @@ def is_enumeration(text: str) -> bool:
     """A line that only lists names: three or more short items and no sentence punctuation between them."""
     items = [t.strip() for t in _ENUM_SPLIT.split(text.rstrip("。.；;"))]
     return len(items) >= 3 and all(0 < len(t) <= 14 for t in items) and not _ENUM_BREAK.search(text[:-1])
+
+
+def is_link(text: str) -> bool:
+    """A link with little or nothing besides ("参考：https://…"); a statement that ends with its source is not one."""
+    if not _LINK.search(text):
+        return False
+    return len(_WORD_CHAR.findall(_LINK_TEXT.sub(" ", text))) < LONE_LINK_CHARS
 
 
 def mostly_latin(text: str) -> bool:
@@ -328,7 +338,7 @@ def candidate_features(
         "instruction": float(is_instruction(c.text)),
         "title_like": float(len(c.text) <= 30 and not SENTENCE_PUNCT.search(c.text)),
         "enumeration": float(is_enumeration(c.text)),
-        "link": float(bool(_LINK.search(c.text))),
+        "link": float(is_link(c.text)),
     }
     for name in QUESTION_TYPES:
         f[f"type_{name}"] = float(name in q.types and name in types)
