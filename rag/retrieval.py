@@ -28,6 +28,7 @@ from rag.crosslingual import (
 from rag.embedding import Embedder
 from rag.fusion import rrf, score_fusion
 from rag.index import IndexBackend
+from rag.named_documents import document_names, named_documents, named_lifted
 from rag.relevance_gate import LATIN_WORD, GateDecision, RelevanceGate
 from rag.sentence_ranking import best_sentence_similarities, rescored
 from rag.text import (
@@ -76,7 +77,9 @@ class Retriever:
         self.aliases = aliases
         self.settings = settings
         self.reranker = reranker
-        self._titles = {d["doc_id"]: d["title"] for d in index.documents()}
+        documents = index.documents()
+        self._titles = {d["doc_id"]: d["title"] for d in documents}
+        self._names = document_names(documents)
         self._alias_of: dict[str, list[str]] = {}
         for group in index.alias_groups:
             for member in group:
@@ -192,6 +195,8 @@ class Retriever:
             similarities = best_sentence_similarities(self.index, vectors[0], hits)
             if similarities is not None:
                 hits = rescored(hits, similarities, s.sentence_weight)
+        named = named_documents(query, self._names)
+        hits = named_lifted(hits, named)  # "python for AI 那份笔记说……": that note's passages lifted
         by_chunk = {h.chunk.chunk_id: h for h in hits}  # before merging: what explain shows of each candidate
         merged = merge_adjacent(hits)
         hits = merged[:top_k]
@@ -214,6 +219,7 @@ class Retriever:
                 "tokens": tokens,
                 "expansions": expansions,
                 "translated_query": translated,
+                "named_documents": sorted(named),
                 "weighted_query": weighted,
                 "bm25": [
                     {

@@ -6,7 +6,8 @@
 Labels: for every training question, the candidate sentences of its top passages; a sentence is positive when
 it holds a gold string (rag.evaluation.holds_gold), negative otherwise. Two models, both linear over
 standardized features:
-- the sentence ranker: a conditional logit (softmax over one question's candidates), fitted on the answerable
+- the sentence ranker (shipped as the mean of the five folds' fits, which one question more or less moves
+  little): a conditional logit (softmax over one question's candidates), fitted on the answerable
   questions of eval/train.jsonl and the follow-ups of eval/followups-train.jsonl (resolved against their
   history as the engine resolves them), and a second one over a few features (ENGLISH_FEATURES) fitted on the
   questions without Chinese alone, which ranks the candidates of those whose words the candidates barely hold
@@ -147,6 +148,15 @@ def fit_rankers(examples: list[Example], names: list[str]) -> tuple[Ranker, Rank
     return shared, Ranker(own.features, own.mean, own.scale, own.weights * ratio)
 
 
+def averaged(rankers: list[Ranker]) -> Ranker:
+    """One ranker that scores as the mean of `rankers` does (up to a constant per question, which no ranking
+    sees): their weights averaged on the raw features, on their mean standardization."""
+    mean = np.mean([r.mean for r in rankers], axis=0)
+    scale = np.mean([r.scale for r in rankers], axis=0)
+    raw = np.mean([r.weights / r.scale for r in rankers], axis=0)
+    return Ranker(rankers[0].features, mean, scale, raw * scale)
+
+
 def fit_logistic(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
     """L2-regularised logistic regression by Newton steps on standardized features."""
     mean, scale = standardize(x)
@@ -221,9 +231,11 @@ def main() -> None:
     oof_top: dict[int, float] = {}
     oof_prob: dict[int, float] = {}
     q_names: list[str] = []
+    fold_rankers: list[tuple[Ranker, Ranker]] = []
     for test in folds:
         fit_idx = [i for i in range(len(train)) if i not in test]
         rankers = fit_rankers([train[i] for i in fit_idx] + followups, names)
+        fold_rankers.append(rankers)
         tmp = model_from(rankers, (np.zeros(1), np.ones(1), np.zeros(1), 0.0), ["gate_logit"], 0.5)
         fit_rows = question_rows([train[i] for i in fit_idx], tmp)
         q_names = sorted(fit_rows[0])
@@ -237,7 +249,8 @@ def main() -> None:
             oof_top[i] = float(e.labels[int(np.argmax(scores))]) if e.rows else 0.0
             oof_prob[i] = 0.0 if e.veto else model.answer_probability(row)  # a vetoed question is refused
 
-    rankers = fit_rankers(train + followups, names)
+    # the shipped rankers are the mean of the folds' (bagging): one question more or less moves them little
+    rankers = (averaged([r[0] for r in fold_rankers]), averaged([r[1] for r in fold_rankers]))
     tmp = model_from(rankers, (np.zeros(1), np.ones(1), np.zeros(1), 0.0), ["gate_logit"], 0.5)
     rows = question_rows(train, tmp)
     x = np.array([[r[k] for k in q_names] for r in rows])

@@ -547,3 +547,28 @@ def test_the_ui_shows_the_readers_sentences_as_rows_not_json(engine) -> None:
     assert "LoRA" in rows[0]["章节"] or "LORA" in rows[0]["句子"]
     assert render.reader_verdict(explanation).startswith("阅读判断：笔记中有句子")
     assert render.reader_rows({}) == [] and render.reader_verdict({"reader": "x"}) == ""
+
+
+def test_the_shipped_ranker_ranks_as_the_mean_of_the_fold_rankers() -> None:
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "scripts" / "fit_reader.py"
+    spec = importlib.util.spec_from_file_location("fit_reader", path)
+    assert spec is not None and spec.loader is not None
+    fit_reader = importlib.util.module_from_spec(spec)
+    sys.modules["fit_reader"] = fit_reader  # its dataclasses look their module up
+    try:
+        spec.loader.exec_module(fit_reader)
+    finally:
+        del sys.modules["fit_reader"]
+    rng = np.random.default_rng(3)
+    names = ("a", "b", "c")
+    folds = [Ranker(names, rng.normal(size=3), rng.uniform(0.5, 2.0, size=3), rng.normal(size=3)) for _ in range(5)]
+    bagged = fit_reader.averaged(folds)
+    rows = [dict(zip(names, map(float, rng.normal(size=3)), strict=True)) for _ in range(12)]
+    mean_scores = np.mean([r.scores(rows) for r in folds], axis=0)
+    # the same scores up to one constant: the same order, the same margins
+    assert np.allclose(bagged.scores(rows) - mean_scores, (bagged.scores(rows) - mean_scores)[0])
+    assert list(np.argsort(-bagged.scores(rows))) == list(np.argsort(-mean_scores))

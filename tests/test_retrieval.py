@@ -290,6 +290,41 @@ def test_rescoring_by_best_sentence_is_pure_and_keeps_the_top_scale() -> None:
     assert best_sentence_similarities(Stored({}), query, [hit(passage, 1.0)]) is None  # none stored: not compared
 
 
+def test_a_note_the_question_names_is_found_by_its_title_or_file_name() -> None:
+    from rag.named_documents import document_names, named_documents, named_lifted
+
+    names = document_names(
+        [
+            {"doc_id": "python-for-ai.md", "title": "python for AI"},
+            {"doc_id": "vault/周会记录.md", "title": "2026-11 周会记录"},
+            {"doc_id": "ai.md", "title": "AI"},  # too short a name: every question would name it
+            {"doc_id": "notes/deep-learning-glossary.md", "title": "deep-learning-glossary"},
+        ]
+    )
+    assert names["ai.md"] == ()
+    assert named_documents("In the python-for-AI notes, what is a tensor?", names) == {"python-for-ai.md"}
+    assert named_documents("python for AI 那份笔记说了什么？", names) == {"python-for-ai.md"}
+    assert named_documents("Python_For_AI 里怎么装 torch？", names) == {"python-for-ai.md"}
+    assert named_documents("2026-11 周会记录里谁负责发布？", names) == {"vault/周会记录.md"}
+    assert named_documents("AI 是什么？", names) == frozenset()
+    assert named_documents("什么是过拟合？", names) == frozenset()
+    everything = document_names([{"doc_id": "a-long-name.md", "title": "a-long-name"}])
+    assert named_documents("a long name?", everything) == frozenset()  # naming every note prefers none
+
+    a, b, c = (hit(chunk(doc, 0, 100), score) for doc, score in (("x.md", 1.0), ("python-for-ai.md", 0.7), ("python-for-ai.md", 0.2)))
+    out = named_lifted([a, b, c], frozenset({"python-for-ai.md"}))
+    assert [round(h.score, 6) for h in out] == [1.2, 1.0, 0.7]  # lifted by half the top score, then sorted
+    assert out[0].chunk.doc_id == "python-for-ai.md" and out[2].chunk.doc_id == "python-for-ai.md"
+    assert named_lifted([a, b], frozenset()) == [a, b]
+
+
+def test_a_question_naming_a_note_ranks_that_notes_passages_up(engine: Engine) -> None:
+    result = engine.search("python for AI 那份笔记里卷积是什么？", top_k=5, explain=True)
+    assert result.explanation is not None and result.explanation["named_documents"] == ["python-for-ai.md"]
+    assert result.hits[0].chunk.doc_id == "python-for-ai.md"
+    assert engine.search("卷积是什么？", top_k=5, explain=True).explanation["named_documents"] == []
+
+
 @pytest.mark.parametrize("top_k", [1, 3, 8])
 def test_top_k_is_respected(engine: Engine, top_k: int) -> None:
     for mode in ("bm25", "dense", "hybrid"):
