@@ -331,6 +331,8 @@ def test_a_sentence_that_goes_on_to_say_what_the_subject_is_defines_it() -> None
     assert defined_share("普通softmax的计算量太大就是因为它把所有词当做负例", subject) == 0.25
     assert defined_share("负采样在word2vec中很常用，它降低了训练的开销和时间成本", subject) == 0.0  # named, not defined
     assert defined_share("任何句子", {}) == 0.0
+    # used as something is not being something
+    assert defined_share("先选择一个较大的学习率作为起始值", {"学习率": 1.0}) == 0.0
 
 
 def test_a_problem_solved_is_a_purpose_not_a_drawback() -> None:

@@ -248,7 +248,7 @@ def degree_variants(words: Mapping[str, float]) -> dict[str, float]:
     return out
 
 
-_DEFINED = r".{0,12}?(?:是|指|就是|即|称为|可以看做|可以看作|作为|refers to|is a|is an|means)"
+_DEFINED = r".{0,12}?(?:是|指|就是|即|称为|可以看做|可以看作|refers to|is a|is an|means)"
 
 
 def defined_share(text: str, subject: Mapping[str, float]) -> float:
