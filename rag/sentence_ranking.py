@@ -1,8 +1,8 @@
 """Passages ranked up by their best sentence.
 
-A question often asks about one sentence of a long passage ("任取一个正样本和一个负样本，模型把正的排在负的前面的
-概率" is one sentence of the AUC section): its vector is closer to that sentence's than to the passage's, which
-pools every other sentence too. Ingest stores a vector for every sentence the reader may quote (with its
+A question often asks about one sentence of a long passage (what a dark roast wants is one sentence of a
+section on brewing temperature): its vector is closer to that sentence's than to the passage's, which pools
+every other sentence too. Ingest stores a vector for every sentence the reader may quote (with its
 heading); the retriever adds to each fused candidate how far its best sentence falls short of the best one
 among the candidates:
 
