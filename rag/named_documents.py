@@ -1,10 +1,10 @@
-"""Notes a question names: "python for AI 那份笔记说……", "In the python-for-AI notes, ……". Pure functions.
+"""Notes a question names: "周会记录里数据库什么时候升级？", "In my git-notes, how do I undo a commit?". Pure functions.
 
 A user who names a note means that note: its passages the retrieval found gain half the top score, so one
 that ranked anywhere near the top goes first, and its weak passages do not push other notes' relevant ones
 out. A name is a note's title or its file name without folders or suffix, compared without
-case, spaces or separators ("python-for-AI" = "python for AI" = "python_for_ai"), and only from
-MIN_NAME_CHARS letters on, so that a note called "AI" or "笔记" is not named by every question.
+case, spaces or separators ("git-notes" = "Git Notes" = "git_notes"), and only from MIN_NAME_CHARS letters or
+MIN_NAME_CJK Chinese characters on, so that a note called "AI" or "笔记" is not named by every question.
 """
 
 from __future__ import annotations
@@ -15,11 +15,14 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import PurePosixPath
 
+from rag.text import CJK_CHARS
 from rag.types import Hit
 
 MIN_NAME_CHARS = 5
+MIN_NAME_CJK = 3  # a Chinese character says more than a letter: "周会记录" is a name, "笔记" is not
 NAMED_BOOST = 0.5  # share of the top score a named note's passage gains
 _SEPARATORS = re.compile(r"[\W_]+")
+_CJK = re.compile(f"[{CJK_CHARS}]")
 
 
 def name_key(text: str) -> str:
@@ -33,7 +36,7 @@ def document_names(documents: Iterable[Mapping[str, str]]) -> dict[str, tuple[st
     for doc in documents:
         doc_id = doc["doc_id"]
         keys = {name_key(doc.get("title") or ""), name_key(PurePosixPath(doc_id).stem)}
-        out[doc_id] = tuple(sorted(k for k in keys if len(k) >= MIN_NAME_CHARS))
+        out[doc_id] = tuple(sorted(k for k in keys if len(k) >= MIN_NAME_CHARS or len(_CJK.findall(k)) >= MIN_NAME_CJK))
     return out
 
 

@@ -196,7 +196,7 @@ class Retriever:
             if similarities is not None:
                 hits = rescored(hits, similarities, s.sentence_weight)
         named = named_documents(query, self._names)
-        hits = named_lifted(hits, named)  # "python for AI 那份笔记说……": that note's passages lifted
+        hits = named_lifted(hits, named)  # "周会记录里……": that note's passages lifted
         by_chunk = {h.chunk.chunk_id: h for h in hits}  # before merging: what explain shows of each candidate
         merged = merge_adjacent(hits)
         hits = merged[:top_k]

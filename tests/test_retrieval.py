@@ -298,10 +298,14 @@ def test_a_note_the_question_names_is_found_by_its_title_or_file_name() -> None:
             {"doc_id": "python-for-ai.md", "title": "python for AI"},
             {"doc_id": "vault/周会记录.md", "title": "2026-11 周会记录"},
             {"doc_id": "ai.md", "title": "AI"},  # too short a name: every question would name it
+            {"doc_id": "笔记.md", "title": "笔记"},
+            {"doc_id": "读书.md", "title": "读书"},
             {"doc_id": "notes/deep-learning-glossary.md", "title": "deep-learning-glossary"},
         ]
     )
-    assert names["ai.md"] == ()
+    assert names["ai.md"] == () and names["笔记.md"] == ()
+    assert "周会记录" in names["vault/周会记录.md"]  # four Chinese characters are a name
+    assert named_documents("周会记录里数据库什么时候升级？", names) == {"vault/周会记录.md"}
     assert named_documents("In the python-for-AI notes, what is a tensor?", names) == {"python-for-ai.md"}
     assert named_documents("python for AI 那份笔记说了什么？", names) == {"python-for-ai.md"}
     assert named_documents("Python_For_AI 里怎么装 torch？", names) == {"python-for-ai.md"}
