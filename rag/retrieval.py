@@ -195,9 +195,9 @@ class Retriever:
             similarities = best_sentence_similarities(self.index, vectors[0], hits)
             if similarities is not None:
                 hits = rescored(hits, similarities, s.sentence_weight)
+        by_chunk = {h.chunk.chunk_id: h for h in hits}  # what explain shows of each candidate's sentence evidence
         named = named_documents(query, self._names)
         hits = named_lifted(hits, named)  # "周会记录里……": that note's passages lifted
-        by_chunk = {h.chunk.chunk_id: h for h in hits}  # before merging: what explain shows of each candidate
         merged = merge_adjacent(hits)
         hits = merged[:top_k]
         for rank, hit in enumerate(hits, start=1):

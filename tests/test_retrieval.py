@@ -326,6 +326,8 @@ def test_a_question_naming_a_note_ranks_that_notes_passages_up(engine: Engine) -
     result = engine.search("python for AI 那份笔记里卷积是什么？", top_k=5, explain=True)
     assert result.explanation is not None and result.explanation["named_documents"] == ["python-for-ai.md"]
     assert result.hits[0].chunk.doc_id == "python-for-ai.md"
+    # the lift is the note's, not its sentences': a candidate's sentence shift still never raises it
+    assert all(row.get("sentence_shift", 0.0) <= 0 for row in result.explanation["fused"])
     assert engine.search("卷积是什么？", top_k=5, explain=True).explanation["named_documents"] == []
 
 
