@@ -195,7 +195,9 @@ class Retriever:
             similarities = best_sentence_similarities(self.index, vectors[0], hits)
             if similarities is not None:
                 hits = rescored(hits, similarities, s.sentence_weight)
-        by_chunk = {h.chunk.chunk_id: h for h in hits}  # what explain shows of each candidate's sentence evidence
+        # each candidate's sentence evidence, for explain: before a named note's lift and before merging (which
+        # gives a merged hit another chunk)
+        by_chunk = {h.chunk.chunk_id: h for h in hits} if explain else {}
         named = named_documents(query, self._names)
         hits = named_lifted(hits, named)  # "周会记录里……": that note's passages lifted
         merged = merge_adjacent(hits)
