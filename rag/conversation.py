@@ -77,7 +77,8 @@ _EN_SUCCESSOR = re.compile(
 # 它 with no clause mark before it: a clause-mate name is its clause's subject, which a Chinese pronoun does not
 # stand for ("CBAM 跟它比多了什么？"); "BERT 和它的变体" is the exception, a possessive joined to the name.
 # "在里面 / 在其中 / 在这当中" points inside the previous subject: "温度在里面起什么作用？" after "什么是知识蒸馏？".
-_ZH_INSIDE_IT = re.compile(r"(?<=在)(?:这|那)?(?:里面|里头|当中|之中)|(?<=在)其中")
+# "在这里面" / "在其中", or a question opening with 其中 ("其中的分区容错性指什么？"): inside the previous subject
+_ZH_INSIDE_IT = re.compile(r"(?<=在)(?:这|那)?(?:里面|里头|当中|之中)|(?<=在)其中|^(?:那么?\s*)?其中")
 _ZH_IT_IN_CLAUSE = re.compile(r"^[^，,。；;：:？?！!]+?它")
 _ZH_IT_AFTER_AND = re.compile(r"[和与及跟同]\s*它们?的")
 _LATIN_RUN = re.compile(r"[A-Za-z0-9][\w+#.\-]*(?:\s+[A-Za-z0-9][\w+#.\-]*)*")
@@ -319,10 +320,14 @@ def _substitute_ellipsis(previous: str, x: str, subject: str, tokenizer: Tokeniz
         span = (found, found + len(subject)) if found >= 0 else None
     if span is None:
         return None
-    start, end = subject_components(text, span, word_bounds(text, tokenizer))[-1]
+    components = subject_components(text, span, word_bounds(text, tokenizer))
+    start, end = components[-1]
     latin_x = not is_cjk(x)
     mixed_x = not latin_x and _LATIN_RUN.search(x) is not None  # "Deep 部分" for "Cross 层": the whole part
     runs = [m.span() for m in _LATIN_RUN.finditer(text, start, end)]
+    names = [part for part in components[:-1] if [m.span() for m in _LATIN_RUN.finditer(text, *part)] == [part]]
+    if latin_x and not runs and names:  # "GPT 的预训练目标" + "那 BERT 呢？": a name replaces the name, not what is asked of it
+        return _join(text[: names[-1][0]], x, text[names[-1][1] :])
     if runs and (runs[0] != (start, end)) and not mixed_x:  # a mixed part ("NSP 任务"): replace the side X belongs to
         if latin_x:
             start, end = runs[-1]

@@ -44,6 +44,7 @@ LORA = conversation("LoRA 是什么？", "LoRA 是一种低秩适配方法。[1]
         ("什么是知识蒸馏？", "温度参数在里面起什么作用？", "温度参数在知识蒸馏中起什么作用？"),
         ("什么是 RLHF？", "奖励模型在这当中负责什么？", "奖励模型在 RLHF中负责什么？"),
         ("Transformer 是什么？", "位置编码在其中有什么用？", "位置编码在 Transformer中有什么用？"),
+        ("CAP 理论说的是什么？", "其中的分区容错性指什么？", "CAP 理论中的分区容错性指什么？"),  # 其中 opening it
         # a demonstrative with the noun the subject ends with stands for the subject whole
         ("什么是未登录词？", "一般怎么处理这种词？", "一般怎么处理未登录词？"),
         ("什么是梯度裁剪方法？", "这种方法有什么缺点？", "梯度裁剪方法有什么缺点？"),
@@ -115,6 +116,7 @@ def test_the_answer_names_the_subject_when_the_question_asked_for_one(tokenizer:
         ("GPT 预训练是怎么做的？", "那微调呢？", "GPT 微调是怎么做的？"),  # X replaces the part of its own script
         ("BERT 的 MLM 任务是什么？", "那 RTD 呢？", "BERT 的 RTD 任务是什么？"),
         ("LoRA 的原理是什么？", "那 QLoRA 呢？", "QLoRA 的原理是什么？"),  # the generic ask is not the subject
+        ("GPT 的预训练目标是什么？", "那 BERT 呢？", "BERT 的预训练目标是什么？"),  # a name replaces the name
         ("DCN 网络的 Cross 层是怎么工作的？", "那 Deep 部分呢？", "DCN 网络的 Deep 部分是怎么工作的？"),  # mixed X: all of it
         ("What is a GRU?", "What about LSTM?", "What is a LSTM?"),
     ],

@@ -146,6 +146,18 @@ def test_a_sentence_about_another_entity_loses(engine, reader: Reader) -> None:
 
 
 
+def test_a_name_the_notes_only_list_is_refused(engine, reader: Reader) -> None:
+    # a table of contents names BatchNorm and says nothing about it: no sentence answers "什么是 BatchNorm？"
+    contents = hit("11. 梯度裁剪\n12. GroupNorm、LayerNorm、BatchNorm\n13. 特征归一化：让不同尺度的特征可比。\n", heading=("目录",))
+    reading = read(engine, reader, "什么是 BatchNorm？", [contents])
+    assert not reading.answerable and "only name" in reading.reason
+    # where a sentence says something about it, or a section is headed by it, the reader judges as usual
+    said = hit("12. GroupNorm、LayerNorm、BatchNorm\nBatchNorm 在每个 batch 内对每个特征做归一化。\n", heading=("目录",))
+    assert not read(engine, reader, "什么是 BatchNorm？", [said]).veto
+    headed = hit("作用：加快收敛。\n相关：GroupNorm、LayerNorm、BatchNorm\n", heading=("BatchNorm",))
+    assert not read(engine, reader, "什么是 BatchNorm？", [headed]).veto
+
+
 def test_a_word_the_notes_never_use_counts_as_its_known_part(engine, reader: Reader) -> None:
     # jieba keeps "改进版" whole and the notes never write it; they write "改进", which the successor holds
     assert not reader.index.has_term("改进版") and reader.index.has_term("改进")

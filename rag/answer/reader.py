@@ -49,6 +49,7 @@ WEIGHTS_FILE = "reader_weights.json"
 # A figure only a number gives: a quantity, not a count of things or kinds ("有几个门", "多少种方法", "how many": a
 # list of the things answers)
 MEASURE_ASKED = re.compile(r"多少(?![种类项])|多大|取值范围|how much|几(?:位|层|维|倍|次|天|年|月|分钟|小时|度)", re.I)
+STATES_NOTHING = ("enumeration", "title_like", "link")  # features of a line that names things without saying anything
 _LATIN_NAME = re.compile(r"[a-z][a-z0-9]*(?:-[a-z0-9]+)*")
 # An English question whose words (and their Chinese translations) no candidate holds this much of reads the notes
 # only across languages: its own ranker orders the candidates (`reads_across_languages`).
@@ -391,6 +392,25 @@ def _veto(
         and not _figure_stated(candidates, sentences, _latin_names(question))
     ):
         return "the question asks for a figure and no sentence the answer would quote states one"
+    named = _named_only(question, profile, candidates)
+    if named:
+        return f"the notes only name {named} in a list or title; no sentence says anything about it"
+    return ""
+
+
+def _named_only(question: str, profile: QuestionProfile, candidates: Sequence[Candidate]) -> str:
+    """The question's subject, a name in Latin letters, when the candidates name it only in lines that state
+    nothing (a table of contents' "12. GroupNorm、LayerNorm、BatchNorm", a title, a link) and no section is
+    headed by it: the notes list the name but say nothing about it. "" otherwise."""
+    if any(c.features.get("subject_heading", 0.0) > 0 for c in candidates):
+        return ""
+    for name in _latin_names(question):
+        if name not in profile.subject:
+            continue
+        spelling = spelled_as_one(name.split("-"))
+        mentions = [c for c in candidates if spelling.search(normalize(c.sentence.text))]
+        if mentions and all(any(c.features.get(k) for k in STATES_NOTHING) for c in mentions):
+            return name
     return ""
 
 
