@@ -107,7 +107,8 @@ def _ellipsis(text: str, tokenizer: Tokenizer) -> str | None:
 
 # A question that opens with what it asks and names one short thing besides: "怎么缓解？", "为什么有效？".
 _ZH_ASK_FIRST = re.compile(
-    r"^\s*(?:怎么|怎样|如何|为什么|为何|为啥|有哪些|有什么|有啥|有何|能不能|能否|是否|可以|要|哪个|哪种|哪一个|哪一种)"
+    r"^\s*(?:怎么|怎样|如何|为什么|为何|为啥|有哪些|有什么|有啥|有何|能不能|能否|是否|可以|要|哪个|哪种|哪一个|哪一种"
+    r"|是(?:怎么|怎样|如何|为什么|为何|为啥|什么|谁|哪))"  # "是怎么解决的？": the copula without its subject
 )
 # An ordinal that points into the previous answer's list: "第二步具体做什么？", "第三点呢？".
 _ZH_ORDINAL = re.compile(
@@ -119,6 +120,13 @@ _ZH_ORDINAL = re.compile(
 _ZH_REMEDY_OF_IT = re.compile(r"(?:缓解|解决|避免|防止|改善|克服|减轻|抑制)(?:掉|了)?(?:吗|么|呢)?[\s?？。!！]*$")
 # A verb and a degree with no subject: "设太高会怎样？", "调小一点呢？".
 _ZH_VERB_DEGREE = re.compile(r"^\s*[\u4e00-\u9fff]{1,2}(?:太|过于|得太)[高低大小多少快慢长短深浅]")
+_ORDINAL_ITEM = re.compile(r"第(?P<n>[一二两三四五六七八九十\d]{1,2})(?:步|个|点|种|类|阶段|部分|条|层)")
+_ORDINAL_VALUES = {"一": 1, "二": 2, "两": 2, "三": 3, "四": 4, "五": 5, "六": 6, "七": 7, "八": 8, "九": 9, "十": 10,
+                   "first": 1, "second": 2, "third": 3, "fourth": 4, "fifth": 5}
+# A numbered line of an answer ("2. 聚合问答数据并训练一个奖励模型；[1]") and the answer's citation markers.
+_NUMBERED_LINE = re.compile(r"^\s*(?:[-*+•]\s*)?(?:(?P<n>\d{1,2})\s*[.、．)）]|[（(](?P<p>\d{1,2})[)）])\s*(?P<item>\S.*)$")
+_ANSWER_MARKER = re.compile(r"\[\d+\]")
+MAX_ITEM_CHARS = 60
 _EN_ORDINAL = re.compile(
     r"\bthe\s+(?:first|second|third|fourth|fifth|last|next|final)\s+(?:step|stage|phase|part|point|one)\b", re.I
 )
@@ -349,9 +357,37 @@ def _named_successor(text: str, successor: re.Match[str], tokenizer: Tokenizer) 
     return name if content_terms(name, tokenizer) else None
 
 
-def _apply(question: str, previous: str, subject: str, tokenizer: Tokenizer) -> tuple[str, bool]:
-    """`question` made standalone with the subject of `previous`; True when X of an ellipsis became the subject."""
+def answer_item(answer: str, n: int) -> str | None:
+    """Item n of the numbered list in an answer, without its number, markers and closing punctuation."""
+    for line in answer.splitlines():
+        match = _NUMBERED_LINE.match(_ANSWER_MARKER.sub("", line))
+        if match and int(match.group("n") or match.group("p")) == n:
+            item = match.group("item").strip().rstrip("；;。.，,：:").strip()
+            return item[:MAX_ITEM_CHARS] if item else None
+    return None
+
+
+def _resolve_ordinal(text: str, subject: str, answer: str) -> str | None:
+    """"第二步具体做什么？" after an answer listing the steps: the step itself takes the ordinal's place."""
+    match = _ORDINAL_ITEM.search(text) or _EN_ORDINAL.search(text)
+    if match is None or not answer:
+        return None
+    word = match.group("n") if match.re is _ORDINAL_ITEM else match.group(0).split()[1].lower()
+    n = int(word) if word.isdigit() else _ORDINAL_VALUES.get(word)
+    item = answer_item(answer, n) if n else None
+    if item is None:
+        return None
+    phrase = item if normalize(subject) in normalize(item) else _join(subject, item)
+    return _join(text[: match.start()], phrase, text[match.end() :])
+
+
+def _apply(question: str, previous: str, subject: str, tokenizer: Tokenizer, answer: str = "") -> tuple[str, bool]:
+    """`question` made standalone with the subject of `previous` (and its answer, whose numbered items an
+    ordinal points to); True when X of an ellipsis became the subject."""
     text = _LEADING_THEN.sub("", question.strip(), count=1) or question.strip()
+    if _ZH_ORDINAL.match(text) or _EN_ORDINAL.search(text):
+        resolved = _resolve_ordinal(text, subject, answer)  # else: a step of the subject ("第五步呢？" is no subject)
+        return (resolved, False) if resolved is not None else (_join(subject, text), False)
     successor = _successor(text)
     named = _named_successor(text, successor, tokenizer) if successor is not None else None
     if named is not None:  # "它的变体 GRU 呢？": the previous question, asked about the successor
@@ -411,12 +447,12 @@ def _resolve(question: str, history: Sequence[Turn], tokenizer: Tokenizer, depth
         previous, subject = turn.content, None
         if depth < 3:
             previous, subject = _resolve(previous, history[:i], tokenizer, depth + 1)
+        answer = next((t.content for t in history[i + 1 :] if t.role == "assistant"), "")
         if subject is None:
-            answer = next((t.content for t in history[i + 1 :] if t.role == "assistant"), "")
             subject = question_subject(previous, tokenizer, answer)
         if not subject:
             continue
-        resolved, elliptic = _apply(question, previous, subject, tokenizer)
+        resolved, elliptic = _apply(question, previous, subject, tokenizer, answer)
         return resolved, None if elliptic else subject  # "那 X 呢？" made X the subject
     return question, None
 

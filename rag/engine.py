@@ -19,7 +19,7 @@ from typing import Any, Literal
 from rag.aliases import AliasIndex, glossary_report
 from rag.answer import Generator, make_generator, refusal_answer
 from rag.answer.citations import citation_from_hit
-from rag.answer.reader import READ_PASSAGES, Reader, Reading
+from rag.answer.reader import READ_PASSAGES, Reader, Reading, new_first
 from rag.config import Settings
 from rag.embedding import Embedder, load_embedder, load_reranker
 from rag.errors import REPAIR_HINT, IndexCorrupted, IndexNotReady, InvalidInput, NotFound, RagError
@@ -323,6 +323,8 @@ class Engine:
     ) -> Iterator[StreamEvent]:
         resolved = resolve_question(question, history, state.generator, state.tokenizer)
         result, reading = self._read(state, resolved, top_k=top_k, mode=mode, explain=explain, rows=rows)
+        if resolved != question:  # a follow-up asks for something new: what the last answer said gives way
+            reading = new_first(reading, next((t.content for t in reversed(history) if t.role == "assistant"), ""))
         timings = dict(result.timings)
         hits = result.hits[:top_k]
         if not reading.answerable or not hits:

@@ -182,7 +182,8 @@ def test_standalone_question_is_unchanged(question: str, tokenizer: Tokenizer) -
         ("BERT 用了几层？", "那 GPT-2 呢？", "GPT-2 用了几层？"),
         ("什么是知识蒸馏？", "举个例子", "知识蒸馏 举个例子"),
         ("Adam 和 SGD 有什么区别？", "哪个更好？", "Adam 和 SGD 哪个更好？"),
-        ("RLHF 有哪几个步骤？", "第二步具体做什么？", "RLHF 第二步具体做什么？"),  # an ordinal into the answer's list
+        ("RLHF 有哪几个步骤？", "第二步具体做什么？", "RLHF 第二步具体做什么？"),  # an answer with no list: the ordinal stays
+        ("Transformer-XL 解决了什么问题？", "是怎么解决的？", "Transformer-XL 是怎么解决的？"),  # a copula without subject
         ("What is LoRA?", "Any drawbacks?", "LoRA Any drawbacks?"),
         ("Transformer 的编码器由什么组成？", "那解码器呢？", "Transformer 的解码器由什么组成？"),
         ("ResNet 解决了什么问题？", "它的改进版呢？", "ResNet的改进版呢？"),  # no predicate marker: the leading name
@@ -307,3 +308,15 @@ def test_followup_chain_keeps_the_subject_that_started_it(tokenizer: Tokenizer) 
 )
 def test_question_subject(question: str, subject: str, tokenizer: Tokenizer) -> None:
     assert question_subject(question, tokenizer) == subject
+
+
+def test_an_ordinal_is_replaced_by_that_item_of_the_previous_answers_list(tokenizer: Tokenizer) -> None:
+    steps = conversation(
+        "RLHF 分为哪三个步骤？",
+        "RLHF 按三个步骤分解：[1]\n1. 预训练一个语言模型 (LM) ；[1]\n2. 聚合问答数据并训练一个奖励模型；[1]\n3. 用强化学习方式微调 LM。[1]",
+    )
+    assert resolve_followup("第二步具体做什么？", steps, tokenizer) == "RLHF 聚合问答数据并训练一个奖励模型具体做什么？"
+    assert resolve_followup("详细说说第三步", steps, tokenizer) == "详细说说 RLHF 用强化学习方式微调 LM"
+    assert resolve_followup("What happens in the first step?", steps, tokenizer) == "What happens in RLHF 预训练一个语言模型 (LM)?"
+    # an item the list does not have: the ordinal stays, with the subject
+    assert resolve_followup("第五步呢？", steps, tokenizer) == "RLHF 第五步呢？"

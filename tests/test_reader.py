@@ -12,7 +12,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from rag.answer.extractive import ExtractiveGenerator
-from rag.answer.reader import Candidate, Ranker, Reader, Reading, default_model, reads_across_languages
+from rag.answer.reader import (
+    Candidate,
+    Ranker,
+    Reader,
+    Reading,
+    default_model,
+    new_first,
+    reads_across_languages,
+)
 from rag.answer.reader_features import (
     CandidateContext,
     candidate_features,
@@ -156,6 +164,18 @@ def test_a_name_the_notes_only_list_is_refused(engine, reader: Reader) -> None:
     assert not read(engine, reader, "什么是 BatchNorm？", [said]).veto
     headed = hit("作用：加快收敛。\n相关：GroupNorm、LayerNorm、BatchNorm\n", heading=("BatchNorm",))
     assert not read(engine, reader, "什么是 BatchNorm？", [headed]).veto
+
+
+def test_a_follow_up_opens_with_a_sentence_the_last_answer_did_not_quote(engine, reader: Reader) -> None:
+    passage = hit("标签平滑是一种损失函数的修正。\n它让模型不会全力匹配每一个标签，错误标注的影响因此更小。\n", heading=("标签平滑",))
+    reading = read(engine, reader, "标签平滑 有什么好处？", [passage])
+    best = reading.best
+    assert best is not None
+    said = f"{best.sentence.text}[1]"
+    followup = new_first(reading, said)
+    assert followup.best is not None and followup.best.sentence.text != best.sentence.text
+    assert followup.answerable == reading.answerable and len(followup.candidates) == len(reading.candidates)
+    assert new_first(reading, "一段无关的回答。[1]").best is best  # nothing repeated: unchanged
 
 
 def test_a_word_the_notes_never_use_counts_as_its_known_part(engine, reader: Reader) -> None:

@@ -15,7 +15,7 @@ import logging
 import math
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from importlib import resources
 from typing import Any, Protocol
@@ -124,6 +124,30 @@ class Reading:
                 for c in self.candidates[:top]
             ],
         }
+
+
+REPEAT_LOOKAHEAD = 5  # a follow-up's answer opens with the best of this many candidates the last answer did not quote
+_ANSWER_MARKER = re.compile(r"\[\d+\]")
+
+
+def new_first(reading: Reading, said: str, lookahead: int = REPEAT_LOOKAHEAD) -> Reading:
+    """A follow-up's reading with the best sentence the previous answer did not already quote first (among the
+    top `lookahead`): "第二步具体做什么？" asks for more than the step's line the last answer listed, and "那坏处呢？"
+    should not open with the sentence "有什么好处？" got. The verdict (answerable or not) is unchanged."""
+    said_text = normalize(_ANSWER_MARKER.sub("", said))
+    if not reading.candidates or not said_text:
+        return reading
+
+    def repeated(c: Candidate) -> bool:
+        text = normalize(c.sentence.text)
+        return len(text) >= 8 and text in said_text
+
+    if not repeated(reading.candidates[0]):
+        return reading
+    new = next((c for c in reading.candidates[:lookahead] if not repeated(c)), None)
+    if new is None:
+        return reading
+    return replace(reading, candidates=[new, *(c for c in reading.candidates if c is not new)])
 
 
 @dataclass(frozen=True)
