@@ -28,7 +28,7 @@ LATIN_WORD = re.compile(r"[a-z][a-z0-9+#\-]*[a-z0-9+#]|[a-z]{2,}")
 _LATIN_PHRASE = re.compile(r"[a-z][a-z0-9]*(?:-[a-z0-9]+)*(?:[ \t]+[a-z][a-z0-9]*(?:-[a-z0-9]+)*)+")  # "kv cache"
 # A name as an English sentence spells it: an acronym ("HNSW"), an inner capital ("efConstruction", "XLNet")
 # or letters with digits ("FP16"). Plain words ("speculative") are not names: English questions use them freely.
-_ENGLISH_NAME = re.compile(r"(?<!\w)(?:[A-Za-z]*[A-Z][a-z0-9]*[A-Z0-9][A-Za-z0-9]*|[a-z]+[A-Z][A-Za-z0-9]*|[A-Za-z]+[0-9][A-Za-z0-9]*)(?!\w)")
+ENGLISH_NAME = re.compile(r"(?<!\w)(?:[A-Za-z]*[A-Z][a-z0-9]*[A-Z0-9][A-Za-z0-9]*|[a-z]+[A-Z][A-Za-z0-9]*|[A-Za-z]+[0-9][A-Za-z0-9]*)(?!\w)")
 
 
 @dataclass
@@ -221,7 +221,7 @@ class RelevanceGate:
         """A name in an English question ("HNSW", "efConstruction") that is no term of the notes, no glossary
         name, not spelled in the top passages and inside no phrase the glossary or the bridge linked."""
         linked = " ".join(matched for matched, _ in alias_names)
-        for match in _ENGLISH_NAME.finditer(query):
+        for match in ENGLISH_NAME.finditer(query):
             name = normalize(match.group(0))
             spelled = spelled_as_one([name])
             if self.index.has_term(name) or name in self._alias_of or spelled.search(top_text) or spelled.search(linked):

@@ -164,6 +164,10 @@ def test_a_name_the_notes_only_list_is_refused(engine, reader: Reader) -> None:
     assert not read(engine, reader, "什么是 BatchNorm？", [said]).veto
     headed = hit("作用：加快收敛。\n相关：GroupNorm、LayerNorm、BatchNorm\n", heading=("BatchNorm",))
     assert not read(engine, reader, "什么是 BatchNorm？", [headed]).veto
+    # an English question too; a short line that says what the name is, rather than listing it, is not a list
+    assert "only name" in read(engine, reader, "What is BatchNorm?", [contents]).reason
+    short = hit("GroupNorm→按通道分组归一化\n", heading=("归一化",))
+    assert not read(engine, reader, "What is GroupNorm?", [short]).veto
 
 
 def test_a_follow_up_opens_with_a_sentence_the_last_answer_did_not_quote(engine, reader: Reader) -> None:

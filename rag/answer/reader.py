@@ -37,6 +37,7 @@ from rag.answer.reader_features import (
     states,
 )
 from rag.answer.sentences import Sentence, split_passage
+from rag.relevance_gate import ENGLISH_NAME
 from rag.text import Tokenizer, is_cjk, known_words, normalize, spelled_as_one
 from rag.types import Chunk, Hit
 
@@ -49,7 +50,9 @@ WEIGHTS_FILE = "reader_weights.json"
 # A figure only a number gives: a quantity, not a count of things or kinds ("有几个门", "多少种方法", "how many": a
 # list of the things answers)
 MEASURE_ASKED = re.compile(r"多少(?![种类项])|多大|取值范围|how much|几(?:位|层|维|倍|次|天|年|月|分钟|小时|度)", re.I)
-STATES_NOTHING = ("enumeration", "title_like", "link")  # features of a line that names things without saying anything
+NAMED_MIN_CHARS = 3  # a name the notes may only list has at least this many characters
+_ITEM_SPLIT = re.compile(r"[、,，/|；;]")
+_ITEM_NUMBER = re.compile(r"^\s*\d{1,2}\s*[.、．)）]\s*")
 _LATIN_NAME = re.compile(r"[a-z][a-z0-9]*(?:-[a-z0-9]+)*")
 # An English question whose words (and their Chinese translations) no candidate holds this much of reads the notes
 # only across languages: its own ranker orders the candidates (`reads_across_languages`).
@@ -428,14 +431,24 @@ def _named_only(question: str, profile: QuestionProfile, candidates: Sequence[Ca
     headed by it: the notes list the name but say nothing about it. "" otherwise."""
     if any(c.features.get("subject_heading", 0.0) > 0 for c in candidates):
         return ""
-    for name in _latin_names(question):
-        if name not in profile.subject:
+    names = _latin_names(question) if is_cjk(question) else [normalize(m) for m in ENGLISH_NAME.findall(question)]
+    for name in names:
+        if len(name) < NAMED_MIN_CHARS or name not in profile.subject:  # "II" of "Type II" is no name
             continue
         spelling = spelled_as_one(name.split("-"))
         mentions = [c for c in candidates if spelling.search(normalize(c.sentence.text))]
-        if mentions and all(any(c.features.get(k) for k in STATES_NOTHING) for c in mentions):
+        if mentions and all(_only_lists(c, spelling) for c in mentions):
             return name
     return ""
+
+
+def _only_lists(c: Candidate, spelling: re.Pattern[str]) -> bool:
+    """Whether a candidate names a thing without saying anything about it: a line of names or a link, or a short
+    title in which the name stands as one item ("7. Adam、adamw"; not "误报 (Type I error)")."""
+    if c.features.get("enumeration") or c.features.get("link"):
+        return True
+    items = (normalize(item).strip() for item in _ITEM_SPLIT.split(_ITEM_NUMBER.sub("", c.sentence.text)))
+    return bool(c.features.get("title_like")) and any(spelling.fullmatch(item) for item in items)
 
 
 def _figure_stated(
