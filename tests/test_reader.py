@@ -170,6 +170,17 @@ def test_a_name_the_notes_only_list_is_refused(engine, reader: Reader) -> None:
     assert not read(engine, reader, "What is GroupNorm?", [short]).veto
 
 
+def test_a_year_asked_that_no_passage_read_gives_is_refused(engine, reader: Reader) -> None:
+    lstm = hit("LSTM 是一种特殊的 RNN，用三个门控制细胞状态。\n它能缓解长序列上的梯度消失。\n", heading=("LSTM",))
+    for question in ("LSTM 是哪一年提出的？", "When was LSTM proposed?"):
+        reading = read(engine, reader, question, [lstm])
+        assert not reading.answerable and "year" in reading.reason, question
+    dated = hit("LSTM 由 Hochreiter 和 Schmidhuber 于 1997 年提出。\n它用三个门控制细胞状态。\n", heading=("LSTM",))
+    assert not read(engine, reader, "LSTM 是哪一年提出的？", [dated]).veto
+    # "什么时候用" asks when to use it, not a year
+    assert not read(engine, reader, "什么时候用 LSTM？", [lstm]).veto
+
+
 def test_a_follow_up_opens_with_a_sentence_the_last_answer_did_not_quote(engine, reader: Reader) -> None:
     passage = hit("标签平滑是一种损失函数的修正。\n它让模型不会全力匹配每一个标签，错误标注的影响因此更小。\n", heading=("标签平滑",))
     reading = read(engine, reader, "标签平滑 有什么好处？", [passage])

@@ -23,6 +23,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from rag.answer.reader_features import (
+    YEAR_ASKED,
     CandidateContext,
     QuestionProfile,
     candidate_features,
@@ -51,6 +52,7 @@ WEIGHTS_FILE = "reader_weights.json"
 # list of the things answers)
 MEASURE_ASKED = re.compile(r"多少(?![种类项])|多大|取值范围|how much|几(?:位|层|维|倍|次|天|年|月|分钟|小时|度)", re.I)
 NAMED_MIN_CHARS = 3  # a name the notes may only list has at least this many characters
+YEAR = re.compile(r"(?<!\d)(?:1[89]|20)\d\d(?!\d)|\d{2,4}\s*年")  # "2017", "2023年3月"
 _ITEM_SPLIT = re.compile(r"[、,，/|；;]")
 _ITEM_NUMBER = re.compile(r"^\s*\d{1,2}\s*[.、．)）]\s*")
 _LATIN_NAME = re.compile(r"[a-z][a-z0-9]*(?:-[a-z0-9]+)*")
@@ -419,6 +421,8 @@ def _veto(
         and not _figure_stated(candidates, sentences, _latin_names(question))
     ):
         return "the question asks for a figure and no sentence the answer would quote states one"
+    if candidates and YEAR_ASKED.search(question) and not _year_given(sentences):
+        return "the question asks when and no sentence of the passages it is about gives a year"
     named = _named_only(question, profile, candidates)
     if named:
         return f"the notes only name {named} in a list or title; no sentence says anything about it"
@@ -460,18 +464,29 @@ def _figure_stated(
     count of GPTQ's parameters is not GPT-4's."""
     if not candidates:
         return False
-    best = candidates[0]
-    group = sentences[best.passage]
-    quoted = [c.sentence for c in candidates if c.passage == best.passage and c.score >= best.score - FIGURE_MARGIN]
-    quoted += group[best.sentence.pos + 1 : best.sentence.pos + 2]
+    group = sentences[candidates[0].passage]
     spellings = [spelled_as_one(name.split("-")) for name in names]
-    for s in quoted:
+    for s in _quoted(candidates, sentences):
         if not states(s.text, "number"):
             continue
         around = normalize(" ".join(x.text for x in group[max(0, s.pos - 1) : s.pos + 2]) + " " + s.heading)
         if not spellings or any(spelling.search(around) for spelling in spellings):
             return True
     return False
+
+
+def _year_given(sentences: Sequence[Sequence[Sentence]]) -> bool:
+    """Whether a sentence of the passages read gives a year."""
+    return any(YEAR.search(s.text) for group in sentences for s in group)
+
+
+def _quoted(candidates: Sequence[Candidate], sentences: Sequence[Sequence[Sentence]]) -> list[Sentence]:
+    """What an answer would quote: the best sentence, the one after it, and the others of its passage the reader
+    rates within FIGURE_MARGIN of it."""
+    best = candidates[0]
+    group = sentences[best.passage]
+    quoted = [c.sentence for c in candidates if c.passage == best.passage and c.score >= best.score - FIGURE_MARGIN]
+    return quoted + list(group[best.sentence.pos + 1 : best.sentence.pos + 2])
 
 
 def _latin_names(question: str) -> list[str]:

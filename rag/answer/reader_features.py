@@ -18,6 +18,14 @@ from dataclasses import dataclass
 
 from rag.text import CJK_CHARS, char_bigrams, is_cjk, normalize
 
+# A question that asks for a year ("LoRA 是哪一年提出的？", "When was BERT released?"; not "什么时候用 dropout？" or
+# "When is a product defined?"), which `rag.answer.reader` requires the passages to give.
+YEAR_ASKED = re.compile(
+    r"哪一?年|何年|(?:什么时候|何时)(?:被|由[^，,？?]{0,12})?(?:提出|发布|发表|出现|诞生|推出|开源|发明)"
+    r"|\b(?:what|which) year\b|\bwhen (?:was|were|did)\b",
+    re.I,
+)
+
 # What a question asks for, and the cues that a sentence holds that kind of answer.
 QUESTION_TYPES: dict[str, re.Pattern[str]] = {
     name: re.compile(pattern, re.I)
