@@ -4,8 +4,9 @@ It sits between retrieval and the answer. Every sentence of the top passages (he
 lines excluded) becomes a candidate with the general features of `reader_features`; a linear model fitted on
 labelled sentences (`scripts/fit_reader.py`, weights shipped as `reader_weights.json`) ranks them, and a
 second small model decides from the best candidates and the relevance gate whether any sentence answers at
-all. The extractive answer quotes the best span, the engine refuses when no sentence answers, the LLM prompt
-gets the passages in reader order with the top sentences marked, and explanations show the figures.
+all (`refusal_rules` refuses some questions whatever it says). The extractive answer quotes the best span, the
+engine refuses when no sentence answers, the LLM prompt gets the passages in reader order with the top sentences
+marked, and explanations show the figures.
 """
 
 from __future__ import annotations
@@ -23,23 +24,19 @@ from typing import Any, Protocol
 import numpy as np
 
 from rag.answer.reader_features import (
-    YEAR_ASKED,
     CandidateContext,
     QuestionProfile,
     candidate_features,
     coverage,
     degree_variants,
-    is_instruction,
-    must_state,
     profile_question,
     question_features,
     rarity_weights,
     reader_text,
-    states,
 )
+from rag.answer.refusal_rules import refusal_rule
 from rag.answer.sentences import Sentence, split_passage
-from rag.relevance_gate import ENGLISH_NAME
-from rag.text import Tokenizer, is_cjk, known_words, normalize, spelled_as_one
+from rag.text import Tokenizer, is_cjk, known_words, normalize
 from rag.types import Chunk, Hit
 
 log = logging.getLogger(__name__)
@@ -48,18 +45,9 @@ READ_PASSAGES = 5  # the reader reads this many top passages, whatever the calle
 NOT_CANDIDATES = frozenset({"heading", "url", "marker"})
 MAX_EMBEDDED_NOW = 8  # sentences without a stored vector embedded at question time (the rest get the floor)
 WEIGHTS_FILE = "reader_weights.json"
-# A figure only a number gives: a quantity, not a count of things or kinds ("有几个门", "多少种方法", "how many": a
-# list of the things answers)
-MEASURE_ASKED = re.compile(r"多少(?![种类项])|多大|取值范围|how much|几(?:位|层|维|倍|次|天|年|月|分钟|小时|度)", re.I)
-NAMED_MIN_CHARS = 3  # a name the notes may only list has at least this many characters
-YEAR = re.compile(r"(?<!\d)(?:1[89]|20)\d\d(?!\d)|\d{2,4}\s*年")  # "2017", "2023年3月"
-_ITEM_SPLIT = re.compile(r"[、,，/|；;]")
-_ITEM_NUMBER = re.compile(r"^\s*\d{1,2}\s*[.、．)）]\s*")
-_LATIN_NAME = re.compile(r"[a-z][a-z0-9]*(?:-[a-z0-9]+)*")
 # An English question whose words (and their Chinese translations) no candidate holds this much of reads the notes
 # only across languages: its own ranker orders the candidates (`reads_across_languages`).
 ACROSS_LANGUAGES_COVER = 0.3
-FIGURE_MARGIN = 2.5  # logit units: sentences this close to the best are what an answer quotes besides it
 
 
 class IndexTerms(Protocol):
@@ -311,7 +299,7 @@ class Reader:
         candidates.sort(key=lambda c: (-c.score, c.passage, c.sentence.pos))
         q_features = question_features(profile, features, list(shared), gate_score, gate_features)
         probability = self.model.answer_probability(q_features)
-        veto = _veto(question, profile, candidates, sentences, gate_features)
+        veto = refusal_rule(question, profile, candidates, sentences, gate_features)
         answerable = bool(candidates) and probability >= self.threshold and not veto
         if veto:
             reason = veto
@@ -398,101 +386,6 @@ class Reader:
         sims = (vectors @ np.asarray(query_vectors, dtype=np.float32).T).max(axis=1)
         floor = float(sims[found].min()) if found.any() else 0.0
         return [float(sims[i]) if found[i] else floor for i in range(len(texts))]
-
-
-def _veto(
-    question: str,
-    profile: QuestionProfile,
-    candidates: Sequence[Candidate],
-    sentences: Sequence[Sequence[Sentence]],
-    gate_features: Mapping[str, float],
-) -> str:
-    """Why the question must be refused whatever the reader's probability, or "" when nothing rules it out."""
-    if is_instruction(question):
-        return "the input is an instruction to the assistant, not a question about the notes"
-    if gate_features.get("unknown_latin"):
-        # a name the notes never spell ("GPT-5" in notes that stop at GPT4): what shares its other words is
-        # about something else
-        return "the question names a term that appears nowhere in the notes"
-    if (
-        candidates
-        and "number" in must_state(question, profile.types)
-        and MEASURE_ASKED.search(question)
-        and not _figure_stated(candidates, sentences, _latin_names(question))
-    ):
-        return "the question asks for a figure and no sentence the answer would quote states one"
-    if candidates and YEAR_ASKED.search(question) and not _year_given(sentences):
-        return "the question asks when and no sentence of the passages it is about gives a year"
-    named = _named_only(question, profile, candidates)
-    if named:
-        return f"the notes only name {named} in a list or title; no sentence says anything about it"
-    return ""
-
-
-def _named_only(question: str, profile: QuestionProfile, candidates: Sequence[Candidate]) -> str:
-    """The question's subject, a name in Latin letters, when the candidates name it only in lines that state
-    nothing (a table of contents' "12. GroupNorm、LayerNorm、BatchNorm", a title, a link) and no section is
-    headed by it: the notes list the name but say nothing about it. "" otherwise."""
-    if any(c.features.get("subject_heading", 0.0) > 0 for c in candidates):
-        return ""
-    names = _latin_names(question) if is_cjk(question) else [normalize(m) for m in ENGLISH_NAME.findall(question)]
-    for name in names:
-        if len(name) < NAMED_MIN_CHARS or name not in profile.subject:  # "II" of "Type II" is no name
-            continue
-        spelling = spelled_as_one(name.split("-"))
-        mentions = [c for c in candidates if spelling.search(normalize(c.sentence.text))]
-        if mentions and all(_only_lists(c, spelling) for c in mentions):
-            return name
-    return ""
-
-
-def _only_lists(c: Candidate, spelling: re.Pattern[str]) -> bool:
-    """Whether a candidate names a thing without saying anything about it: a line of names or a link, or a short
-    title in which the name stands as one item ("7. Adam、adamw"; not "误报 (Type I error)")."""
-    if c.features.get("enumeration") or c.features.get("link"):
-        return True
-    items = (normalize(item).strip() for item in _ITEM_SPLIT.split(_ITEM_NUMBER.sub("", c.sentence.text)))
-    return bool(c.features.get("title_like")) and any(spelling.fullmatch(item) for item in items)
-
-
-def _figure_stated(
-    candidates: Sequence[Candidate], sentences: Sequence[Sequence[Sentence]], names: Sequence[str] = ()
-) -> bool:
-    """Whether a sentence an answer would quote states a number: the best sentence, the one after it, or
-    another of its passage the reader rates within FIGURE_MARGIN of it. When the question names things in Latin
-    letters ("GPT-4 有多少参数？"), the figure's sentence, its neighbours or its heading must name one of them: a
-    count of GPTQ's parameters is not GPT-4's."""
-    if not candidates:
-        return False
-    group = sentences[candidates[0].passage]
-    spellings = [spelled_as_one(name.split("-")) for name in names]
-    for s in _quoted(candidates, sentences):
-        if not states(s.text, "number"):
-            continue
-        around = normalize(" ".join(x.text for x in group[max(0, s.pos - 1) : s.pos + 2]) + " " + s.heading)
-        if not spellings or any(spelling.search(around) for spelling in spellings):
-            return True
-    return False
-
-
-def _year_given(sentences: Sequence[Sequence[Sentence]]) -> bool:
-    """Whether a sentence of the passages read gives a year."""
-    return any(YEAR.search(s.text) for group in sentences for s in group)
-
-
-def _quoted(candidates: Sequence[Candidate], sentences: Sequence[Sequence[Sentence]]) -> list[Sentence]:
-    """What an answer would quote: the best sentence, the one after it, and the others of its passage the reader
-    rates within FIGURE_MARGIN of it."""
-    best = candidates[0]
-    group = sentences[best.passage]
-    quoted = [c.sentence for c in candidates if c.passage == best.passage and c.score >= best.score - FIGURE_MARGIN]
-    return quoted + list(group[best.sentence.pos + 1 : best.sentence.pos + 2])
-
-
-def _latin_names(question: str) -> list[str]:
-    """The Latin-letter names of a Chinese question ("gpt-4", "batch"); none for an English one."""
-    text = normalize(question)
-    return [] if not is_cjk(question) else [w for w in _LATIN_NAME.findall(text) if len(w) >= 2]
 
 
 def reader_texts(chunks: Sequence[Chunk]) -> list[str]:
