@@ -1,7 +1,7 @@
 """Rules that refuse a question whatever the reader's probability, each for a reason a reader can check.
 
 The reader's model weighs evidence; these rules catch what no weighing should let through: input that instructs
-the assistant, a name the notes never spell, a figure or a year asked for that the passages never give, and a
+the assistant, a name the notes never spell, a figure or a date asked for that the passages never give, and a
 name the notes only list. Each returns the reason shown in explanations; `scripts/fit_reader.py` counts the
 questions they refuse as refused.
 """
@@ -24,7 +24,12 @@ if TYPE_CHECKING:
 # list of the things answers)
 MEASURE_ASKED = re.compile(r"多少(?![种类项])|多大|取值范围|how much|几(?:位|层|维|倍|次|天|年|月|分钟|小时|度)", re.I)
 NAMED_MIN_CHARS = 3  # a name the notes may only list has at least this many characters
-YEAR = re.compile(r"(?<!\d)(?:1[89]|20)\d\d(?!\d)|\d{2,4}\s*年")  # "2017", "2023年3月"
+# A date as notes write it: a year ("2017", "2023年3月") or a month ("11 月 29 日", "March 2023").
+DATE = re.compile(
+    r"(?<!\d)(?:1[89]|20)\d\d(?!\d)|\d{2,4}\s*年|\d{1,2}\s*月"
+    r"|\b(?:jan|feb|mar|apr|may|jun|jul|aug|sep|sept|oct|nov|dec)[a-z]*\.?\s+\d",
+    re.I,
+)
 _ITEM_SPLIT = re.compile(r"[、,，/|；;]")
 _ITEM_NUMBER = re.compile(r"^\s*\d{1,2}\s*[.、．)）]\s*")
 _LATIN_NAME = re.compile(r"[a-z][a-z0-9]*(?:-[a-z0-9]+)*")
@@ -52,8 +57,8 @@ def refusal_rule(
         and not _figure_stated(candidates, sentences, _latin_names(question))
     ):
         return "the question asks for a figure and no sentence the answer would quote states one"
-    if candidates and YEAR_ASKED.search(question) and not _year_given(sentences):
-        return "the question asks when and no sentence of the passages it is about gives a year"
+    if candidates and YEAR_ASKED.search(question) and not _date_given(sentences):
+        return "the question asks when and no sentence of the passages it is about gives a date"
     named = _named_only(question, profile, candidates)
     if named:
         return f"the notes only name {named} in a list or title; no sentence says anything about it"
@@ -106,9 +111,9 @@ def _figure_stated(
     return False
 
 
-def _year_given(sentences: Sequence[Sequence[Sentence]]) -> bool:
-    """Whether a sentence of the passages read gives a year."""
-    return any(YEAR.search(s.text) for group in sentences for s in group)
+def _date_given(sentences: Sequence[Sequence[Sentence]]) -> bool:
+    """Whether a sentence of the passages read gives a date."""
+    return any(DATE.search(s.text) for group in sentences for s in group)
 
 
 def _quoted(candidates: Sequence[Candidate], sentences: Sequence[Sequence[Sentence]]) -> list[Sentence]:
