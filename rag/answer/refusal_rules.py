@@ -78,7 +78,8 @@ def _named_only(question: str, profile: QuestionProfile, candidates: Sequence[Ca
         spelling = spelled_as_one(name.split("-"))
         mentions = [c for c in candidates if spelling.search(normalize(c.sentence.text))]
         if mentions and all(_only_lists(c, spelling) for c in mentions):
-            return name
+            written = re.search(re.escape(name), question, re.I)  # as the question spells it ("BatchNorm")
+            return written.group(0) if written else name
     return ""
 
 
