@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -239,7 +240,7 @@ def _read_forever(path: str, stop, seen) -> None:
             continue
         json.loads(text)  # a torn file would raise here and the process would exit non-zero
         reads += 1
-    seen.value = reads
+        seen.value = reads
 
 
 def test_concurrent_processes_all_land_and_the_file_always_parses(tmp_path: Path) -> None:
@@ -250,6 +251,11 @@ def test_concurrent_processes_all_land_and_the_file_always_parses(tmp_path: Path
     stop, seen = ctx.Event(), ctx.Value("i", 0)
     reader = ctx.Process(target=_read_forever, args=(str(registry.path), stop, seen))
     reader.start()
+    # the writers start once the reader reads (a spawned process takes a while to start on a loaded machine:
+    # the writers could otherwise finish before its first read)
+    deadline = time.monotonic() + 120
+    while seen.value == 0 and reader.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.05)
     writers = [ctx.Process(target=_create_many, args=(str(data), prefix, 8)) for prefix in ("a", "b")]
     for w in writers:
         w.start()
