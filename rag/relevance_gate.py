@@ -11,6 +11,7 @@ import math
 import re
 from dataclasses import dataclass
 
+from rag.answer.reader_features import attribute_translations
 from rag.index import IndexBackend
 from rag.text import (
     STOPWORDS,
@@ -101,21 +102,19 @@ class RelevanceGate:
             if len(w) > 1 or is_cjk(w)
             for part in known_words(w, text, tokens, self.index.has_term)
         ]
+        english = not is_cjk(query)
         total = found = in_corpus = 0.0
         for word in dict.fromkeys(words):
             known = self.index.has_term(word)
             weight = max(self.index.idf(word) if known else self._max_idf(), 0.1)
             total += weight
-            names = self._alias_of.get(word, [word])
-            for matched, members in alias_names:
-                if word in matched:
-                    names = names + members
+            names = self._names(word, alias_names, english)
             if any(normalize(m) in top_text for m in names):
                 found += weight
             if known or any(self.index.has_term(normalize(m)) for m in names[1:]):
                 in_corpus += weight
         coverage = found / total if total else 0.0
-        window_coverage = self._window_coverage(words, hits[:3], alias_names)
+        window_coverage = self._window_coverage(words, hits[:3], alias_names, english)
         corpus_coverage = in_corpus / total if total else 0.0
 
         grams = char_bigrams(query)
@@ -154,8 +153,20 @@ class RelevanceGate:
             "dense_x_latin": dense_top * latin_share,
         }
 
+    def _names(self, word: str, alias_names: list[tuple[str, list[str]]], english: bool) -> list[str]:
+        """Every name that counts for `word`: itself, its glossary aliases, the members of the alias groups the
+        question names it in, and for an English word the notes never use that asks for a kind of answer, the
+        Chinese words of that kind ("disadvantages": 缺点, 不足…)."""
+        names = list(self._alias_of.get(word, [word]))
+        for matched, members in alias_names:
+            if word in matched:
+                names += members
+        if english and not self.index.has_term(word):
+            names += attribute_translations(word)
+        return names
+
     def _window_coverage(
-        self, words: list[str], hits: list[Hit], alias_names: list[tuple[str, list[str]]]
+        self, words: list[str], hits: list[Hit], alias_names: list[tuple[str, list[str]]], english: bool = False
     ) -> float:
         """Best IDF-weighted share of the question's words inside 3 consecutive sentences of one passage.
 
@@ -166,10 +177,7 @@ class RelevanceGate:
             return 0.0
         variants = []
         for word in unique:
-            names = list(self._alias_of.get(word, [word]))
-            for matched, members in alias_names:
-                if word in matched:
-                    names += members
+            names = self._names(word, alias_names, english)
             weight = max(self.index.idf(word) if self.index.has_term(word) else self._max_idf(), 0.1)
             variants.append(({normalize(n) for n in names}, weight))
         total = sum(w for _, w in variants)

@@ -23,6 +23,7 @@ from rag.answer.reader import (
 )
 from rag.answer.reader_features import (
     CandidateContext,
+    attribute_translations,
     candidate_features,
     coverage,
     defined_share,
@@ -430,6 +431,30 @@ def test_coverage_counts_aliases_towards_the_question() -> None:
     assert coverage("无关", words) == 0.0
     profile = profile_question("GPTQ 能量化到几位？", {"gptq": 3.0}, {}, ["gptq", "量化"])
     assert profile.count_units == ("位",) and not profile.english
+
+
+def test_an_english_attribute_word_reads_as_its_answer_types_chinese_words() -> None:
+    assert {"缺点", "不足"} <= set(attribute_translations("disadvantages"))
+    assert "优点" in attribute_translations("advantages") and "缺点" not in attribute_translations("advantages")
+    assert "公式" in attribute_translations("formula") and "区别" in attribute_translations("differences")
+    assert attribute_translations("relu") == () and attribute_translations("sigmoid") == ()
+
+
+def test_an_english_question_is_judged_with_its_attribute_words_in_chinese(engine, reader: Reader) -> None:
+    # "disadvantages" is nowhere in Chinese notes: whether a sentence answers counts it where the notes say 缺点,
+    # while the ranking keeps the question's own words
+    english = reader.profile("What are the disadvantages of ReLU?", {})
+    judging = reader._judging_profile(english)
+    assert "缺点" in judging.expansions and "缺点" not in english.expansions
+    chinese = reader.profile("ReLU 有什么缺点？", {})
+    assert reader._judging_profile(chinese) is chinese
+    passage = hit("ReLU 的缺点：\n引入了死亡 ReLU 问题，大部分分量永远不会更新。\n", heading=("ReLU",))
+    with_words = read(engine, reader, "What are the disadvantages of ReLU?", [passage])
+    assert with_words.features["best_cover_window"] > 0.9
+    # over the bundled notes, the gate counts it too: the question is answered with the drawback
+    result, reading = engine.read("What are the disadvantages of ReLU?")
+    assert result.gate.features["coverage"] > 0.9
+    assert reading.answerable and reading.best is not None and "ReLU" in reading.best.sentence.text
 
 
 def test_a_line_repeating_the_section_heading_is_a_heading_not_a_sentence() -> None:

@@ -26,6 +26,7 @@ import numpy as np
 from rag.answer.reader_features import (
     CandidateContext,
     QuestionProfile,
+    attribute_translations,
     candidate_features,
     coverage,
     degree_variants,
@@ -270,6 +271,20 @@ class Reader:
             expansions.setdefault(term, weight)
         return profile_question(question, words, expansions, tokens)
 
+    def _judging_profile(self, profile: QuestionProfile) -> QuestionProfile:
+        """The profile whose English attribute words the notes never use count their answer type's Chinese words
+        ("disadvantages": 缺点, 不足…); `profile` itself when there are none."""
+        if not profile.no_chinese:
+            return profile
+        extra = {
+            term: weight
+            for word, weight in profile.words.items()
+            if not self.index.has_term(word)
+            for term in attribute_translations(word)
+            if term not in profile.expansions
+        }
+        return replace(profile, expansions={**profile.expansions, **extra}) if extra else profile
+
     def _idf(self, term: str) -> float:
         return max(self.index.idf(term) if self.index.has_term(term) else self._max_idf, 0.1)
 
@@ -297,7 +312,12 @@ class Reader:
         scores = self.model.rank_scores(features, english=True) if across else shared
         candidates = [Candidate(s, f, float(z)) for s, f, z in zip(pool, features, scores, strict=True)]
         candidates.sort(key=lambda c: (-c.score, c.passage, c.sentence.pos))
-        q_features = question_features(profile, features, list(shared), gate_score, gate_features)
+        # whether anything answers is judged with the English question's attribute words read in Chinese
+        # ("disadvantages" found where the notes say 缺点); the ranking above is left as fitted
+        judge = self._judging_profile(profile)
+        judged = features if judge is profile else self._features(judge, passages, sentences, pool, query_vectors)
+        judged_scores = shared if judged is features else self.model.rank_scores(judged)
+        q_features = question_features(judge, judged, list(judged_scores), gate_score, gate_features)
         probability = self.model.answer_probability(q_features)
         veto = refusal_rule(question, profile, candidates, sentences, gate_features)
         answerable = bool(candidates) and probability >= self.threshold and not veto

@@ -59,6 +59,44 @@ SENTENCE_TYPES: dict[str, re.Pattern[str]] = {
         "effect": r"随着|越来越|越|变得|导致|使得|会|从而|造成|可能|increase|decrease|become|lead",
     }.items()
 }
+def _alternatives(pattern: str) -> list[str]:
+    """The top-level alternatives of a regular expression's source ("缺点|不足|(?:a|b)c" -> 缺点, 不足, (?:a|b)c)."""
+    out, depth, current = [], 0, ""
+    for ch in pattern:
+        if ch in "([":
+            depth += 1
+        elif ch in ")]":
+            depth -= 1
+        if ch == "|" and depth == 0:
+            out.append(current)
+            current = ""
+        else:
+            current += ch
+    return [*out, current]
+
+
+def _type_words() -> tuple[dict[str, str], dict[str, tuple[str, ...]]]:
+    """English cue word -> the answer type it asks for, and type -> the Chinese words of its cues (QUESTION_TYPES)."""
+    english: dict[str, str] = {}
+    chinese: dict[str, tuple[str, ...]] = {}
+    for name, pattern in QUESTION_TYPES.items():
+        parts = _alternatives(pattern.pattern)
+        english.update({part: name for part in parts if re.fullmatch(r"[a-z]{4,}", part)})
+        chinese[name] = tuple(part for part in parts if re.fullmatch(f"[{CJK_CHARS}]{{2,}}", part))
+    return english, chinese
+
+
+_ENGLISH_CUES, _CHINESE_CUES = _type_words()
+
+
+def attribute_translations(word: str) -> tuple[str, ...]:
+    """The Chinese words for what an English question word asks of its topic, by the answer type it names
+    ("disadvantages" -> 缺点, 不足, 劣势…); () for a word that names no type."""
+    word = word.lower()
+    cues = [cue for cue in _ENGLISH_CUES if word.startswith(cue)]
+    return _CHINESE_CUES[_ENGLISH_CUES[max(cues, key=len)]] if cues else ()
+
+
 # A figure the question insists on, which the answer must state or say the notes do not give. Stricter than
 # the "number" type: 几 + a measure word asks for a count unless it is a determiner (哪几/好几/这几/少数几:
 # "which", "several", "these few") or opens a noun phrase ("我把几个基础模型的预测结果……"), and 大小 / size
