@@ -537,13 +537,14 @@ def test_an_english_question_whose_words_the_notes_barely_hold_is_ordered_by_its
     model = default_model()
     for question, across in (
         ("Why does the agent discount future rewards?", True),  # no candidate holds its words
-        ("What is the difference between LayerNorm and BatchNorm?", False),  # the notes spell both names
+        ("What do LayerNorm and BatchNorm normalize?", False),  # the notes spell both names
     ):
         _, reading = engine.read(question)
         rows = [c.features for c in reading.candidates]
         assert reads_across_languages(reading.profile, rows) is across, question
         assert [c.score for c in reading.candidates] == pytest.approx(list(model.rank_scores(rows, english=across)))
-        # whether any sentence answers is judged on the shared ranker's scale either way
+        # whether any sentence answers is judged on the shared ranker's scale either way (over these rows: the
+        # questions name no attribute word such as "difference", which the verdict reads in Chinese)
         assert reading.features["best_score"] == pytest.approx(float(max(model.rank_scores(rows))))
     chinese = profile_question("折扣因子是什么？", {"折扣因子": 5.0}, {}, [])
     assert not reads_across_languages(chinese, [{"cover": 0.0}])
