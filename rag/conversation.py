@@ -11,6 +11,7 @@ import re
 import unicodedata
 from collections.abc import Sequence
 
+from rag.answer.citations import strip_markers
 from rag.question_subject import (
     EN_PRONOUN,
     EN_REFERENCE,
@@ -123,9 +124,8 @@ _ZH_VERB_DEGREE = re.compile(r"^\s*[\u4e00-\u9fff]{1,2}(?:太|过于|得太)[高
 _ORDINAL_ITEM = re.compile(r"第(?P<n>[一二两三四五六七八九十\d]{1,2})(?:步|个|点|种|类|阶段|部分|条|层)")
 _ORDINAL_VALUES = {"一": 1, "二": 2, "两": 2, "三": 3, "四": 4, "五": 5, "六": 6, "七": 7, "八": 8, "九": 9, "十": 10,
                    "first": 1, "second": 2, "third": 3, "fourth": 4, "fifth": 5}
-# A numbered line of an answer ("2. 聚合问答数据并训练一个奖励模型；[1]") and the answer's citation markers.
+# A numbered line of an answer ("2. 聚合问答数据并训练一个奖励模型；[1]", its markers stripped).
 _NUMBERED_LINE = re.compile(r"^\s*(?:[-*+•]\s*)?(?:(?P<n>\d{1,2})\s*[.、．)）]|[（(](?P<p>\d{1,2})[)）])\s*(?P<item>\S.*)$")
-_ANSWER_MARKER = re.compile(r"\[\d+\]")
 MAX_ITEM_CHARS = 60
 _EN_ORDINAL = re.compile(
     r"\bthe\s+(?:first|second|third|fourth|fifth|last|next|final)\s+(?:step|stage|phase|part|point|one)\b", re.I
@@ -360,7 +360,7 @@ def _named_successor(text: str, successor: re.Match[str], tokenizer: Tokenizer) 
 def answer_item(answer: str, n: int) -> str | None:
     """Item n of the numbered list in an answer, without its number, markers and closing punctuation."""
     for line in answer.splitlines():
-        match = _NUMBERED_LINE.match(_ANSWER_MARKER.sub("", line))
+        match = _NUMBERED_LINE.match(strip_markers(line))
         if match and int(match.group("n") or match.group("p")) == n:
             item = match.group("item").strip().rstrip("；;。.，,：:").strip()
             return item[:MAX_ITEM_CHARS] if item else None

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
@@ -23,6 +22,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from rag.answer.citations import strip_markers
 from rag.answer.reader_features import (
     CandidateContext,
     QuestionProfile,
@@ -121,14 +121,13 @@ class Reading:
 
 
 REPEAT_LOOKAHEAD = 5  # a follow-up's answer opens with the best of this many candidates the last answer did not quote
-_ANSWER_MARKER = re.compile(r"\[\d+\]")
 
 
 def new_first(reading: Reading, said: str, lookahead: int = REPEAT_LOOKAHEAD) -> Reading:
     """A follow-up's reading with the best sentence the previous answer did not already quote first (among the
     top `lookahead`): "第二步具体做什么？" asks for more than the step's line the last answer listed, and "那坏处呢？"
     should not open with the sentence "有什么好处？" got. The verdict (answerable or not) is unchanged."""
-    said_text = normalize(_ANSWER_MARKER.sub("", said))
+    said_text = normalize(strip_markers(said))
     if not reading.candidates or not said_text:
         return reading
 
@@ -305,7 +304,8 @@ class Reader:
         passages = list(hits[:READ_PASSAGES])
         sentences = [split_passage(i, hit) for i, hit in enumerate(passages)]
         pool = [s for group in sentences for s in group if s.kind not in NOT_CANDIDATES]
-        features = self._features(profile, passages, sentences, pool, query_vectors)
+        dense = self._dense(pool, query_vectors) if pool else []
+        features = self._features(profile, passages, sentences, pool, dense)
         # whether any sentence answers is judged on the shared ranker's scale, the one it was fitted on
         shared = self.model.rank_scores(features)
         across = reads_across_languages(profile, features)
@@ -315,7 +315,7 @@ class Reader:
         # whether anything answers is judged with the English question's attribute words read in Chinese
         # ("disadvantages" found where the notes say 缺点); the ranking above is left as fitted
         judge = self._judging_profile(profile)
-        judged = features if judge is profile else self._features(judge, passages, sentences, pool, query_vectors)
+        judged = features if judge is profile else self._features(judge, passages, sentences, pool, dense)
         judged_scores = shared if judged is features else self.model.rank_scores(judged)
         q_features = question_features(judge, judged, list(judged_scores), gate_score, gate_features)
         probability = self.model.answer_probability(q_features)
@@ -339,12 +339,12 @@ class Reader:
         passages: Sequence[Hit],
         sentences: Sequence[Sequence[Sentence]],
         pool: Sequence[Sentence],
-        query_vectors: np.ndarray | None,
+        dense: Sequence[float],
     ) -> list[dict[str, float]]:
+        """Every candidate's features; `dense`: each candidate's similarity to the question (`_dense`)."""
         if not pool:
             return []
         norms = {id(s): normalize(s.text) for group in sentences for s in group}
-        dense = self._dense(pool, query_vectors)
         best_dense = max(dense)
         passage_dense: dict[int, float] = {}
         for s, d in zip(pool, dense, strict=True):
