@@ -383,6 +383,7 @@ class Engine:
             query_vectors=result.query_vectors,
             gate_score=result.gate.score,
             gate_features=result.gate.features,
+            name_forms=result.name_forms,
         )
         result.timings["reader_ms"] = (time.perf_counter() - started) * 1000
         return result, reading

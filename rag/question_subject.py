@@ -27,9 +27,11 @@ ZH_REFERENCE = re.compile(
 
 EN_REFERENCE = re.compile(r"\b(?:it|its|this|that|they|them|their|these|those|one)\b", re.I)
 
-# English pronouns that (nearly) always point back; "it" before an adjective of judgement is a dummy subject.
+# English pronouns that (nearly) always point back; "it" before an adjective of judgement is a dummy subject
+# ("is it hard to train a GAN?") unless nothing follows the verb it governs ("why is it hard to train?").
 EN_PRONOUN = re.compile(
-    r"\b(?:it(?!\s+(?:is\s+|'s\s+)?(?:possible|necessary|true|better|worth|ok|okay|important|hard|easy)\b)"
+    r"\b(?:it(?!\s+(?:is\s+|'s\s+)?(?:possible|necessary|true|better|worth|ok|okay|important|hard|easy)\b"
+    r"(?!\s+to\s+\w+\s*[?？.!]*\s*$))"
     r"|its|they|them|their)\b",
     re.I,
 )

@@ -153,6 +153,17 @@ class RelevanceGate:
             "dense_x_latin": dense_top * latin_share,
         }
 
+    def name_forms(self, query: str, expansions: list[dict] | None = None) -> dict[str, tuple[str, ...]]:
+        """Every normalized form that counts for each name the question spells in Latin letters (itself, its
+        glossary aliases, the alias groups the question names it in): "gan" -> ("gan", "生成对抗网络")."""
+        alias_names = [(normalize(item["matched"]), [item["matched"], *item["added"]]) for item in expansions or []]
+        text = normalize(query)
+        names = LATIN_WORD.findall(text) if is_cjk(query) else [normalize(m) for m in ENGLISH_NAME.findall(query)]
+        return {
+            name: tuple(dict.fromkeys(normalize(m) for m in self._names(name, alias_names, english=False)))
+            for name in names
+        }
+
     def _names(self, word: str, alias_names: list[tuple[str, list[str]]], english: bool) -> list[str]:
         """Every name that counts for `word`: itself, its glossary aliases, the members of the alias groups the
         question names it in, and for an English word the notes never use that asks for a kind of answer, the

@@ -56,6 +56,7 @@ class SearchResult:
     explanation: dict | None = None
     weighted_query: dict[str, float] = field(default_factory=dict)  # BM25 tokens with expansion weights
     query_vectors: np.ndarray | None = None  # (1, dim): the question's vector, or its translation's
+    name_forms: dict[str, tuple[str, ...]] = field(default_factory=dict)  # the question's Latin names' forms
 
 
 class Retriever:
@@ -265,6 +266,7 @@ class Retriever:
             explanation=explanation,
             weighted_query=dict(weighted),
             query_vectors=vectors,
+            name_forms=self.gate.name_forms(query, expansions),
         )
 
     def _dense(self, vector: np.ndarray, n: int, rows: Collection[int] | None) -> list[tuple[int, float]]:

@@ -99,6 +99,7 @@ def collect(engine: Engine, reader: Reader, questions: list[EvalQuestion], group
             query_vectors=result.query_vectors,
             gate_score=result.gate.score,
             gate_features=result.gate.features,
+            name_forms=result.name_forms,
         )
         rows = [c.features for c in reading.candidates]
         labels = np.array([1.0 if q.gold and holds_gold(c.sentence.text, q.gold) else 0.0 for c in reading.candidates])

@@ -64,6 +64,9 @@ def test_chinese_reference_is_replaced_by_the_subject(
         ("What is the attention mechanism?", "Does it have any drawbacks?", "Does attention mechanism have any drawbacks?"),
         ("What is LoRA?", "What about its disadvantages?", "What about LoRA's disadvantages?"),
         ("What are the advantages of dropout?", "When should I avoid it?", "When should I avoid dropout?"),
+        # "it" before "hard to <verb>" with nothing after the verb is the subject; with an object it is a dummy
+        ("What is a GAN?", "Why is it hard to train?", "Why is GAN hard to train?"),
+        ("What is a GAN?", "Is it hard to train a VAE?", "Is it hard to train a VAE?"),
     ],
 )
 def test_english_pronoun_is_replaced_by_the_subject(

@@ -38,6 +38,7 @@ from rag.answer.reader_features import (
     reader_text,
     sentence_types,
 )
+from rag.answer.refusal_rules import passages_naming, subject_names
 from rag.answer.sentences import split_passage
 from rag.answer.spans import REFERS_BACK, compose, span_for
 from rag.config import Settings
@@ -169,6 +170,35 @@ def test_a_name_the_notes_only_list_is_refused(engine, reader: Reader) -> None:
     assert "only name" in read(engine, reader, "What is BatchNorm?", [contents]).reason
     short = hit("GroupNorm→按通道分组归一化\n", heading=("归一化",))
     assert not read(engine, reader, "What is GroupNorm?", [short]).veto
+
+
+def test_the_passages_that_name_the_subject_answer_and_none_naming_it_is_refused(engine, reader: Reader) -> None:
+    noise = hit("向梯度添加噪声，可以使模型更集中在提高优化过程本身的鲁棒性上。\n", heading=("添加噪声",), rank=1)
+    ddpg = hit("DDPG 中先得到动作然后加 OU 噪声，再做上下限裁剪。\n", heading=("强化学习",), rank=2, score=0.6)
+    question = "How does DDPG add noise to its actions?"
+    reading = read(engine, reader, question, [noise, ddpg])
+    assert reading.best is not None and "DDPG" in reading.best.sentence.text and not reading.veto
+    # no passage read names it: an answer would be about something else
+    reading = read(engine, reader, question, [noise])
+    assert not reading.answerable and "names DDPG" in reading.reason
+    assert "names DDPG" in read(engine, reader, "DDPG 怎么加噪声？", [noise]).reason
+    # a name a passage writes through an alias (the gate's forms) or in its heading path counts as named
+    alias = hit("先得到动作然后加 OU 噪声。\n", heading=("深度确定性策略梯度",))
+    forms = {"ddpg": ("ddpg", "深度确定性策略梯度")}
+    vectors = engine.embedder.embed_queries([question])
+    aliased = reader.read(question, [alias], weighted={}, query_vectors=vectors, gate_score=0.9, gate_features={}, name_forms=forms)
+    assert not aliased.veto
+    headed = hit("先得到动作然后加 OU 噪声。\n", heading=("DDPG",))
+    assert not read(engine, reader, question, [headed]).veto
+
+
+def test_naming_passages_and_subject_names_are_pure() -> None:
+    profile = profile_question("RCG 和 RAG 的区别是什么？", {"rcg": 5.0, "rag": 4.0, "区别": 1.0}, {}, [])
+    assert subject_names("RCG 和 RAG 的区别是什么？", profile) == ["rcg", "rag"]
+    groups = [split_passage(0, hit("RCG 完全使用外部检索的上下文。\n")), split_passage(1, hit("检索增强生成先检索再生成。\n"))]
+    assert passages_naming(["rcg", "rag"], {}, groups, ["", ""]) == {0}
+    assert passages_naming(["rag"], {"rag": ("rag", "检索增强生成")}, groups, ["", ""]) == {1}
+    assert passages_naming(["rag"], {}, groups, ["", "rag 笔记"]) == {1}
 
 
 def test_a_year_asked_that_no_passage_read_gives_is_refused(engine, reader: Reader) -> None:

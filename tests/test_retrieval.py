@@ -431,6 +431,14 @@ def test_a_hyphenated_name_the_notes_spell_is_not_an_unknown_term(engine: Engine
     assert unknown["unknown_latin"] == 1.0
 
 
+def test_a_search_gives_every_form_of_the_latin_names_the_question_spells(engine: Engine) -> None:
+    # the reader checks that the passage it answers from names the subject in one of these forms
+    forms = engine.search("RCG 和 RAG 的区别是什么？").name_forms
+    assert set(forms) == {"rcg", "rag"} and "检索中心型生成" in forms["rcg"]
+    assert set(engine.search("How does DDPG add noise to its actions?").name_forms) == {"ddpg"}
+    assert engine.search("什么是过拟合？").name_forms == {}
+
+
 def test_a_latin_name_of_several_words_the_notes_never_spell_is_unknown(engine: Engine) -> None:
     # "kv" and "cache" each occur in the notes, "KV cache" nowhere: the gate must see an unknown name
     assert engine.search("KV cache 有什么用？").gate.features["unknown_latin"] == 1.0

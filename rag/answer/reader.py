@@ -35,7 +35,7 @@ from rag.answer.reader_features import (
     rarity_weights,
     reader_text,
 )
-from rag.answer.refusal_rules import refusal_rule
+from rag.answer.refusal_rules import passages_naming, refusal_rule, subject_names
 from rag.answer.sentences import Sentence, split_passage
 from rag.text import Tokenizer, is_cjk, known_words, normalize
 from rag.types import Chunk, Hit
@@ -298,6 +298,7 @@ class Reader:
         query_vectors: np.ndarray | None,
         gate_score: float,
         gate_features: Mapping[str, float],
+        name_forms: Mapping[str, Sequence[str]] | None = None,
     ) -> Reading:
         """Rank the candidate sentences of the top passages and decide whether any of them answers."""
         profile = self.profile(question, weighted)
@@ -312,6 +313,13 @@ class Reader:
         scores = self.model.rank_scores(features, english=True) if across else shared
         candidates = [Candidate(s, f, float(z)) for s, f, z in zip(pool, features, scores, strict=True)]
         candidates.sort(key=lambda c: (-c.score, c.passage, c.sentence.pos))
+        headings = [normalize(" ".join(h.chunk.heading_path)) for h in passages]
+        names = subject_names(question, profile)
+        naming = passages_naming(names, name_forms or {}, sentences, headings) if names else set()
+        if naming and candidates and candidates[0].passage not in naming:
+            # the best sentence comes from a passage that never names what the question is about ("DDPG"):
+            # the passages that do name it answer first
+            candidates.sort(key=lambda c: c.passage not in naming)
         # whether anything answers is judged with the English question's attribute words read in Chinese
         # ("disadvantages" found where the notes say 缺点); the ranking above is left as fitted
         judge = self._judging_profile(profile)
@@ -319,7 +327,7 @@ class Reader:
         judged_scores = shared if judged is features else self.model.rank_scores(judged)
         q_features = question_features(judge, judged, list(judged_scores), gate_score, gate_features)
         probability = self.model.answer_probability(q_features)
-        veto = refusal_rule(question, profile, candidates, sentences, gate_features)
+        veto = refusal_rule(question, profile, candidates, sentences, gate_features, name_forms, headings)
         answerable = bool(candidates) and probability >= self.threshold and not veto
         if veto:
             reason = veto

@@ -1,8 +1,9 @@
 """Rules that refuse a question whatever the reader's probability, each for a reason a reader can check.
 
 The reader's model weighs evidence; these rules catch what no weighing should let through: input that instructs
-the assistant, a name the notes never spell, a figure or a date asked for that the passages never give, and a
-name the notes only list. Each returns the reason shown in explanations; `scripts/fit_reader.py` counts the
+the assistant, a name the notes never spell, a figure or a date asked for that the passages never give, a
+name the notes only list, and a name no passage read spells (`passages_naming`, which the reader also uses to
+answer from the passages that do). Each returns the reason shown in explanations; `scripts/fit_reader.py` counts the
 questions they refuse as refused.
 """
 
@@ -42,8 +43,12 @@ def refusal_rule(
     candidates: Sequence[Candidate],
     sentences: Sequence[Sequence[Sentence]],
     gate_features: Mapping[str, float],
+    name_forms: Mapping[str, Sequence[str]] | None = None,
+    headings: Sequence[str] = (),
 ) -> str:
-    """Why the question must be refused whatever the reader's probability, or "" when nothing rules it out."""
+    """Why the question must be refused whatever the reader's probability, or "" when nothing rules it out.
+    `name_forms`: every form that counts for each Latin name of the question (its aliases); `headings`: each
+    passage's normalized heading path."""
     if is_instruction(question):
         return "the input is an instruction to the assistant, not a question about the notes"
     if gate_features.get("unknown_latin"):
@@ -62,7 +67,37 @@ def refusal_rule(
     named = _named_only(question, profile, candidates)
     if named:
         return f"the notes only name {named} in a list or title; no sentence says anything about it"
+    names = subject_names(question, profile)
+    if candidates and names and not passages_naming(names, name_forms or {}, sentences, headings):
+        written = re.search(re.escape(names[0]), question, re.I)  # as the question spells it ("GAN")
+        return f"no passage read names {written.group(0) if written else names[0]}, what the question is about"
     return ""
+
+
+def subject_names(question: str, profile: QuestionProfile) -> list[str]:
+    """The Latin-letter names the question is about: of at least NAMED_MIN_CHARS characters and among its
+    subject words ("II" of "Type II" is no name)."""
+    names = _latin_names(question) if is_cjk(question) else [normalize(m) for m in ENGLISH_NAME.findall(question)]
+    return [name for name in names if len(name) >= NAMED_MIN_CHARS and name in profile.subject]
+
+
+def passages_naming(
+    names: Sequence[str],
+    name_forms: Mapping[str, Sequence[str]],
+    sentences: Sequence[Sequence[Sentence]],
+    headings: Sequence[str],
+) -> set[int]:
+    """The passages that spell one of `names`, or one of its forms (aliases), in a sentence or a heading."""
+    spellings = [
+        (spelled_as_one(name.split("-")), [f for f in name_forms.get(name, ()) if len(f) >= 2 and f != name])
+        for name in names
+    ]
+    naming = set()
+    for i, group in enumerate(sentences):
+        text = normalize(" ".join(s.text for s in group)) + " " + (headings[i] if i < len(headings) else "")
+        if any(spelling.search(text) or any(f in text for f in forms) for spelling, forms in spellings):
+            naming.add(i)
+    return naming
 
 
 def _named_only(question: str, profile: QuestionProfile, candidates: Sequence[Candidate]) -> str:
@@ -71,10 +106,7 @@ def _named_only(question: str, profile: QuestionProfile, candidates: Sequence[Ca
     headed by it: the notes list the name but say nothing about it. "" otherwise."""
     if any(c.features.get("subject_heading", 0.0) > 0 for c in candidates):
         return ""
-    names = _latin_names(question) if is_cjk(question) else [normalize(m) for m in ENGLISH_NAME.findall(question)]
-    for name in names:
-        if len(name) < NAMED_MIN_CHARS or name not in profile.subject:  # "II" of "Type II" is no name
-            continue
+    for name in subject_names(question, profile):
         spelling = spelled_as_one(name.split("-"))
         mentions = [c for c in candidates if spelling.search(normalize(c.sentence.text))]
         if mentions and all(_only_lists(c, spelling) for c in mentions):
