@@ -29,6 +29,8 @@ LATIN_WORD = re.compile(r"[a-z][a-z0-9+#\-]*[a-z0-9+#]|[a-z]{2,}")
 _LATIN_PHRASE = re.compile(r"[a-z][a-z0-9]*(?:-[a-z0-9]+)*(?:[ \t]+[a-z][a-z0-9]*(?:-[a-z0-9]+)*)+")  # "kv cache"
 # A name as an English sentence spells it: an acronym ("HNSW"), an inner capital ("efConstruction", "XLNet")
 # or letters with digits ("FP16"). Plain words ("speculative") are not names: English questions use them freely.
+# The Latin names of a Chinese question, words run together as one ("focal loss", "p-tuning v2").
+_LATIN_NAME_RUN = re.compile(r"[a-z][a-z0-9]*(?:-[a-z0-9]+)*(?:\s+[a-z0-9]+(?:-[a-z0-9]+)*)*")
 ENGLISH_NAME = re.compile(r"(?<!\w)(?:[A-Za-z]*[A-Z][a-z0-9]*[A-Z0-9][A-Za-z0-9]*|[a-z]+[A-Z][A-Za-z0-9]*|[A-Za-z]+[0-9][A-Za-z0-9]*)(?!\w)")
 
 
@@ -57,6 +59,14 @@ GATE_WEIGHTS: dict[str, float] = {
     "dense_x_latin": 0.844,
     "bias": -28.275,
 }
+
+
+def latin_names(query: str) -> list[str]:
+    """The names a question spells in Latin letters, normalized: a Chinese question's runs of Latin words
+    ("focal loss"), an English question's names (acronyms, inner capitals, digits: "DDPG", "XLNet")."""
+    if is_cjk(query):
+        return _LATIN_NAME_RUN.findall(normalize(query))
+    return [normalize(m) for m in ENGLISH_NAME.findall(query)]
 
 
 class RelevanceGate:
@@ -157,11 +167,9 @@ class RelevanceGate:
         """Every normalized form that counts for each name the question spells in Latin letters (itself, its
         glossary aliases, the alias groups the question names it in): "gan" -> ("gan", "生成对抗网络")."""
         alias_names = [(normalize(item["matched"]), [item["matched"], *item["added"]]) for item in expansions or []]
-        text = normalize(query)
-        names = LATIN_WORD.findall(text) if is_cjk(query) else [normalize(m) for m in ENGLISH_NAME.findall(query)]
         return {
             name: tuple(dict.fromkeys(normalize(m) for m in self._names(name, alias_names, english=False)))
-            for name in names
+            for name in latin_names(query)
         }
 
     def _names(self, word: str, alias_names: list[tuple[str, list[str]]], english: bool) -> list[str]:

@@ -78,7 +78,7 @@ def sentence_spans(text: str) -> list[tuple[int, int]]:
 
     Each span includes its closing punctuation; whitespace-only spans are dropped. A '.' ends a sentence
     only when followed by whitespace or the end, so '3.5' and 'np.dot' stay whole; an ASCII '!' or '?' inside
-    a formula or term does not end one either (`_inside_term`).
+    a formula or term, or the '!' opening a markdown image, does not end one either (`_inside_term`).
     """
     spans: list[tuple[int, int]] = []
     start = 0
@@ -99,6 +99,8 @@ def _inside_term(text: str, start: int, end: int) -> bool:
     the next character ("10!=3628800", "10!种", "a?b"), or a factorial before Chinese text ("遍历 T! 种路径";
     Chinese prose ends its sentences with full-width marks)."""
     mark = text[start:end]
+    if mark == "!" and text[end : end + 1] == "[":  # a markdown image, "![alt](url)"
+        return True
     if mark not in ("!", "?") or start == 0 or not text[start - 1].isalnum():
         return False
     following = text[end : end + 1]

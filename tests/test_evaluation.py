@@ -44,6 +44,17 @@ def test_an_ascii_bang_inside_a_formula_or_before_chinese_text_ends_no_sentence(
     ]
 
 
+def test_the_bang_of_a_markdown_image_ends_no_sentence() -> None:
+    # "![alt](url)" split at its "!" left a sentence "!" that an answer quoted as "![1]"
+    text = "如图：\n![CLIP 训练过程.gif](https://example.com/a.png)\n它有两个编码器！好。"
+    assert [text[a:b].strip() for a, b in sentence_spans(text)] == [
+        "如图：",
+        "![CLIP 训练过程.gif](https://example.com/a.png)",
+        "它有两个编码器！",
+        "好。",
+    ]
+
+
 def test_latency_is_reported_for_chinese_and_english_questions_apart() -> None:
     rows = [result(float(ms), english=False) for ms in (10, 20, 30, 40)] + [
         result(float(ms), english=True) for ms in (100, 200)

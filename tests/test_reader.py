@@ -156,6 +156,14 @@ def test_a_sentence_about_another_entity_loses(engine, reader: Reader) -> None:
 
 
 
+def test_a_markdown_image_or_link_with_alt_text_is_no_candidate(engine, reader: Reader) -> None:
+    passage = hit("CLIP 的训练过程如下：\n![CLIP 训练过程.gif](https://example.com/clip.gif)\n[CLIP 论文](https://arxiv.org/abs/2103.00020)\n"
+                  "CLIP 用对比学习同时训练文本编码器和图像编码器。\n", heading=("CLIP",))
+    reading = read(engine, reader, "CLIP 是怎么训练的？", [passage])
+    assert {s.kind for s in reading.sentences[0] if "](" in s.text} == {"url"}
+    assert all("](" not in c.sentence.text and c.sentence.text.strip() != "!" for c in reading.candidates)
+
+
 def test_a_name_the_notes_only_list_is_refused(engine, reader: Reader) -> None:
     # a table of contents names BatchNorm and says nothing about it: no sentence answers "什么是 BatchNorm？"
     contents = hit("11. 梯度裁剪\n12. GroupNorm、LayerNorm、BatchNorm\n13. 特征归一化：让不同尺度的特征可比。\n", heading=("目录",))
@@ -170,6 +178,18 @@ def test_a_name_the_notes_only_list_is_refused(engine, reader: Reader) -> None:
     assert "only name" in read(engine, reader, "What is BatchNorm?", [contents]).reason
     short = hit("GroupNorm→按通道分组归一化\n", heading=("归一化",))
     assert not read(engine, reader, "What is GroupNorm?", [short]).veto
+    # any name the question spells counts, not only its rarest words (人体, 姿态 the notes never use)
+    skills = hit("3. Stable Diffusion、SD、ControlNet、diffusion、图片编辑\n", heading=("技能",))
+    reading = read(engine, reader, "ControlNet 是怎么把人体姿态加进 Stable Diffusion 的？", [skills])
+    assert not reading.answerable and "only name" in reading.reason
+    # a heading that names it in another of its forms (the gate's aliases) is a section about it
+    question = "什么是 BatchNorm？"
+    vectors = engine.embedder.embed_queries([question])
+    aliased = reader.read(
+        question, [contents, hit("它在每个 batch 内归一化。\n", heading=("批归一化",), rank=2)], weighted={},
+        query_vectors=vectors, gate_score=0.9, gate_features={}, name_forms={"batchnorm": ("batchnorm", "批归一化")},
+    )
+    assert not aliased.veto
 
 
 def test_the_passages_that_name_the_subject_answer_and_none_naming_it_is_refused(engine, reader: Reader) -> None:
@@ -195,6 +215,11 @@ def test_the_passages_that_name_the_subject_answer_and_none_naming_it_is_refused
 def test_naming_passages_and_subject_names_are_pure() -> None:
     profile = profile_question("RCG 和 RAG 的区别是什么？", {"rcg": 5.0, "rag": 4.0, "区别": 1.0}, {}, [])
     assert subject_names("RCG 和 RAG 的区别是什么？", profile) == ["rcg", "rag"]
+    # Latin words run together are one name: a passage on "Huber Loss" does not name "Focal Loss"
+    profile = profile_question("Focal Loss 的超参数是什么？", {"focal": 6.0, "loss": 2.0, "超参数": 3.0}, {}, [])
+    assert subject_names("Focal Loss 的超参数是什么？", profile) == ["focal loss"]
+    huber = [split_passage(0, hit("Huber Loss 结合了 MSE 与 MAE。\n"))]
+    assert passages_naming(["focal loss"], {}, huber, [""]) == set()
     groups = [split_passage(0, hit("RCG 完全使用外部检索的上下文。\n")), split_passage(1, hit("检索增强生成先检索再生成。\n"))]
     assert passages_naming(["rcg", "rag"], {}, groups, ["", ""]) == {0}
     assert passages_naming(["rag"], {"rag": ("rag", "检索增强生成")}, groups, ["", ""]) == {1}
@@ -514,6 +539,9 @@ def test_a_line_that_only_names_things_is_an_enumeration() -> None:
     assert not is_enumeration("ControlNet 通过复制编码器权重，把边缘图、姿态图等条件注入扩散模型。")
     assert not is_enumeration("分为三类：监督学习、无监督学习、强化学习")  # a lead-in that states something
     assert not is_enumeration("监督学习、无监督学习")  # two items are a phrase, not a list
+    # a numbered line of names, Latin names that spell long, and a doubled separator are still a list
+    assert is_enumeration("3. Stable Diffusion、SD、ControlNet、diffusion、图片编辑")
+    assert is_enumeration("1. PEFT、SFT、RM、RLHF、大模型微调、、DeepSpeed、Megatron-LM")
 
 
 def test_a_link_is_a_line_of_little_but_links_not_a_statement_citing_its_source() -> None:

@@ -313,7 +313,8 @@ class Reader:
         scores = self.model.rank_scores(features, english=True) if across else shared
         candidates = [Candidate(s, f, float(z)) for s, f, z in zip(pool, features, scores, strict=True)]
         candidates.sort(key=lambda c: (-c.score, c.passage, c.sentence.pos))
-        headings = [normalize(" ".join(h.chunk.heading_path)) for h in passages]
+        # where a passage sits: its note's title and file, and its heading path
+        headings = [normalize(" ".join((h.document_title, h.chunk.doc_id, *h.chunk.heading_path))) for h in passages]
         names = subject_names(question, profile)
         naming = passages_naming(names, name_forms or {}, sentences, headings) if names else set()
         if naming and candidates and candidates[0].passage not in naming:

@@ -141,6 +141,7 @@ _LETTER = re.compile(r"[^\W\d_]")
 # "A、B、C、D" or "a, b, c, d": a line that only names things (a tag list, a table of contents) states nothing.
 _ENUM_SPLIT = re.compile(r"[、,，/|；;]")
 _ENUM_BREAK = re.compile(r"[。：:？?！!]")
+_ITEM_NUMBER = re.compile(r"^\s*\d{1,2}\s*[.、．)）]\s*")  # "3. " opening a numbered line
 _LINK = re.compile(r"https?://|\]\(|www\.", re.I)
 _LINK_TEXT = re.compile(r"!?\[[^\]]*\]\([^)]*\)|(?:https?://|www\.)\S*", re.I)
 _WORD_CHAR = re.compile(rf"[{CJK_CHARS}A-Za-z0-9]")
@@ -223,8 +224,14 @@ def is_instruction(text: str) -> bool:
 
 def is_enumeration(text: str) -> bool:
     """A line that only lists names: three or more short items and no sentence punctuation between them."""
-    items = [t.strip() for t in _ENUM_SPLIT.split(text.rstrip("。.；;"))]
-    return len(items) >= 3 and all(0 < len(t) <= 14 for t in items) and not _ENUM_BREAK.search(text[:-1])
+    items = [t.strip() for t in _ENUM_SPLIT.split(_ITEM_NUMBER.sub("", text.rstrip("。.；;")))]
+    items = [t for t in items if t]  # "大模型微调、、DeepSpeed": a doubled separator is no item
+    return len(items) >= 3 and all(len(t) <= _item_limit(t) for t in items) and not _ENUM_BREAK.search(text[:-1])
+
+
+def _item_limit(item: str) -> int:
+    """How long a listed name may be: one in Latin letters only spells longer ("Stable Diffusion")."""
+    return 14 if is_cjk(item) else 24
 
 
 def is_link(text: str) -> bool:

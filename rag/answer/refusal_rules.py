@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from rag.answer.reader_features import YEAR_ASKED, QuestionProfile, is_instruction, must_state, states
 from rag.answer.sentences import Sentence
-from rag.relevance_gate import ENGLISH_NAME
+from rag.relevance_gate import latin_names
 from rag.text import is_cjk, normalize, spelled_as_one
 
 if TYPE_CHECKING:
@@ -64,7 +64,7 @@ def refusal_rule(
         return "the question asks for a figure and no sentence the answer would quote states one"
     if candidates and YEAR_ASKED.search(question) and not _date_given(sentences):
         return "the question asks when and no sentence of the passages it is about gives a date"
-    named = _named_only(question, profile, candidates)
+    named = _named_only(question, candidates, name_forms or {}, headings)
     if named:
         return f"the notes only name {named} in a list or title; no sentence says anything about it"
     names = subject_names(question, profile)
@@ -75,10 +75,19 @@ def refusal_rule(
 
 
 def subject_names(question: str, profile: QuestionProfile) -> list[str]:
-    """The Latin-letter names the question is about: of at least NAMED_MIN_CHARS characters and among its
-    subject words ("II" of "Type II" is no name)."""
-    names = _latin_names(question) if is_cjk(question) else [normalize(m) for m in ENGLISH_NAME.findall(question)]
-    return [name for name in names if len(name) >= NAMED_MIN_CHARS and name in profile.subject]
+    """The Latin-letter names the question is about ("ddpg", "focal loss"): of at least NAMED_MIN_CHARS
+    characters, and among its subject words, or for a name of several words, one of them ("II" of "Type II"
+    is no name)."""
+    return [
+        name
+        for name in latin_names(question)
+        if len(name) >= NAMED_MIN_CHARS
+        and (name in profile.subject or (" " in name and any(w in profile.subject for w in name.split())))
+    ]
+
+
+def _words(name: str) -> list[str]:
+    return [w for w in re.split(r"[\s\-]+", name) if w]
 
 
 def passages_naming(
@@ -89,7 +98,7 @@ def passages_naming(
 ) -> set[int]:
     """The passages that spell one of `names`, or one of its forms (aliases), in a sentence or a heading."""
     spellings = [
-        (spelled_as_one(name.split("-")), [f for f in name_forms.get(name, ()) if len(f) >= 2 and f != name])
+        (spelled_as_one(_words(name)), [f for f in name_forms.get(name, ()) if len(f) >= 2 and f != name])
         for name in names
     ]
     naming = set()
@@ -100,14 +109,23 @@ def passages_naming(
     return naming
 
 
-def _named_only(question: str, profile: QuestionProfile, candidates: Sequence[Candidate]) -> str:
-    """The question's subject, a name in Latin letters, when the candidates name it only in lines that state
-    nothing (a table of contents' "12. GroupNorm、LayerNorm、BatchNorm", a title, a link) and no section is
-    headed by it: the notes list the name but say nothing about it. "" otherwise."""
-    if any(c.features.get("subject_heading", 0.0) > 0 for c in candidates):
-        return ""
-    for name in subject_names(question, profile):
-        spelling = spelled_as_one(name.split("-"))
+def _named_only(
+    question: str,
+    candidates: Sequence[Candidate],
+    name_forms: Mapping[str, Sequence[str]],
+    headings: Sequence[str],
+) -> str:
+    """A name in Latin letters the question spells, when the candidates name it only in lines that state
+    nothing (a table of contents' "12. GroupNorm、LayerNorm、BatchNorm", a title, a link) and no heading names it
+    in any of its forms: the notes list the name but say nothing about it. "" otherwise."""
+    titles = " ".join([*headings, *(normalize(c.sentence.heading) for c in candidates)])
+    # any name the question spells counts here, not only its subject: "ControlNet 是怎么把…加进 Stable Diffusion
+    # 的？" is about ControlNet, though its rarest words are 人体 and 姿态, which the notes never use
+    for name in [n for n in latin_names(question) if len(n) >= NAMED_MIN_CHARS]:
+        spelling = spelled_as_one(_words(name))
+        forms = [f for f in name_forms.get(name, ()) if len(f) >= 2 and f != name]
+        if spelling.search(titles) or any(f in titles for f in forms):
+            continue
         mentions = [c for c in candidates if spelling.search(normalize(c.sentence.text))]
         if mentions and all(_only_lists(c, spelling) for c in mentions):
             written = re.search(re.escape(name), question, re.I)  # as the question spells it ("BatchNorm")
@@ -134,7 +152,7 @@ def _figure_stated(
     if not candidates:
         return False
     group = sentences[candidates[0].passage]
-    spellings = [spelled_as_one(name.split("-")) for name in names]
+    spellings = [spelled_as_one(_words(name)) for name in names]
     for s in _quoted(candidates, sentences):
         if not states(s.text, "number"):
             continue

@@ -14,6 +14,7 @@ from rag.types import Hit
 _PREFIX = re.compile(r"^(?:#{1,6}[ \t]+|>[ \t]*|[-*+•●▪◦·][ \t]+)+")
 _HEADING_LINE = re.compile(r"^[ \t]*#{1,6}(?:[ \t]|$)")  # "## " or a bare "##": an (empty) heading
 _FENCE = re.compile(r"^[ \t]*(```|~~~)")
+_MARKDOWN_LINK = re.compile(r"!?\[[^\]]*\]\([^)]*\)")
 _URL_TOKEN = re.compile(r"^(?:<?(?:https?://|www\.)\S+>?|!?\[[^\]]*\]\([^)]*\))$", re.I)
 _CODE_LINE = re.compile(
     r"^(?:import\s|from\s+\S+\s+import\s|def\s|class\s+\w+\s*[(:]|return\b|print\s*\(|>>>|\$\s|"
@@ -70,9 +71,13 @@ def _fenced_lines(text: str) -> list[tuple[int, int]]:
 
 
 def _url_only(text: str) -> bool:
-    """A line made only of URLs / markdown links or images."""
-    tokens = [t for t in re.split(r"[\s,，、;；]+", text) if t]
-    return bool(tokens) and all(_URL_TOKEN.match(t) for t in tokens)
+    """A line made only of URLs / markdown links or images ("[CLIP 训练过程.gif](https://…)": its text is alt
+    text, not a statement)."""
+    if not text.strip():
+        return False
+    rest = _MARKDOWN_LINK.sub(" ", text)
+    tokens = [t for t in re.split(r"[\s,，、;；]+", rest) if t]
+    return all(_URL_TOKEN.match(t) for t in tokens)
 
 
 def _classify(raw_line: str, text: str, in_fence: bool) -> str:
