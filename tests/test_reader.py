@@ -156,6 +156,16 @@ def test_a_sentence_about_another_entity_loses(engine, reader: Reader) -> None:
 
 
 
+def test_a_title_of_latin_words_alone_does_not_lead_an_answer(engine, reader: Reader) -> None:
+    samplers = hit("GreedySampler\nBeamSampler\nTemperature Sampling\nRandomSampler\n", heading=("采样",), rank=1)
+    said = hit("温度控制 temperature：温度越高，按概率分布抽样越随机，温度为 1 时退化为原分布。\n", heading=("文本生成",), rank=2, score=0.8)
+    reading = read(engine, reader, "Why use a temperature?", [samplers, said])
+    assert reading.best is not None and "温度越高" in reading.best.sentence.text
+    # a question that asks for a list may be answered by the names
+    listing = read(engine, reader, "有哪些 Sampler？", [samplers])
+    assert listing.best is not None and listing.best.sentence.text.endswith("Sampler")
+
+
 def test_a_markdown_image_or_link_with_alt_text_is_no_candidate(engine, reader: Reader) -> None:
     passage = hit("CLIP 的训练过程如下：\n![CLIP 训练过程.gif](https://example.com/clip.gif)\n[CLIP 论文](https://arxiv.org/abs/2103.00020)\n"
                   "CLIP 用对比学习同时训练文本编码器和图像编码器。\n", heading=("CLIP",))
@@ -542,6 +552,8 @@ def test_a_line_that_only_names_things_is_an_enumeration() -> None:
     # a numbered line of names, Latin names that spell long, and a doubled separator are still a list
     assert is_enumeration("3. Stable Diffusion、SD、ControlNet、diffusion、图片编辑")
     assert is_enumeration("1. PEFT、SFT、RM、RLHF、大模型微调、、DeepSpeed、Megatron-LM")
+    # clauses split by commas are a sentence, however short each is
+    assert not is_enumeration("假设信号的长度是n,卷积核大小是m,则结果长度为n-m+1;")
 
 
 def test_a_link_is_a_line_of_little_but_links_not_a_statement_citing_its_source() -> None:

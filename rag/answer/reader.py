@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
@@ -121,6 +122,14 @@ class Reading:
 
 
 REPEAT_LOOKAHEAD = 5  # a follow-up's answer opens with the best of this many candidates the last answer did not quote
+
+
+def states_something(candidate: Candidate) -> bool:
+    """Whether a candidate states anything: not a line of names or a link, nor a short title of Latin words
+    alone ("Temperature Sampling")."""
+    f, text = candidate.features, candidate.sentence.text
+    bare_title = bool(f.get("title_like")) and not is_cjk(text) and not re.search(r"\d", text)
+    return not (f.get("enumeration") or f.get("link") or bare_title)
 
 
 def new_first(reading: Reading, said: str, lookahead: int = REPEAT_LOOKAHEAD) -> Reading:
@@ -321,6 +330,12 @@ class Reader:
             # the best sentence comes from a passage that never names what the question is about ("DDPG"):
             # the passages that do name it answer first
             candidates.sort(key=lambda c: c.passage not in naming)
+        if candidates and "list" not in profile.types and not states_something(candidates[0]):
+            # a title or a line of names ("Temperature Sampling") answers no question but a list's: the best
+            # sentence that states something comes first
+            stating = next((c for c in candidates if states_something(c)), None)
+            if stating is not None:
+                candidates = [stating, *(c for c in candidates if c is not stating)]
         # whether anything answers is judged with the English question's attribute words read in Chinese
         # ("disadvantages" found where the notes say 缺点); the ranking above is left as fitted
         judge = self._judging_profile(profile)

@@ -142,6 +142,8 @@ _LETTER = re.compile(r"[^\W\d_]")
 _ENUM_SPLIT = re.compile(r"[、,，/|；;]")
 _ENUM_BREAK = re.compile(r"[。：:？?！!]")
 _ITEM_NUMBER = re.compile(r"^\s*\d{1,2}\s*[.、．)）]\s*")  # "3. " opening a numbered line
+# Words of a clause, not of a name: "卷积核大小是m，则结果长度为n-m+1" lists no names
+_CLAUSE_WORD = re.compile(r"是|为|则|的|了|在|把|被|将|会|就|也|都|而|\b(?:is|are|was|the|of|to)\b", re.I)
 _LINK = re.compile(r"https?://|\]\(|www\.", re.I)
 _LINK_TEXT = re.compile(r"!?\[[^\]]*\]\([^)]*\)|(?:https?://|www\.)\S*", re.I)
 _WORD_CHAR = re.compile(rf"[{CJK_CHARS}A-Za-z0-9]")
@@ -226,7 +228,11 @@ def is_enumeration(text: str) -> bool:
     """A line that only lists names: three or more short items and no sentence punctuation between them."""
     items = [t.strip() for t in _ENUM_SPLIT.split(_ITEM_NUMBER.sub("", text.rstrip("。.；;")))]
     items = [t for t in items if t]  # "大模型微调、、DeepSpeed": a doubled separator is no item
-    return len(items) >= 3 and all(len(t) <= _item_limit(t) for t in items) and not _ENUM_BREAK.search(text[:-1])
+    return (
+        len(items) >= 3
+        and all(len(t) <= _item_limit(t) and not _CLAUSE_WORD.search(t) for t in items)
+        and not _ENUM_BREAK.search(text[:-1])
+    )
 
 
 def _item_limit(item: str) -> int:
