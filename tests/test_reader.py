@@ -222,6 +222,13 @@ def test_the_passages_that_name_the_subject_answer_and_none_naming_it_is_refused
     assert not read(engine, reader, question, [headed]).veto
 
 
+def test_a_name_that_is_only_context_does_not_move_the_answer_off_the_best_passage(engine) -> None:
+    # the 广播 passage never writes "NumPy"; a passage that does ("下面是一个 Numpy 矩阵。") is rated far below it
+    for question in ("numpy 的广播机制是什么？", "What is broadcasting in NumPy?"):
+        answer = engine.ask(question)
+        assert not answer.refused and "广播" in answer.text.split("\n")[0] + answer.text.split("\n")[1], question
+
+
 def test_naming_passages_and_subject_names_are_pure() -> None:
     profile = profile_question("RCG 和 RAG 的区别是什么？", {"rcg": 5.0, "rag": 4.0, "区别": 1.0}, {}, [])
     assert subject_names("RCG 和 RAG 的区别是什么？", profile) == ["rcg", "rag"]

@@ -50,6 +50,7 @@ WEIGHTS_FILE = "reader_weights.json"
 # An English question whose words (and their Chinese translations) no candidate holds this much of reads the notes
 # only across languages: its own ranker orders the candidates (`reads_across_languages`).
 ACROSS_LANGUAGES_COVER = 0.3
+NAMING_MARGIN = 1.0  # logit units: a passage naming the question's subject this close to the best answers first
 
 
 class IndexTerms(Protocol):
@@ -326,9 +327,11 @@ class Reader:
         headings = [normalize(" ".join((h.document_title, h.chunk.doc_id, *h.chunk.heading_path))) for h in passages]
         names = subject_names(question, profile)
         naming = passages_naming(names, name_forms or {}, sentences, headings) if names else set()
-        if naming and candidates and candidates[0].passage not in naming:
-            # the best sentence comes from a passage that never names what the question is about ("DDPG"):
-            # the passages that do name it answer first
+        named_best = max((c.score for c in candidates if c.passage in naming), default=None)
+        if named_best is not None and candidates[0].passage not in naming and named_best >= candidates[0].score - NAMING_MARGIN:
+            # the best sentence comes from a passage that never names what the question is about ("DDPG"), and
+            # one that does is rated close: the passages that name it answer first. Far below, the name is
+            # context ("NumPy" of "What is broadcasting in NumPy?") and the best passage answers.
             candidates.sort(key=lambda c: c.passage not in naming)
         if candidates and "list" not in profile.types and not states_something(candidates[0]):
             # a title or a line of names ("Temperature Sampling") answers no question but a list's: the best
