@@ -188,6 +188,11 @@ def test_a_name_the_notes_only_list_is_refused(engine, reader: Reader) -> None:
     assert "only name" in read(engine, reader, "What is BatchNorm?", [contents]).reason
     short = hit("GroupNorm→按通道分组归一化\n", heading=("归一化",))
     assert not read(engine, reader, "What is GroupNorm?", [short]).veto
+    # a name given only as an example of something else is listed too
+    framework = hit("优化器 - 包含各种优化算法,如Adam、RMSProp等来调整模型参数。\n", heading=("深度学习框架",))
+    assert "only name" in read(engine, reader, "Adam 优化器是什么？", [framework]).reason
+    adam = hit("Adam 结合了动量和自适应学习率，如 RMSProp 一样按梯度平方调整步长。\n", heading=("优化器",))
+    assert not read(engine, reader, "Adam 优化器是什么？", [framework, adam]).veto
     # any name the question spells counts, not only its rarest words (人体, 姿态 the notes never use)
     skills = hit("3. Stable Diffusion、SD、ControlNet、diffusion、图片编辑\n", heading=("技能",))
     reading = read(engine, reader, "ControlNet 是怎么把人体姿态加进 Stable Diffusion 的？", [skills])

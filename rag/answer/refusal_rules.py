@@ -31,7 +31,9 @@ DATE = re.compile(
     r"|\b(?:jan|feb|mar|apr|may|jun|jul|aug|sep|sept|oct|nov|dec)[a-z]*\.?\s+\d",
     re.I,
 )
-_ITEM_SPLIT = re.compile(r"[、,，/|；;]")
+_ITEM_SPLIT = re.compile(r"[、,，/|；;]|和|及|与|\bor\b|\band\b")
+# examples named in passing: "如 Adam、RMSProp 等", "such as Adam and RMSProp"
+_EXAMPLES = re.compile(r"(?:例如|比如|诸如|如|such as|e\.g\.)\s*([^。；;：:！？!?()（）]{1,60}?)\s*(?:等|etc\.?|[。；;！？!?]|$)")
 _ITEM_NUMBER = re.compile(r"^\s*\d{1,2}\s*[.、．)）]\s*")
 _LATIN_NAME = re.compile(r"[a-z][a-z0-9]*(?:-[a-z0-9]+)*")
 FIGURE_MARGIN = 2.5  # logit units: sentences this close to the best are what an answer quotes besides it
@@ -139,7 +141,15 @@ def _only_lists(c: Candidate, spelling: re.Pattern[str]) -> bool:
     if c.features.get("enumeration") or c.features.get("link"):
         return True
     items = (normalize(item).strip() for item in _ITEM_SPLIT.split(_ITEM_NUMBER.sub("", c.sentence.text)))
-    return bool(c.features.get("title_like")) and any(spelling.fullmatch(item) for item in items)
+    if c.features.get("title_like") and any(spelling.fullmatch(item) for item in items):
+        return True
+    # an example of something else, and nothing more: "包含各种优化算法,如Adam、RMSProp等" says nothing of Adam
+    text = normalize(c.sentence.text)
+    examples = [m.group(1) for m in _EXAMPLES.finditer(text)]
+    rest = _EXAMPLES.sub(" ", text)
+    return any(
+        any(spelling.fullmatch(item.strip(" .")) for item in _ITEM_SPLIT.split(group)) for group in examples
+    ) and not spelling.search(rest)
 
 
 def _figure_stated(
