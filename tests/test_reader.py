@@ -161,6 +161,10 @@ def test_a_title_of_latin_words_alone_does_not_lead_an_answer(engine, reader: Re
     said = hit("温度控制 temperature：温度越高，按概率分布抽样越随机，温度为 1 时退化为原分布。\n", heading=("文本生成",), rank=2, score=0.8)
     reading = read(engine, reader, "Why use a temperature?", [samplers, said])
     assert reading.best is not None and "温度越高" in reading.best.sentence.text
+    # nor does a numbered title, parentheses and all
+    dnn = hit("1. 深度神经网络（DNNs，Deep Neural Networks）\n一种模拟人脑神经元工作方式的计算模型，“深度”指的是网络中神经元的层数。\n", heading=("模型",))
+    reading = read(engine, reader, 'What does the "deep" in deep neural networks refer to?', [dnn])
+    assert reading.best is not None and "层数" in reading.best.sentence.text
     # a question that asks for a list may be answered by the names
     listing = read(engine, reader, "有哪些 Sampler？", [samplers])
     assert listing.best is not None and listing.best.sentence.text.endswith("Sampler")

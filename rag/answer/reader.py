@@ -25,6 +25,7 @@ import numpy as np
 
 from rag.answer.citations import strip_markers
 from rag.answer.reader_features import (
+    SENTENCE_PUNCT,
     CandidateContext,
     QuestionProfile,
     attribute_translations,
@@ -50,6 +51,8 @@ WEIGHTS_FILE = "reader_weights.json"
 # An English question whose words (and their Chinese translations) no candidate holds this much of reads the notes
 # only across languages: its own ranker orders the candidates (`reads_across_languages`).
 ACROSS_LANGUAGES_COVER = 0.3
+_NUMBERED_TITLE = re.compile(r"\s*\d{1,2}\s*[.、．]\s*(\S.*?)\s*$")
+_PARENTHESES = re.compile(r"[（(][^（()）]*[)）]")
 NAMING_MARGIN = 1.0  # logit units: a passage naming the question's subject this close to the best answers first
 
 
@@ -127,9 +130,13 @@ REPEAT_LOOKAHEAD = 5  # a follow-up's answer opens with the best of this many ca
 
 def states_something(candidate: Candidate) -> bool:
     """Whether a candidate states anything: not a line of names or a link, nor a short title of Latin words
-    alone ("Temperature Sampling")."""
+    alone ("Temperature Sampling"), nor a numbered title ("3. 图神经网络（GNNs，Graph Neural Networks）")."""
     f, text = candidate.features, candidate.sentence.text
     bare_title = bool(f.get("title_like")) and not is_cjk(text) and not re.search(r"\d", text)
+    numbered = _NUMBERED_TITLE.match(text)
+    if numbered:
+        rest = _PARENTHESES.sub("", numbered.group(1))
+        bare_title = bare_title or (len(rest) <= 24 and not SENTENCE_PUNCT.search(rest))
     return not (f.get("enumeration") or f.get("link") or bare_title)
 
 
