@@ -473,6 +473,7 @@ def test_a_problem_solved_is_a_purpose_not_a_drawback() -> None:
 
 def test_question_and_sentence_types() -> None:
     assert "formula" in question_types("交叉熵的公式是什么？")
+    assert "formula" in question_types("怎么估算训练需要的显存？") and "formula" in question_types("How do I estimate it?")
     assert "list" in question_types("大模型训练的三个阶段是什么？")
     assert "cause" in question_types("Why does the loss explode?")
     assert {"formula", "number"} <= sentence_types("L = 0.5 * x^2")

@@ -30,7 +30,7 @@ YEAR_ASKED = re.compile(
 QUESTION_TYPES: dict[str, re.Pattern[str]] = {
     name: re.compile(pattern, re.I)
     for name, pattern in {
-        "formula": r"公式|怎么算|如何计算|计算方法|怎么计算|表达式|formula|equation|calculat|comput",
+        "formula": r"公式|怎么算|如何计算|计算方法|怎么计算|估算|怎么求|如何求|表达式|formula|equation|calculat|comput|estimat",
         "number": r"多少|几个|几种|几层|几维|几位|几倍|范围|取值|数值|比例|大小|how many|how much|range|value|number of|size",
         "cause": r"为什么|为何|原因|怎么会|导致|why|cause|reason",
         "definition": r"什么是|是什么|指什么|什么意思|含义|定义|是啥|what is|what are|what does|mean|defin",
