@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from ingest.pipeline import run_ingest
+from rag.answer.reader import reader_texts
 from rag.config import Settings
 from rag.engine import Engine
 from rag.errors import IndexCorrupted, IndexNotReady
@@ -35,6 +36,17 @@ from rag.text import Tokenizer
 
 REPO = Path(__file__).resolve().parents[1]
 BACKENDS = ["local", "milvus"]
+
+
+class _Counting:
+    """A Milvus client that records the methods called through it."""
+
+    def __init__(self, client: Any, calls: list[str]) -> None:
+        self._client, self._calls = client, calls
+
+    def __getattr__(self, name: str) -> Any:
+        self._calls.append(name)
+        return getattr(self._client, name)
 
 NOTES = {
     "transformer.md": "# Transformer\n\n## 注意力机制\n\nTransformer 使用自注意力机制（self-attention）建模序列中任意两个位置的关系。"
@@ -105,6 +117,20 @@ def test_build_search_and_reload(kb: Settings, embedder: Any) -> None:
         assert np.allclose(exact, [s for _, s in dense], atol=1e-5)
         found, mask = index.reader_vectors(["不是一句存进去的话"])
         assert not mask.any() and not found.any()
+        # the reader's sentence vectors, asked for twice (retrieval, then the reader): the same both times
+        stored = reader_texts(index.chunks([0]))
+        first, found_first = index.reader_vectors([*stored, "不是一句存进去的话"])
+        if kb.index_backend == "milvus":  # the second time comes from the index's cache, without a Milvus call
+            client, calls = index._client, []
+            index._client = _Counting(client, calls)
+            again, found_again = index.reader_vectors([*stored, "不是一句存进去的话"])
+            index._client = client
+            assert calls == []
+        else:
+            again, found_again = index.reader_vectors([*stored, "不是一句存进去的话"])
+        assert found_first[:-1].all() and not found_first[-1]
+        assert np.array_equal(first, again) and np.array_equal(found_first, found_again)
+        assert np.allclose(np.linalg.norm(first[:-1], axis=1), 1.0, atol=1e-3)
 
     # a fresh engine (a restarted replica) loads the same version and answers from it
     engine = Engine(kb, embedder=embedder)

@@ -87,6 +87,9 @@ class MilvusIndex:
         self._lock = threading.Lock()
         self._chunks: _Lru = _Lru(self._CACHE_SIZE)
         self._terms: _Lru = _Lru(self._CACHE_SIZE * 4)
+        # the reader's sentence vectors: retrieval ranks passages by their best sentence, then the reader reads
+        # the top passages' sentences, so a question asks for most texts twice
+        self._sentences: _Lru = _Lru(self._CACHE_SIZE * 4)
 
     # -- identity ------------------------------------------------------------------------------------
 
@@ -117,6 +120,7 @@ class MilvusIndex:
             self._client = None
             self._chunks.clear()
             self._terms.clear()
+            self._sentences.clear()
 
     def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
         """One client call; a Milvus failure (server gone, collection dropped) is IndexNotReady, not a crash."""
@@ -288,14 +292,23 @@ class MilvusIndex:
         """Stored vectors of the reader's sentence texts: (vectors, found mask); missing rows are zero."""
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         found = np.zeros(len(texts), dtype=bool)
-        keys = {key64("reader", t): t for t in texts}
-        got: dict[str, list[float]] = {}
+        got: dict[str, list[float] | None] = {}  # None: the index holds no vector for the text
+        with self._lock:
+            for text in texts:
+                if text in self._sentences:
+                    got[text] = self._sentences[text]
+        keys = {key64("reader", t): t for t in dict.fromkeys(texts) if t not in got}
+        fetched: dict[str, list[float]] = {}
         for part in batches(list(keys), GET_BATCH):
             for r in self._call("get", self._names["vectors"], ids=part, output_fields=["h", "text", "vec"]):
                 if keys.get(int(r["h"])) == r["text"]:
-                    got[r["text"]] = r["vec"]
+                    fetched[r["text"]] = r["vec"]
+        with self._lock:
+            for text in keys.values():
+                got[text] = fetched.get(text)
+                self._sentences.put(text, got[text])
         for i, text in enumerate(texts):
-            if text in got:
+            if got.get(text) is not None:
                 out[i] = got[text]
                 found[i] = True
         return out, found
