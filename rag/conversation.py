@@ -78,8 +78,11 @@ _EN_SUCCESSOR = re.compile(
 # 它 with no clause mark before it: a clause-mate name is its clause's subject, which a Chinese pronoun does not
 # stand for ("CBAM 跟它比多了什么？"); "BERT 和它的变体" is the exception, a possessive joined to the name.
 # "在里面 / 在其中 / 在这当中" points inside the previous subject: "温度在里面起什么作用？" after "什么是知识蒸馏？".
-# "在这里面" / "在其中", or a question opening with 其中 ("其中的分区容错性指什么？"): inside the previous subject
-_ZH_INSIDE_IT = re.compile(r"(?<=在)(?:这|那)?(?:里面|里头|当中|之中)|(?<=在)其中|^(?:那么?\s*)?其中")
+# "在这里面" / "在其中", or a question opening with 其中 or 里面 ("其中的分区容错性指什么？", "里面有中文吗？"):
+# inside the previous subject
+_ZH_INSIDE_IT = re.compile(
+    r"(?<=在)(?:这|那)?(?:里面|里头|当中|之中)|(?<=在)其中|^(?:那么?\s*)?(?:其中|(?:这|那)?(?:里面|里头|当中))"
+)
 _ZH_IT_IN_CLAUSE = re.compile(r"^[^，,。；;：:？?！!]+?它")
 _ZH_IT_AFTER_AND = re.compile(r"[和与及跟同]\s*它们?的")
 _LATIN_RUN = re.compile(r"[A-Za-z0-9][\w+#.\-]*(?:\s+[A-Za-z0-9][\w+#.\-]*)*")

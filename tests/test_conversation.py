@@ -45,6 +45,8 @@ LORA = conversation("LoRA 是什么？", "LoRA 是一种低秩适配方法。[1]
         ("什么是 RLHF？", "奖励模型在这当中负责什么？", "奖励模型在 RLHF中负责什么？"),
         ("Transformer 是什么？", "位置编码在其中有什么用？", "位置编码在 Transformer中有什么用？"),
         ("CAP 理论说的是什么？", "其中的分区容错性指什么？", "CAP 理论中的分区容错性指什么？"),  # 其中 opening it
+        ("LLaMA 的训练数据有哪些？", "里面有中文吗？", "LLaMA 的训练数据中有中文吗？"),  # 里面 opening it
+        ("BERT 的输入由哪几部分组成？", "这里面哪部分区分两个句子？", "BERT 的输入中哪部分区分两个句子？"),
         # a demonstrative with the noun the subject ends with stands for the subject whole
         ("什么是未登录词？", "一般怎么处理这种词？", "一般怎么处理未登录词？"),
         ("什么是梯度裁剪方法？", "这种方法有什么缺点？", "梯度裁剪方法有什么缺点？"),
