@@ -152,6 +152,8 @@ _ZH_DEGREE_WORD = re.compile(r"^(?:越|更|最)")
 _ZH_COMMON_ONES = re.compile(r"^\s*(?:最|比较)?(?:常用|常见|主要|典型|流行|重要)的(?:有|是|包括|都有)")
 # A clause that only sets the circumstance ("推理时", "训练过程中") is not what a question is about. Its
 # activity has two characters at least (实时 and 同时 are words), and 时 does not start a word (时间, 时序).
+# A part or variant of something ("无监督版本", "编码器部分"): "那 X 呢？" asks about the subject's X
+_ASPECT = re.compile(r"[\u4e00-\u9fff]{1,10}(?:版本|版|部分|模块|变体|分支)")
 _CIRCUMSTANCE = re.compile(
     r"\s*(?P<c>[^，,。；;？?！!]{2,12}?)(?:的时候|时候|时(?![间刻序长代段期效])|过程中|之后|以后|之前|以前|期间)"
 )
@@ -416,6 +418,12 @@ def _apply(question: str, previous: str, subject: str, tokenizer: Tokenizer, ans
         if at >= 0:
             end = at + len(subject)
             return _join(previous[:end], x, previous[end:].lstrip()), False
+    if x is not None and _ASPECT.fullmatch(x):
+        at, span = previous.find(subject), subject_span(previous.strip(), tokenizer)
+        whole = span is not None and len(subject_components(previous.strip(), span, None)) == 1
+        if at >= 0 and whole:  # "什么是 SimCSE？" + "无监督版本呢？": the question, about SimCSE's unsupervised version
+            end = at + len(subject)
+            return _join(previous[:end], f"的{x}", previous[end:]), False
     if x is not None:
         substituted = _substitute_ellipsis(previous, x, subject, tokenizer)
         if substituted is not None:

@@ -123,6 +123,9 @@ def test_the_answer_names_the_subject_when_the_question_asked_for_one(tokenizer:
         ("LoRA 的原理是什么？", "那 QLoRA 呢？", "QLoRA 的原理是什么？"),  # the generic ask is not the subject
         ("GPT 的预训练目标是什么？", "那 BERT 呢？", "BERT 的预训练目标是什么？"),  # a name replaces the name
         ("DCN 网络的 Cross 层是怎么工作的？", "那 Deep 部分呢？", "DCN 网络的 Deep 部分是怎么工作的？"),  # mixed X: all of it
+        # a part or version of a subject that names one thing asks about that thing's part
+        ("什么是 SimCSE？", "无监督版本呢？", "什么是 SimCSE 的无监督版本？"),
+        ("Transformer 的编码器是什么结构？", "那解码器部分呢？", "Transformer 的解码器部分是什么结构？"),
         ("What is a GRU?", "What about LSTM?", "What is a LSTM?"),
     ],
 )
