@@ -37,6 +37,7 @@ from rag.answer.reader_features import (
     question_types,
     reader_text,
     sentence_types,
+    states_something,
 )
 from rag.answer.refusal_rules import passages_naming, subject_names
 from rag.answer.sentences import split_passage
@@ -571,6 +572,14 @@ def test_a_line_that_only_names_things_is_an_enumeration() -> None:
     assert is_enumeration("1. PEFT、SFT、RM、RLHF、大模型微调、、DeepSpeed、Megatron-LM")
     # clauses split by commas are a sentence, however short each is
     assert not is_enumeration("假设信号的长度是n,卷积核大小是m,则结果长度为n-m+1;")
+
+
+def test_what_states_something_is_a_pure_form_check() -> None:
+    assert not states_something("Temperature Sampling", {"title_like": 1.0})
+    assert not states_something("3. 图神经网络（GNNs，Graph Neural Networks）", {})
+    assert not states_something("GroupNorm、LayerNorm、BatchNorm", {"enumeration": 1.0})
+    assert states_something("1. 预训练一个语言模型 (LM) ；", {})  # an item that says something
+    assert states_something("ratio 额外开销比例(1.2~2 之间)", {"title_like": 1.0})  # Chinese: a statement
 
 
 def test_a_link_is_a_line_of_little_but_links_not_a_statement_citing_its_source() -> None:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
@@ -25,7 +24,6 @@ import numpy as np
 
 from rag.answer.citations import strip_markers
 from rag.answer.reader_features import (
-    SENTENCE_PUNCT,
     CandidateContext,
     QuestionProfile,
     attribute_translations,
@@ -36,6 +34,7 @@ from rag.answer.reader_features import (
     question_features,
     rarity_weights,
     reader_text,
+    states_something,
 )
 from rag.answer.refusal_rules import passages_naming, refusal_rule, subject_names
 from rag.answer.sentences import Sentence, split_passage
@@ -51,8 +50,6 @@ WEIGHTS_FILE = "reader_weights.json"
 # An English question whose words (and their Chinese translations) no candidate holds this much of reads the notes
 # only across languages: its own ranker orders the candidates (`reads_across_languages`).
 ACROSS_LANGUAGES_COVER = 0.3
-_NUMBERED_TITLE = re.compile(r"\s*\d{1,2}\s*[.、．]\s*(\S.*?)\s*$")
-_PARENTHESES = re.compile(r"[（(][^（()）]*[)）]")
 NAMING_MARGIN = 1.0  # logit units: a passage naming the question's subject this close to the best answers first
 
 
@@ -126,18 +123,6 @@ class Reading:
 
 
 REPEAT_LOOKAHEAD = 5  # a follow-up's answer opens with the best of this many candidates the last answer did not quote
-
-
-def states_something(candidate: Candidate) -> bool:
-    """Whether a candidate states anything: not a line of names or a link, nor a short title of Latin words
-    alone ("Temperature Sampling"), nor a numbered title ("3. 图神经网络（GNNs，Graph Neural Networks）")."""
-    f, text = candidate.features, candidate.sentence.text
-    bare_title = bool(f.get("title_like")) and not is_cjk(text) and not re.search(r"\d", text)
-    numbered = _NUMBERED_TITLE.match(text)
-    if numbered:
-        rest = _PARENTHESES.sub("", numbered.group(1))
-        bare_title = bare_title or (len(rest) <= 24 and not SENTENCE_PUNCT.search(rest))
-    return not (f.get("enumeration") or f.get("link") or bare_title)
 
 
 def new_first(reading: Reading, said: str, lookahead: int = REPEAT_LOOKAHEAD) -> Reading:
@@ -340,10 +325,10 @@ class Reader:
             # one that does is rated close: the passages that name it answer first. Far below, the name is
             # context ("NumPy" of "What is broadcasting in NumPy?") and the best passage answers.
             candidates.sort(key=lambda c: c.passage not in naming)
-        if candidates and "list" not in profile.types and not states_something(candidates[0]):
+        if candidates and "list" not in profile.types and not states_something(candidates[0].sentence.text, candidates[0].features):
             # a title or a line of names ("Temperature Sampling") answers no question but a list's: the best
             # sentence that states something comes first
-            stating = next((c for c in candidates if states_something(c)), None)
+            stating = next((c for c in candidates if states_something(c.sentence.text, c.features)), None)
             if stating is not None:
                 candidates = [stating, *(c for c in candidates if c is not stating)]
         # whether anything answers is judged with the English question's attribute words read in Chinese
@@ -353,7 +338,7 @@ class Reader:
         judged_scores = shared if judged is features else self.model.rank_scores(judged)
         q_features = question_features(judge, judged, list(judged_scores), gate_score, gate_features)
         probability = self.model.answer_probability(q_features)
-        veto = refusal_rule(question, profile, candidates, sentences, gate_features, name_forms, headings)
+        veto = refusal_rule(question, profile, candidates, sentences, gate_features, name_forms, headings, naming)
         answerable = bool(candidates) and probability >= self.threshold and not veto
         if veto:
             reason = veto

@@ -141,7 +141,8 @@ _LETTER = re.compile(r"[^\W\d_]")
 # "A、B、C、D" or "a, b, c, d": a line that only names things (a tag list, a table of contents) states nothing.
 _ENUM_SPLIT = re.compile(r"[、,，/|；;]")
 _ENUM_BREAK = re.compile(r"[。：:？?！!]")
-_ITEM_NUMBER = re.compile(r"^\s*\d{1,2}\s*[.、．)）]\s*")  # "3. " opening a numbered line
+ITEM_NUMBER = re.compile(r"^\s*\d{1,2}\s*[.、．)）]\s*")  # "3. " opening a numbered line
+_PARENTHESES = re.compile(r"[（(][^（()）]*[)）]")
 # Words of a clause, not of a name: "卷积核大小是m，则结果长度为n-m+1" lists no names
 _CLAUSE_WORD = re.compile(r"是|为|则|的|了|在|把|被|将|会|就|也|都|而|\b(?:is|are|was|the|of|to)\b", re.I)
 _LINK = re.compile(r"https?://|\]\(|www\.", re.I)
@@ -226,13 +227,24 @@ def is_instruction(text: str) -> bool:
 
 def is_enumeration(text: str) -> bool:
     """A line that only lists names: three or more short items and no sentence punctuation between them."""
-    items = [t.strip() for t in _ENUM_SPLIT.split(_ITEM_NUMBER.sub("", text.rstrip("。.；;")))]
+    items = [t.strip() for t in _ENUM_SPLIT.split(ITEM_NUMBER.sub("", text.rstrip("。.；;")))]
     items = [t for t in items if t]  # "大模型微调、、DeepSpeed": a doubled separator is no item
     return (
         len(items) >= 3
         and all(len(t) <= _item_limit(t) and not _CLAUSE_WORD.search(t) for t in items)
         and not _ENUM_BREAK.search(text[:-1])
     )
+
+
+def states_something(text: str, features: Mapping[str, float]) -> bool:
+    """Whether a candidate states anything: not a line of names or a link, nor a short title of Latin words
+    alone ("Temperature Sampling"), nor a numbered title ("3. 图神经网络（GNNs，Graph Neural Networks）")."""
+    bare_title = bool(features.get("title_like")) and not is_cjk(text) and not re.search(r"\d", text)
+    numbered = ITEM_NUMBER.match(text)
+    if numbered:
+        rest = _PARENTHESES.sub("", text[numbered.end() :].strip())
+        bare_title = bare_title or (0 < len(rest) <= 24 and not SENTENCE_PUNCT.search(rest))
+    return not (features.get("enumeration") or features.get("link") or bare_title)
 
 
 def _item_limit(item: str) -> int:

@@ -10,10 +10,17 @@ questions they refuse as refused.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import TYPE_CHECKING
 
-from rag.answer.reader_features import YEAR_ASKED, QuestionProfile, is_instruction, must_state, states
+from rag.answer.reader_features import (
+    ITEM_NUMBER,
+    YEAR_ASKED,
+    QuestionProfile,
+    is_instruction,
+    must_state,
+    states,
+)
 from rag.answer.sentences import Sentence
 from rag.relevance_gate import latin_names
 from rag.text import is_cjk, normalize, spelled_as_one
@@ -34,7 +41,6 @@ DATE = re.compile(
 _ITEM_SPLIT = re.compile(r"[、,，/|；;]|和|及|与|\bor\b|\band\b")
 # examples named in passing: "如 Adam、RMSProp 等", "such as Adam and RMSProp"
 _EXAMPLES = re.compile(r"(?:例如|比如|诸如|如|such as|e\.g\.)\s*([^。；;：:！？!?()（）]{1,60}?)\s*(?:等|etc\.?|[。；;！？!?]|$)")
-_ITEM_NUMBER = re.compile(r"^\s*\d{1,2}\s*[.、．)）]\s*")
 _LATIN_NAME = re.compile(r"[a-z][a-z0-9]*(?:-[a-z0-9]+)*")
 FIGURE_MARGIN = 2.5  # logit units: sentences this close to the best are what an answer quotes besides it
 
@@ -47,10 +53,12 @@ def refusal_rule(
     gate_features: Mapping[str, float],
     name_forms: Mapping[str, Sequence[str]] | None = None,
     headings: Sequence[str] = (),
+    naming: Collection[int] | None = None,
 ) -> str:
     """Why the question must be refused whatever the reader's probability, or "" when nothing rules it out.
     `name_forms`: every form that counts for each Latin name of the question (its aliases); `headings`: each
-    passage's normalized heading path."""
+    passage's normalized heading path; `naming`: the passages that name the question's subject names
+    (`passages_naming`), when the caller has them already."""
     if is_instruction(question):
         return "the input is an instruction to the assistant, not a question about the notes"
     if gate_features.get("unknown_latin"):
@@ -70,7 +78,9 @@ def refusal_rule(
     if named:
         return f"the notes only name {named} in a list or title; no sentence says anything about it"
     names = subject_names(question, profile)
-    if candidates and names and not passages_naming(names, name_forms or {}, sentences, headings):
+    if naming is None and names:
+        naming = passages_naming(names, name_forms or {}, sentences, headings)
+    if candidates and names and not naming:
         written = re.search(re.escape(names[0]), question, re.I)  # as the question spells it ("GAN")
         return f"no passage read names {written.group(0) if written else names[0]}, what the question is about"
     return ""
@@ -140,7 +150,7 @@ def _only_lists(c: Candidate, spelling: re.Pattern[str]) -> bool:
     title in which the name stands as one item ("7. Adam、adamw"; not "误报 (Type I error)")."""
     if c.features.get("enumeration") or c.features.get("link"):
         return True
-    items = (normalize(item).strip() for item in _ITEM_SPLIT.split(_ITEM_NUMBER.sub("", c.sentence.text)))
+    items = (normalize(item).strip() for item in _ITEM_SPLIT.split(ITEM_NUMBER.sub("", c.sentence.text)))
     if c.features.get("title_like") and any(spelling.fullmatch(item) for item in items):
         return True
     # an example of something else, and nothing more: "包含各种优化算法,如Adam、RMSProp等" says nothing of Adam
