@@ -27,10 +27,10 @@ from rag.types import Hit
 
 LATIN_WORD = re.compile(r"[a-z][a-z0-9+#\-]*[a-z0-9+#]|[a-z]{2,}")
 _LATIN_PHRASE = re.compile(r"[a-z][a-z0-9]*(?:-[a-z0-9]+)*(?:[ \t]+[a-z][a-z0-9]*(?:-[a-z0-9]+)*)+")  # "kv cache"
-# A name as an English sentence spells it: an acronym ("HNSW"), an inner capital ("efConstruction", "XLNet")
-# or letters with digits ("FP16"). Plain words ("speculative") are not names: English questions use them freely.
 # The Latin names of a Chinese question, words run together as one ("focal loss", "p-tuning v2").
 _LATIN_NAME_RUN = re.compile(r"[a-z][a-z0-9]*(?:-[a-z0-9]+)*(?:\s+[a-z0-9]+(?:-[a-z0-9]+)*)*")
+# A name as an English sentence spells it: an acronym ("HNSW"), an inner capital ("efConstruction", "XLNet")
+# or letters with digits ("FP16"). Plain words ("speculative") are not names: English questions use them freely.
 ENGLISH_NAME = re.compile(r"(?<!\w)(?:[A-Za-z]*[A-Z][a-z0-9]*[A-Z0-9][A-Za-z0-9]*|[a-z]+[A-Z][A-Za-z0-9]*|[A-Za-z]+[0-9][A-Za-z0-9]*)(?!\w)")
 
 
@@ -69,6 +69,11 @@ def latin_names(query: str) -> list[str]:
     return [normalize(m) for m in ENGLISH_NAME.findall(query)]
 
 
+def _alias_names(expansions: list[dict] | None) -> list[tuple[str, list[str]]]:
+    """Each alias expansion of a question as (the words it matched, normalized; every name of its group)."""
+    return [(normalize(item["matched"]), [item["matched"], *item["added"]]) for item in expansions or []]
+
+
 class RelevanceGate:
     """Judges the evidence one retrieval found for a question, over one loaded index."""
 
@@ -102,9 +107,7 @@ class RelevanceGate:
         Chinese notes are not penalised); corpus_coverage: the same share over the whole vocabulary.
         """
         top_text = normalize(" ".join(h.chunk.index_text for h in hits[:3]))
-        alias_names: list[tuple[str, list[str]]] = []
-        for item in expansions or []:
-            alias_names.append((normalize(item["matched"]), [item["matched"], *item["added"]]))
+        alias_names = _alias_names(expansions)
         text, tokens = normalize(query), self.tokenizer.tokenize(query)
         words = [
             part
@@ -166,7 +169,7 @@ class RelevanceGate:
     def name_forms(self, query: str, expansions: list[dict] | None = None) -> dict[str, tuple[str, ...]]:
         """Every normalized form that counts for each name the question spells in Latin letters (itself, its
         glossary aliases, the alias groups the question names it in): "gan" -> ("gan", "生成对抗网络")."""
-        alias_names = [(normalize(item["matched"]), [item["matched"], *item["added"]]) for item in expansions or []]
+        alias_names = _alias_names(expansions)
         return {
             name: tuple(dict.fromkeys(normalize(m) for m in self._names(name, alias_names, english=False)))
             for name in latin_names(query)

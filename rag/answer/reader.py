@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from importlib import resources
@@ -123,6 +123,25 @@ class Reading:
 
 
 REPEAT_LOOKAHEAD = 5  # a follow-up's answer opens with the best of this many candidates the last answer did not quote
+
+
+def leading_first(candidates: list[Candidate], naming: Collection[int], asks_list: bool) -> list[Candidate]:
+    """The ranked candidates with what may lead an answer first (`candidates` sorted best first)."""
+    if not candidates:
+        return candidates
+    named_best = max((c.score for c in candidates if c.passage in naming), default=None)
+    if named_best is not None and candidates[0].passage not in naming and named_best >= candidates[0].score - NAMING_MARGIN:
+        # the best sentence comes from a passage that never names what the question is about ("DDPG"), and one
+        # that does is rated close: the passages that name it answer first. Far below, the name is context
+        # ("NumPy" of "What is broadcasting in NumPy?") and the best passage answers.
+        candidates = sorted(candidates, key=lambda c: c.passage not in naming)
+    if not asks_list and not states_something(candidates[0].sentence.text, candidates[0].features):
+        # a title or a line of names ("Temperature Sampling") answers no question but a list's: the best
+        # sentence that states something comes first
+        stating = next((c for c in candidates if states_something(c.sentence.text, c.features)), None)
+        if stating is not None:
+            candidates = [stating, *(c for c in candidates if c is not stating)]
+    return candidates
 
 
 def new_first(reading: Reading, said: str, lookahead: int = REPEAT_LOOKAHEAD) -> Reading:
@@ -319,18 +338,7 @@ class Reader:
         headings = [normalize(" ".join((h.document_title, h.chunk.doc_id, *h.chunk.heading_path))) for h in passages]
         names = subject_names(question, profile)
         naming = passages_naming(names, name_forms or {}, sentences, headings) if names else set()
-        named_best = max((c.score for c in candidates if c.passage in naming), default=None)
-        if named_best is not None and candidates[0].passage not in naming and named_best >= candidates[0].score - NAMING_MARGIN:
-            # the best sentence comes from a passage that never names what the question is about ("DDPG"), and
-            # one that does is rated close: the passages that name it answer first. Far below, the name is
-            # context ("NumPy" of "What is broadcasting in NumPy?") and the best passage answers.
-            candidates.sort(key=lambda c: c.passage not in naming)
-        if candidates and "list" not in profile.types and not states_something(candidates[0].sentence.text, candidates[0].features):
-            # a title or a line of names ("Temperature Sampling") answers no question but a list's: the best
-            # sentence that states something comes first
-            stating = next((c for c in candidates if states_something(c.sentence.text, c.features)), None)
-            if stating is not None:
-                candidates = [stating, *(c for c in candidates if c is not stating)]
+        candidates = leading_first(candidates, naming, asks_list="list" in profile.types)
         # whether anything answers is judged with the English question's attribute words read in Chinese
         # ("disadvantages" found where the notes say 缺点); the ranking above is left as fitted
         judge = self._judging_profile(profile)
