@@ -73,6 +73,14 @@ def normalize(text: str) -> str:
     return unicodedata.normalize("NFKC", text).lower()
 
 
+_HYPHEN_IN_WORD = re.compile(r"(?<=[a-z])-(?=[a-z])")
+
+
+def fold_hyphens(text: str) -> str:
+    """Normalized text with the hyphens inside Latin words dropped, so "warm-up" and "warmup" compare equal."""
+    return _HYPHEN_IN_WORD.sub("", normalize(text))
+
+
 def sentence_spans(text: str) -> list[tuple[int, int]]:
     """Split `text` into sentences at 。！？； . ! ? ; and line ends; return (start, end) offsets.
 

@@ -43,6 +43,7 @@ from rag.answer.refusal_rules import passages_naming, subject_names
 from rag.answer.sentences import split_passage
 from rag.answer.spans import REFERS_BACK, compose, span_for
 from rag.config import Settings
+from rag.text import fold_hyphens
 from rag.types import Chunk, Hit
 
 MARKER = re.compile(r"\[(\d+)\]")
@@ -463,6 +464,14 @@ def test_a_sentence_that_goes_on_to_say_what_the_subject_is_defines_it() -> None
     assert defined_share("任何句子", {}) == 0.0
     # used as something is not being something
     assert defined_share("先选择一个较大的学习率作为起始值", {"学习率": 1.0}) == 0.0
+    # a gloss in parentheses between the term and its definition
+    assert defined_share("长度外推性（length extrapolation）是指一个模型处理输入序列的能力", {"长度外推": 1.0}) == 1.0
+
+
+def test_hyphenated_latin_words_compare_equal_to_their_joined_spelling() -> None:
+    assert fold_hyphens("Warm-up的策略") == "warmup的策略"
+    assert coverage(fold_hyphens("Why didn't the authors fine-tune GPT-3?"), {"finetune": 1.0}) == 1.0
+    assert fold_hyphens("GPT-4 与 x - y") == "gpt-4 与 x - y"  # a version number or a minus stays
 
 
 def test_a_problem_solved_is_a_purpose_not_a_drawback() -> None:

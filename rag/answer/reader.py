@@ -38,7 +38,7 @@ from rag.answer.reader_features import (
 )
 from rag.answer.refusal_rules import passages_naming, refusal_rule, subject_names
 from rag.answer.sentences import Sentence, split_passage
-from rag.text import Tokenizer, is_cjk, known_words, normalize
+from rag.text import Tokenizer, fold_hyphens, is_cjk, known_words, normalize
 from rag.types import Chunk, Hit
 
 log = logging.getLogger(__name__)
@@ -371,14 +371,14 @@ class Reader:
         """Every candidate's features; `dense`: each candidate's similarity to the question (`_dense`)."""
         if not pool:
             return []
-        norms = {id(s): normalize(s.text) for group in sentences for s in group}
+        norms = {id(s): fold_hyphens(s.text) for group in sentences for s in group}
         best_dense = max(dense)
         passage_dense: dict[int, float] = {}
         for s, d in zip(pool, dense, strict=True):
             passage_dense[s.passage] = max(passage_dense.get(s.passage, -1.0), d)
-        headings = [normalize(" ".join(h.chunk.heading_path)) for h in passages]
+        headings = [fold_hyphens(" ".join(h.chunk.heading_path)) for h in passages]
         passage_cover = [
-            coverage(f"{headings[i]} {normalize(h.chunk.text)}", q.words, q.expansions) for i, h in enumerate(passages)
+            coverage(f"{headings[i]} {fold_hyphens(h.chunk.text)}", q.words, q.expansions) for i, h in enumerate(passages)
         ]
         best_cover = max(passage_cover) if passage_cover else 0.0
         top_score = passages[0].score if passages and passages[0].score > 0 else 1.0
@@ -398,7 +398,7 @@ class Reader:
             context = CandidateContext(
                 text=s.text,
                 norm=norms[id(s)],
-                heading=f"{headings[s.passage]} {normalize(s.heading)}",
+                heading=f"{headings[s.passage]} {fold_hyphens(s.heading)}",
                 window=window,
                 previous=prev.text if prev is not None else "",
                 kind=s.kind,

@@ -327,6 +327,8 @@ def defined_share(text: str, subject: Mapping[str, float]) -> float:
     total = sum(subject.values())
     if total <= 0:
         return 0.0
+    # a gloss in parentheses sits between the term and its definition: "长度外推性（Length Extrapolation）是指…"
+    text = _PARENTHESES.sub("", text)
     return sum(w for t, w in subject.items() if re.search(re.escape(t) + _DEFINED, text)) / total
 
 
