@@ -340,6 +340,21 @@ def test_a_code_block_is_quoted_whole_and_cited_after_its_closing_fence() -> Non
     assert "```python\nx = load()\ny = x * 2\n```\n[1]" in answer.text
 
 
+def test_a_sentence_a_line_break_cut_mid_clause_is_quoted_whole_on_one_line() -> None:
+    text = "普通softmax的计算量太大，\n而负采样每次只随机采样一些词当做负例，\n从而只需计算这些负例。\n- 另一个要点，\n- 再一个要点。\n"
+    group = split_passage(0, hit(text))
+    assert [s.continues for s in group] == [False, True, True, False, False]  # a new list item is no continuation
+    middle = group[1]
+    assert [s.text for s in span_for(middle, group, asks_list=False)] == [s.text for s in group[:3]]
+    candidates = [Candidate(middle, {}, 1.0)] + [Candidate(s, {}, 0.0) for s in group if s is not middle]
+    reading = Reading(profile_question("负采样怎么降低计算量？", {}, {}, []), candidates, [group], True, 0.9, 0.5)
+    answer = ExtractiveGenerator(Settings(_env_file=None), None).answer_from("负采样怎么降低计算量？", [hit(text)], reading)  # type: ignore[arg-type]
+    first_line = answer.text.splitlines()[0]
+    assert first_line == "普通softmax的计算量太大，而负采样每次只随机采样一些词当做负例，从而只需计算这些负例。[1]"
+    # a paragraph break ends the sentence, whatever its last mark
+    assert not split_passage(0, hit("计算量太大，\n\n另一段从这里开始。\n"))[1].continues
+
+
 def test_english_sentences_on_one_line_keep_their_spaces_and_chinese_ones_join_as_written() -> None:
     english = "Rebase rewrites history to make it linear; merge keeps the history. Never rebase what others pulled.\n"
     chinese = "决定推迟发布。负责人：王磊。\n"

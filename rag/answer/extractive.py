@@ -332,4 +332,6 @@ def _latin_join(before: str, after: str) -> bool:
 def _new_line(s: Sentence, previous: Sentence) -> bool:
     """Whether `s` starts a new line of the answer: a new line of the note, another passage, or a step back
     within the passage."""
+    if s.continues and s.passage == previous.passage and s.pos == previous.pos + 1:
+        return False  # the note's line break fell inside the sentence
     return s.line_start or s.gap_newline or s.passage != previous.passage or s.pos < previous.pos

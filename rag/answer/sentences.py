@@ -29,6 +29,7 @@ LIST_ITEM = re.compile(r"^(?:\d{1,2}\s*[、.．)）]|[（(]\d{1,2}[)）]|[①-�
 _COLON_END = re.compile(r"[：:]\s*$")
 _LIST_NUMBER = re.compile(r"^\s*(?:[-*+•]\s*)?\d{1,2}[.．]\s*$")
 _BULLET = re.compile(r"[-*+•●▪◦·]")
+_UNFINISHED = re.compile(r"[，,、]$")  # a sentence cut at a line break of the note before it ended
 
 
 @dataclass
@@ -45,6 +46,7 @@ class Sentence:
     gap_newline: bool  # a line break separates it from the previous sentence
     heading: str = ""  # the nearest heading above it (markdown or numbered title line)
     bullet: bool = False  # a list item ("- x", "• x", "1. x")
+    continues: bool = False  # goes on with the previous sentence, which a single line break cut mid-clause
     matched_words: frozenset[str] = frozenset()  # query words it contains
     matched_grams: frozenset[str] = frozenset()  # query character bigrams / Latin terms it contains
     lex: float = 0.0  # IDF-weighted share of the query it covers by itself
@@ -145,6 +147,15 @@ def split_passage(index: int, hit: Hit) -> list[Sentence]:
             kind = "heading"
         if kind == "heading":
             heading = body
+        bullet = bool(prefix and _BULLET.search(prefix.group())) or bool(LIST_ITEM.match(body))
+        previous = out[-1] if out else None
+        continues = (
+            previous is not None
+            and previous.kind == kind == "text"
+            and not bullet
+            and _UNFINISHED.search(previous.text) is not None
+            and text.count("\n", previous.end, body_start) <= 1
+        )
         out.append(
             Sentence(
                 passage=index,
@@ -156,7 +167,8 @@ def split_passage(index: int, hit: Hit) -> list[Sentence]:
                 line_start=not text[line_begin:raw_start].strip(),
                 gap_newline=bool(out) and "\n" in text[prev_end:body_start],
                 heading=heading,
-                bullet=bool(prefix and _BULLET.search(prefix.group())) or bool(LIST_ITEM.match(body)),
+                bullet=bullet,
+                continues=continues,
             )
         )
         prev_end = e

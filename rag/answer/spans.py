@@ -26,6 +26,7 @@ REFERS_BACK = re.compile(
 )
 CONTINUES = re.compile(r"^(?:即|因此|所以|也就是|例如|比如|其中|(?:so|thus|therefore|i\.e\.|e\.g\.)\b)", re.I)
 MAX_LIST_ITEMS = 8
+MAX_CUT_PIECES = 2  # a sentence cut by line breaks takes at most this many pieces on each side of the best one
 MAX_ITEM_SENTENCES = 4  # a list item quoted alone keeps at most this many of its sentences
 SECOND_PASSAGE_MARGIN = 1.0  # a second passage's sentence must score within this of the best (logit units)
 SECOND_PASSAGE_GAIN = 0.25  # ... and cover this share of the question's words that the first span does not
@@ -75,6 +76,11 @@ def span_for(best: Sentence, group: Sequence[Sentence], *, asks_list: bool) -> l
                 if group[end].line_start or group[end].bullet or LEAD_IN.search(group[end].text):
                     break  # the next line, or a lead-in whose items would not come with it
                 end += 1
+        # a sentence a line break cut mid-clause is quoted whole, from its beginning to its end
+        while start > 0 and group[start].continues and i - start < MAX_CUT_PIECES and quotable(group[start - 1]):
+            start -= 1
+        while end < len(group) and group[end].continues and end - i <= MAX_CUT_PIECES and quotable(group[end]):
+            end += 1
         if end == i + 1 and end < len(group) and quotable(group[end]) and CONTINUES.match(group[end].text):
             end += 1
     return [s for s in group[start:end] if quotable(s) or s is best] + leaned_on
