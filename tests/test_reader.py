@@ -76,6 +76,16 @@ def test_a_heading_alone_is_never_an_answer(engine, reader: Reader) -> None:
     assert answer.text.startswith("学习率太大可能带来模型的不稳定")
 
 
+def test_what_happens_is_answered_by_a_consequence_not_by_a_sentence_sharing_the_words(engine, reader: Reader) -> None:
+    passage = hit(
+        "## 预热\n总之，使用预热的方式，即先用最初的小学习率训练，每个step增大一点点，直到达到比较大的学习率时。\n"
+        "若一开始就选择一个较大的学习率，可能带来模型的不稳定。\n"
+    )
+    reading = read(engine, reader, "学习率设太大会怎样？", [passage])
+    assert reading.best is not None and reading.best.sentence.text.startswith("若一开始就选择一个较大的学习率")
+    assert reading.best.features["type_cause"] == 1.0  # a consequence, read on the cause type's learned weight
+
+
 def test_a_formula_comes_with_its_intro_line(engine, reader: Reader) -> None:
     passage = hit(
         "交叉熵损失常用于分类任务。\n交叉熵损失的计算公式如下：\n```\nL = -sum(y * log(p))\n```\n它衡量两个分布的差异。\n",
@@ -506,6 +516,11 @@ def test_question_and_sentence_types() -> None:
     assert "cause" in sentence_types("由于梯度消失，训练变慢。")
     assert "number" in sentence_types("龙井茶宜用八十度左右的水冲泡。")  # a figure in Chinese numerals
     assert "number" not in sentence_types("多了一个参数T，称为温度。")  # 一个 is an article, not a count
+    # what happens: a consequence or a trend, not any sentence with 会 or 可能
+    assert "effect" in question_types("学习率设太大会怎样？")
+    assert "effect" in sentence_types("若选择一个较大的学习率,可能带来模型的不稳定(振荡)")
+    assert "effect" in sentence_types("随着T的增加，Softmax的输出分布越来越平缓")
+    assert "effect" not in sentence_types("模型可以在CPU上运行，也可能用GPU。")
 
 
 def test_instruction_detection_spares_questions_about_prompts() -> None:

@@ -56,7 +56,9 @@ SENTENCE_TYPES: dict[str, re.Pattern[str]] = {
         "advantage": r"优点|优势|好处|能够|可以|提高|提升|减少|降低|加快|有效|advantage|benefit|improv",
         "compare": r"而|相比|不同|区别|比|更|而是|则|whereas|while|unlike|than",
         "how": r"通过|使用|采用|利用|首先|然后|步骤|方法|by |using",
-        "effect": r"随着|越来越|越|变得|导致|使得|会|从而|造成|可能|increase|decrease|become|lead",
+        # a consequence or a trend, not any 会 / 可能 ("可能带来模型的不稳定", "随着T的增加……越来越平缓")
+        "effect": r"随着|越来越|越[^，,。；;]{1,8}越|变得|导致|造成|引起|带来|使得|产生|出现"
+        r"|increase|decrease|become|lead to|result in",
     }.items()
 }
 def _alternatives(pattern: str) -> list[str]:
@@ -415,6 +417,8 @@ def candidate_features(
     }
     for name in QUESTION_TYPES:
         f[f"type_{name}"] = float(name in q.types and name in types)
+    # what follows from something is read as its cause is: the labelled questions ask "why" far more than "what happens"
+    f["type_cause"] = max(f["type_cause"], f.pop("type_effect"))
     asks_list = "list" in q.types
     f["list_lead_in"] = float(asks_list and lead_in)
     f["list_first_item"] = float(asks_list and first_item)
