@@ -36,6 +36,9 @@ _ZH_SUBSTITUTABLE = re.compile(
     r"它们?|这么做|这样做|那样做|这么|这个|那个|这种|那种|这类|那类|这样|那样"
     r"|(?<![因如彼从])此(?![外])|(?<![应活])该(?![怎如不])|(?<![尤极])其(?![他它中实余次后])"
 )
+# A reference to two things at once: the subjects of the last two questions ("LSTM 是什么？" "GRU 呢？" "它们有什么区别？").
+_ZH_PLURAL = re.compile(r"它们|两者|二者|这两|那两|前者和后者")
+_EN_PLURAL = re.compile(r"\b(?:they|them|their|both|the two|these two|those two)\b", re.I)
 _DEMONSTRATIVES = frozenset({"这个", "那个", "这种", "那种", "这类", "那类"})
 # "Why is PPO used there?", "What happens then?": a closing there/then points at the previous subject.
 _EN_THERE = re.compile(r"\b(?:there|then)$", re.I)
@@ -463,9 +466,30 @@ def _resolve(question: str, history: Sequence[Turn], tokenizer: Tokenizer, depth
             subject = question_subject(previous, tokenizer, answer)
         if not subject:
             continue
+        if _ZH_PLURAL.search(question) or _EN_PLURAL.search(question):
+            subject = _both_subjects(question, subject, history[:i], tokenizer, depth)
         resolved, elliptic = _apply(question, previous, subject, tokenizer, answer)
         return resolved, None if elliptic else subject  # "那 X 呢？" made X the subject
     return question, None
+
+
+def _both_subjects(question: str, subject: str, earlier: Sequence[Turn], tokenizer: Tokenizer, depth: int) -> str:
+    """"A 和 B" for a question about two things (它们, 两者, they), A being the subject of the user question before
+    the one about B; `subject` alone when that question had the same subject or there is none."""
+    for j in range(len(earlier) - 1, -1, -1):
+        turn = earlier[j]
+        if turn.role != "user" or not turn.content.strip():
+            continue
+        previous, other = turn.content, None
+        if depth < 3:
+            previous, other = _resolve(previous, earlier[:j], tokenizer, depth + 1)
+        answer = next((t.content for t in earlier[j + 1 :] if t.role == "assistant"), "")
+        other = other or question_subject(previous, tokenizer, answer)
+        a, b = normalize(other or ""), normalize(subject)
+        if not a or a in b or b in a:
+            return subject
+        return _join(other, " and " if not is_cjk(question) else " 和 ", subject).replace("  ", " ")
+    return subject
 
 
 def resolve_followup(question: str, history: Sequence[Turn], tokenizer: Tokenizer) -> str:

@@ -21,7 +21,7 @@ def word_set(text: str) -> frozenset[str]:
 # Pronouns / demonstratives that point back into the conversation. "该" is skipped after 应/活 ("应该"),
 # "其" inside common words (其他, 其中, 尤其, 其实...) does not count.
 ZH_REFERENCE = re.compile(
-    r"它们?|这么做|这样做|那样做|这么|这个|那个|这种|那种|这些|那些|这类|那类|这样|那样|这两|上述|前者|后者"
+    r"它们?|这么做|这样做|那样做|这么|这个|那个|这种|那种|这些|那些|这类|那类|这样|那样|这两|上述|前者|后者|两者|二者"
     r"|(?<![因如彼从])此(?![外])|(?<![应活])该(?![怎如不])|(?<![尤极])其(?![他它中实余次后])"
 )
 

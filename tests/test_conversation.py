@@ -135,6 +135,23 @@ def test_ellipsis_asks_the_previous_question_about_x(
     assert_resolved(previous, followup, resolved, tokenizer)
 
 
+@pytest.mark.parametrize(
+    ("first", "second", "followup", "resolved"),
+    [
+        ("什么是 LSTM？", "GRU 呢？", "它们有什么区别？", "LSTM 和 GRU 有什么区别？"),
+        ("什么是 BERT？", "GPT 呢？", "两者的区别是什么？", "BERT 和 GPT 两者的区别是什么？"),
+        ("What is LayerNorm?", "What about BatchNorm?", "How do they differ?", "How do LayerNorm and BatchNorm differ?"),
+        # one subject all along: 它们 are the things the answer listed, the subject stays alone
+        ("什么是 LSTM？", "它有哪几个门？", "它们各自的作用是什么？", "LSTM 各自的作用是什么？"),
+    ],
+)
+def test_a_reference_to_two_things_names_the_subjects_of_the_last_two_questions(
+    first: str, second: str, followup: str, resolved: str, tokenizer: Tokenizer
+) -> None:
+    history = conversation(first, "……", second, "……")
+    assert resolve_followup(followup, history, tokenizer) == resolved
+
+
 def test_ellipsis_of_a_generic_ask_stays_about_the_subject(tokenizer: Tokenizer) -> None:
     assert resolve_followup("那缺点呢？", LORA, tokenizer) == "LoRA 缺点呢？"
 
