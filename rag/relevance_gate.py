@@ -33,6 +33,9 @@ _LATIN_NAME_RUN = re.compile(r"[a-z][a-z0-9]*(?:-[a-z0-9]+)*(?:\s+[a-z0-9]+(?:-[
 # or letters with digits ("FP16"). Plain words ("speculative") are not names: English questions use them freely.
 ENGLISH_NAME = re.compile(r"(?<!\w)(?:[A-Za-z]*[A-Z][a-z0-9]*[A-Z0-9][A-Za-z0-9]*|[a-z]+[A-Z][A-Za-z0-9]*|[A-Za-z]+[0-9][A-Za-z0-9]*)(?!\w)")
 
+# ... and capitalized words inside a sentence, which English capitalizes only in names ("Focal Loss", "Adam").
+_ENGLISH_TITLE_NAME = re.compile(r"(?<=[\w,;:)][ ])(?!I\b)[A-Z][a-z]+(?:[ -][A-Z][a-z]+)*\b")
+
 
 @dataclass
 class GateDecision:
@@ -66,7 +69,12 @@ def latin_names(query: str) -> list[str]:
     ("focal loss"), an English question's names (acronyms, inner capitals, digits: "DDPG", "XLNet")."""
     if is_cjk(query):
         return _LATIN_NAME_RUN.findall(normalize(query))
-    return [normalize(m) for m in ENGLISH_NAME.findall(query)]
+    names = [normalize(m) for m in ENGLISH_NAME.findall(query)]
+    for match in _ENGLISH_TITLE_NAME.finditer(query):
+        name = normalize(match.group(0))
+        if not any(name in n or n in name for n in names):
+            names.append(name)
+    return names
 
 
 def _alias_names(expansions: list[dict] | None) -> list[tuple[str, list[str]]]:

@@ -213,6 +213,11 @@ def test_a_name_the_notes_only_list_is_refused(engine, reader: Reader) -> None:
     skills = hit("3. Stable Diffusion、SD、ControlNet、diffusion、图片编辑\n", heading=("技能",))
     reading = read(engine, reader, "ControlNet 是怎么把人体姿态加进 Stable Diffusion 的？", [skills])
     assert not reading.answerable and "only name" in reading.reason
+    # a heading over nothing but a link says nothing either; an English name is spelled by its capitals
+    link_only = hit("https://github.com/CompVis/stable-diffusion\n", heading=("stable-diffusion 原理",))
+    todo = hit("- 掘金、CSDN\n- stable diffusion\n- 健身\n", heading=("其他",), rank=2)
+    reading = read(engine, reader, "What is Stable Diffusion?", [link_only, todo])
+    assert not reading.answerable and "only name Stable Diffusion" in reading.reason
     # a heading that names it in another of its forms (the gate's aliases) is a section about it
     question = "什么是 BatchNorm？"
     vectors = engine.embedder.embed_queries([question])

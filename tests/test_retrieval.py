@@ -18,6 +18,7 @@ from rag.config import Settings
 from rag.engine import Engine
 from rag.evaluation import is_hit
 from rag.fusion import rrf, score_fusion
+from rag.relevance_gate import latin_names
 from rag.text import known_words, spelled_as_one
 from rag.types import Chunk, Hit, Turn
 
@@ -429,6 +430,13 @@ def test_a_hyphenated_name_the_notes_spell_is_not_an_unknown_term(engine: Engine
     assert known["unknown_latin"] == 0.0
     unknown = engine.search("ChatGLM-7B 英文回答靠谱吗？").gate.features  # the notes never name this one
     assert unknown["unknown_latin"] == 1.0
+
+
+def test_an_english_question_names_what_it_capitalizes_inside_the_sentence() -> None:
+    assert latin_names("What is Focal Loss used for?") == ["focal loss"]
+    assert latin_names("How does XLNet differ from BERT?") == ["xlnet", "bert"]
+    assert latin_names("What is the discount factor?") == []  # plain words, and the capital that opens a sentence
+    assert latin_names("Does I mean anything here?") == []
 
 
 def test_a_search_gives_every_form_of_the_latin_names_the_question_spells(engine: Engine) -> None:

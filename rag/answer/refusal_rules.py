@@ -130,7 +130,9 @@ def _named_only(
     """A name in Latin letters the question spells, when the candidates name it only in lines that state
     nothing (a table of contents' "12. GroupNorm、LayerNorm、BatchNorm", a title, a link) and no heading names it
     in any of its forms: the notes list the name but say nothing about it. "" otherwise."""
-    titles = " ".join([*headings, *(normalize(c.sentence.heading) for c in candidates)])
+    # a heading over nothing but a link ("# stable-diffusion 原理" and its URL) says nothing either
+    said = {c.passage for c in candidates}
+    titles = " ".join([*(h for i, h in enumerate(headings) if i in said), *(normalize(c.sentence.heading) for c in candidates)])
     # any name the question spells counts here, not only its subject: "ControlNet 是怎么把…加进 Stable Diffusion
     # 的？" is about ControlNet, though its rarest words are 人体 and 姿态, which the notes never use
     for name in [n for n in latin_names(question) if len(n) >= NAMED_MIN_CHARS]:
