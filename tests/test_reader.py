@@ -353,6 +353,13 @@ def test_a_code_block_is_quoted_whole_and_cited_after_its_closing_fence() -> Non
     reading = Reading(profile_question("怎么写？", {}, {}, []), candidates, [group], True, 0.9, 0.5)
     answer = ExtractiveGenerator(Settings(_env_file=None), None).answer_from("怎么写？", [hit(text)], reading)  # type: ignore[arg-type]
     assert "```python\nx = load()\ny = x * 2\n```\n[1]" in answer.text
+    # a question that asks neither how nor for a formula is not answered with the code after the sentence
+    text = "AMP 会自动判断设备是否支持 bfloat16。\n```python\nimport paddle\n```\n"
+    group = split_passage(0, hit(text))
+    candidates = [Candidate(s, {}, 1.0 if s.pos == 0 else 0.0) for s in group if s.kind != "heading"]
+    for question, quoted in (("AMP 有什么好处？", False), ("AMP 怎么用？", True)):
+        reading = Reading(profile_question(question, {}, {}, []), candidates, [group], True, 0.9, 0.5)
+        assert ("import paddle" in "".join(s.text for s in compose(reading, 1, max_chars=600)[0])) is quoted
 
 
 def test_a_sentence_a_line_break_cut_mid_clause_is_quoted_whole_on_one_line() -> None:

@@ -35,9 +35,10 @@ SUPPORT_SENTENCES = 4  # an answer quotes at most this many sentences besides a 
 SUPPORT_MARGIN = 2.5  # ... each scoring within this of the best sentence (logit units)
 
 
-def span_for(best: Sentence, group: Sequence[Sentence], *, asks_list: bool) -> list[Sentence]:
+def span_for(best: Sentence, group: Sequence[Sentence], *, asks_list: bool, takes_code: bool = True) -> list[Sentence]:
     """The sentences of one passage that answer, around `best` (sentences of `group`): the run `best` opens
-    (or the list it is an item of, from its first item), then the sentence it leans on, if any."""
+    (or the list it is an item of, from its first item), then the sentence it leans on, if any. A code block or
+    formula after `best` comes with it when `takes_code` (the question asks how, or for a formula)."""
     i = best.pos
     start, end = i, i + 1  # [start, end) into group
     leaned_on: list[Sentence] = []
@@ -67,7 +68,7 @@ def span_for(best: Sentence, group: Sequence[Sentence], *, asks_list: bool) -> l
             if LEAD_IN.search(nxt.text) and not nxt.bullet:
                 break
     else:
-        while end < len(group) and group[end].kind == "code":  # a formula or code block stays whole
+        while takes_code and end < len(group) and group[end].kind == "code":  # a formula or code block stays whole
             end += 1
         while best.kind == "code" and start > 0 and group[start - 1].kind == "code":  # from its first line
             start -= 1
@@ -107,7 +108,9 @@ def compose(reading: Reading, n_passages: int, *, max_chars: int) -> tuple[list[
     best = pool[0]
     group = reading.sentences[best.passage]
     asks_list = "list" in profile.types and _list_is_about(best, group, profile.subject)
-    span = _trim(span_for(best.sentence, group, asks_list=asks_list), best, max_chars)
+    # code after the best sentence shows how, or gives the formula; "有什么好处？" is not answered by "import paddle"
+    takes_code = bool(profile.types & {"formula", "how"})
+    span = _trim(span_for(best.sentence, group, asks_list=asks_list, takes_code=takes_code), best, max_chars)
     support = sorted(_support(pool, best, span, group, max_chars=max_chars), key=lambda s: s.pos)
     chosen = span + support
     second = _second(pool, best, chosen, reading)
