@@ -501,6 +501,7 @@ def test_a_sentence_that_goes_on_to_say_what_the_subject_is_defines_it() -> None
     assert defined_share("任何句子", {}) == 0.0
     # used as something is not being something
     assert defined_share("先选择一个较大的学习率作为起始值", {"学习率": 1.0}) == 0.0
+    assert defined_share("按照公式计算权重乘以原来的交叉熵损失即可", {"交叉熵": 1.0}) == 0.0  # 即可 is "that is all"
     # a gloss in parentheses between the term and its definition
     assert defined_share("长度外推性（length extrapolation）是指一个模型处理输入序列的能力", {"长度外推": 1.0}) == 1.0
 

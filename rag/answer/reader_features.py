@@ -321,7 +321,8 @@ def degree_variants(words: Mapping[str, float]) -> dict[str, float]:
     return out
 
 
-_DEFINED = r".{0,12}?(?:是|指|就是|即|称为|可以看做|可以看作|refers to|is a|is an|means)"
+# 即 as "namely", not 即可 ("and that is all"), 即使 / 即便 ("even if"), 即将, 即时
+_DEFINED = r".{0,12}?(?:是|指|就是|即(?![可使便将时刻])|称为|可以看做|可以看作|refers to|is a|is an|means)"
 
 
 def defined_share(text: str, subject: Mapping[str, float]) -> float:
