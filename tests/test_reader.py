@@ -36,6 +36,7 @@ from rag.answer.reader_features import (
     question_features,
     question_types,
     reader_text,
+    reads_as_sentence,
     sentence_types,
     states_something,
 )
@@ -108,6 +109,11 @@ def test_a_missing_formula_is_said_not_stitched(engine, reader: Reader) -> None:
     reading = read(engine, reader, "交叉熵损失的公式是什么？", [passage])
     answer = ExtractiveGenerator(Settings(_env_file=None), reader.tokenizer).answer_from("交叉熵损失的公式是什么？", [passage], reading)
     assert answer.text.endswith("（笔记中没有给出具体公式。）")
+    # ... and what the notes say of the subject itself comes first, not that sentence about another method
+    about = hit("交叉熵损失是分类问题最常用的损失函数，它衡量预测分布和真实分布的差距。\n", heading=("损失函数",), rank=2)
+    reading = read(engine, reader, "交叉熵损失的公式是什么？", [passage, about])
+    answer = ExtractiveGenerator(Settings(_env_file=None), reader.tokenizer).answer_from("交叉熵损失的公式是什么？", [passage, about], reading)
+    assert answer.text.startswith("交叉熵损失是分类问题最常用的损失函数") and answer.text.endswith("（笔记中没有给出具体公式。）")
 
 
 def test_a_figure_asked_for_that_no_quoted_sentence_states_is_refused(engine) -> None:
@@ -632,6 +638,8 @@ def test_what_states_something_is_a_pure_form_check() -> None:
     assert not states_something("GroupNorm、LayerNorm、BatchNorm", {"enumeration": 1.0})
     assert states_something("1. 预训练一个语言模型 (LM) ；", {})  # an item that says something
     assert states_something("ratio 额外开销比例(1.2~2 之间)", {"title_like": 1.0})  # Chinese: a statement
+    assert reads_as_sentence("GRU是LSTM结构的变式；") and reads_as_sentence("对于分类问题，最常用的是交叉熵")
+    assert not reads_as_sentence("交叉熵损失函数（Cross Entropy Loss， CE）")  # a name and its gloss
 
 
 def test_a_link_is_a_line_of_little_but_links_not_a_statement_citing_its_source() -> None:

@@ -137,6 +137,7 @@ INSTRUCTION = re.compile(
 LEAD_IN = re.compile(r"[：:]\s*$|如下[。：:]?\s*$")
 QUESTION_END = re.compile(r"[？?]\s*$")
 SENTENCE_PUNCT = re.compile(r"[，,。；;：:！？!?]")
+TITLE_CHARS = 30  # a line without punctuation this long or shorter reads as a title
 _COUNT_UNIT = re.compile(f"(?:几|多少)([{CJK_CHARS}])")
 _LATIN = re.compile(r"[A-Za-z]")
 _LETTER = re.compile(r"[^\W\d_]")
@@ -247,6 +248,13 @@ def states_something(text: str, features: Mapping[str, float]) -> bool:
         rest = _PARENTHESES.sub("", text[numbered.end() :].strip())
         bare_title = bare_title or (0 < len(rest) <= 24 and not SENTENCE_PUNCT.search(rest))
     return not (features.get("enumeration") or features.get("link") or bare_title)
+
+
+def reads_as_sentence(text: str) -> bool:
+    """Clause punctuation outside parentheses, or longer than a title: "对于分类问题，最常用的损失函数是交叉熵" is
+    one, "交叉熵损失函数（Cross Entropy Loss， CE）" is a name with its gloss."""
+    rest = _PARENTHESES.sub("", text).strip()
+    return bool(SENTENCE_PUNCT.search(rest) or rest.endswith(("。", "."))) or len(rest) > TITLE_CHARS
 
 
 def _item_limit(item: str) -> int:
@@ -412,7 +420,7 @@ def candidate_features(
         "length": min(1.0, len(c.text) / 120),
         "question_like": float(bool(QUESTION_END.search(c.text))),
         "instruction": float(is_instruction(c.text)),
-        "title_like": float(len(c.text) <= 30 and not SENTENCE_PUNCT.search(c.text)),
+        "title_like": float(len(c.text) <= TITLE_CHARS and not SENTENCE_PUNCT.search(c.text)),
         "enumeration": float(is_enumeration(c.text)),
         "link": float(is_link(c.text)),
     }

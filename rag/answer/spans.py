@@ -14,7 +14,15 @@ import re
 from collections.abc import Mapping, Sequence
 
 from rag.answer.reader import Candidate, Reading
-from rag.answer.reader_features import LEAD_IN, coverage, is_instruction, must_state, states
+from rag.answer.reader_features import (
+    LEAD_IN,
+    coverage,
+    is_instruction,
+    must_state,
+    reads_as_sentence,
+    states,
+    states_something,
+)
 from rag.answer.sentences import Sentence
 from rag.text import normalize
 
@@ -105,7 +113,11 @@ def compose(reading: Reading, n_passages: int, *, max_chars: int) -> tuple[list[
     if not pool:
         return [], None
     profile = reading.profile
-    best = pool[0]
+    missing = list(must_state(profile.text, profile.types))
+    # no sentence read gives the figure or formula asked for: what the notes say of the subject itself comes
+    # first, not a sentence that only shares the asked word ("按照公式计算……" of another method)
+    absent = bool(missing) and not any(c.features.get(f"type_{t}") for c in pool[:5] for t in missing)
+    best = (_about_subject(pool[:5]) if absent else None) or pool[0]
     group = reading.sentences[best.passage]
     asks_list = "list" in profile.types and _list_is_about(best, group, profile.subject)
     # code after the best sentence shows how, or gives the formula; "有什么好处？" is not answered by "import paddle"
@@ -117,13 +129,18 @@ def compose(reading: Reading, n_passages: int, *, max_chars: int) -> tuple[list[
     if second is not None:
         extra = span_for(second.sentence, reading.sentences[second.passage], asks_list=False)
         chosen += _trim(extra, second, max_chars - sum(len(s.text) + 4 for s in chosen))
-    note = None
-    missing = list(must_state(profile.text, profile.types))
     stated = any(states(s.text, kind) for s in chosen for kind in missing)
     # the passage is relevant but states no formula / number: say so rather than stitch fragments
-    if missing and not stated and not any(c.features.get(f"type_{t}") for c in pool[:5] for t in missing):
-        note = missing[0]
-    return chosen, note
+    return chosen, (missing[0] if absent and not stated else None)
+
+
+def _about_subject(candidates: Sequence[Candidate]) -> Candidate | None:
+    """The best candidate that opens with or defines the question's subject and says something of it."""
+    for c in candidates:
+        about = max(c.features.get("subject_opening", 0.0), c.features.get("subject_defined", 0.0)) >= 0.5
+        if about and reads_as_sentence(c.sentence.text) and states_something(c.sentence.text, c.features):
+            return c
+    return None
 
 
 def _list_is_about(best: Candidate, group: Sequence[Sentence], subject: Mapping[str, float]) -> bool:
