@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 from rag.answer.citations import strip_markers
 from rag.question_subject import (
@@ -449,11 +449,9 @@ def previous_user_questions(question: str, history: Sequence[Turn]) -> list[str]
     ]
 
 
-def _resolve(question: str, history: Sequence[Turn], tokenizer: Tokenizer, depth: int) -> tuple[str, str | None]:
-    """(standalone question, subject carried on or None when it is the standalone question's own)."""
-    if not history or not looks_like_followup(question, tokenizer):
-        return question, None
-    current = normalize(question).strip()
+def _asked(history: Sequence[Turn], tokenizer: Tokenizer, depth: int, current: str) -> Iterator[tuple[str, str, str]]:
+    """Each earlier user question (but `current`) made standalone, with its subject and the answer it got, most
+    recent first."""
     for i in range(len(history) - 1, -1, -1):
         turn = history[i]
         if turn.role != "user" or not turn.content.strip() or normalize(turn.content).strip() == current:
@@ -462,34 +460,32 @@ def _resolve(question: str, history: Sequence[Turn], tokenizer: Tokenizer, depth
         if depth < 3:
             previous, subject = _resolve(previous, history[:i], tokenizer, depth + 1)
         answer = next((t.content for t in history[i + 1 :] if t.role == "assistant"), "")
-        if subject is None:
-            subject = question_subject(previous, tokenizer, answer)
+        yield previous, subject or question_subject(previous, tokenizer, answer), answer
+
+
+def _resolve(question: str, history: Sequence[Turn], tokenizer: Tokenizer, depth: int) -> tuple[str, str | None]:
+    """(standalone question, subject carried on or None when it is the standalone question's own)."""
+    if not history or not looks_like_followup(question, tokenizer):
+        return question, None
+    asked = _asked(history, tokenizer, depth, normalize(question).strip())
+    for previous, subject, answer in asked:
         if not subject:
             continue
         if _ZH_PLURAL.search(question) or _EN_PLURAL.search(question):
-            subject = _both_subjects(question, subject, history[:i], tokenizer, depth)
+            subject = _both(question, subject, next(asked, None))
         resolved, elliptic = _apply(question, previous, subject, tokenizer, answer)
         return resolved, None if elliptic else subject  # "那 X 呢？" made X the subject
     return question, None
 
 
-def _both_subjects(question: str, subject: str, earlier: Sequence[Turn], tokenizer: Tokenizer, depth: int) -> str:
-    """"A 和 B" for a question about two things (它们, 两者, they), A being the subject of the user question before
-    the one about B; `subject` alone when that question had the same subject or there is none."""
-    for j in range(len(earlier) - 1, -1, -1):
-        turn = earlier[j]
-        if turn.role != "user" or not turn.content.strip():
-            continue
-        previous, other = turn.content, None
-        if depth < 3:
-            previous, other = _resolve(previous, earlier[:j], tokenizer, depth + 1)
-        answer = next((t.content for t in earlier[j + 1 :] if t.role == "assistant"), "")
-        other = other or question_subject(previous, tokenizer, answer)
-        a, b = normalize(other or ""), normalize(subject)
-        if not a or a in b or b in a:
-            return subject
-        return _join(other, " and " if not is_cjk(question) else " 和 ", subject).replace("  ", " ")
-    return subject
+def _both(question: str, subject: str, earlier: tuple[str, str, str] | None) -> str:
+    """"A 和 B" for a question about two things (它们, 两者, they), A being the subject of the `earlier` user
+    question; `subject` alone when that question had the same subject or there is none."""
+    other = earlier[1] if earlier else ""
+    a, b = normalize(other), normalize(subject)
+    if not a or a in b or b in a:
+        return subject
+    return _join(other, " 和 " if is_cjk(question) else " and ", subject).replace("  ", " ")
 
 
 def resolve_followup(question: str, history: Sequence[Turn], tokenizer: Tokenizer) -> str:

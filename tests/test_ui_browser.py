@@ -288,13 +288,12 @@ def test_hostile_note_executes_nothing(page: Page) -> None:
     assert page.evaluate("typeof window.__xss") == "undefined"
     message = ask(page, "什么是跨站脚本攻击？怎么防御？")
     cards = message.locator("[data-testid='stExpander']")
-    opened = 0
-    for i in range(cards.count()):
-        card = cards.nth(i)
-        if "跨站脚本防护笔记" in card.locator("summary").inner_text() or "xss-note" in card.inner_text():
-            card.locator("summary").click()
-            opened += 1
-    assert opened, "the hostile note is cited"
+    # every card is read before one is opened: opening one reruns the page, and cards read after it may be
+    # mid-render
+    texts = [cards.nth(i).inner_text() for i in range(cards.count())]
+    hostile = [i for i, text in enumerate(texts) if "跨站脚本防护笔记" in text or "xss-note" in text]
+    assert hostile, "the hostile note is cited"
+    cards.nth(hostile[0]).locator("summary").click()
     # The card's note preview shows the tags as the characters they are (the API strips them from answers and
     # snippets; the note's own text is shown as text)...
     expect(message.get_by_text("<script>window.__xss=1</script>", exact=False).first).to_be_visible()
