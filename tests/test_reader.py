@@ -18,6 +18,7 @@ from rag.answer.reader import (
     Reader,
     Reading,
     default_model,
+    leading_first,
     new_first,
     reads_across_languages,
 )
@@ -25,6 +26,7 @@ from rag.answer.reader_features import (
     CandidateContext,
     attribute_translations,
     candidate_features,
+    count_asked,
     coverage,
     defined_share,
     degree_variants,
@@ -38,6 +40,7 @@ from rag.answer.reader_features import (
     reader_text,
     reads_as_sentence,
     sentence_types,
+    states_count,
     states_something,
 )
 from rag.answer.refusal_rules import passages_naming, subject_names
@@ -296,6 +299,27 @@ def test_a_follow_up_opens_with_a_sentence_the_last_answer_did_not_quote(engine,
     assert followup.best is not None and followup.best.sentence.text != best.sentence.text
     assert followup.answerable == reading.answerable and len(followup.candidates) == len(reading.candidates)
     assert new_first(reading, "一段无关的回答。[1]").best is best  # nothing repeated: unchanged
+
+
+def test_a_count_the_question_names_brings_the_sentence_that_states_it_first(engine, reader: Reader) -> None:
+    assert count_asked("RLHF 分为哪三个步骤？") == 3 and count_asked("What are its three steps?") == 3
+    assert count_asked("GRU 有哪两个门？") == 2 and count_asked("第三步做什么？") is None and count_asked("LoRA 是什么？") is None
+    assert states_count("这里我们按三个步骤分解：", 3) and states_count("分为 3 个阶段", 3)
+    assert not states_count("步骤三：强化学习", 3) and not states_count("第三步：强化学习", 3)
+    steps = hit(
+        "RLHF 是一项复杂的概念，这里我们按三个步骤分解：\n1. 预训练一个语言模型；\n2. 训练一个奖励模型；\n3. 用强化学习微调。\n",
+        heading=("RLHF",),
+    )
+    other = hit("RLHF 的作用是解锁模型本来就有的能力。\n步骤三：强化学习\n", heading=("RLHF 的作用",), rank=2)
+    groups = [split_passage(i, h) for i, h in enumerate([steps, other])]
+    lead_in, effect = groups[0][0], groups[1][0]
+    ranked = [Candidate(effect, {}, 3.6), Candidate(lead_in, {}, 3.5)]
+    assert leading_first(ranked, (), asks_list=True, count=3)[0].sentence is lead_in
+    assert leading_first(ranked, (), asks_list=True, count=None)[0].sentence is effect
+    assert leading_first([Candidate(effect, {}, 5.0), ranked[1]], (), asks_list=True, count=3)[0].sentence is effect  # far below
+    # asked again after an answer that listed them, the steps are still the answer
+    reading = Reading(profile_question("What are RLHF's three steps?", {}, {}, []), ranked[::-1], groups, True, 0.9, 0.5)
+    assert new_first(reading, f"{lead_in.text}[1]").best.sentence is lead_in
 
 
 def test_a_word_the_notes_never_use_counts_as_its_known_part(engine, reader: Reader) -> None:

@@ -28,12 +28,14 @@ from rag.answer.reader_features import (
     QuestionProfile,
     attribute_translations,
     candidate_features,
+    count_asked,
     coverage,
     degree_variants,
     profile_question,
     question_features,
     rarity_weights,
     reader_text,
+    states_count,
     states_something,
 )
 from rag.answer.refusal_rules import passages_naming, refusal_rule, subject_names
@@ -125,10 +127,21 @@ class Reading:
 REPEAT_LOOKAHEAD = 5  # a follow-up's answer opens with the best of this many candidates the last answer did not quote
 
 
-def leading_first(candidates: list[Candidate], naming: Collection[int], asks_list: bool) -> list[Candidate]:
-    """The ranked candidates with what may lead an answer first (`candidates` sorted best first)."""
+def leading_first(
+    candidates: list[Candidate], naming: Collection[int], asks_list: bool, count: int | None = None
+) -> list[Candidate]:
+    """The ranked candidates with what may lead an answer first (`candidates` sorted best first); `count`: the
+    number of parts the question names, if any."""
     if not candidates:
         return candidates
+    if asks_list and count and not states_count(candidates[0].sentence.text, count):
+        # "哪三个步骤？": a sentence close to the best that states three steps introduces the answer
+        counted = next(
+            (c for c in candidates if c.score >= candidates[0].score - NAMING_MARGIN and states_count(c.sentence.text, count)),
+            None,
+        )
+        if counted is not None:
+            candidates = [counted, *(c for c in candidates if c is not counted)]
     named_best = max((c.score for c in candidates if c.passage in naming), default=None)
     if named_best is not None and candidates[0].passage not in naming and named_best >= candidates[0].score - NAMING_MARGIN:
         # the best sentence comes from a passage that never names what the question is about ("DDPG"), and one
@@ -156,7 +169,9 @@ def new_first(reading: Reading, said: str, lookahead: int = REPEAT_LOOKAHEAD) ->
         text = normalize(c.sentence.text)
         return len(text) >= 8 and text in said_text
 
-    if not repeated(reading.candidates[0]):
+    count = count_asked(reading.profile.text)
+    if not repeated(reading.candidates[0]) or (count and states_count(reading.candidates[0].sentence.text, count)):
+        # asked again for the three steps the last answer listed: they are still the answer
         return reading
     new = next((c for c in reading.candidates[:lookahead] if not repeated(c)), None)
     if new is None:
@@ -338,7 +353,7 @@ class Reader:
         headings = [normalize(" ".join((h.document_title, h.chunk.doc_id, *h.chunk.heading_path))) for h in passages]
         names = subject_names(question, profile)
         naming = passages_naming(names, name_forms or {}, sentences, headings) if names else set()
-        candidates = leading_first(candidates, naming, asks_list="list" in profile.types)
+        candidates = leading_first(candidates, naming, asks_list="list" in profile.types, count=count_asked(question))
         # whether anything answers is judged with the English question's attribute words read in Chinese
         # ("disadvantages" found where the notes say 缺点); the ranking above is left as fitted
         judge = self._judging_profile(profile)

@@ -257,6 +257,33 @@ def reads_as_sentence(text: str) -> bool:
     return bool(SENTENCE_PUNCT.search(rest) or rest.endswith(("。", "."))) or len(rest) > TITLE_CHARS
 
 
+# A count of parts a question names ("三个步骤", "哪两个门", "three steps") and a sentence states ("按三个步骤分解").
+_NUMERALS = {"两": 2, "二": 2, "三": 3, "四": 4, "五": 5, "六": 6, "七": 7, "八": 8, "九": 9, "十": 10,
+             "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8, "nine": 9, "ten": 10}
+_PART_UNITS = r"步骤|步|阶段|部分|方面|种|类|个|门|点|层|项|大"
+_ZH_COUNT = re.compile(rf"(?<![第\d])([两二三四五六七八九十]|[2-9]|10)\s*(?:个|种|类|大)?\s*(?:{_PART_UNITS})")
+_EN_COUNT = re.compile(
+    r"\b(two|three|four|five|six|seven|eight|nine|ten|[2-9]|10)\s+(?:\w+\s+){0,2}?"
+    r"(?:steps|stages|phases|parts|kinds|types|gates|components|layers|ways|categories|points)\b",
+    re.I,
+)
+
+
+def _count_value(token: str) -> int:
+    return int(token) if token.isdigit() else _NUMERALS[token.lower()]
+
+
+def count_asked(question: str) -> int | None:
+    """The number of parts a question names ("RLHF 分为哪三个步骤？": 3; "What are its three steps?": 3)."""
+    match = _ZH_COUNT.search(question) or _EN_COUNT.search(question)
+    return _count_value(match.group(1)) if match else None
+
+
+def states_count(text: str, n: int) -> bool:
+    """Whether a sentence states a count of n parts ("这里我们按三个步骤分解：", "分为 3 个阶段")."""
+    return any(_count_value(m.group(1)) == n for m in _ZH_COUNT.finditer(text))
+
+
 def _item_limit(item: str) -> int:
     """How long a listed name may be: one in Latin letters only spells longer ("Stable Diffusion")."""
     return 14 if is_cjk(item) else 24
