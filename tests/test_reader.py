@@ -26,24 +26,27 @@ from rag.answer.reader_features import (
     CandidateContext,
     attribute_translations,
     candidate_features,
-    count_asked,
     coverage,
     defined_share,
     degree_variants,
-    is_enumeration,
     is_instruction,
-    is_link,
     must_state,
     profile_question,
     question_features,
     question_types,
     reader_text,
-    reads_as_sentence,
     sentence_types,
+)
+from rag.answer.refusal_rules import passages_naming, subject_names
+from rag.answer.sentence_form import (
+    count_asked,
+    is_enumeration,
+    is_link,
+    reads_as_sentence,
+    sibling_named,
     states_count,
     states_something,
 )
-from rag.answer.refusal_rules import passages_naming, subject_names
 from rag.answer.sentences import split_passage
 from rag.answer.spans import REFERS_BACK, compose, span_for
 from rag.config import Settings
@@ -299,6 +302,22 @@ def test_a_follow_up_opens_with_a_sentence_the_last_answer_did_not_quote(engine,
     assert followup.best is not None and followup.best.sentence.text != best.sentence.text
     assert followup.answerable == reading.answerable and len(followup.candidates) == len(reading.candidates)
     assert new_first(reading, "一段无关的回答。[1]").best is best  # nothing repeated: unchanged
+
+
+def test_a_sentence_about_a_sibling_of_the_subject_gives_way_to_one_about_the_subject() -> None:
+    words = {"欠拟合", "输出门", "解码器", "过拟合"}.__contains__
+    assert sibling_named("欠拟合的解决方法：", "过拟合", words) == "欠拟合"
+    assert sibling_named("输出门决定输出什么", "输入门", words) == "输出门"
+    assert sibling_named("为何能解决过拟合？", "过拟合", words) is None  # it names the subject itself
+    assert sibling_named("那么硬标签就是（1，0）", "软标签", words) is None  # "的标签", "硬标签": no indexed word here
+    group = split_passage(0, hit("欠拟合的解决方法：\n1、增加特征。\n为何能解决过拟合？通过 Bagging 训练不同的决策树。\n"))
+    under, over = group[0], group[2]
+    ranked = [Candidate(under, {}, 7.9), Candidate(over, {}, 7.6)]
+    first = leading_first(ranked, (), asks_list=False, subject={"过拟合": 3.4}, question="过拟合怎么解决？", is_word=words)
+    assert first[0].sentence is over
+    # a sibling the question names itself is no other entity ("过拟合和欠拟合有什么区别？")
+    both = leading_first(ranked, (), asks_list=False, subject={"过拟合": 3.4}, question="过拟合和欠拟合有什么区别？", is_word=words)
+    assert both[0].sentence is under
 
 
 def test_a_count_the_question_names_brings_the_sentence_that_states_it_first(engine, reader: Reader) -> None:

@@ -28,17 +28,15 @@ from rag.answer.reader_features import (
     QuestionProfile,
     attribute_translations,
     candidate_features,
-    count_asked,
     coverage,
     degree_variants,
     profile_question,
     question_features,
     rarity_weights,
     reader_text,
-    states_count,
-    states_something,
 )
 from rag.answer.refusal_rules import passages_naming, refusal_rule, subject_names
+from rag.answer.sentence_form import count_asked, sibling_named, states_count, states_something
 from rag.answer.sentences import Sentence, split_passage
 from rag.text import Tokenizer, fold_hyphens, is_cjk, known_words, normalize
 from rag.types import Chunk, Hit
@@ -128,10 +126,17 @@ REPEAT_LOOKAHEAD = 5  # a follow-up's answer opens with the best of this many ca
 
 
 def leading_first(
-    candidates: list[Candidate], naming: Collection[int], asks_list: bool, count: int | None = None
+    candidates: list[Candidate],
+    naming: Collection[int],
+    asks_list: bool,
+    count: int | None = None,
+    subject: Collection[str] = (),
+    question: str = "",
+    is_word: Callable[[str], bool] = lambda word: False,
 ) -> list[Candidate]:
     """The ranked candidates with what may lead an answer first (`candidates` sorted best first); `count`: the
-    number of parts the question names, if any."""
+    number of parts the question names, if any; `subject`: the question's subject words (normalized), asked in
+    `question`; `is_word`: whether the notes index a string as a word."""
     if not candidates:
         return candidates
     if asks_list and count and not states_count(candidates[0].sentence.text, count):
@@ -142,6 +147,18 @@ def leading_first(
         )
         if counted is not None:
             candidates = [counted, *(c for c in candidates if c is not counted)]
+    best = candidates[0]
+    # a sibling the question names itself ("硬标签和软标签有什么不同？") is no other entity
+    named = {t: sibling_named(normalize(best.sentence.text), t, is_word) for t in subject}
+    siblings = [t for t, word in named.items() if word and word not in question]
+    if siblings:
+        # "欠拟合的解决方法：" for "过拟合怎么解决？": a sentence close to it that names the subject itself comes first
+        own = next(
+            (c for c in candidates if c.score >= best.score - NAMING_MARGIN and all(t in normalize(c.sentence.text) for t in siblings)),
+            None,
+        )
+        if own is not None:
+            candidates = [own, *(c for c in candidates if c is not own)]
     named_best = max((c.score for c in candidates if c.passage in naming), default=None)
     if named_best is not None and candidates[0].passage not in naming and named_best >= candidates[0].score - NAMING_MARGIN:
         # the best sentence comes from a passage that never names what the question is about ("DDPG"), and one
@@ -353,7 +370,10 @@ class Reader:
         headings = [normalize(" ".join((h.document_title, h.chunk.doc_id, *h.chunk.heading_path))) for h in passages]
         names = subject_names(question, profile)
         naming = passages_naming(names, name_forms or {}, sentences, headings) if names else set()
-        candidates = leading_first(candidates, naming, asks_list="list" in profile.types, count=count_asked(question))
+        candidates = leading_first(
+            candidates, naming, asks_list="list" in profile.types, count=count_asked(question), subject=profile.subject,
+            question=normalize(question), is_word=self.index.has_term,
+        )
         # whether anything answers is judged with the English question's attribute words read in Chinese
         # ("disadvantages" found where the notes say 缺点); the ranking above is left as fitted
         judge = self._judging_profile(profile)

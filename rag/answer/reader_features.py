@@ -16,6 +16,13 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from rag.answer.sentence_form import (
+    PARENTHESES,
+    SENTENCE_PUNCT,
+    TITLE_CHARS,
+    is_enumeration,
+    is_link,
+)
 from rag.text import CJK_CHARS, char_bigrams, is_cjk, normalize
 
 # A question that asks for a year ("LoRA 是哪一年提出的？", "When was BERT released?"; not "什么时候用 dropout？" or
@@ -136,22 +143,9 @@ INSTRUCTION = re.compile(
 )
 LEAD_IN = re.compile(r"[：:]\s*$|如下[。：:]?\s*$")
 QUESTION_END = re.compile(r"[？?]\s*$")
-SENTENCE_PUNCT = re.compile(r"[，,。；;：:！？!?]")
-TITLE_CHARS = 30  # a line without punctuation this long or shorter reads as a title
 _COUNT_UNIT = re.compile(f"(?:几|多少)([{CJK_CHARS}])")
 _LATIN = re.compile(r"[A-Za-z]")
 _LETTER = re.compile(r"[^\W\d_]")
-# "A、B、C、D" or "a, b, c, d": a line that only names things (a tag list, a table of contents) states nothing.
-_ENUM_SPLIT = re.compile(r"[、,，/|；;]")
-_ENUM_BREAK = re.compile(r"[。：:？?！!]")
-ITEM_NUMBER = re.compile(r"^\s*\d{1,2}\s*[.、．)）]\s*")  # "3. " opening a numbered line
-_PARENTHESES = re.compile(r"[（(][^（()）]*[)）]")
-# Words of a clause, not of a name: "卷积核大小是m，则结果长度为n-m+1" lists no names
-_CLAUSE_WORD = re.compile(r"是|为|则|的|了|在|把|被|将|会|就|也|都|而|\b(?:is|are|was|the|of|to)\b", re.I)
-_LINK = re.compile(r"https?://|\]\(|www\.", re.I)
-_LINK_TEXT = re.compile(r"!?\[[^\]]*\]\([^)]*\)|(?:https?://|www\.)\S*", re.I)
-_WORD_CHAR = re.compile(rf"[{CJK_CHARS}A-Za-z0-9]")
-LONE_LINK_CHARS = 8  # a sentence with fewer word characters than this besides its links is a link, not a statement
 
 # Weight of a term that came from alias expansion or the cross-lingual bridge, relative to the question's own.
 EXPANSION_SHARE = 1.0
@@ -228,74 +222,6 @@ def is_instruction(text: str) -> bool:
     return INSTRUCTION.search(text) is not None
 
 
-def is_enumeration(text: str) -> bool:
-    """A line that only lists names: three or more short items and no sentence punctuation between them."""
-    items = [t.strip() for t in _ENUM_SPLIT.split(ITEM_NUMBER.sub("", text.rstrip("。.；;")))]
-    items = [t for t in items if t]  # "大模型微调、、DeepSpeed": a doubled separator is no item
-    return (
-        len(items) >= 3
-        and all(len(t) <= _item_limit(t) and not _CLAUSE_WORD.search(t) for t in items)
-        and not _ENUM_BREAK.search(text[:-1])
-    )
-
-
-def states_something(text: str, features: Mapping[str, float]) -> bool:
-    """Whether a candidate states anything: not a line of names or a link, nor a short title of Latin words
-    alone ("Temperature Sampling"), nor a numbered title ("3. 图神经网络（GNNs，Graph Neural Networks）")."""
-    bare_title = bool(features.get("title_like")) and not is_cjk(text) and not re.search(r"\d", text)
-    numbered = ITEM_NUMBER.match(text)
-    if numbered:
-        rest = _PARENTHESES.sub("", text[numbered.end() :].strip())
-        bare_title = bare_title or (0 < len(rest) <= 24 and not SENTENCE_PUNCT.search(rest))
-    return not (features.get("enumeration") or features.get("link") or bare_title)
-
-
-def reads_as_sentence(text: str) -> bool:
-    """Clause punctuation outside parentheses, or longer than a title: "对于分类问题，最常用的损失函数是交叉熵" is
-    one, "交叉熵损失函数（Cross Entropy Loss， CE）" is a name with its gloss."""
-    rest = _PARENTHESES.sub("", text).strip()
-    return bool(SENTENCE_PUNCT.search(rest) or rest.endswith(("。", "."))) or len(rest) > TITLE_CHARS
-
-
-# A count of parts a question names ("三个步骤", "哪两个门", "three steps") and a sentence states ("按三个步骤分解").
-_NUMERALS = {"两": 2, "二": 2, "三": 3, "四": 4, "五": 5, "六": 6, "七": 7, "八": 8, "九": 9, "十": 10,
-             "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8, "nine": 9, "ten": 10}
-_PART_UNITS = r"步骤|步|阶段|部分|方面|种|类|个|门|点|层|项|大"
-_ZH_COUNT = re.compile(rf"(?<![第\d])([两二三四五六七八九十]|[2-9]|10)\s*(?:个|种|类|大)?\s*(?:{_PART_UNITS})")
-_EN_COUNT = re.compile(
-    r"\b(two|three|four|five|six|seven|eight|nine|ten|[2-9]|10)\s+(?:\w+\s+){0,2}?"
-    r"(?:steps|stages|phases|parts|kinds|types|gates|components|layers|ways|categories|points)\b",
-    re.I,
-)
-
-
-def _count_value(token: str) -> int:
-    return int(token) if token.isdigit() else _NUMERALS[token.lower()]
-
-
-def count_asked(question: str) -> int | None:
-    """The number of parts a question names ("RLHF 分为哪三个步骤？": 3; "What are its three steps?": 3)."""
-    match = _ZH_COUNT.search(question) or _EN_COUNT.search(question)
-    return _count_value(match.group(1)) if match else None
-
-
-def states_count(text: str, n: int) -> bool:
-    """Whether a sentence states a count of n parts ("这里我们按三个步骤分解：", "分为 3 个阶段")."""
-    return any(_count_value(m.group(1)) == n for m in _ZH_COUNT.finditer(text))
-
-
-def _item_limit(item: str) -> int:
-    """How long a listed name may be: one in Latin letters only spells longer ("Stable Diffusion")."""
-    return 14 if is_cjk(item) else 24
-
-
-def is_link(text: str) -> bool:
-    """A link with little or nothing besides ("参考：https://…"); a statement that ends with its source is not one."""
-    if not _LINK.search(text):
-        return False
-    return len(_WORD_CHAR.findall(_LINK_TEXT.sub(" ", text))) < LONE_LINK_CHARS
-
-
 def mostly_latin(text: str) -> bool:
     letters = _LETTER.findall(text)
     return bool(letters) and sum(1 for c in letters if _LATIN.match(c)) / len(letters) > 0.5
@@ -366,7 +292,7 @@ def defined_share(text: str, subject: Mapping[str, float]) -> float:
     if total <= 0:
         return 0.0
     # a gloss in parentheses sits between the term and its definition: "长度外推性（Length Extrapolation）是指…"
-    text = _PARENTHESES.sub("", text)
+    text = PARENTHESES.sub("", text)
     return sum(w for t, w in subject.items() if re.search(re.escape(t) + _DEFINED, text)) / total
 
 

@@ -14,13 +14,13 @@ from collections.abc import Collection, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from rag.answer.reader_features import (
-    ITEM_NUMBER,
     YEAR_ASKED,
     QuestionProfile,
     is_instruction,
     must_state,
     states,
 )
+from rag.answer.sentence_form import ITEM_NUMBER
 from rag.answer.sentences import Sentence
 from rag.relevance_gate import latin_names
 from rag.text import is_cjk, normalize, spelled_as_one

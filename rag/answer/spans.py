@@ -19,10 +19,9 @@ from rag.answer.reader_features import (
     coverage,
     is_instruction,
     must_state,
-    reads_as_sentence,
     states,
-    states_something,
 )
+from rag.answer.sentence_form import reads_as_sentence, states_something
 from rag.answer.sentences import Sentence
 from rag.text import normalize
 
