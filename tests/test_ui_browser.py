@@ -28,6 +28,7 @@ import httpx
 import pytest
 import uvicorn
 from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 from pydantic import SecretStr
 
 from rag.config import Settings
@@ -202,6 +203,33 @@ def ask(page: Page, question: str) -> Locator:
     return message
 
 
+def open_card(card: Locator) -> None:
+    """Open a source card. Opening one fetches its note, and the rerun that follows can land after the click and
+    render the card closed again: open it until its body shows."""
+    body = card.get_by_text("引用原文")
+    for attempt in range(3):
+        if not body.is_visible():
+            card.locator("summary").click()
+        try:
+            expect(body).to_be_visible(timeout=15_000)
+            return
+        except AssertionError:
+            if attempt == 2:
+                raise
+
+
+def click_in_card(card: Locator, button: str) -> None:
+    """Click a button in an open source card, opening the card again if a late rerun closed it."""
+    for attempt in range(3):
+        open_card(card)
+        try:
+            card.get_by_role("button", name=button).click(timeout=15_000)
+            return
+        except PlaywrightTimeout:
+            if attempt == 2:
+                raise
+
+
 @pytest.mark.parametrize("width", [1280, 390])
 @pytest.mark.parametrize("theme", ["light", "dark"])
 def test_load_ask_source_full_note_feedback_reload(browser: Browser, stack: dict, width: int, theme: str) -> None:
@@ -227,8 +255,7 @@ def test_load_ask_source_full_note_feedback_reload(browser: Browser, stack: dict
 
         # open a source: title, a rank bar, the readable passage with its highlight
         card = message.locator("[data-testid='stExpander']").first
-        card.locator("summary").click()
-        expect(card.get_by_text("引用原文")).to_be_visible()
+        open_card(card)
         expect(card.get_by_text("相关度：第 1", exact=False)).to_be_visible()
         mark = card.locator("mark").first
         expect(mark).to_be_visible()
@@ -238,7 +265,7 @@ def test_load_ask_source_full_note_feedback_reload(browser: Browser, stack: dict
         pg.screenshot(path=str(shots / f"{name}-3-source.png"))
 
         # the whole note, scrolled to the cited span, which is highlighted
-        card.get_by_role("button", name="查看全文").click()
+        click_in_card(card, "查看全文")
         dialog = pg.locator("[role='dialog']")
         expect(dialog.get_by_text("笔记全文")).to_be_visible()
         cited = dialog.locator("mark#rag-cited")
@@ -293,7 +320,7 @@ def test_hostile_note_executes_nothing(page: Page) -> None:
     texts = [cards.nth(i).inner_text() for i in range(cards.count())]
     hostile = [i for i, text in enumerate(texts) if "跨站脚本防护笔记" in text or "xss-note" in text]
     assert hostile, "the hostile note is cited"
-    cards.nth(hostile[0]).locator("summary").click()
+    open_card(cards.nth(hostile[0]))
     # The card's note preview shows the tags as the characters they are (the API strips them from answers and
     # snippets; the note's own text is shown as text)...
     expect(message.get_by_text("<script>window.__xss=1</script>", exact=False).first).to_be_visible()
