@@ -19,7 +19,8 @@ from typing import Any, Literal
 from rag.aliases import AliasIndex, glossary_report
 from rag.answer import Generator, make_generator, refusal_answer
 from rag.answer.citations import citation_from_hit
-from rag.answer.reader import READ_PASSAGES, Reader, Reading, new_first
+from rag.answer.leading import new_first
+from rag.answer.reader import READ_PASSAGES, Reader, Reading
 from rag.config import Settings
 from rag.embedding import Embedder, load_embedder, load_reranker
 from rag.errors import REPAIR_HINT, IndexCorrupted, IndexNotReady, InvalidInput, NotFound, RagError
@@ -384,6 +385,7 @@ class Engine:
             gate_score=result.gate.score,
             gate_features=result.gate.features,
             name_forms=result.name_forms,
+            phrase_forms=result.phrase_forms,
         )
         result.timings["reader_ms"] = (time.perf_counter() - started) * 1000
         return result, reading

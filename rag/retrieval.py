@@ -57,6 +57,19 @@ class SearchResult:
     weighted_query: dict[str, float] = field(default_factory=dict)  # BM25 tokens with expansion weights
     query_vectors: np.ndarray | None = None  # (1, dim): the question's vector, or its translation's
     name_forms: dict[str, tuple[str, ...]] = field(default_factory=dict)  # the question's Latin names' forms
+    phrase_forms: dict[str, tuple[str, ...]] = field(default_factory=dict)  # its English phrases' Chinese names
+
+
+def phrase_forms(expansions: list[dict] | None) -> dict[str, tuple[str, ...]]:
+    """The Chinese names the glossary or the bridge gave each English phrase of several words the question
+    spells: "discount factor" -> ("折扣率", "折扣因子")."""
+    out: dict[str, tuple[str, ...]] = {}
+    for item in expansions or []:
+        matched = normalize(item.get("matched", ""))
+        names = tuple(normalize(a) for a in item.get("added", ()) if is_cjk(a) and len(a) >= 2)
+        if " " in matched.strip() and not is_cjk(matched) and names:
+            out[matched] = names
+    return out
 
 
 class Retriever:
@@ -267,6 +280,7 @@ class Retriever:
             weighted_query=dict(weighted),
             query_vectors=vectors,
             name_forms=self.gate.name_forms(query, expansions),
+            phrase_forms=phrase_forms(expansions),
         )
 
     def _dense(self, vector: np.ndarray, n: int, rows: Collection[int] | None) -> list[tuple[int, float]]:

@@ -12,14 +12,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from rag.answer.extractive import ExtractiveGenerator
+from rag.answer.leading import leading_first, new_first, subject_phrase_names, translation_first
 from rag.answer.reader import (
     Candidate,
     Ranker,
     Reader,
     Reading,
     default_model,
-    leading_first,
-    new_first,
     reads_across_languages,
 )
 from rag.answer.reader_features import (
@@ -318,6 +317,19 @@ def test_a_sentence_about_a_sibling_of_the_subject_gives_way_to_one_about_the_su
     # a sibling the question names itself is no other entity ("过拟合和欠拟合有什么区别？")
     both = leading_first(ranked, (), asks_list=False, subject={"过拟合": 3.4}, question="过拟合和欠拟合有什么区别？", is_word=words)
     assert both[0].sentence is under
+
+
+def test_an_english_question_opens_with_the_chinese_name_of_the_phrase_it_asks_about() -> None:
+    forms = {"discount factor": ("折扣率", "折扣因子"), "reinforcement learning": ("强化学习", "再励学习")}
+    question = "What does the discount factor mean in reinforcement learning?"
+    names = subject_phrase_names(question, forms)
+    assert names == ["折扣率", "折扣因子"]  # "in reinforcement learning" is the field it is asked in
+    group = split_passage(0, hit("折扣回报 Discounted Return：所有奖励的折扣衰减之和。\n折扣率：又叫折扣因子，取值范围为 0-1。\n"))
+    ranked = [Candidate(group[0], {}, 2.4), Candidate(group[1], {}, 2.0)]
+    assert translation_first(ranked, names)[0].sentence is group[1]
+    assert translation_first([Candidate(group[0], {}, 3.5), ranked[1]], names)[0].sentence is group[0]  # far below
+    title = split_passage(0, hit("3. 折扣因子（Discount Factor）\n"))[0]
+    assert translation_first([ranked[0], Candidate(title, {}, 2.3)], names)[0].sentence is group[0]  # a title never leads
 
 
 def test_a_count_the_question_names_brings_the_sentence_that_states_it_first(engine, reader: Reader) -> None:

@@ -19,6 +19,7 @@ from rag.engine import Engine
 from rag.evaluation import is_hit
 from rag.fusion import rrf, score_fusion
 from rag.relevance_gate import latin_names
+from rag.retrieval import phrase_forms
 from rag.text import known_words, spelled_as_one
 from rag.types import Chunk, Hit, Turn
 
@@ -430,6 +431,16 @@ def test_a_hyphenated_name_the_notes_spell_is_not_an_unknown_term(engine: Engine
     assert known["unknown_latin"] == 0.0
     unknown = engine.search("ChatGLM-7B 英文回答靠谱吗？").gate.features  # the notes never name this one
     assert unknown["unknown_latin"] == 1.0
+
+
+def test_an_english_phrase_keeps_the_chinese_names_its_expansion_gave_it() -> None:
+    expansions = [
+        {"matched": "discount factor", "added": ["折扣率", "折扣因子"]},
+        {"matched": "RL", "added": ["强化学习"]},  # one word: a name, kept by the gate's name forms instead
+        {"matched": "layer norm", "added": ["LayerNorm"]},  # no Chinese name
+    ]
+    assert phrase_forms(expansions) == {"discount factor": ("折扣率", "折扣因子")}
+    assert phrase_forms(None) == {}
 
 
 def test_an_english_question_names_what_it_capitalizes_inside_the_sentence() -> None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from importlib import resources
@@ -22,7 +22,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from rag.answer.citations import strip_markers
+from rag.answer.leading import leading_first, subject_phrase_names, translation_first
 from rag.answer.reader_features import (
     CandidateContext,
     QuestionProfile,
@@ -36,7 +36,7 @@ from rag.answer.reader_features import (
     reader_text,
 )
 from rag.answer.refusal_rules import passages_naming, refusal_rule, subject_names
-from rag.answer.sentence_form import count_asked, sibling_named, states_count, states_something
+from rag.answer.sentence_form import count_asked
 from rag.answer.sentences import Sentence, split_passage
 from rag.text import Tokenizer, fold_hyphens, is_cjk, known_words, normalize
 from rag.types import Chunk, Hit
@@ -50,7 +50,6 @@ WEIGHTS_FILE = "reader_weights.json"
 # An English question whose words (and their Chinese translations) no candidate holds this much of reads the notes
 # only across languages: its own ranker orders the candidates (`reads_across_languages`).
 ACROSS_LANGUAGES_COVER = 0.3
-NAMING_MARGIN = 1.0  # logit units: a passage naming the question's subject this close to the best answers first
 
 
 class IndexTerms(Protocol):
@@ -120,80 +119,6 @@ class Reading:
                 for c in self.candidates[:top]
             ],
         }
-
-
-REPEAT_LOOKAHEAD = 5  # a follow-up's answer opens with the best of this many candidates the last answer did not quote
-
-
-def leading_first(
-    candidates: list[Candidate],
-    naming: Collection[int],
-    asks_list: bool,
-    count: int | None = None,
-    subject: Collection[str] = (),
-    question: str = "",
-    is_word: Callable[[str], bool] = lambda word: False,
-) -> list[Candidate]:
-    """The ranked candidates with what may lead an answer first (`candidates` sorted best first); `count`: the
-    number of parts the question names, if any; `subject`: the question's subject words (normalized), asked in
-    `question`; `is_word`: whether the notes index a string as a word."""
-    if not candidates:
-        return candidates
-    if asks_list and count and not states_count(candidates[0].sentence.text, count):
-        # "哪三个步骤？": a sentence close to the best that states three steps introduces the answer
-        counted = next(
-            (c for c in candidates if c.score >= candidates[0].score - NAMING_MARGIN and states_count(c.sentence.text, count)),
-            None,
-        )
-        if counted is not None:
-            candidates = [counted, *(c for c in candidates if c is not counted)]
-    best = candidates[0]
-    # a sibling the question names itself ("硬标签和软标签有什么不同？") is no other entity
-    named = {t: sibling_named(normalize(best.sentence.text), t, is_word) for t in subject}
-    siblings = [t for t, word in named.items() if word and word not in question]
-    if siblings:
-        # "欠拟合的解决方法：" for "过拟合怎么解决？": a sentence close to it that names the subject itself comes first
-        own = next(
-            (c for c in candidates if c.score >= best.score - NAMING_MARGIN and all(t in normalize(c.sentence.text) for t in siblings)),
-            None,
-        )
-        if own is not None:
-            candidates = [own, *(c for c in candidates if c is not own)]
-    named_best = max((c.score for c in candidates if c.passage in naming), default=None)
-    if named_best is not None and candidates[0].passage not in naming and named_best >= candidates[0].score - NAMING_MARGIN:
-        # the best sentence comes from a passage that never names what the question is about ("DDPG"), and one
-        # that does is rated close: the passages that name it answer first. Far below, the name is context
-        # ("NumPy" of "What is broadcasting in NumPy?") and the best passage answers.
-        candidates = sorted(candidates, key=lambda c: c.passage not in naming)
-    if not asks_list and not states_something(candidates[0].sentence.text, candidates[0].features):
-        # a title or a line of names ("Temperature Sampling") answers no question but a list's: the best
-        # sentence that states something comes first
-        stating = next((c for c in candidates if states_something(c.sentence.text, c.features)), None)
-        if stating is not None:
-            candidates = [stating, *(c for c in candidates if c is not stating)]
-    return candidates
-
-
-def new_first(reading: Reading, said: str, lookahead: int = REPEAT_LOOKAHEAD) -> Reading:
-    """A follow-up's reading with the best sentence the previous answer did not already quote first (among the
-    top `lookahead`): "第二步具体做什么？" asks for more than the step's line the last answer listed, and "那坏处呢？"
-    should not open with the sentence "有什么好处？" got. The verdict (answerable or not) is unchanged."""
-    said_text = normalize(strip_markers(said))
-    if not reading.candidates or not said_text:
-        return reading
-
-    def repeated(c: Candidate) -> bool:
-        text = normalize(c.sentence.text)
-        return len(text) >= 8 and text in said_text
-
-    count = count_asked(reading.profile.text)
-    if not repeated(reading.candidates[0]) or (count and states_count(reading.candidates[0].sentence.text, count)):
-        # asked again for the three steps the last answer listed: they are still the answer
-        return reading
-    new = next((c for c in reading.candidates[:lookahead] if not repeated(c)), None)
-    if new is None:
-        return reading
-    return replace(reading, candidates=[new, *(c for c in reading.candidates if c is not new)])
 
 
 @dataclass(frozen=True)
@@ -352,8 +277,10 @@ class Reader:
         gate_score: float,
         gate_features: Mapping[str, float],
         name_forms: Mapping[str, Sequence[str]] | None = None,
+        phrase_forms: Mapping[str, Sequence[str]] | None = None,
     ) -> Reading:
-        """Rank the candidate sentences of the top passages and decide whether any of them answers."""
+        """Rank the candidate sentences of the top passages and decide whether any of them answers;
+        `phrase_forms`: the Chinese names of an English question's phrases (`rag.retrieval.phrase_forms`)."""
         profile = self.profile(question, weighted)
         passages = list(hits[:READ_PASSAGES])
         sentences = [split_passage(i, hit) for i, hit in enumerate(passages)]
@@ -374,6 +301,8 @@ class Reader:
             candidates, naming, asks_list="list" in profile.types, count=count_asked(question), subject=profile.subject,
             question=normalize(question), is_word=self.index.has_term,
         )
+        if profile.no_chinese and not names:  # a Latin name the question is about decides first (above)
+            candidates = translation_first(candidates, subject_phrase_names(question, phrase_forms or {}))
         # whether anything answers is judged with the English question's attribute words read in Chinese
         # ("disadvantages" found where the notes say 缺点); the ranking above is left as fitted
         judge = self._judging_profile(profile)

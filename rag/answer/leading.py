@@ -1,0 +1,130 @@
+"""Which candidate leads an answer: rules over the reader's ranking for what a sentence's score does not see.
+
+A passage naming the question's Latin subject answers first; a sentence stating the count a list question names,
+one naming the subject where the best names only a sibling of it, or one writing the Chinese name of an English
+question's phrase comes first when rated close to the best; a title or a line of names never leads; a follow-up
+does not open with what the last answer already said. The verdict (answerable or not) is never changed here.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
+from rag.answer.citations import strip_markers
+from rag.answer.sentence_form import count_asked, sibling_named, states_count, states_something
+from rag.text import normalize
+
+if TYPE_CHECKING:
+    from rag.answer.reader import Candidate, Reading
+
+NAMING_MARGIN = 1.0  # logit units: a passage naming the question's subject this close to the best answers first
+REPEAT_LOOKAHEAD = 5  # a follow-up's answer opens with the best of this many candidates the last answer did not quote
+
+
+def leading_first(
+    candidates: list[Candidate],
+    naming: Collection[int],
+    asks_list: bool,
+    count: int | None = None,
+    subject: Collection[str] = (),
+    question: str = "",
+    is_word: Callable[[str], bool] = lambda word: False,
+) -> list[Candidate]:
+    """The ranked candidates with what may lead an answer first (`candidates` sorted best first); `count`: the
+    number of parts the question names, if any; `subject`: the question's subject words (normalized), asked in
+    `question`; `is_word`: whether the notes index a string as a word."""
+    if not candidates:
+        return candidates
+    if asks_list and count and not states_count(candidates[0].sentence.text, count):
+        # "哪三个步骤？": a sentence close to the best that states three steps introduces the answer
+        counted = next(
+            (c for c in candidates if c.score >= candidates[0].score - NAMING_MARGIN and states_count(c.sentence.text, count)),
+            None,
+        )
+        if counted is not None:
+            candidates = [counted, *(c for c in candidates if c is not counted)]
+    best = candidates[0]
+    # a sibling the question names itself ("硬标签和软标签有什么不同？") is no other entity
+    named = {t: sibling_named(normalize(best.sentence.text), t, is_word) for t in subject}
+    siblings = [t for t, word in named.items() if word and word not in question]
+    if siblings:
+        # "欠拟合的解决方法：" for "过拟合怎么解决？": a sentence close to it that names the subject itself comes first
+        own = next(
+            (c for c in candidates if c.score >= best.score - NAMING_MARGIN and all(t in normalize(c.sentence.text) for t in siblings)),
+            None,
+        )
+        if own is not None:
+            candidates = [own, *(c for c in candidates if c is not own)]
+    named_best = max((c.score for c in candidates if c.passage in naming), default=None)
+    if named_best is not None and candidates[0].passage not in naming and named_best >= candidates[0].score - NAMING_MARGIN:
+        # the best sentence comes from a passage that never names what the question is about ("DDPG"), and one
+        # that does is rated close: the passages that name it answer first. Far below, the name is context
+        # ("NumPy" of "What is broadcasting in NumPy?") and the best passage answers.
+        candidates = sorted(candidates, key=lambda c: c.passage not in naming)
+    if not asks_list and not states_something(candidates[0].sentence.text, candidates[0].features):
+        # a title or a line of names ("Temperature Sampling") answers no question but a list's: the best
+        # sentence that states something comes first
+        stating = next((c for c in candidates if states_something(c.sentence.text, c.features)), None)
+        if stating is not None:
+            candidates = [stating, *(c for c in candidates if c is not stating)]
+    return candidates
+
+
+# "in reinforcement learning", "In a deep learning framework,": the field a question is asked in, not its subject
+_IN_FIELD = re.compile(r"\b(?:in|within|for)\s+(?:a |an |the )?$")
+
+
+def subject_phrase_names(question: str, phrase_forms: Mapping[str, Sequence[str]]) -> list[str]:
+    """The Chinese names of an English question's phrases, but those of the field it is asked in."""
+    text = normalize(question)
+    names: list[str] = []
+    for phrase, forms in phrase_forms.items():
+        at = text.find(phrase)
+        if at >= 0 and not _IN_FIELD.search(text[:at]):
+            names += [f for f in forms if len(f) >= 3]
+    return names
+
+
+def translation_first(candidates: list[Candidate], names: Sequence[str]) -> list[Candidate]:
+    """An English question's candidates with one that writes the Chinese name of a phrase it asks about first,
+    when the best does not and that one is rated within NAMING_MARGIN: "折扣率: 又叫折扣因子……" for "What does
+    the discount factor mean…?", not "折扣回报 Discounted Return……", which only shares the English word."""
+    if not candidates or not names or any(n in normalize(candidates[0].sentence.text) for n in names):
+        return candidates
+    best = candidates[0].score
+    named = next(
+        (
+            c
+            for c in candidates
+            if c.score >= best - NAMING_MARGIN
+            and any(n in normalize(c.sentence.text) for n in names)
+            and states_something(c.sentence.text, c.features)  # not a title naming it ("3. 图神经网络（GNNs）")
+        ),
+        None,
+    )
+    return candidates if named is None else [named, *(c for c in candidates if c is not named)]
+
+
+def new_first(reading: Reading, said: str, lookahead: int = REPEAT_LOOKAHEAD) -> Reading:
+    """A follow-up's reading with the best sentence the previous answer did not already quote first (among the
+    top `lookahead`): "第二步具体做什么？" asks for more than the step's line the last answer listed, and "那坏处呢？"
+    should not open with the sentence "有什么好处？" got. The verdict (answerable or not) is unchanged."""
+    said_text = normalize(strip_markers(said))
+    if not reading.candidates or not said_text:
+        return reading
+
+    def repeated(c: Candidate) -> bool:
+        text = normalize(c.sentence.text)
+        return len(text) >= 8 and text in said_text
+
+    count = count_asked(reading.profile.text)
+    if not repeated(reading.candidates[0]) or (count and states_count(reading.candidates[0].sentence.text, count)):
+        # asked again for the three steps the last answer listed: they are still the answer
+        return reading
+    new = next((c for c in reading.candidates[:lookahead] if not repeated(c)), None)
+    if new is None:
+        return reading
+    return replace(reading, candidates=[new, *(c for c in reading.candidates if c is not new)])
