@@ -434,6 +434,9 @@ def test_a_sentence_a_line_break_cut_mid_clause_is_quoted_whole_on_one_line() ->
     answer = ExtractiveGenerator(Settings(_env_file=None), None).answer_from("负采样怎么降低计算量？", [hit(text)], reading)  # type: ignore[arg-type]
     first_line = answer.text.splitlines()[0]
     assert first_line == "普通softmax的计算量太大，而负采样每次只随机采样一些词当做负例，从而只需计算这些负例。[1]"
+    # a piece ending in a particle or preposition no sentence ends with was cut too; a title line was not
+    wrapped = split_passage(0, hit("GPTQ 量化\n它可以量化具有 1750 亿个参数的\nGPT 模型，将位宽降低到每权重 3 或 4 位。\n"))
+    assert [s.continues for s in wrapped] == [False, False, True]
     # a paragraph break ends the sentence, whatever its last mark
     assert not split_passage(0, hit("计算量太大，\n\n另一段从这里开始。\n"))[1].continues
 
