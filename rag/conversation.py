@@ -485,7 +485,7 @@ def _both(question: str, subject: str, earlier: tuple[str, str, str] | None) -> 
     a, b = normalize(other), normalize(subject)
     if not a or a in b or b in a:
         return subject
-    return _join(other, " 和 " if is_cjk(question) else " and ", subject).replace("  ", " ")
+    return f"{other} 和 {subject}" if is_cjk(question) else f"{other} and {subject}"
 
 
 def resolve_followup(question: str, history: Sequence[Turn], tokenizer: Tokenizer) -> str:

@@ -24,6 +24,14 @@ NAMING_MARGIN = 1.0  # logit units: a passage naming the question's subject this
 REPEAT_LOOKAHEAD = 5  # a follow-up's answer opens with the best of this many candidates the last answer did not quote
 
 
+def _close_first(candidates: list[Candidate], wanted: Callable[[Candidate], bool]) -> list[Candidate]:
+    """`candidates` (best first) with the best `wanted` one rated within NAMING_MARGIN of the best moved to the
+    front; unchanged when there is none."""
+    floor = candidates[0].score - NAMING_MARGIN
+    found = next((c for c in candidates if c.score >= floor and wanted(c)), None)
+    return candidates if found is None else [found, *(c for c in candidates if c is not found)]
+
+
 def leading_first(
     candidates: list[Candidate],
     naming: Collection[int],
@@ -40,24 +48,13 @@ def leading_first(
         return candidates
     if asks_list and count and not states_count(candidates[0].sentence.text, count):
         # "哪三个步骤？": a sentence close to the best that states three steps introduces the answer
-        counted = next(
-            (c for c in candidates if c.score >= candidates[0].score - NAMING_MARGIN and states_count(c.sentence.text, count)),
-            None,
-        )
-        if counted is not None:
-            candidates = [counted, *(c for c in candidates if c is not counted)]
-    best = candidates[0]
+        candidates = _close_first(candidates, lambda c: states_count(c.sentence.text, count))
     # a sibling the question names itself ("硬标签和软标签有什么不同？") is no other entity
-    named = {t: sibling_named(normalize(best.sentence.text), t, is_word) for t in subject}
+    named = {t: sibling_named(normalize(candidates[0].sentence.text), t, is_word) for t in subject}
     siblings = [t for t, word in named.items() if word and word not in question]
     if siblings:
         # "欠拟合的解决方法：" for "过拟合怎么解决？": a sentence close to it that names the subject itself comes first
-        own = next(
-            (c for c in candidates if c.score >= best.score - NAMING_MARGIN and all(t in normalize(c.sentence.text) for t in siblings)),
-            None,
-        )
-        if own is not None:
-            candidates = [own, *(c for c in candidates if c is not own)]
+        candidates = _close_first(candidates, lambda c: all(t in normalize(c.sentence.text) for t in siblings))
     named_best = max((c.score for c in candidates if c.passage in naming), default=None)
     if named_best is not None and candidates[0].passage not in naming and named_best >= candidates[0].score - NAMING_MARGIN:
         # the best sentence comes from a passage that never names what the question is about ("DDPG"), and one
@@ -94,18 +91,11 @@ def translation_first(candidates: list[Candidate], names: Sequence[str]) -> list
     the discount factor mean…?", not "折扣回报 Discounted Return……", which only shares the English word."""
     if not candidates or not names or any(n in normalize(candidates[0].sentence.text) for n in names):
         return candidates
-    best = candidates[0].score
-    named = next(
-        (
-            c
-            for c in candidates
-            if c.score >= best - NAMING_MARGIN
-            and any(n in normalize(c.sentence.text) for n in names)
-            and states_something(c.sentence.text, c.features)  # not a title naming it ("3. 图神经网络（GNNs）")
-        ),
-        None,
+    return _close_first(
+        candidates,
+        # not a title naming it ("3. 图神经网络（GNNs）")
+        lambda c: any(n in normalize(c.sentence.text) for n in names) and states_something(c.sentence.text, c.features),
     )
-    return candidates if named is None else [named, *(c for c in candidates if c is not named)]
 
 
 def new_first(reading: Reading, said: str, lookahead: int = REPEAT_LOOKAHEAD) -> Reading:

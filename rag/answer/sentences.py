@@ -29,7 +29,8 @@ LIST_ITEM = re.compile(r"^(?:\d{1,2}\s*[、.．)）]|[（(]\d{1,2}[)）]|[①-�
 _COLON_END = re.compile(r"[：:]\s*$")
 _LIST_NUMBER = re.compile(r"^\s*(?:[-*+•]\s*)?\d{1,2}[.．]\s*$")
 _BULLET = re.compile(r"[-*+•●▪◦·]")
-_UNFINISHED = re.compile(r"(?:[，,、]|(?<=[\u4e00-\u9fff])[的和与及或把被对从向])$")  # cut at a line break before it ended: a comma, or a particle or preposition no sentence ends with
+# A sentence a line break cut before it ended: a comma, or a particle or preposition no sentence ends with.
+_UNFINISHED = re.compile(r"(?:[，,、]|(?<=[\u4e00-\u9fff])[的和与及或把被对从向])$")
 
 
 @dataclass
