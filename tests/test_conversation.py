@@ -152,6 +152,17 @@ def test_a_reference_to_two_things_names_the_subjects_of_the_last_two_questions(
     assert resolve_followup(followup, history, tokenizer) == resolved
 
 
+def test_a_reference_to_two_things_with_one_earlier_question_or_a_pathological_one_stays_bounded(
+    tokenizer: Tokenizer,
+) -> None:
+    # one earlier subject only: the reference is resolved to it, as a singular one is
+    assert resolve_followup("它们有什么区别？", conversation("什么是 LSTM？", "……"), tokenizer) == "LSTM 有什么区别？"
+    # an earlier turn of 5,000 characters: its subject is cut to what the resolver parses, not copied whole
+    history = conversation("x" * 5000, "……", "What is GRU?", "……")
+    resolved = resolve_followup("How do they differ?", history, tokenizer)
+    assert resolved.endswith("and GRU differ?") and len(resolved) < 300
+
+
 def test_ellipsis_of_a_generic_ask_stays_about_the_subject(tokenizer: Tokenizer) -> None:
     assert resolve_followup("那缺点呢？", LORA, tokenizer) == "LoRA 缺点呢？"
 
