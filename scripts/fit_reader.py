@@ -40,6 +40,7 @@ sys.path.insert(0, str(ROOT))
 
 from rag.answer.reader import WEIGHTS_FILE, Ranker, Reader, ReaderModel, reads_across_languages  # noqa: E402
 from rag.answer.reader_features import QuestionProfile  # noqa: E402
+from rag.answer.sentences import whole_sentence  # noqa: E402
 from rag.config import Settings  # noqa: E402
 from rag.engine import Engine  # noqa: E402
 from rag.evaluation import EvalQuestion, holds_gold, load_questions  # noqa: E402
@@ -102,7 +103,11 @@ def collect(engine: Engine, reader: Reader, questions: list[EvalQuestion], group
             name_forms=result.name_forms,
         )
         rows = [c.features for c in reading.candidates]
-        labels = np.array([1.0 if q.gold and holds_gold(c.sentence.text, q.gold) else 0.0 for c in reading.candidates])
+        # a piece of a sentence a line break cut is labelled by the whole sentence, as it is judged and quoted
+        labels = np.array([
+            1.0 if q.gold and holds_gold(whole_sentence(reading.sentences[c.passage], c.sentence), q.gold) else 0.0
+            for c in reading.candidates
+        ])
         examples.append(
             Example(q, group, rows, labels, result.gate.score, result.gate.features, reading.profile, reading.veto)
         )

@@ -46,7 +46,7 @@ from rag.answer.sentence_form import (
     states_count,
     states_something,
 )
-from rag.answer.sentences import split_passage
+from rag.answer.sentences import split_passage, whole_sentence
 from rag.answer.spans import REFERS_BACK, compose, span_for
 from rag.config import Settings
 from rag.text import fold_hyphens
@@ -439,6 +439,24 @@ def test_a_sentence_a_line_break_cut_mid_clause_is_quoted_whole_on_one_line() ->
     assert [s.continues for s in wrapped] == [False, False, True]
     # a paragraph break ends the sentence, whatever its last mark
     assert not split_passage(0, hit("计算量太大，\n\n另一段从这里开始。\n"))[1].continues
+
+
+def test_a_sentence_a_line_break_cut_is_judged_whole(engine, reader: Reader) -> None:
+    text = "量化能减少模型的显存占用。\n具体来说，GPTQ 可以量化具有 1750 亿个参数的\nGPT 模型，将位宽降低到每权重 3 或 4 位。\n"
+    group = split_passage(0, hit(text))
+    assert whole_sentence(group, group[0]) == "量化能减少模型的显存占用。"
+    whole = "具体来说，GPTQ 可以量化具有 1750 亿个参数的GPT 模型，将位宽降低到每权重 3 或 4 位。"
+    assert whole_sentence(group, group[1]) == whole_sentence(group, group[2]) == whole
+    english = split_passage(0, hit("The model is trained on all of the data,\nwith a cosine schedule.\n"))
+    assert whole_sentence(english, english[0]) == "The model is trained on all of the data, with a cosine schedule."
+    # the piece holding the question's words and the piece holding the figure read as one sentence, which wins
+    reading = read(engine, reader, "GPTQ 可以把权重量化到几位？", [hit(text)])
+    pieces = {c.sentence.pos: c.features for c in reading.candidates}
+    assert pieces[1]["type_number"] == pieces[2]["type_number"] == 1.0
+    assert pieces[1]["cover"] == pieces[2]["cover"] > pieces[0]["cover"]
+    assert reading.best is not None and reading.best.sentence.pos in (1, 2)
+    answer = ExtractiveGenerator(Settings(_env_file=None), reader.tokenizer).answer_from(reading.profile.text, [hit(text)], reading)
+    assert answer.text.startswith(whole + "[1]")
 
 
 def test_english_sentences_on_one_line_keep_their_spaces_and_chinese_ones_join_as_written() -> None:

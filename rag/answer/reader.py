@@ -37,7 +37,7 @@ from rag.answer.reader_features import (
 )
 from rag.answer.refusal_rules import passages_naming, refusal_rule, subject_names
 from rag.answer.sentence_form import count_asked
-from rag.answer.sentences import Sentence, split_passage
+from rag.answer.sentences import Sentence, sentence_run, split_passage, whole_sentence
 from rag.text import Tokenizer, fold_hyphens, is_cjk, known_words, normalize
 from rag.types import Chunk, Hit
 
@@ -354,14 +354,20 @@ class Reader:
         top_heading = headings[0] if headings else ""
         predicate = {t: w for t, w in q.words.items() if t not in top_heading}
         rows = []
+        position = {id(s): i for i, s in enumerate(pool)}
         for s, d in zip(pool, dense, strict=True):
+            # a piece of a sentence a line break cut is judged as the whole sentence the answer quotes
             group = sentences[s.passage]
-            prev = group[s.pos - 1] if s.pos > 0 else None
-            nxt = group[s.pos + 1] if s.pos + 1 < len(group) else None
-            window = " ".join(norms[id(x)] for x in (prev, s, nxt) if x is not None)
+            run = sentence_run(group, s)
+            text = whole_sentence(group, s) if len(run) > 1 else s.text
+            norm = fold_hyphens(text) if len(run) > 1 else norms[id(s)]
+            d = max(dense[position[id(x)]] for x in (group[i] for i in run) if id(x) in position)
+            prev = group[run.start - 1] if run.start > 0 else None
+            nxt = group[run.stop] if run.stop < len(group) else None
+            window = " ".join(norms[id(x)] if x is not s else norm for x in (prev, s, nxt) if x is not None)
             context = CandidateContext(
-                text=s.text,
-                norm=norms[id(s)],
+                text=text,
+                norm=norm,
                 heading=f"{headings[s.passage]} {fold_hyphens(s.heading)}",
                 window=window,
                 previous=prev.text if prev is not None else "",

@@ -6,6 +6,7 @@ their snippet among them.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from rag.text import CJK_CHARS, HAS_CJK, sentence_spans
@@ -174,6 +175,28 @@ def split_passage(index: int, hit: Hit) -> list[Sentence]:
         )
         prev_end = e
     return out
+
+
+def sentence_run(group: Sequence[Sentence], s: Sentence) -> range:
+    """The positions of the pieces of the whole sentence `s` is one of: pieces a line break cut (`continues`)."""
+    first = s.pos
+    while group[first].continues:
+        first -= 1
+    last = s.pos
+    while last + 1 < len(group) and group[last + 1].continues:
+        last += 1
+    return range(first, last + 1)
+
+
+def whole_sentence(group: Sequence[Sentence], s: Sentence) -> str:
+    """The text of the whole sentence `s` is a piece of, its pieces joined on one line as the answer renders
+    them; `s.text` itself when no line break cut it."""
+    text = ""
+    for i in sentence_run(group, s):
+        piece = group[i].text
+        latin = text and re.search(r"[A-Za-z0-9.,;:)]\Z", text) and re.match(r"[A-Za-z0-9(]", piece)
+        text += (" " if latin else "") + piece
+    return text
 
 
 def clause_cut(text: str, limit: int) -> str:
