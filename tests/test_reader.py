@@ -584,6 +584,9 @@ def test_a_sentence_that_goes_on_to_say_what_the_subject_is_defines_it() -> None
     # used as something is not being something
     assert defined_share("先选择一个较大的学习率作为起始值", {"学习率": 1.0}) == 0.0
     assert defined_share("按照公式计算权重乘以原来的交叉熵损失即可", {"交叉熵": 1.0}) == 0.0  # 即可 is "that is all"
+    assert defined_share("flp不可能原理，也不是意味着研究共识算法没有意义", {"flp": 1.0}) == 0.0  # negated
+    assert "definition" not in sentence_types("允许节点失效（即便只有一个）的系统中，不存在确定性共识算法。")
+    assert "definition" in sentence_types("ReZero 即在残差连接前增加一个权重。")
     # a gloss in parentheses between the term and its definition
     assert defined_share("长度外推性（length extrapolation）是指一个模型处理输入序列的能力", {"长度外推": 1.0}) == 1.0
 

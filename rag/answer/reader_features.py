@@ -57,7 +57,7 @@ SENTENCE_TYPES: dict[str, re.Pattern[str]] = {
         "formula": r"=|≈|∑|Σ|√|\^|\\frac|\\sum|log\(|exp\(|×|÷",
         "number": r"\d",
         "cause": r"因为|由于|所以|导致|因此|使得|造成|原因|从而|以免|避免|because|due to|therefore|thus|so that",
-        "definition": r"是指|指的是|是一种|是一个|称为|又称|又叫|叫做|定义为|就是|即|refers to|is a|is an|means",
+        "definition": r"是指|指的是|是一种|是一个|称为|又称|又叫|叫做|定义为|就是|即(?![可使便将时刻])|refers to|is a|is an|means",
         "list": r"^(?:\d{1,2}\s*[、.．)）]|[（(]\d{1,2}[)）]|[①-⑳])|[：:]$|包括|分为|有以下|如下",
         "drawback": r"缺点|不足|劣势|局限|问题|缺陷|难以|无法|容易|不能|代价|开销|慢|消耗|disadvantage|drawback|cannot|costly",
         "advantage": r"优点|优势|好处|能够|可以|提高|提升|减少|降低|加快|有效|advantage|benefit|improv",
@@ -282,8 +282,9 @@ def degree_variants(words: Mapping[str, float]) -> dict[str, float]:
     return out
 
 
-# 即 as "namely", not 即可 ("and that is all"), 即使 / 即便 ("even if"), 即将, 即时
-_DEFINED = r".{0,12}?(?:是|指|就是|即(?![可使便将时刻])|称为|可以看做|可以看作|refers to|is a|is an|means)"
+# 即 as "namely", not 即可 ("and that is all"), 即使 / 即便 ("even if"), 即将, 即时; 是 not negated (不是, 并非是)
+# nor asking (是否)
+_DEFINED = r".{0,12}?(?:(?<![不非])是(?!否)|指|就是|即(?![可使便将时刻])|称为|可以看做|可以看作|refers to|is a|is an|means)"
 
 
 def defined_share(text: str, subject: Mapping[str, float]) -> float:
