@@ -22,6 +22,8 @@ SPACES = re.compile(r"\s+")
 MARKDOWN_IMAGE = re.compile(r"!\[[^\]]*\]\([^)]*\)")
 MARKDOWN_LINK = re.compile(r"\[([^\]]*)\]\([^)]*\)")
 _QUOTES = re.compile(r"[“”「」『』《》]")
+SHORTENED_PART = 3  # each word of a name written shortened keeps at least this many letters ("layernorm")
+MAX_SHORTENED_WORDS = 4
 EDGE_PUNCT = " \t,、;:.!?。-–—'\"‘’"
 
 
@@ -172,6 +174,7 @@ class AliasIndex:
         ignored = {member_key(term) for term in ignore}
         self._latin: dict[str, list[_Member]] = {}  # by latin_key
         self._other: dict[str, list[_Member]] = {}  # by member_key
+        self._phrases: list[tuple[tuple[str, ...], _Member]] = []  # Latin names of several words, by their words
         for index, group in enumerate(self.groups):
             for text in group:
                 latin = not HAS_CJK.search(text)
@@ -184,6 +187,9 @@ class AliasIndex:
                 ):
                     continue
                 (self._latin if latin else self._other).setdefault(key, []).append(_Member(index, text))
+                words = LATIN_WORD.findall(normalize(text)) if latin else []
+                if 2 <= len(words) <= MAX_SHORTENED_WORDS:
+                    self._phrases.append((tuple(words), _Member(index, text)))
                 if latin and (plain := _singular_latin_key(text)) != key and len(plain) >= 2:
                     # "RNNs" in a question finds "RNN", "language model" finds "Language Models"
                     self._latin.setdefault(plain, []).append(_Member(index, text))
@@ -216,6 +222,9 @@ class AliasIndex:
                 if not members:  # "overfitting" names the glossary's "overfit"
                     forms = [head + form for form in base_forms(words[j][0])]
                     members = dict.fromkeys(m for key in forms for m in self._latin.get(key, ()))
+                if not members and j == i:  # "LayerNorm" names "Layer Normalization": the group, as spelled
+                    groups = dict.fromkeys(m.group for parts, m in self._phrases if shortens(joined, parts))
+                    members = dict.fromkeys(_Member(group, words[i][0]) for group in groups)
                 for member in members:
                     found.append(_Match(offset[words[i][1]], offset[words[j][2]], member))
         for key, members in self._other.items():
@@ -288,6 +297,25 @@ class AliasIndex:
     def expand(self, tokens: Sequence[str], tokenizer: Tokenizer, query_text: str) -> dict[str, float]:
         """The weighted BM25 query of `expand_explained`, without the explanation."""
         return self.expand_explained(tokens, tokenizer, query_text)[0]
+
+
+def shortens(word: str, parts: Sequence[str]) -> bool:
+    """Whether `word` writes the name of several words `parts` shortened, as one word of their beginnings, each
+    at least SHORTENED_PART letters ("layernorm" of "layer normalization", "convnet" of "convolutional
+    network"); not the words in full, which the keys match already."""
+    if len(parts) < 2 or len(word) < 2 * SHORTENED_PART or word == "".join(parts):
+        return False
+
+    def rest(word: str, parts: Sequence[str]) -> bool:
+        if not parts:
+            return not word
+        head = parts[0]
+        return any(
+            word[:k] == head[:k] and rest(word[k:], parts[1:])
+            for k in range(min(len(head), len(word)), SHORTENED_PART - 1, -1)
+        )
+
+    return rest(word, parts)
 
 
 def _latin_boundary(text: str, start: int, end: int) -> bool:

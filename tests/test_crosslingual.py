@@ -8,7 +8,7 @@ import os
 import numpy as np
 import pytest
 
-from rag.aliases import AliasIndex
+from rag.aliases import AliasIndex, shortens
 from rag.config import Settings
 from rag.crosslingual import (
     TermBridge,
@@ -376,3 +376,20 @@ def test_a_small_knowledge_base_bridges_english_without_a_glossary(small_engine:
         e = small_engine.search(question, explain=True).explanation
         assert e is not None and not any("bridged_to" in item for item in e["expansions"]), question
         assert small_engine.ask(question).refused, question
+
+
+def test_a_name_written_shortened_as_one_word_finds_its_group() -> None:
+    aliases = AliasIndex([["层归一化", "Layer Normalization"], ["卷积神经网络", "Convolutional Network"], ["批量", "batch"]])
+    tokenizer = Tokenizer()
+
+    def expansions(query: str) -> list[tuple[str, list[str]]]:
+        found = aliases.expand_explained(tokenizer.tokenize(query), tokenizer, query)[1]
+        return [(item["matched"], item["added"]) for item in found]
+
+    # the group comes in as the question spells it, so its full name counts as one of the name's forms
+    assert expansions("What is LayerNorm?") == [("layernorm", ["层归一化", "Layer Normalization"])]
+    assert expansions("ConvNet 是什么？") == [("convnet", ["卷积神经网络", "Convolutional Network"])]
+    assert expansions("What is BatchNorm?") == []  # "batch" alone is no name of several words
+    assert expansions("What is a layer?") == []  # a word of the name is not the name
+    assert shortens("layernorm", ("layer", "normalization")) and not shortens("lnorm", ("layer", "normalization"))
+    assert not shortens("layernormalization", ("layer", "normalization"))  # in full: the keys match it already

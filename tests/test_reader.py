@@ -153,6 +153,16 @@ def test_a_name_the_notes_never_spell_is_refused_whatever_shares_its_other_words
     assert not engine.ask("BERT-base 有多少个参数？").refused  # "BERT-base: ……参数量=110M"
 
 
+def test_a_name_written_shortened_is_answered_from_the_section_that_spells_it_in_full(engine) -> None:
+    # the notes have a section "Layer Normalization(层归一化)" and mention "LayerNorm" only in passing; "BatchNorm"
+    # they only list, with no section of its own
+    for question in ("What is LayerNorm?", "LayerNorm 是什么？"):
+        answer = engine.ask(question)
+        assert not answer.refused and answer.text.startswith("Layer Normalization是一个通用的技术"), question
+        assert answer.citations[0].heading_path[-1] == "Layer Normalization(层归一化)"
+    assert engine.ask("What is BatchNorm?").refused
+
+
 def test_a_figure_is_missing_only_when_the_question_asks_for_one(engine, reader: Reader) -> None:
     # 几 as a determiner ("which", "several", a noun phrase) asks for no figure; 几 + a measure word at the
     # question's end, 多少 and a range do
