@@ -203,6 +203,30 @@ def test_a_title_of_latin_words_alone_does_not_lead_an_answer(engine, reader: Re
     assert listing.best is not None and listing.best.sentence.text.endswith("Sampler")
 
 
+def test_an_english_question_about_a_name_the_passages_never_spell_is_not_answered_by_its_sibling(
+    engine, reader: Reader
+) -> None:
+    layer = hit("Layer Normalization是一个通用的技术，其本质是规范优化空间，加速收敛。\n", heading=("Layer Normalization(层归一化)",))
+    reading = read(engine, reader, "What is batch normalization?", [layer])
+    assert not reading.answerable and "speak of layer normalization, not of batch normalization" in reading.reason
+    # the sibling is what the question asks about, or the question names both: the reader judges as usual
+    assert not read(engine, reader, "What is layer normalization?", [layer]).veto
+    vae = hit("变分自动编码器（variational autoencoder）的损失在自动编码器的损失上增加了 KL 散度正则项。\n", heading=("VAE",))
+    question = "How does the loss of a variational autoencoder differ from that of a plain autoencoder?"
+    assert not read(engine, reader, question, [vae]).veto
+    # two words that only meet in the question ("…rate need warmup") are no name
+    warmup = hit("constant warmup: 是从一个很小的学习率一下变为比较大的学习率。\n", heading=("Warmup",))
+    assert not read(engine, reader, "Why does the learning rate need warmup?", [warmup]).veto
+    # a Chinese name the glossary or the bridge gave the phrase, written in a passage, names it
+    question = "What is negative sampling?"
+    sampling = hit("随机采样即 random sampling，每次等概率抽取样本。\n负采样每次只随机采样一些词当做负例。\n", heading=("采样",))
+    vectors = engine.embedder.embed_queries([question])
+    for forms, refused in (({}, True), ({"negative sampling": ("负采样",)}, False)):
+        judged = reader.read(question, [sampling], weighted={}, query_vectors=vectors, gate_score=0.9, gate_features={},
+                             phrase_forms=forms)
+        assert ("speak of random sampling" in judged.veto) is refused
+
+
 def test_a_markdown_image_or_link_with_alt_text_is_no_candidate(engine, reader: Reader) -> None:
     passage = hit("CLIP 的训练过程如下：\n![CLIP 训练过程.gif](https://example.com/clip.gif)\n[CLIP 论文](https://arxiv.org/abs/2103.00020)\n"
                   "CLIP 用对比学习同时训练文本编码器和图像编码器。\n", heading=("CLIP",))

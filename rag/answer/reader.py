@@ -310,7 +310,9 @@ class Reader:
         judged_scores = shared if judged is features else self.model.rank_scores(judged)
         q_features = question_features(judge, judged, list(judged_scores), gate_score, gate_features)
         probability = self.model.answer_probability(q_features)
-        veto = refusal_rule(question, profile, candidates, sentences, gate_features, name_forms, headings, naming)
+        veto = refusal_rule(
+            question, profile, candidates, sentences, gate_features, name_forms, headings, naming, phrase_forms
+        )
         answerable = bool(candidates) and probability >= self.threshold and not veto
         if veto:
             reason = veto

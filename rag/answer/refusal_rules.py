@@ -2,8 +2,9 @@
 
 The reader's model weighs evidence; these rules catch what no weighing should let through: input that instructs
 the assistant, a name the notes never spell, a figure or a date asked for that the passages never give, a
-name the notes only list, and a name no passage read spells (`passages_naming`, which the reader also uses to
-answer from the passages that do). Each returns the reason shown in explanations; `scripts/fit_reader.py` counts the
+name the notes only list, a name no passage read spells (`passages_naming`, which the reader also uses to
+answer from the passages that do), and an English two-word name no passage read spells when the best sentence is
+about its sibling ("layer normalization" for "batch normalization"). Each returns the reason shown in explanations; `scripts/fit_reader.py` counts the
 questions they refuse as refused.
 """
 
@@ -23,7 +24,7 @@ from rag.answer.reader_features import (
 from rag.answer.sentence_form import ITEM_NUMBER
 from rag.answer.sentences import Sentence
 from rag.relevance_gate import latin_names
-from rag.text import is_cjk, normalize, spelled_as_one
+from rag.text import STOPWORDS, is_cjk, normalize, spelled_as_one
 
 if TYPE_CHECKING:
     from rag.answer.reader import Candidate
@@ -42,6 +43,11 @@ _ITEM_SPLIT = re.compile(r"[、,，/|；;]|和|及|与|\bor\b|\band\b")
 # examples named in passing: "如 Adam、RMSProp 等", "such as Adam and RMSProp"
 _EXAMPLES = re.compile(r"(?:例如|比如|诸如|如|such as|e\.g\.)\s*([^。；;：:！？!?()（）]{1,60}?)\s*(?:等|etc\.?|[。；;！？!?]|$)")
 _LATIN_NAME = re.compile(r"[a-z][a-z0-9]*(?:-[a-z0-9]+)*")
+# words after which a name begins: an article, a copula, a preposition ("What is batch normalization?", "about
+# group normalization")
+_OPENS_NOUN_PHRASE = frozenset(
+    "a an the is are was were about of for in on with between and or to by from than what".split()  # noqa: SIM905
+)
 FIGURE_MARGIN = 2.5  # logit units: sentences this close to the best are what an answer quotes besides it
 
 
@@ -54,11 +60,13 @@ def refusal_rule(
     name_forms: Mapping[str, Sequence[str]] | None = None,
     headings: Sequence[str] = (),
     naming: Collection[int] | None = None,
+    phrase_forms: Mapping[str, Sequence[str]] | None = None,
 ) -> str:
     """Why the question must be refused whatever the reader's probability, or "" when nothing rules it out.
     `name_forms`: every form that counts for each Latin name of the question (its aliases); `headings`: each
     passage's normalized heading path; `naming`: the passages that name the question's subject names
-    (`passages_naming`), when the caller has them already."""
+    (`passages_naming`), when the caller has them already; `phrase_forms`: the Chinese names of an English
+    question's phrases."""
     if is_instruction(question):
         return "the input is an instruction to the assistant, not a question about the notes"
     if gate_features.get("unknown_latin"):
@@ -77,12 +85,53 @@ def refusal_rule(
     named = _named_only(question, candidates, name_forms or {}, headings)
     if named:
         return f"the notes only name {named} in a list or title; no sentence says anything about it"
+    sibling = _sibling_phrase(question, profile, candidates, sentences, headings, phrase_forms or {})
+    if sibling:
+        return sibling
     names = subject_names(question, profile)
     if naming is None and names:
         naming = passages_naming(names, name_forms or {}, sentences, headings)
     if candidates and names and not naming:
         written = re.search(re.escape(names[0]), question, re.I)  # as the question spells it ("GAN")
         return f"no passage read names {written.group(0) if written else names[0]}, what the question is about"
+    return ""
+
+
+def _sibling_phrase(
+    question: str,
+    profile: QuestionProfile,
+    candidates: Sequence[Candidate],
+    sentences: Sequence[Sequence[Sentence]],
+    headings: Sequence[str],
+    phrase_forms: Mapping[str, Sequence[str]],
+) -> str:
+    """Why an English question about a two-word name ("batch normalization") is refused when no passage read
+    spells it, nor a Chinese name of it, and the best sentence is about a sibling, another name with the same
+    last word that the question does not name ("layer normalization"); "" otherwise."""
+    if not profile.no_chinese or not candidates:
+        return ""
+    text = normalize(question)
+    words = _LATIN_NAME.findall(text)
+    read = " ".join([*(normalize(s.text) for group in sentences for s in group), *headings])
+    best = candidates[0].sentence
+    around = normalize(f"{best.text} {best.heading}")
+    for i, (first, last) in enumerate(zip(words, words[1:], strict=False)):
+        phrase = f"{first} {last}"
+        if (
+            (i > 0 and words[i - 1] not in _OPENS_NOUN_PHRASE)  # "need warmup" of "…rate need warmup" is no name
+            or first in STOPWORDS
+            or last in STOPWORDS
+            or first not in profile.subject
+            or last not in profile.subject
+            or phrase not in text
+            or spelled_as_one([first, last]).search(read)
+            or any(form in read for form in phrase_forms.get(phrase, ()))
+        ):
+            continue
+        for match in re.finditer(rf"\b([a-z][a-z0-9]*)\s+{re.escape(last)}\b", around):
+            sibling = f"{match.group(1)} {last}"
+            if match.group(1) != first and match.group(1) not in STOPWORDS and sibling not in text:
+                return f"the passages read speak of {sibling}, not of {phrase}, what the question is about"
     return ""
 
 
