@@ -176,12 +176,18 @@ class RelevanceGate:
 
     def name_forms(self, query: str, expansions: list[dict] | None = None) -> dict[str, tuple[str, ...]]:
         """Every normalized form that counts for each name the question spells in Latin letters (itself, its
-        glossary aliases, the alias groups the question names it in): "gan" -> ("gan", "生成对抗网络")."""
+        glossary aliases, the alias groups the question names it in): "gan" -> ("gan", "生成对抗网络"); and for
+        each Chinese name of an alias group the question spells, the group's names: "批归一化" -> ("批归一化",
+        "批标准化")."""
         alias_names = _alias_names(expansions)
-        return {
+        forms = {
             name: tuple(dict.fromkeys(normalize(m) for m in self._names(name, alias_names, english=False)))
             for name in latin_names(query)
         }
+        for matched, members in alias_names:
+            if is_cjk(matched):
+                forms.setdefault(matched, tuple(dict.fromkeys(normalize(m) for m in members)))
+        return forms
 
     def _names(self, word: str, alias_names: list[tuple[str, list[str]]], english: bool) -> list[str]:
         """Every name that counts for `word`: itself, its glossary aliases, the members of the alias groups the

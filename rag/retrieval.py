@@ -56,7 +56,7 @@ class SearchResult:
     explanation: dict | None = None
     weighted_query: dict[str, float] = field(default_factory=dict)  # BM25 tokens with expansion weights
     query_vectors: np.ndarray | None = None  # (1, dim): the question's vector, or its translation's
-    name_forms: dict[str, tuple[str, ...]] = field(default_factory=dict)  # the question's Latin names' forms
+    name_forms: dict[str, tuple[str, ...]] = field(default_factory=dict)  # its names' forms (Latin; alias groups)
     phrase_forms: dict[str, tuple[str, ...]] = field(default_factory=dict)  # its English phrases' Chinese names
 
 

@@ -203,6 +203,30 @@ def test_a_title_of_latin_words_alone_does_not_lead_an_answer(engine, reader: Re
     assert listing.best is not None and listing.best.sentence.text.endswith("Sampler")
 
 
+def test_a_term_no_passage_read_writes_is_not_defined_by_what_shares_a_part_of_it(engine, reader: Reader) -> None:
+    layer = hit("层归一化对每个样本的所有特征做归一化。\n归一化首先是减去均值，然后除以标准差。\n", heading=("层归一化",))
+    for question in ("什么是批归一化？", "批归一化是什么？"):
+        assert "no passage read names 批归一化" in read(engine, reader, question, [layer]).veto, question
+    assert not read(engine, reader, "什么是层归一化？", [layer]).veto
+    # a word after the term that only names its kind; a question that is not about one term
+    pruning = hit("剪枝实际上可以看做把数值直接近似成0。\n", heading=("剪枝",))
+    for question in ("剪枝方法是什么？", "什么是模型剪枝？"):
+        assert not read(engine, reader, question, [pruning]).veto, question
+    assert "no passage read names" not in read(engine, reader, "归一化的作用是什么？", [pruning]).veto
+    # another name of the term's alias group counts; the group of a part of it ("归一化") does not
+    question = "什么是批归一化？"
+    vectors = engine.embedder.embed_queries([question])
+    aliased = hit("批标准化在每个 batch 内对每个特征做归一化。\n", heading=("归一化",))
+    for forms, refused in (({"批归一化": ("批归一化", "批标准化")}, False), ({"归一化": ("归一化", "normalization")}, True)):
+        judged = reader.read(question, [layer, aliased], weighted={}, query_vectors=vectors, gate_score=0.9,
+                             gate_features={}, name_forms=forms)
+        assert ("no passage read names 批归一化" in judged.veto) is refused
+    # over the bundled notes: 梯度 and 裁剪 each occur, 梯度裁剪 nowhere (a 梯度消失 sentence answered it)
+    answer = engine.ask("什么是梯度裁剪？", explain=True)
+    assert answer.refused and "梯度裁剪" in answer.explanation["reader"]["reason"]
+    assert not engine.ask("什么是过拟合现象？").refused
+
+
 def test_an_english_question_about_a_name_the_passages_never_spell_is_not_answered_by_its_sibling(
     engine, reader: Reader
 ) -> None:

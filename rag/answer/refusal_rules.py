@@ -48,6 +48,15 @@ _LATIN_NAME = re.compile(r"[a-z][a-z0-9]*(?:-[a-z0-9]+)*")
 _OPENS_NOUN_PHRASE = frozenset(
     "a an the is are was were about of for in on with between and or to by from than what".split()  # noqa: SIM905
 )
+# "什么是X？", "X是什么？": a question that only asks what a term is
+DEFINITION_ASKED = re.compile(
+    r"(?:请问)?(?:什么是|啥是|何为|何谓)\s*(?P<a>[^？?，,。]+?)\s*[？?]?"
+    r"|(?:请问)?(?P<b>[^？?，,。]+?)\s*(?:是什么意思|是什么东西|是什么|是啥|指什么|是指什么|什么意思)\s*[？?]?"
+)
+_NOT_ONE_TERM = re.compile(r"[的和与及或跟里中之]")  # "LoRA 的原理", "A 和 B": not one term
+# words around a term that only name its kind or its form ("剪枝方法", "早停法", "过拟合现象", "模型剪枝"): what
+# shares the rest of it may well be about it
+_KIND_WORDS = re.compile(r"^(?:模型|神经网络)|(?:方法|算法|技术|机制|策略|模型|现象|问题|过程|方式|概念|原理|法)$")
 FIGURE_MARGIN = 2.5  # logit units: sentences this close to the best are what an answer quotes besides it
 
 
@@ -63,10 +72,10 @@ def refusal_rule(
     phrase_forms: Mapping[str, Sequence[str]] | None = None,
 ) -> str:
     """Why the question must be refused whatever the reader's probability, or "" when nothing rules it out.
-    `name_forms`: every form that counts for each Latin name of the question (its aliases); `headings`: each
-    passage's normalized heading path; `naming`: the passages that name the question's subject names
-    (`passages_naming`), when the caller has them already; `phrase_forms`: the Chinese names of an English
-    question's phrases."""
+    `name_forms`: every form that counts for each Latin name of the question, and for each Chinese name of an
+    alias group it spells (their aliases); `headings`: each passage's normalized heading path; `naming`: the
+    passages that name the question's subject names (`passages_naming`), when the caller has them already;
+    `phrase_forms`: the Chinese names of an English question's phrases."""
     if is_instruction(question):
         return "the input is an instruction to the assistant, not a question about the notes"
     if gate_features.get("unknown_latin"):
@@ -85,6 +94,9 @@ def refusal_rule(
     named = _named_only(question, candidates, name_forms or {}, headings)
     if named:
         return f"the notes only name {named} in a list or title; no sentence says anything about it"
+    unnamed = _unnamed_term(question, sentences, headings, name_forms or {})
+    if unnamed:
+        return f"no passage read names {unnamed}, the term the question asks to define"
     sibling = _sibling_phrase(question, profile, candidates, sentences, headings, phrase_forms or {})
     if sibling:
         return sibling
@@ -95,6 +107,24 @@ def refusal_rule(
         written = re.search(re.escape(names[0]), question, re.I)  # as the question spells it ("GAN")
         return f"no passage read names {written.group(0) if written else names[0]}, what the question is about"
     return ""
+
+
+def _unnamed_term(
+    question: str, sentences: Sequence[Sequence[Sentence]], headings: Sequence[str], name_forms: Mapping[str, Sequence[str]]
+) -> str:
+    """The Chinese term a definition question asks about ("什么是批归一化？", "梯度裁剪是什么？") when no passage
+    read writes it, less the words that only name its kind ("剪枝方法" is 剪枝): whatever shares a part of it
+    ("归一化", "梯度") is about something else. "" otherwise, and for any other question."""
+    match = DEFINITION_ASKED.fullmatch(question.strip())
+    term = (match.group("a") or match.group("b")) if match else ""
+    if not term or not 3 <= len(term) <= 8 or not all(is_cjk(ch) for ch in term) or _NOT_ONE_TERM.search(term):
+        return ""
+    core = _KIND_WORDS.sub("", term) if len(_KIND_WORDS.sub("", term)) >= 2 else term
+    read = "".join([*(s.text for group in sentences for s in group), *headings])
+    read = re.sub(r"\s+", "", normalize(read))
+    # the alias group of the whole term, not of a part of it (归一化's group says nothing of 批归一化)
+    forms = [*name_forms.get(term, ()), *name_forms.get(core, ())]
+    return "" if core in read or any(len(f) >= 2 and f in read for f in forms) else term
 
 
 def _sibling_phrase(
