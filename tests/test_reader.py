@@ -212,6 +212,13 @@ def test_a_term_no_passage_read_writes_is_not_defined_by_what_shares_a_part_of_i
     pruning = hit("剪枝实际上可以看做把数值直接近似成0。\n", heading=("剪枝",))
     for question in ("剪枝方法是什么？", "什么是模型剪枝？"):
         assert not read(engine, reader, question, [pruning]).veto, question
+    # a variant with the same first character and last word, a few characters of its own between, is the term
+    rag = hit("检索增强型生成是一种方法，通过整合外部数据源来增强模型。\n", heading=("RAG",))
+    assert not read(engine, reader, "什么是检索增强生成？", [rag]).veto
+    peft = hit("PEFT 方法克服了全参数微调期间观察到的灾难性遗忘。\n", heading=("PEFT",))
+    assert not read(engine, reader, "全量微调是什么？", [peft]).veto
+    clause = hit("全量的数据都用来微调。\n", heading=("数据",))  # words of a clause are no variant of it
+    assert "no passage read names 全量微调" in read(engine, reader, "全量微调是什么？", [clause]).veto
     assert "no passage read names" not in read(engine, reader, "归一化的作用是什么？", [pruning]).veto
     # another name of the term's alias group counts; the group of a part of it ("归一化") does not
     question = "什么是批归一化？"

@@ -53,6 +53,7 @@ DEFINITION_ASKED = re.compile(
     r"(?:请问)?(?:什么是|啥是|何为|何谓)\s*(?P<a>[^？?，,。]+?)\s*[？?]?"
     r"|(?:请问)?(?P<b>[^？?，,。]+?)\s*(?:是什么意思|是什么东西|是什么|是啥|指什么|是指什么|什么意思)\s*[？?]?"
 )
+_JOINING = "的了是在和与或及就都也很可以被把对从向为"  # characters that join words into a clause, not into a term
 _NOT_ONE_TERM = re.compile(r"[的和与及或跟里中之]")  # "LoRA 的原理", "A 和 B": not one term
 # words around a term that only name its kind or its form ("剪枝方法", "早停法", "过拟合现象", "模型剪枝"): what
 # shares the rest of it may well be about it
@@ -124,7 +125,19 @@ def _unnamed_term(
     read = re.sub(r"\s+", "", normalize(read))
     # the alias group of the whole term, not of a part of it (归一化's group says nothing of 批归一化)
     forms = [*name_forms.get(term, ()), *name_forms.get(core, ())]
-    return "" if core in read or any(len(f) >= 2 and f in read for f in forms) else term
+    return "" if _written(core, read) or any(len(f) >= 2 and f in read for f in forms) else term
+
+
+def _written(term: str, text: str) -> bool:
+    """Whether `text` writes `term`, or a variant of it with the same first character and the same last word
+    and a few characters of its own between ("检索增强型生成" for 检索增强生成, "全参数微调" for 全量微调)."""
+    if term in text:
+        return True
+    head, first, middle = term[-2:], term[0], len(term) - 3
+    if middle < 0:
+        return False
+    gap = rf"[^\s{_JOINING}，,。；;：:、（）()]{{{max(middle - 1, 0)},{middle + 2}}}"
+    return re.search(re.escape(first) + gap + re.escape(head), text) is not None
 
 
 def _sibling_phrase(
