@@ -80,9 +80,8 @@ _EN_SUCCESSOR = re.compile(
 
 # 它 with no clause mark before it: a clause-mate name is its clause's subject, which a Chinese pronoun does not
 # stand for ("CBAM 跟它比多了什么？"); "BERT 和它的变体" is the exception, a possessive joined to the name.
-# "在里面 / 在其中 / 在这当中" points inside the previous subject: "温度在里面起什么作用？" after "什么是知识蒸馏？".
-# "在这里面" / "在其中", or a question opening with 其中 or 里面 ("其中的分区容错性指什么？", "里面有中文吗？"):
-# inside the previous subject
+# "在里面 / 在其中 / 在这当中", or a question opening with 其中 or 里面 ("其中的分区容错性指什么？"): inside the
+# previous subject ("温度在里面起什么作用？" after "什么是知识蒸馏？")
 _ZH_INSIDE_IT = re.compile(
     r"(?<=在)(?:这|那)?(?:里面|里头|当中|之中)|(?<=在)其中|^(?:那么?\s*)?(?:其中|(?:这|那)?(?:里面|里头|当中))"
 )
@@ -125,6 +124,8 @@ _ZH_ORDINAL = re.compile(
 # A verb of remedy with its object left out ("ReLU 为什么能缓解？", "梯度裁剪能解决吗？"): the object is the
 # conversation's subject, a problem.
 _ZH_REMEDY_OF_IT = re.compile(r"(?:缓解|解决|避免|防止|改善|克服|减轻|抑制)(?:掉|了)?(?:吗|么|呢)?[\s?？。!！]*$")
+# "为什么要用正弦函数？", "为啥选 Adam？": asked of what uses it, the conversation's subject
+_ZH_WHY_USE = re.compile(r"^\s*(?:那么?)?\s*(?:为什么|为啥|为何)(?:要|会|还要|非要|偏要)?(?:用|使用|采用|选用|选择|选)")
 # A verb and a degree with no subject: "设太高会怎样？", "调小一点呢？".
 _ZH_VERB_DEGREE = re.compile(r"^\s*[\u4e00-\u9fff]{1,2}(?:太|过于|得太)[高低大小多少快慢长短深浅]")
 _ORDINAL_ITEM = re.compile(r"第(?P<n>[一二两三四五六七八九十\d]{1,2})(?:步|个|点|种|类|阶段|部分|条|层)")
@@ -254,7 +255,7 @@ def looks_like_followup(question: str, tokenizer: Tokenizer) -> bool:
         return True
     if ZH_REFERENCE.match(_LEADING_THEN.sub("", text, count=1)):  # "它们各自适合什么任务？"
         return True
-    if _ZH_INSIDE_IT.search(text):
+    if _ZH_INSIDE_IT.search(text) or _ZH_WHY_USE.match(text):  # inside the subject, or why the subject uses it
         return True
     if _ZH_IT_IN_CLAUSE.search(text) and not _ZH_IT_AFTER_AND.search(text):
         return True  # "为什么分类任务常用它？": 它 in the clause of a name cannot be that name

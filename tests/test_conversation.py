@@ -201,6 +201,7 @@ def test_successor_reference_names_the_subjects_version(
         "What is better, LoRA or full fine-tuning?",  # the degree has its subjects
         "What is BERT and why is it popular?",  # the pronoun's antecedent is in the question
         "Is it possible to fine-tune BERT on a CPU?",  # a dummy "it"
+        "为什么 BERT 要用位置编码？",  # who uses it is named
     ],
 )
 def test_standalone_question_is_unchanged(question: str, tokenizer: Tokenizer) -> None:
@@ -236,6 +237,9 @@ def test_standalone_question_is_unchanged(question: str, tokenizer: Tokenizer) -
         ("dropout 是什么？", "训练时怎么用？", "dropout 训练时怎么用？"),
         ("BatchNorm 是什么？", "推理的时候要开着吗？", "BatchNorm 推理的时候要开着吗？"),
         # Chinese drops a subject the conversation gives: a modal, an adverb, 越…越… or a comparison opens it
+        # why it uses a thing, asked with the user left out: the conversation's subject uses it
+        ("什么是 Transformer 的位置编码？", "为什么要用正弦函数？", "Transformer 的位置编码 为什么要用正弦函数？"),
+        ("什么是 SimCSE？", "那为啥要用 dropout？", "SimCSE 为啥要用 dropout？"),
         ("混合精度训练是什么？", "会影响精度吗？", "混合精度训练 会影响精度吗？"),
         ("混合精度训练是什么？", "需要什么硬件？", "混合精度训练 需要什么硬件？"),
         ("CNN 的池化层有什么用？", "能不能去掉？", "CNN 的池化层 能不能去掉？"),
