@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from rag.answer.reader_features import attribute_translations
 from rag.index import IndexBackend
 from rag.text import (
+    CJK_CHARS,
     STOPWORDS,
     Tokenizer,
     char_bigrams,
@@ -64,6 +65,12 @@ GATE_WEIGHTS: dict[str, float] = {
 }
 
 
+# a term given in parentheses: a Chinese name, or a Latin one of up to four words; not an example or an aside
+GLOSS = re.compile(
+    rf"[（(]\s*(?!比如|例如|如|即|包括|也就是)(?P<term>[{CJK_CHARS}]{{2,8}}|[A-Za-z][A-Za-z0-9\-]*(?: [A-Za-z0-9\-]+){{0,3}})\s*[）)]"
+)
+
+
 def latin_names(query: str) -> list[str]:
     """The names a question spells in Latin letters, normalized: a Chinese question's runs of Latin words
     ("focal loss"), an English question's names (acronyms, inner capitals, digits: "DDPG", "XLNet")."""
@@ -75,6 +82,27 @@ def latin_names(query: str) -> list[str]:
         if not any(name in n or n in name for n in names):
             names.append(name)
     return names
+
+
+_JOINING_CHARS = "用是在对把和与及跟为从向被的了"  # a character that joins a term to its clause, before it
+
+
+def without_glosses(text: str, known: str) -> str:
+    """`text` without the Latin names it gives in parentheses after a Chinese term `known` writes ("负采样（negative
+    sampling）"): a gloss of a term the notes use names nothing new, whatever the notes call it in English."""
+
+    def drop(match: re.Match[str]) -> str:
+        term = match.group("term")
+        before = re.search(rf"[{CJK_CHARS}]{{2,8}}$", text[: match.start()].rstrip())
+        # the whole run of Chinese before it, or what follows a character that joins a term to its clause
+        # ("用负采样（…）"); not any tail ("检查点" of 梯度检查点, a term the notes never write)
+        run = before.group(0) if before else ""
+        glossed = any(
+            (i == 0 or run[i - 1] in _JOINING_CHARS) and run[i:] in known for i in range(len(run) - 1)
+        )
+        return " " if glossed and not is_cjk(term) else match.group(0)
+
+    return GLOSS.sub(drop, text)
 
 
 def _alias_names(expansions: list[dict] | None) -> list[tuple[str, list[str]]]:
@@ -148,6 +176,7 @@ class RelevanceGate:
         norm_query = normalize(query)
         unknown_latin = 0.0
         if is_cjk(query):
+            norm_query = without_glosses(norm_query, top_text)
             for term in set(LATIN_WORD.findall(norm_query)):
                 # "chatglm-6b" is indexed as "chatglm" + "6b": a compound the top passages spell is known, with a
                 # space, "_" or nothing for any hyphen ("p-tuning-v2" of a resolved follow-up, "P-Tuning v2")

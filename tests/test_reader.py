@@ -49,6 +49,7 @@ from rag.answer.sentence_form import (
 from rag.answer.sentences import split_passage, whole_sentence
 from rag.answer.spans import REFERS_BACK, compose, span_for
 from rag.config import Settings
+from rag.relevance_gate import without_glosses
 from rag.text import fold_hyphens
 from rag.types import Chunk, Hit
 
@@ -232,6 +233,30 @@ def test_a_term_no_passage_read_writes_is_not_defined_by_what_shares_a_part_of_i
     answer = engine.ask("什么是梯度裁剪？", explain=True)
     assert answer.refused and "梯度裁剪" in answer.explanation["reader"]["reason"]
     assert not engine.ask("什么是过拟合现象？").refused
+
+
+def test_a_term_the_question_gives_in_parentheses_must_be_written_in_a_passage_read(engine, reader: Reader) -> None:
+    gan = hit("GAN 由生成器和判别器组成，两者对抗训练。\n生成器生成以假乱真的样本。\n", heading=("GAN",))
+    question = "GAN 训练时生成器只会反复产出几种相似的样本（模式崩溃），一般怎么缓解？"
+    assert "no passage read names 模式崩溃" in read(engine, reader, question, [gan]).veto
+    collapse = hit("模式崩溃指生成器只产出少数几种样本，可用小批量判别缓解。\n", heading=("GAN",))
+    assert not read(engine, reader, question, [gan, collapse]).veto
+    # a Latin gloss of a Chinese term a passage writes names it; an example in parentheses is no gloss
+    sampling = hit("负采样每次只随机采样一些词当做负例。\n", heading=("负采样",))
+    assert not read(engine, reader, "负采样（negative sampling）怎么做？", [sampling]).veto
+    assert not read(engine, reader, "常见的生成模型（比如 GAN）有哪些？", [gan]).veto
+    # over the bundled notes: the gate no longer reads the gloss as a name the notes never spell
+    assert engine.search("负采样（negative sampling）怎么做？").gate.features["unknown_latin"] == 0.0
+    assert not engine.ask("残差连接（skip connection）有什么作用？").refused
+
+
+def test_a_latin_gloss_is_dropped_only_after_a_whole_chinese_term_the_notes_write() -> None:
+    known = "负采样每次只随机采样一些词。微小检查点只有几 mb。"
+    assert "negative" not in without_glosses("负采样（negative sampling）怎么做？", known)
+    assert "negative" not in without_glosses("为什么用负采样（negative sampling）？", known)  # 用 joins it to the clause
+    # "检查点" is a tail of 梯度检查点, which the notes never write: the gloss names something new
+    assert "checkpointing" in without_glosses("梯度检查点（gradient checkpointing）怎么用？", known)
+    assert "采样" in without_glosses("负例怎么选（负采样）？", known)  # a Chinese term in parentheses is kept
 
 
 def test_an_english_question_about_a_name_the_passages_never_spell_is_not_answered_by_its_sibling(

@@ -295,7 +295,7 @@ class Reader:
         candidates.sort(key=lambda c: (-c.score, c.passage, c.sentence.pos))
         # where a passage sits: its note's title and file, and its heading path
         headings = [normalize(" ".join((h.document_title, h.chunk.doc_id, *h.chunk.heading_path))) for h in passages]
-        names = subject_names(question, profile)
+        names = subject_names(question, profile, " ".join([*(s.text for g in sentences for s in g), *headings]))
         naming = passages_naming(names, name_forms or {}, sentences, headings) if names else set()
         candidates = leading_first(
             candidates, naming, asks_list="list" in profile.types, count=count_asked(question), subject=profile.subject,

@@ -3,8 +3,9 @@
 The reader's model weighs evidence; these rules catch what no weighing should let through: input that instructs
 the assistant, a name the notes never spell, a figure or a date asked for that the passages never give, a
 name the notes only list, a name no passage read spells (`passages_naming`, which the reader also uses to
-answer from the passages that do), and an English two-word name no passage read spells when the best sentence is
-about its sibling ("layer normalization" for "batch normalization"). Each returns the reason shown in explanations; `scripts/fit_reader.py` counts the
+answer from the passages that do), a term the question asks to define or gives in parentheses that no passage
+read writes ("什么是批归一化？", "……（模式崩溃）"), and an English two-word name no passage read spells when the best
+sentence is about its sibling ("layer normalization" for "batch normalization"). Each returns the reason shown in explanations; `scripts/fit_reader.py` counts the
 questions they refuse as refused.
 """
 
@@ -23,8 +24,8 @@ from rag.answer.reader_features import (
 )
 from rag.answer.sentence_form import ITEM_NUMBER
 from rag.answer.sentences import Sentence
-from rag.relevance_gate import latin_names
-from rag.text import STOPWORDS, is_cjk, normalize, spelled_as_one
+from rag.relevance_gate import GLOSS, latin_names, without_glosses
+from rag.text import CJK_CHARS, STOPWORDS, is_cjk, normalize, spelled_as_one
 
 if TYPE_CHECKING:
     from rag.answer.reader import Candidate
@@ -98,10 +99,13 @@ def refusal_rule(
     unnamed = _unnamed_term(question, sentences, headings, name_forms or {})
     if unnamed:
         return f"no passage read names {unnamed}, the term the question asks to define"
+    glossed = _unnamed_gloss(question, sentences, headings, name_forms or {})
+    if glossed:
+        return f"no passage read names {glossed}, the term the question gives in parentheses"
     sibling = _sibling_phrase(question, profile, candidates, sentences, headings, phrase_forms or {})
     if sibling:
         return sibling
-    names = subject_names(question, profile)
+    names = subject_names(question, profile, " ".join([*(s.text for group in sentences for s in group), *headings]))
     if naming is None and names:
         naming = passages_naming(names, name_forms or {}, sentences, headings)
     if candidates and names and not naming:
@@ -126,6 +130,28 @@ def _unnamed_term(
     # the alias group of the whole term, not of a part of it (归一化's group says nothing of 批归一化)
     forms = [*name_forms.get(term, ()), *name_forms.get(core, ())]
     return "" if _written(core, read) or any(len(f) >= 2 and f in read for f in forms) else term
+
+
+def _unnamed_gloss(
+    question: str, sentences: Sequence[Sequence[Sentence]], headings: Sequence[str], name_forms: Mapping[str, Sequence[str]]
+) -> str:
+    """A term the question gives in parentheses, naming what it asks about ("……相似的样本（模式崩溃）", "梯度累积
+    （gradient accumulation）"), when no passage read writes it, nor the Chinese term it glosses. "" otherwise."""
+    read = normalize(" ".join([*(s.text for group in sentences for s in group), *headings]))
+    compact = re.sub(r"\s+", "", read)
+    for match in GLOSS.finditer(question):
+        term = normalize(match.group("term")).strip()
+        before = re.search(rf"[{CJK_CHARS}]{{2,8}}$", question[: match.start()].rstrip())
+        glossed = before.group(0) if before and not is_cjk(term) else ""
+        forms = [*name_forms.get(term, ()), *name_forms.get(glossed, ())]
+        named = (
+            (_written(term, compact) if is_cjk(term) else spelled_as_one(term.split()).search(read) is not None)
+            or (glossed and _written(glossed, compact))
+            or any(len(f) >= 2 and f in read for f in forms)
+        )
+        if not named:
+            return match.group("term").strip()
+    return ""
 
 
 def _written(term: str, text: str) -> bool:
@@ -178,13 +204,13 @@ def _sibling_phrase(
     return ""
 
 
-def subject_names(question: str, profile: QuestionProfile) -> list[str]:
+def subject_names(question: str, profile: QuestionProfile, known: str = "") -> list[str]:
     """The Latin-letter names the question is about ("ddpg", "focal loss"): of at least NAMED_MIN_CHARS
     characters, and among its subject words, or for a name of several words, one of them ("II" of "Type II"
-    is no name)."""
+    is no name); not a gloss in parentheses of a Chinese term `known` (the passages read) writes."""
     return [
         name
-        for name in latin_names(question)
+        for name in latin_names(without_glosses(question, normalize(known)) if known else question)
         if len(name) >= NAMED_MIN_CHARS
         and (name in profile.subject or (" " in name and any(w in profile.subject for w in name.split())))
     ]
