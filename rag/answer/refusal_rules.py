@@ -5,8 +5,8 @@ the assistant, a name the notes never spell, a figure or a date asked for that t
 name the notes only list, a name no passage read spells (`passages_naming`, which the reader also uses to
 answer from the passages that do), a term the question asks to define or gives in parentheses that no passage
 read writes ("什么是批归一化？", "……（模式崩溃）"), and an English two-word name no passage read spells when the best
-sentence is about its sibling ("layer normalization" for "batch normalization"). Each returns the reason shown in explanations; `scripts/fit_reader.py` counts the
-questions they refuse as refused.
+sentence is about its sibling ("layer normalization" for "batch normalization"). Each returns the reason shown
+in explanations; `scripts/fit_reader.py` counts the questions they refuse as refused.
 """
 
 from __future__ import annotations
