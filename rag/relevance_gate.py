@@ -15,6 +15,7 @@ from rag.answer.reader_features import attribute_translations
 from rag.index import IndexBackend
 from rag.text import (
     CJK_CHARS,
+    JOINING_CHARS,
     STOPWORDS,
     Tokenizer,
     char_bigrams,
@@ -84,9 +85,6 @@ def latin_names(query: str) -> list[str]:
     return names
 
 
-_JOINING_CHARS = "用是在对把和与及跟为从向被的了"  # a character that joins a term to its clause, before it
-
-
 def without_glosses(text: str, known: str) -> str:
     """`text` without the Latin names it gives in parentheses after a Chinese term `known` writes ("负采样（negative
     sampling）"): a gloss of a term the notes use names nothing new, whatever the notes call it in English."""
@@ -98,7 +96,7 @@ def without_glosses(text: str, known: str) -> str:
         # ("用负采样（…）"); not any tail ("检查点" of 梯度检查点, a term the notes never write)
         run = before.group(0) if before else ""
         glossed = any(
-            (i == 0 or run[i - 1] in _JOINING_CHARS) and run[i:] in known for i in range(len(run) - 1)
+            (i == 0 or run[i - 1] in JOINING_CHARS) and run[i:] in known for i in range(len(run) - 1)
         )
         return " " if glossed and not is_cjk(term) else match.group(0)
 

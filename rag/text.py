@@ -222,6 +222,24 @@ def spelled_as_one(words: Sequence[str]) -> re.Pattern[str]:
     return re.compile(r"(?<![a-z0-9])" + r"[\s_\-]*".join(re.escape(w) for w in words if w) + r"(?![a-z0-9])")
 
 
+# characters that join words into a clause rather than into one term (的, 是, 和, 用 …)
+JOINING_CHARS = "的了是在和与或及跟就都也很可被把对从向为用"
+
+
+def written_form(term: str, text: str) -> str | None:
+    """How `text` writes the Chinese `term`: the term itself, or a variant with the same first character and the
+    same last word and a few characters of its own between, none of them joining a clause ("检索增强型生成" for
+    检索增强生成, "全参数微调" for 全量微调); None when it writes neither."""
+    if term in text:
+        return term
+    head, first, middle = term[-2:], term[0], len(term) - 3
+    if middle < 0:
+        return None
+    gap = rf"[^\s{JOINING_CHARS}，,。；;：:、（）()]{{{max(middle - 1, 0)},{middle + 2}}}"
+    match = re.search(re.escape(first) + gap + re.escape(head), text)
+    return match.group(0) if match else None
+
+
 def char_bigrams(text: str) -> set[str]:
     """Character bigrams of the CJK runs of `text` plus whole Latin terms: a segmentation-free term set."""
     norm = normalize(text)

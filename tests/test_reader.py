@@ -50,7 +50,7 @@ from rag.answer.sentences import split_passage, whole_sentence
 from rag.answer.spans import REFERS_BACK, compose, span_for
 from rag.config import Settings
 from rag.relevance_gate import without_glosses
-from rag.text import fold_hyphens
+from rag.text import fold_hyphens, written_form
 from rag.types import Chunk, Hit
 
 MARKER = re.compile(r"\[(\d+)\]")
@@ -248,6 +248,16 @@ def test_a_term_the_question_gives_in_parentheses_must_be_written_in_a_passage_r
     # over the bundled notes: the gate no longer reads the gloss as a name the notes never spell
     assert engine.search("负采样（negative sampling）怎么做？").gate.features["unknown_latin"] == 0.0
     assert not engine.ask("残差连接（skip connection）有什么作用？").refused
+
+
+def test_a_term_is_written_as_itself_or_as_a_variant_with_its_first_character_and_last_word() -> None:
+    assert written_form("检索增强生成", "检索增强型生成是一种方法") == "检索增强型生成"
+    assert written_form("全量微调", "效果不输 16bit 全参数微调。") == "全参数微调"
+    assert written_form("层归一化", "层归一化对每个样本归一化") == "层归一化"
+    assert written_form("批归一化", "层归一化对每个样本归一化") is None  # another first character
+    assert written_form("全量微调", "全量的数据都用来微调") is None  # words of a clause between
+    assert written_form("全量微调", "全是为了让模型更好地微调") is None  # more than a few characters between
+    assert written_form("早停", "早就停了") is None  # too short to have a variant
 
 
 def test_a_latin_gloss_is_dropped_only_after_a_whole_chinese_term_the_notes_write() -> None:

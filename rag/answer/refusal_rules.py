@@ -25,7 +25,7 @@ from rag.answer.reader_features import (
 from rag.answer.sentence_form import ITEM_NUMBER
 from rag.answer.sentences import Sentence
 from rag.relevance_gate import GLOSS, latin_names, without_glosses
-from rag.text import CJK_CHARS, STOPWORDS, is_cjk, normalize, spelled_as_one
+from rag.text import CJK_CHARS, STOPWORDS, is_cjk, normalize, spelled_as_one, written_form
 
 if TYPE_CHECKING:
     from rag.answer.reader import Candidate
@@ -54,7 +54,6 @@ DEFINITION_ASKED = re.compile(
     r"(?:请问)?(?:什么是|啥是|何为|何谓)\s*(?P<a>[^？?，,。]+?)\s*[？?]?"
     r"|(?:请问)?(?P<b>[^？?，,。]+?)\s*(?:是什么意思|是什么东西|是什么|是啥|指什么|是指什么|什么意思)\s*[？?]?"
 )
-_JOINING = "的了是在和与或及就都也很可以被把对从向为"  # characters that join words into a clause, not into a term
 _NOT_ONE_TERM = re.compile(r"[的和与及或跟里中之]")  # "LoRA 的原理", "A 和 B": not one term
 # words around a term that only name its kind or its form ("剪枝方法", "早停法", "过拟合现象", "模型剪枝"): what
 # shares the rest of it may well be about it
@@ -129,7 +128,7 @@ def _unnamed_term(
     read = re.sub(r"\s+", "", normalize(read))
     # the alias group of the whole term, not of a part of it (归一化's group says nothing of 批归一化)
     forms = [*name_forms.get(term, ()), *name_forms.get(core, ())]
-    return "" if _written(core, read) or any(len(f) >= 2 and f in read for f in forms) else term
+    return "" if written_form(core, read) is not None or any(len(f) >= 2 and f in read for f in forms) else term
 
 
 def _unnamed_gloss(
@@ -144,26 +143,15 @@ def _unnamed_gloss(
         before = re.search(rf"[{CJK_CHARS}]{{2,8}}$", question[: match.start()].rstrip())
         glossed = before.group(0) if before and not is_cjk(term) else ""
         forms = [*name_forms.get(term, ()), *name_forms.get(glossed, ())]
+        spelled = written_form(term, compact) if is_cjk(term) else spelled_as_one(term.split()).search(read)
         named = (
-            (_written(term, compact) if is_cjk(term) else spelled_as_one(term.split()).search(read) is not None)
-            or (glossed and _written(glossed, compact))
+            spelled is not None
+            or (glossed and written_form(glossed, compact) is not None)
             or any(len(f) >= 2 and f in read for f in forms)
         )
         if not named:
             return match.group("term").strip()
     return ""
-
-
-def _written(term: str, text: str) -> bool:
-    """Whether `text` writes `term`, or a variant of it with the same first character and the same last word
-    and a few characters of its own between ("检索增强型生成" for 检索增强生成, "全参数微调" for 全量微调)."""
-    if term in text:
-        return True
-    head, first, middle = term[-2:], term[0], len(term) - 3
-    if middle < 0:
-        return False
-    gap = rf"[^\s{_JOINING}，,。；;：:、（）()]{{{max(middle - 1, 0)},{middle + 2}}}"
-    return re.search(re.escape(first) + gap + re.escape(head), text) is not None
 
 
 def _sibling_phrase(
