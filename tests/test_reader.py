@@ -419,6 +419,22 @@ def test_a_sentence_about_a_sibling_of_the_subject_gives_way_to_one_about_the_su
     assert both[0].sentence is under
 
 
+def test_a_line_that_announces_the_asked_comparison_leads_its_items() -> None:
+    group = split_passage(0, hit("②BERT预训练用的数据集大小几乎是GPT的四倍；\nGPT和BERT的区别：\n①GPT使用Decoder，BERT使用Encoder；\n"))
+    data, lead_in = group[0], group[1]
+    ranked = [Candidate(data, {}, 7.3), Candidate(lead_in, {}, 7.1), Candidate(group[2], {}, 5.2)]
+    subject = {"bert": 2.8, "gpt": 2.6}
+    assert leading_first(ranked, (), asks_list=False, subject=subject, asks_compare=True)[0].sentence is lead_in
+    assert leading_first(ranked, (), asks_list=False, subject=subject)[0].sentence is data  # not asked to compare
+    # a lead-in naming one of them only, or far below, does not lead
+    assert leading_first(ranked, (), asks_list=False, subject={**subject, "elmo": 3.0}, asks_compare=True)[0].sentence is data
+    far = [Candidate(data, {}, 9.0), *ranked[1:]]
+    assert leading_first(far, (), asks_list=False, subject=subject, asks_compare=True)[0].sentence is data
+    reading = Reading(profile_question("BERT 和 GPT 有什么区别？", {}, {}, []), [ranked[1], ranked[0], ranked[2]], [group], True, 0.9, 0.5)
+    chosen, _ = compose(reading, 1, max_chars=600)
+    assert [s.text for s in chosen[:2]] == [lead_in.text, group[2].text]  # the items it introduces come with it
+
+
 def test_an_english_question_opens_with_the_chinese_name_of_the_phrase_it_asks_about() -> None:
     forms = {"discount factor": ("折扣率", "折扣因子"), "reinforcement learning": ("强化学习", "再励学习")}
     question = "What does the discount factor mean in reinforcement learning?"

@@ -40,6 +40,7 @@ def leading_first(
     subject: Collection[str] = (),
     question: str = "",
     is_word: Callable[[str], bool] = lambda word: False,
+    asks_compare: bool = False,
 ) -> list[Candidate]:
     """The ranked candidates with what may lead an answer first (`candidates` sorted best first); `count`: the
     number of parts the question names, if any; `subject`: the question's subject words (normalized), asked in
@@ -49,6 +50,9 @@ def leading_first(
     if asks_list and count and not states_count(candidates[0].sentence.text, count):
         # "哪三个步骤？": a sentence close to the best that states three steps introduces the answer
         candidates = _close_first(candidates, lambda c: states_count(c.sentence.text, count))
+    if asks_compare and len(subject) >= 2:
+        # "BERT 和 GPT 有什么区别？": a line that announces that very comparison ("GPT和BERT的区别：") leads its items
+        candidates = _close_first(candidates, lambda c: _announces_comparison(c.sentence.text, subject))
     # a sibling the question names itself ("硬标签和软标签有什么不同？") is no other entity
     named = {t: sibling_named(normalize(candidates[0].sentence.text), t, is_word) for t in subject}
     siblings = [t for t, word in named.items() if word and word not in question]
@@ -68,6 +72,15 @@ def leading_first(
         if stating is not None:
             candidates = [stating, *(c for c in candidates if c is not stating)]
     return candidates
+
+
+_COMPARISON = re.compile(r"区别|不同|差异|异同|对比|比较|differences?|compar", re.I)
+
+
+def _announces_comparison(text: str, subject: Collection[str]) -> bool:
+    """A lead-in that names every subject of the question and a comparison ("GPT和BERT的区别：")."""
+    norm = normalize(text)
+    return norm.rstrip().endswith((":", "：")) and bool(_COMPARISON.search(norm)) and all(t in norm for t in subject)
 
 
 # "in reinforcement learning", "In a deep learning framework,": the field a question is asked in, not its subject

@@ -299,7 +299,7 @@ class Reader:
         naming = passages_naming(names, name_forms or {}, sentences, headings) if names else set()
         candidates = leading_first(
             candidates, naming, asks_list="list" in profile.types, count=count_asked(question), subject=profile.subject,
-            question=normalize(question), is_word=self.index.has_term,
+            question=normalize(question), is_word=self.index.has_term, asks_compare="compare" in profile.types,
         )
         if profile.no_chinese and not names:  # a Latin name the question is about decides first (above)
             candidates = translation_first(candidates, subject_phrase_names(question, phrase_forms or {}))
