@@ -575,6 +575,18 @@ def test_a_sentence_a_line_break_cut_is_judged_whole(engine, reader: Reader) -> 
     assert answer.text.startswith(whole + "[1]")
 
 
+def test_the_clause_after_a_semicolon_that_stands_on_the_same_subject_comes_with_it() -> None:
+    group = split_passage(0, hit("GRU是LSTM结构的变式；它将忘记门和输入门合并成一个新的门。\n它还有一个重置门。\n"))
+    assert [s.text for s in span_for(group[0], group, asks_list=False)] == [group[0].text, group[1].text]
+    # not across a line break (the clause itself leans on the one before it, which follows it), nor a clause with a
+    # subject of its own
+    assert [s.text for s in span_for(group[1], group, asks_list=False)] == [group[1].text, group[0].text]
+    broken = split_passage(0, hit("GRU是LSTM结构的变式；\n它有两个门。\n"))
+    assert [s.text for s in span_for(broken[0], broken, asks_list=False)] == [broken[0].text]
+    own = split_passage(0, hit("GRU是LSTM结构的变式；LSTM有三个门。\n"))
+    assert [s.text for s in span_for(own[0], own, asks_list=False)] == [own[0].text]
+
+
 def test_english_sentences_on_one_line_keep_their_spaces_and_chinese_ones_join_as_written() -> None:
     english = "Rebase rewrites history to make it linear; merge keeps the history. Never rebase what others pulled.\n"
     chinese = "决定推迟发布。负责人：王磊。\n"

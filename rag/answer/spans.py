@@ -89,9 +89,17 @@ def span_for(best: Sentence, group: Sequence[Sentence], *, asks_list: bool, take
             start -= 1
         while end < len(group) and group[end].continues and end - i <= MAX_CUT_PIECES and quotable(group[end]):
             end += 1
-        if end == i + 1 and end < len(group) and quotable(group[end]) and CONTINUES.match(group[end].text):
+        if end == i + 1 and end < len(group) and quotable(group[end]) and _goes_on(group[i], group[end]):
             end += 1
     return [s for s in group[start:end] if quotable(s) or s is best] + leaned_on
+
+
+def _goes_on(s: Sentence, nxt: Sentence) -> bool:
+    """Whether `nxt` continues `s`: it opens with a connective ("因此……"), or it is the next clause of the same line
+    after a semicolon and stands on `s`'s subject ("GRU是LSTM结构的变式；它将忘记门和输入门合并……")."""
+    if CONTINUES.match(nxt.text):
+        return True
+    return s.text.endswith(("；", ";")) and not (nxt.line_start or nxt.gap_newline) and LEANS_BACK.match(nxt.text) is not None
 
 
 def _between_is_clean(group: Sequence[Sentence], a: int, b: int) -> bool:
