@@ -35,7 +35,7 @@ from rag.answer.reader_features import (
     rarity_weights,
     reader_text,
 )
-from rag.answer.refusal_rules import passages_naming, refusal_rule, subject_names
+from rag.answer.refusal_rules import passages_naming, read_text, refusal_rule, subject_names
 from rag.answer.sentence_form import count_asked
 from rag.answer.sentences import Sentence, sentence_run, split_passage, whole_sentence
 from rag.text import Tokenizer, fold_hyphens, is_cjk, known_words, normalize
@@ -295,7 +295,7 @@ class Reader:
         candidates.sort(key=lambda c: (-c.score, c.passage, c.sentence.pos))
         # where a passage sits: its note's title and file, and its heading path
         headings = [normalize(" ".join((h.document_title, h.chunk.doc_id, *h.chunk.heading_path))) for h in passages]
-        names = subject_names(question, profile, " ".join([*(s.text for g in sentences for s in g), *headings]))
+        names = subject_names(question, profile, read_text(sentences, headings))
         naming = passages_naming(names, name_forms or {}, sentences, headings) if names else set()
         candidates = leading_first(
             candidates, naming, asks_list="list" in profile.types, count=count_asked(question), subject=profile.subject,

@@ -95,16 +95,17 @@ def refusal_rule(
     named = _named_only(question, candidates, name_forms or {}, headings)
     if named:
         return f"the notes only name {named} in a list or title; no sentence says anything about it"
-    unnamed = _unnamed_term(question, sentences, headings, name_forms or {})
+    read = read_text(sentences, headings)
+    unnamed = _unnamed_term(question, read, name_forms or {})
     if unnamed:
         return f"no passage read names {unnamed}, the term the question asks to define"
-    glossed = _unnamed_gloss(question, sentences, headings, name_forms or {})
+    glossed = _unnamed_gloss(question, read, name_forms or {})
     if glossed:
         return f"no passage read names {glossed}, the term the question gives in parentheses"
-    sibling = _sibling_phrase(question, profile, candidates, sentences, headings, phrase_forms or {})
+    sibling = _sibling_phrase(question, profile, candidates, read, phrase_forms or {})
     if sibling:
-        return sibling
-    names = subject_names(question, profile, " ".join([*(s.text for group in sentences for s in group), *headings]))
+        return f"the passages read speak of {sibling[0]}, not of {sibling[1]}, what the question is about"
+    names = subject_names(question, profile, read)
     if naming is None and names:
         naming = passages_naming(names, name_forms or {}, sentences, headings)
     if candidates and names and not naming:
@@ -113,30 +114,32 @@ def refusal_rule(
     return ""
 
 
-def _unnamed_term(
-    question: str, sentences: Sequence[Sequence[Sentence]], headings: Sequence[str], name_forms: Mapping[str, Sequence[str]]
-) -> str:
+def read_text(sentences: Sequence[Sequence[Sentence]], headings: Sequence[str]) -> str:
+    """Everything the reader read, normalized: every sentence of the passages, then their headings."""
+    return normalize(" ".join([*(s.text for group in sentences for s in group), *headings]))
+
+
+def _unnamed_term(question: str, read: str, name_forms: Mapping[str, Sequence[str]]) -> str:
     """The Chinese term a definition question asks about ("什么是批归一化？", "梯度裁剪是什么？") when no passage
     read writes it, less the words that only name its kind ("剪枝方法" is 剪枝): whatever shares a part of it
-    ("归一化", "梯度") is about something else. "" otherwise, and for any other question."""
+    ("归一化", "梯度") is about something else. `read`: what was read (`read_text`). "" otherwise, and for any
+    other question."""
     match = DEFINITION_ASKED.fullmatch(question.strip())
     term = (match.group("a") or match.group("b")) if match else ""
     if not term or not 3 <= len(term) <= 8 or not all(is_cjk(ch) for ch in term) or _NOT_ONE_TERM.search(term):
         return ""
-    core = _KIND_WORDS.sub("", term) if len(_KIND_WORDS.sub("", term)) >= 2 else term
-    read = "".join([*(s.text for group in sentences for s in group), *headings])
-    read = re.sub(r"\s+", "", normalize(read))
+    core = _KIND_WORDS.sub("", term)
+    core = core if len(core) >= 2 else term
+    compact = re.sub(r"\s+", "", read)
     # the alias group of the whole term, not of a part of it (归一化's group says nothing of 批归一化)
     forms = [*name_forms.get(term, ()), *name_forms.get(core, ())]
-    return "" if written_form(core, read) is not None or any(len(f) >= 2 and f in read for f in forms) else term
+    return "" if written_form(core, compact) is not None or any(len(f) >= 2 and f in read for f in forms) else term
 
 
-def _unnamed_gloss(
-    question: str, sentences: Sequence[Sequence[Sentence]], headings: Sequence[str], name_forms: Mapping[str, Sequence[str]]
-) -> str:
+def _unnamed_gloss(question: str, read: str, name_forms: Mapping[str, Sequence[str]]) -> str:
     """A term the question gives in parentheses, naming what it asks about ("……相似的样本（模式崩溃）", "梯度累积
-    （gradient accumulation）"), when no passage read writes it, nor the Chinese term it glosses. "" otherwise."""
-    read = normalize(" ".join([*(s.text for group in sentences for s in group), *headings]))
+    （gradient accumulation）"), when no passage read writes it (`read`), nor the Chinese term it glosses. ""
+    otherwise."""
     compact = re.sub(r"\s+", "", read)
     for match in GLOSS.finditer(question):
         term = normalize(match.group("term")).strip()
@@ -158,18 +161,16 @@ def _sibling_phrase(
     question: str,
     profile: QuestionProfile,
     candidates: Sequence[Candidate],
-    sentences: Sequence[Sequence[Sentence]],
-    headings: Sequence[str],
+    read: str,
     phrase_forms: Mapping[str, Sequence[str]],
-) -> str:
-    """Why an English question about a two-word name ("batch normalization") is refused when no passage read
-    spells it, nor a Chinese name of it, and the best sentence is about a sibling, another name with the same
-    last word that the question does not name ("layer normalization"); "" otherwise."""
+) -> tuple[str, str] | None:
+    """(sibling, name) when an English question is about a two-word name ("batch normalization") that no passage
+    read (`read`) spells, nor a Chinese name of it, and the best sentence is about a sibling, another name with
+    the same last word that the question does not name ("layer normalization"); None otherwise."""
     if not profile.no_chinese or not candidates:
-        return ""
+        return None
     text = normalize(question)
     words = _LATIN_NAME.findall(text)
-    read = " ".join([*(normalize(s.text) for group in sentences for s in group), *headings])
     best = candidates[0].sentence
     around = normalize(f"{best.text} {best.heading}")
     for i, (first, last) in enumerate(zip(words, words[1:], strict=False)):
@@ -188,8 +189,8 @@ def _sibling_phrase(
         for match in re.finditer(rf"\b([a-z][a-z0-9]*)\s+{re.escape(last)}\b", around):
             sibling = f"{match.group(1)} {last}"
             if match.group(1) != first and match.group(1) not in STOPWORDS and sibling not in text:
-                return f"the passages read speak of {sibling}, not of {phrase}, what the question is about"
-    return ""
+                return sibling, phrase
+    return None
 
 
 def subject_names(question: str, profile: QuestionProfile, known: str = "") -> list[str]:
