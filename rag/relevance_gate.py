@@ -174,14 +174,14 @@ class RelevanceGate:
         norm_query = normalize(query)
         unknown_latin = 0.0
         if is_cjk(query):
-            norm_query = without_glosses(norm_query, top_text)
-            for term in set(LATIN_WORD.findall(norm_query)):
+            named = without_glosses(norm_query, top_text)  # a gloss of a term the passages write names nothing new
+            for term in set(LATIN_WORD.findall(named)):
                 # "chatglm-6b" is indexed as "chatglm" + "6b": a compound the top passages spell is known, with a
                 # space, "_" or nothing for any hyphen ("p-tuning-v2" of a resolved follow-up, "P-Tuning v2")
                 spelled = spelled_as_one(term.split("-"))
                 if len(term) >= 2 and not self.index.has_term(term) and term not in self._alias_of and not spelled.search(top_text):
                     unknown_latin = 1.0
-            if self._unknown_latin_phrase(norm_query, top_text):
+            if self._unknown_latin_phrase(named, top_text):
                 unknown_latin = 1.0
         elif self._unknown_english_name(query, top_text, alias_names):
             unknown_latin = 1.0
