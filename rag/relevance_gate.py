@@ -13,9 +13,8 @@ from dataclasses import dataclass
 
 from rag.answer.reader_features import attribute_translations
 from rag.index import IndexBackend
+from rag.question_names import ENGLISH_NAME, latin_names, without_glosses
 from rag.text import (
-    CJK_CHARS,
-    JOINING_CHARS,
     STOPWORDS,
     Tokenizer,
     char_bigrams,
@@ -29,14 +28,6 @@ from rag.types import Hit
 
 LATIN_WORD = re.compile(r"[a-z][a-z0-9+#\-]*[a-z0-9+#]|[a-z]{2,}")
 _LATIN_PHRASE = re.compile(r"[a-z][a-z0-9]*(?:-[a-z0-9]+)*(?:[ \t]+[a-z][a-z0-9]*(?:-[a-z0-9]+)*)+")  # "kv cache"
-# The Latin names of a Chinese question, words run together as one ("focal loss", "p-tuning v2").
-_LATIN_NAME_RUN = re.compile(r"[a-z][a-z0-9]*(?:-[a-z0-9]+)*(?:\s+[a-z0-9]+(?:-[a-z0-9]+)*)*")
-# A name as an English sentence spells it: an acronym ("HNSW"), an inner capital ("efConstruction", "XLNet")
-# or letters with digits ("FP16"). Plain words ("speculative") are not names: English questions use them freely.
-ENGLISH_NAME = re.compile(r"(?<!\w)(?:[A-Za-z]*[A-Z][a-z0-9]*[A-Z0-9][A-Za-z0-9]*|[a-z]+[A-Z][A-Za-z0-9]*|[A-Za-z]+[0-9][A-Za-z0-9]*)(?!\w)")
-
-# ... and capitalized words inside a sentence, which English capitalizes only in names ("Focal Loss", "Adam").
-_ENGLISH_TITLE_NAME = re.compile(r"(?<=[\w,;:)][ ])(?!I\b)[A-Z][a-z]+(?:[ -][A-Z][a-z]+)*\b")
 
 
 @dataclass
@@ -64,43 +55,6 @@ GATE_WEIGHTS: dict[str, float] = {
     "dense_x_latin": 0.844,
     "bias": -28.275,
 }
-
-
-# a term given in parentheses: a Chinese name, or a Latin one of up to four words; not an example or an aside
-GLOSS = re.compile(
-    rf"[（(]\s*(?!比如|例如|如|即|包括|也就是)(?P<term>[{CJK_CHARS}]{{2,8}}|[A-Za-z][A-Za-z0-9\-]*(?: [A-Za-z0-9\-]+){{0,3}})\s*[）)]"
-)
-
-
-def latin_names(query: str) -> list[str]:
-    """The names a question spells in Latin letters, normalized: a Chinese question's runs of Latin words
-    ("focal loss"), an English question's names (acronyms, inner capitals, digits: "DDPG", "XLNet")."""
-    if is_cjk(query):
-        return _LATIN_NAME_RUN.findall(normalize(query))
-    names = [normalize(m) for m in ENGLISH_NAME.findall(query)]
-    for match in _ENGLISH_TITLE_NAME.finditer(query):
-        name = normalize(match.group(0))
-        if not any(name in n or n in name for n in names):
-            names.append(name)
-    return names
-
-
-def without_glosses(text: str, known: str) -> str:
-    """`text` without the Latin names it gives in parentheses after a Chinese term `known` writes ("负采样（negative
-    sampling）"): a gloss of a term the notes use names nothing new, whatever the notes call it in English."""
-
-    def drop(match: re.Match[str]) -> str:
-        term = match.group("term")
-        before = re.search(rf"[{CJK_CHARS}]{{2,8}}$", text[: match.start()].rstrip())
-        # the whole run of Chinese before it, or what follows a character that joins a term to its clause
-        # ("用负采样（…）"); not any tail ("检查点" of 梯度检查点, a term the notes never write)
-        run = before.group(0) if before else ""
-        glossed = any(
-            (i == 0 or run[i - 1] in JOINING_CHARS) and run[i:] in known for i in range(len(run) - 1)
-        )
-        return " " if glossed and not is_cjk(term) else match.group(0)
-
-    return GLOSS.sub(drop, text)
 
 
 def _alias_names(expansions: list[dict] | None) -> list[tuple[str, list[str]]]:

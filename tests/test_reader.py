@@ -49,7 +49,7 @@ from rag.answer.sentence_form import (
 from rag.answer.sentences import split_passage, whole_sentence
 from rag.answer.spans import REFERS_BACK, compose, span_for
 from rag.config import Settings
-from rag.relevance_gate import without_glosses
+from rag.question_names import without_glosses
 from rag.text import fold_hyphens, written_form
 from rag.types import Chunk, Hit
 
@@ -267,6 +267,10 @@ def test_a_latin_gloss_is_dropped_only_after_a_whole_chinese_term_the_notes_writ
     # "检查点" is a tail of 梯度检查点, which the notes never write: the gloss names something new
     assert "checkpointing" in without_glosses("梯度检查点（gradient checkpointing）怎么用？", known)
     assert "采样" in without_glosses("负例怎么选（负采样）？", known)  # a Chinese term in parentheses is kept
+    # a question of the longest accepted size made of glosses: each is read against the few characters before it
+    many = "负采样（negative sampling）" * 90
+    assert without_glosses(many, known).count("negative") == 0 and len(many) > 1950
+    assert without_glosses("梯度累积（gradient accumulation）" * 70, known).count("gradient") == 70
 
 
 def test_an_english_question_about_a_name_the_passages_never_spell_is_not_answered_by_its_sibling(

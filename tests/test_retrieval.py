@@ -18,7 +18,7 @@ from rag.config import Settings
 from rag.engine import Engine
 from rag.evaluation import is_hit
 from rag.fusion import rrf, score_fusion
-from rag.relevance_gate import latin_names
+from rag.question_names import latin_names
 from rag.retrieval import phrase_forms
 from rag.text import known_words, spelled_as_one
 from rag.types import Chunk, Hit, Turn

@@ -24,8 +24,8 @@ from rag.answer.reader_features import (
 )
 from rag.answer.sentence_form import ITEM_NUMBER
 from rag.answer.sentences import Sentence
-from rag.relevance_gate import GLOSS, latin_names, without_glosses
-from rag.text import CJK_CHARS, STOPWORDS, is_cjk, normalize, spelled_as_one, written_form
+from rag.question_names import GLOSS, glossed_run, latin_names, without_glosses
+from rag.text import STOPWORDS, is_cjk, normalize, spelled_as_one, written_form
 
 if TYPE_CHECKING:
     from rag.answer.reader import Candidate
@@ -143,8 +143,7 @@ def _unnamed_gloss(question: str, read: str, name_forms: Mapping[str, Sequence[s
     compact = re.sub(r"\s+", "", read)
     for match in GLOSS.finditer(question):
         term = normalize(match.group("term")).strip()
-        before = re.search(rf"[{CJK_CHARS}]{{2,8}}$", question[: match.start()].rstrip())
-        glossed = before.group(0) if before and not is_cjk(term) else ""
+        glossed = "" if is_cjk(term) else glossed_run(question, match)
         forms = [*name_forms.get(term, ()), *name_forms.get(glossed, ())]
         spelled = written_form(term, compact) if is_cjk(term) else spelled_as_one(term.split()).search(read)
         named = (
