@@ -230,6 +230,21 @@ def click_in_card(card: Locator, button: str) -> None:
                 raise
 
 
+def open_full_note(page: Page, card: Locator) -> Locator:
+    """Click "查看全文" in a source card until the note's dialog shows (a rerun landing just after the click can
+    swallow it), and return the dialog."""
+    dialog = page.locator("[role='dialog']")
+    for attempt in range(3):
+        click_in_card(card, "查看全文")
+        try:
+            expect(dialog.get_by_text("笔记全文")).to_be_visible(timeout=15_000)
+            return dialog
+        except AssertionError:
+            if attempt == 2:
+                raise
+    return dialog
+
+
 @pytest.mark.parametrize("width", [1280, 390])
 @pytest.mark.parametrize("theme", ["light", "dark"])
 def test_load_ask_source_full_note_feedback_reload(browser: Browser, stack: dict, width: int, theme: str) -> None:
@@ -265,8 +280,7 @@ def test_load_ask_source_full_note_feedback_reload(browser: Browser, stack: dict
         pg.screenshot(path=str(shots / f"{name}-3-source.png"))
 
         # the whole note, scrolled to the cited span, which is highlighted
-        click_in_card(card, "查看全文")
-        dialog = pg.locator("[role='dialog']")
+        dialog = open_full_note(pg, card)
         expect(dialog.get_by_text("笔记全文")).to_be_visible()
         cited = dialog.locator("mark#rag-cited")
         expect(cited).to_be_in_viewport()
