@@ -378,7 +378,7 @@ class Engine:
         )
         started = time.perf_counter()
         reading = state.reader.read(
-            question,
+            result.searched,
             result.hits,
             weighted=result.weighted_query,
             query_vectors=result.query_vectors,

@@ -29,6 +29,7 @@ from rag.embedding import Embedder
 from rag.fusion import rrf, score_fusion
 from rag.index import IndexBackend
 from rag.named_documents import document_names, named_documents, named_lifted
+from rag.notes_spelling import notes_spellings, respelled
 from rag.relevance_gate import LATIN_WORD, GateDecision, RelevanceGate
 from rag.sentence_ranking import best_sentence_similarities, rescored
 from rag.text import (
@@ -49,6 +50,7 @@ class Reranker(Protocol):
 @dataclass
 class SearchResult:
     query: str
+    searched: str  # the query as searched: a term the notes never write spelled as they do (rag.notes_spelling)
     hits: list[Hit]
     gate: GateDecision
     mode: RetrievalMode
@@ -136,6 +138,11 @@ class Retriever:
         tokens = self.tokenizer.tokenize(query)
         use_expansion = s.query_expansion if expansion is None else expansion
         translated = query_vector = None
+        asked = query
+        spellings = notes_spellings(query, tokens, self.tokenizer, self.index) if use_expansion and not mostly_english(query) else {}
+        if spellings:  # "全量微调" is searched, judged and read as the notes write it: "全参数微调"
+            query = respelled(query, spellings)
+            tokens = self.tokenizer.tokenize(query)
         if use_expansion:
             weighted, expansions = self.aliases.expand_explained(tokens, self.tokenizer, query)
             if s.cross_lingual and mostly_english(query):
@@ -231,7 +238,8 @@ class Retriever:
         explanation = None
         if explain:
             explanation = {
-                "query": query,
+                "query": asked,
+                "notes_spellings": spellings,
                 "tokens": tokens,
                 "expansions": expansions,
                 "translated_query": translated,
@@ -271,7 +279,8 @@ class Retriever:
                 "top_k": top_k,
             }
         return SearchResult(
-            query=query,
+            query=asked,
+            searched=query,
             hits=hits,
             gate=gate,
             mode=mode,

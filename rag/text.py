@@ -139,6 +139,9 @@ def _jieba_dictionary(cache_dir: Path | None) -> tuple[dict[str, int], int]:
         return _jieba_base
 
 
+USER_WORD_FREQ = 2000  # jieba frequency of a user word: enough to be kept whole over its parts
+
+
 class Tokenizer:
     """jieba search-mode tokens, normalized, with stopwords and punctuation dropped.
 
@@ -162,6 +165,7 @@ class Tokenizer:
         self._lock = threading.Lock()
         self.max_chars = max_chars
         self.user_words: list[str] = []
+        self._user_word_set: set[str] = set()
         for word in sorted(set(user_words)):
             self.add_word(word)
 
@@ -170,8 +174,19 @@ class Tokenizer:
         # jieba cannot keep a term with spaces as one token, and Latin-only words in its dictionary make
         # it split longer Latin words that contain them ("ml" inside "html"); Latin runs stay whole anyway.
         if len(word) >= 2 and " " not in word and is_cjk(word) and not _PUNCT_OR_SPACE.match(word):
-            self._jieba.add_word(word, freq=2000)
+            self._jieba.add_word(word, freq=USER_WORD_FREQ)
             self.user_words.append(word)
+            self._user_word_set.add(word)
+
+    def is_user_word(self, word: str) -> bool:
+        """True for a domain term added as a user word (the notes' glossary names and terms)."""
+        return normalize(word) in self._user_word_set
+
+    def general_frequency(self, word: str) -> int:
+        """How often jieba's general dictionary counts `word`: 0 for a word it does not know (one its HMM
+        formed, say "全量"); user words excluded."""
+        word = normalize(word)
+        return 0 if word in self._user_word_set else self._jieba.FREQ.get(word) or 0
 
     def tokenize(self, text: str) -> list[str]:
         """Tokens for BM25: the same function at ingest and at query time (linear in the text's length)."""
@@ -232,12 +247,23 @@ def written_form(term: str, text: str) -> str | None:
     检索增强生成, "全参数微调" for 全量微调); None when it writes neither."""
     if term in text:
         return term
+    pattern = _variant_pattern(term)
+    match = pattern.search(text) if pattern else None
+    return match.group(0) if match else None
+
+
+def written_forms(term: str, text: str) -> list[str]:
+    """Every variant of the Chinese `term` that `text` writes (`written_form`), the term itself included, in order."""
+    pattern = _variant_pattern(term)
+    return [m.group(0) for m in pattern.finditer(text)] if pattern else []
+
+
+def _variant_pattern(term: str) -> re.Pattern[str] | None:
     head, first, middle = term[-2:], term[0], len(term) - 3
     if middle < 0:
         return None
     gap = rf"[^\s{JOINING_CHARS}，,。；;：:、（）()]{{{max(middle - 1, 0)},{middle + 2}}}"
-    match = re.search(re.escape(first) + gap + re.escape(head), text)
-    return match.group(0) if match else None
+    return re.compile(re.escape(first) + gap + re.escape(head))
 
 
 def char_bigrams(text: str) -> set[str]:

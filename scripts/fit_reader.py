@@ -94,13 +94,14 @@ def collect(engine: Engine, reader: Reader, questions: list[EvalQuestion], group
             )
         result = engine.search(resolved, top_k=5)
         reading = reader.read(
-            resolved,
+            result.searched,
             result.hits,
             weighted=result.weighted_query,
             query_vectors=result.query_vectors,
             gate_score=result.gate.score,
             gate_features=result.gate.features,
             name_forms=result.name_forms,
+            phrase_forms=result.phrase_forms,
         )
         rows = [c.features for c in reading.candidates]
         # a piece of a sentence a line break cut is labelled by the whole sentence, as it is judged and quoted

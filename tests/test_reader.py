@@ -989,6 +989,9 @@ def test_the_ui_shows_the_readers_sentences_as_rows_not_json(engine) -> None:
     assert "LoRA" in rows[0]["章节"] or "LORA" in rows[0]["句子"]
     assert render.reader_verdict(explanation).startswith("阅读判断：笔记中有句子")
     assert render.reader_rows({}) == [] and render.reader_verdict({"reader": "x"}) == ""
+    spelled = engine.ask("全量微调有什么问题？", explain=True).explanation
+    assert render.notes_spelling_note(spelled) == "按笔记的写法检索：全量微调 → 全参数微调"
+    assert render.notes_spelling_note(explanation) == "" and render.notes_spelling_note({"notes_spellings": 3}) == ""
 
 
 def test_the_shipped_ranker_ranks_as_the_mean_of_the_fold_rankers() -> None:

@@ -18,9 +18,10 @@ from rag.config import Settings
 from rag.engine import Engine
 from rag.evaluation import is_hit
 from rag.fusion import rrf, score_fusion
+from rag.notes_spelling import notes_spellings
 from rag.question_names import latin_names
 from rag.retrieval import phrase_forms
-from rag.text import known_words, spelled_as_one
+from rag.text import known_words, spelled_as_one, written_forms
 from rag.types import Chunk, Hit, Turn
 
 ANSWERABLE = "LoRA 微调里最重要的超参数是什么？"
@@ -536,6 +537,46 @@ def test_a_standalone_question_with_history_is_not_rewritten(engine: Engine) -> 
     history = [Turn("user", "LoRA 是什么？"), Turn("assistant", "LoRA 是一种低秩适配的微调方法。")]
     question = "知识蒸馏中温度T变大时 softmax 输出会怎样？"
     assert engine.ask(question, history=history).resolved_question == question
+
+
+# ---------------------------------------------------------------------------------- notes' spelling
+
+
+def test_every_variant_a_text_writes_is_listed() -> None:
+    text = "全参数微调既占显存。与完全微调相比……效果不输全参数微调；全量的数据都用来微调"
+    assert written_forms("全量微调", text) == ["全参数微调", "全微调", "全参数微调"]
+    assert written_forms("早停", text) == []  # too short to have a variant
+
+
+def test_a_term_the_notes_never_write_is_searched_as_they_write_it(engine: Engine) -> None:
+    with engine.hold() as state:
+        tokenizer, index = state.tokenizer, state.index
+
+        def spellings(question: str) -> dict[str, str]:
+            return notes_spellings(question, tokenizer.tokenize(question), tokenizer, index)
+
+        # the notes write 全参数微调 six times and 完全微调 once: the form written most often wins
+        assert spellings("全量微调有什么问题？") == {"全量微调": "全参数微调"}
+        assert spellings("全参数微调有什么问题？") == {}  # written as asked
+        assert spellings("只训练一次就想得到好几个模型，有什么办法？") == {}  # 好几个 is everyday language
+        assert spellings("它想让模型重点学哪类样本？") == {}  # 哪类 starts with a function character
+        assert spellings("梯度裁剪是什么？") == {}  # 裁剪 is no domain term: no kind of thing to vary
+
+    result = engine.search("全量微调有什么问题？", explain=True)
+    assert result.query == "全量微调有什么问题？" and result.searched == "全参数微调有什么问题？"
+    assert result.explanation is not None and result.explanation["notes_spellings"] == {"全量微调": "全参数微调"}
+    assert "全参数微调" in result.hits[0].chunk.text
+    assert engine.search("全量微调有什么问题？", expansion=False).searched == "全量微调有什么问题？"
+    answer = engine.ask("全量微调有什么问题？")
+    assert not answer.refused and "全参数微调" in answer.text.split("[1]")[0]  # not a sentence on 微调 in general
+
+
+def test_a_followup_comparing_with_a_term_the_notes_spell_otherwise_reads_their_spelling(engine: Engine) -> None:
+    history = [Turn("user", ANSWERABLE)]
+    history.append(Turn("assistant", engine.ask(ANSWERABLE).text))
+    answer = engine.ask("它和全量微调比呢？", history=history)
+    assert answer.resolved_question == "LoRA 微调和全量微调比呢？"
+    assert not answer.refused and "全参数微调" in answer.text.split("[1]")[0]
 
 
 # ------------------------------------------------------------------------------------- explanations

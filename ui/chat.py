@@ -113,6 +113,9 @@ def draw_answer(client: ApiClient, turn: dict[str, Any], version: str | None, *,
             resolved = answer.get("resolved_question")
             if resolved and resolved != answer["question"]:
                 st.caption("改写后的独立问题：" + render.escape_markdown(resolved))
+            spelling = render.notes_spelling_note(explanation)
+            if spelling:
+                st.caption(render.escape_markdown(spelling))
             verdict = render.reader_verdict(explanation)
             if verdict:
                 st.caption(render.escape_markdown(verdict))

@@ -465,6 +465,15 @@ def reader_rows(explanation: dict[str, Any]) -> list[dict[str, str]]:
     return rows
 
 
+def notes_spelling_note(explanation: dict[str, Any]) -> str:
+    """One line on the question's terms searched as the notes write them ("全量微调 → 全参数微调"), or ""."""
+    spellings = explanation.get("notes_spellings") if isinstance(explanation, dict) else None
+    if not isinstance(spellings, dict) or not spellings:
+        return ""
+    pairs = "；".join(f"{plain_text(str(asked))} → {plain_text(str(form))}" for asked, form in spellings.items())
+    return f"按笔记的写法检索：{pairs}"
+
+
 def reader_verdict(explanation: dict[str, Any]) -> str:
     """One line on the reader's verdict: answerable or not, with its probability."""
     reader = explanation.get("reader") if isinstance(explanation, dict) else None

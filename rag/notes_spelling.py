@@ -1,0 +1,70 @@
+"""A Chinese term the notes never write, spelled as they do: "全量微调" is written "全参数微调" in the notes.
+
+A user's word for a concept often differs from the notes' in its middle only: the same first character, the
+same last word, a few characters of its own between (`rag.text.written_form`). BM25 cannot match such a
+variant, and the question's own word for it weighs nothing, so a question about 全量微调 is answered with
+sentences about 微调 in general. `notes_spellings` finds, for each word of the question that no passage
+contains, the variant that the passages retrieved by the question's other words write most often; the
+retriever then searches with the question as the notes would write it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from collections import Counter
+from collections.abc import Sequence
+
+from rag.index import IndexBackend
+from rag.text import STOPWORDS, Tokenizer, is_cjk, written_forms
+
+POOL = 30  # passages the variants are looked for in: those BM25 ranks first for the question's known words
+COMMON_WORD = 100  # a word jieba's general dictionary counts this often is everyday language, not a term
+
+
+def unwritten_compounds(query: str, tokenizer: Tokenizer, index: IndexBackend) -> list[str]:
+    """The question's compounds of a word that no passage contains and the domain term that follows it ("全量"
+    + "微调"): the domain term is what a variant must end with. The first word is one jieba's general dictionary
+    does not know as everyday language ("好几个", "本事" are), and starts with no function character ("哪类").
+    In question order, no repeats."""
+    words = [w for w in tokenizer.pieces(query) if w.strip()]
+    compounds: list[str] = []
+    for word, head in itertools.pairwise(words):
+        if (
+            len(word) >= 2
+            and all(is_cjk(ch) for ch in word + head)
+            and word[0] not in STOPWORDS
+            and tokenizer.general_frequency(word) < COMMON_WORD
+            and tokenizer.is_user_word(head)
+            and not index.has_term(word)
+            and (compound := word + head) not in compounds
+        ):
+            compounds.append(compound)
+    return compounds
+
+
+def notes_spellings(query: str, tokens: Sequence[str], tokenizer: Tokenizer, index: IndexBackend) -> dict[str, str]:
+    """{compound of the question: how the notes write it} for the question's compounds that no passage writes
+    (`unwritten_compounds`), when the passages BM25 ranks first for its other words write a variant of it."""
+    compounds = unwritten_compounds(query, tokenizer, index)
+    if not compounds:
+        return {}
+    known = {t: 1.0 for t in tokens if index.has_term(t)}
+    rows = [row for row, _ in index.keyword_search(known, POOL)] if known else []
+    if not rows:
+        return {}
+    texts = [re.sub(r"\s+", "", chunk.text) for chunk in index.chunks(rows)]
+    spellings: dict[str, str] = {}
+    for compound in compounds:
+        counts = Counter(form for text in texts for form in written_forms(compound, text) if form != compound)
+        if counts:
+            # the form written most often; among equals, the longest ("全参数微调", not "全微调" of 完全微调)
+            spellings[compound] = max(counts, key=lambda form: (counts[form], len(form)))
+    return spellings
+
+
+def respelled(query: str, spellings: dict[str, str]) -> str:
+    """The query with each compound of `spellings` written as the notes write it."""
+    for compound, form in spellings.items():
+        query = query.replace(compound, form)
+    return query
