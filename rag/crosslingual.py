@@ -55,6 +55,7 @@ GENERIC_ANCHORS = tuple(
     """.split()  # noqa: SIM905 - a word list reads better as text
 )
 _WORD = re.compile(r"[a-z][a-z0-9]*(?:-[a-z0-9]+)*")
+_GLOSS_WORD_GAP = r"[\s-]*"  # "fine tuning" is glossed "fine-tuning" or "finetuning" too
 
 Embed = Callable[[Sequence[str]], np.ndarray]
 SINGLE_WORD_FACTOR = 2.0  # a one-word phrase needs this multiple of the threshold
@@ -273,3 +274,39 @@ def blended_translation(
     for name, name_vector in zip(names, name_vectors, strict=True):
         blend = blend + name_vector * float(text_units(name))
     return (blend / max(float(np.linalg.norm(blend)), 1e-12)).astype(np.float32)
+
+
+def glossed_phrases(query: str, texts: Sequence[str]) -> dict[str, str]:
+    """{English phrase of the question: the run of Chinese right before it, where `texts` give the phrase as a
+    gloss in parentheses} ("指令微调（instruction tuning，正如……）" for "What is instruction tuning?"): the
+    notes' own translation, for phrases of two to four words the glossary does not hold (it reads only
+    heading-like lines). The phrase must be the whole gloss or its first item; longer phrases first, and a
+    word joins one phrase."""
+    texts = [normalize(text) for text in texts]
+    found: dict[str, str] = {}
+    for run in english_phrases(query):
+        used = [False] * len(run)
+        for length in range(min(4, len(run)), 1, -1):
+            for start in range(len(run) - length + 1):
+                if any(used[start : start + length]):
+                    continue
+                words = run[start : start + length]
+                spelled = _GLOSS_WORD_GAP.join(map(re.escape, words))
+                gloss = re.compile(rf"([{CJK_CHARS}]{{2,12}})\s*\(\s*{spelled}\s*[,;:/)]")
+                match = next((m for text in texts if (m := gloss.search(text))), None)
+                if match:
+                    found[" ".join(words)] = match.group(1)
+                    used[start : start + length] = [True] * length
+    return found
+
+
+def gloss_term(run: str, pieces: Sequence[str], known: Callable[[str], bool]) -> str:
+    """The term a run of Chinese before a gloss ends with: what follows its last function word ("使用了指令微调"
+    -> 指令微调), or the longest known term that ends it when that is all but a word shorter ("都会应用层归一化"
+    -> 层归一化, but 全参数微调 stays whole rather than 微调). `pieces`: the run cut into words."""
+    start = max((i + 1 for i, piece in enumerate(pieces) if piece in STOPWORDS), default=0)
+    tail = "".join(pieces[start:])
+    if len(tail) < 2:
+        return run
+    named = [t for i in range(start, len(pieces)) if len(t := "".join(pieces[i:])) >= 2 and known(t)]
+    return named[0] if named and len(named[0]) >= len(tail) - 2 else tail

@@ -22,6 +22,8 @@ from rag.crosslingual import (
     TRANSLATION_NAMES,
     TermBridge,
     blended_translation,
+    gloss_term,
+    glossed_phrases,
     mostly_english,
     translated_query,
 )
@@ -40,6 +42,7 @@ from rag.text import (
 )
 from rag.types import Hit, RetrievalMode
 
+GLOSS_POOL = 10  # passages an English question's phrases are looked for as glosses in
 MIN_COMMON_PASSAGES = 3  # a bridge target found in this many passages or fewer is never too common
 
 
@@ -319,6 +322,14 @@ class Retriever:
                 matched_words.update(singular(w) for w in LATIN_WORD.findall(normalize(item["matched"])))
                 names.extend([m for m in item["added"] if is_cjk(m)][:2])
 
+        # English phrases the notes give as a gloss after a Chinese term the glossary does not link them to
+        # ("指令微调（instruction tuning，…）"): that term is their name, as sure as a glossary alias
+        for phrase, term in self._glossed_in_notes(query, weighted).items():
+            added = self.aliases.add_names(weighted, [term], self.tokenizer, expansions)
+            expansions.append({"matched": phrase, "added": [term], "tokens": added, "glossed_as": term})
+            matched_words.update(phrase.split())
+            names.append(term)
+
         # The question, with the names the glossary gave it, rides in the phrases' model call: the default
         # encoder packs a few short texts into one sequence (no padding to the question's length). The names
         # the bridge links are blended in from their stored vectors: no second model call.
@@ -358,6 +369,20 @@ class Retriever:
             else:  # a name without a stored vector: the translation is embedded after all
                 query_vector = None
         return translated_query(query, names), query_vector
+
+    def _glossed_in_notes(self, query: str, weighted: dict[str, float]) -> dict[str, str]:
+        """{English phrase: the Chinese term before it} for the question's phrases that the passages BM25 ranks
+        first for its own English words give as a gloss (`glossed_phrases`): "full fine tuning" is 全参数微调
+        there, whatever the glossary made of "fine tuning"."""
+        own = {token: 1.0 for token, weight in weighted.items() if weight == 1.0 and not is_cjk(token)}
+        rows = [row for row, _ in self.index.keyword_search(own, GLOSS_POOL)] if own else []
+        if not rows:
+            return {}
+        glossed = glossed_phrases(query, [chunk.text for chunk in self.index.chunks(rows)])
+        return {
+            phrase: gloss_term(run, self.tokenizer.pieces(run), self.tokenizer.is_user_word)
+            for phrase, run in glossed.items()
+        }
 
     def _matched_terms(self, row: int, weighted: dict[str, float]) -> list[str]:
         text = normalize(self.index.chunks([row])[0].index_text)

@@ -15,6 +15,8 @@ from rag.crosslingual import (
     blended_translation,
     bridge_terms,
     english_phrases,
+    gloss_term,
+    glossed_phrases,
     mostly_english,
     text_units,
     translated_query,
@@ -246,6 +248,43 @@ def test_a_bridge_without_vectors_links_nothing() -> None:
 
 
 # ----------------------------------------------------------------- real embedder, bundled corpus
+
+
+def test_a_phrase_the_notes_give_as_a_gloss_is_named_by_the_chinese_before_it() -> None:
+    texts = [
+        "尽管它背后的模型可能使用了指令微调（instruction tuning， 正如 InstructGPT 那样），效果仍差。",
+        "在小模型时代，全参数微调（Full Fine-Tuning）毫无压力。",
+        "指令微调 (Instruction tuning with Reinforcement Learning) 是 ChatGPT 的做法。",
+    ]
+    assert glossed_phrases("What is instruction tuning?", texts) == {"instruction tuning": "的模型可能使用了指令微调"}  # up to 12 characters
+    # the longest phrase first, its words spelled with a hyphen or none between; a word joins one phrase
+    assert glossed_phrases("Why use full fine tuning?", texts) == {"full fine tuning": "全参数微调"}
+    # a gloss that goes on ("tuning with …") names something longer than the phrase; one word alone is no gloss
+    assert glossed_phrases("What is tuning with reinforcement?", texts[2:]) == {}
+    assert glossed_phrases("What is instruction?", texts) == {}
+
+
+def test_the_term_before_a_gloss_is_cut_from_its_clause() -> None:
+    def known(term: str) -> bool:
+        return term in {"指令微调", "层归一化", "微调"}
+
+    assert gloss_term("使用了指令微调", ["使用", "了", "指令微调"], known) == "指令微调"  # after the function word
+    assert gloss_term("训练一个大模型", ["训练", "一个", "大模型"], known) == "大模型"
+    assert gloss_term("都会应用层归一化", ["都", "会", "应用", "层归一化"], known) == "层归一化"  # a known tail
+    assert gloss_term("全参数微调", ["全", "参数", "微调"], known) == "全参数微调"  # not the much shorter 微调
+
+
+def test_an_english_phrase_the_notes_gloss_finds_its_chinese_term(engine: Engine) -> None:
+    # the glossary groups 指令微调 with "Flan" only: the notes gloss "instruction tuning" in prose
+    result = engine.search("What is instruction tuning?", explain=True)
+    e = result.explanation
+    assert e is not None
+    glossed = [item for item in e["expansions"] if "glossed_as" in item]
+    assert [(item["matched"], item["added"]) for item in glossed] == [("instruction tuning", ["指令微调"])]
+    assert "指令微调" in e["translated_query"]
+    assert "指令微调" in result.hits[0].chunk.heading_path[-1]
+    answer = engine.ask("What is instruction tuning?")
+    assert not answer.refused and "指令微调" in answer.text  # refused before: prompt tuning was all it found
 
 
 def test_english_phrase_reaches_a_chinese_only_term_in_the_notes(engine: Engine) -> None:
