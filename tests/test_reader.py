@@ -122,6 +122,17 @@ def test_a_missing_formula_is_said_not_stitched(engine, reader: Reader) -> None:
     assert answer.text.startswith("交叉熵损失是分类问题最常用的损失函数") and answer.text.endswith("（笔记中没有给出具体公式。）")
 
 
+def test_asking_for_the_meaning_adds_no_word_the_answer_must_hold(engine) -> None:
+    # "X 的含义是什么" asks what "X 是什么" asks: the notes define AUC without the word 含义 (p 0.52 < threshold,
+    # refused, before 含义 and 意思 joined the stopwords)
+    with engine.hold() as state:
+        assert state.tokenizer.tokenize("AUC 的含义是什么？") == state.tokenizer.tokenize("AUC 是什么意思？") == ["auc"]
+    for question in ("AUC 的含义是什么？", "AUC 是什么意思？"):
+        answer = engine.ask(question)
+        assert not answer.refused and "AUC" in answer.text
+    assert engine.ask("红烧肉是什么意思？").refused
+
+
 def test_a_figure_asked_for_that_no_quoted_sentence_states_is_refused(engine) -> None:
     # the notes name the temperature T and QAT, but give neither a typical T nor a number of epochs: quoting
     # their definitions answered a question nobody asked
