@@ -24,6 +24,12 @@ MARKDOWN_LINK = re.compile(r"\[([^\]]*)\]\([^)]*\)")
 _QUOTES = re.compile(r"[“”「」『』《》]")
 SHORTENED_PART = 3  # each word of a name written shortened keeps at least this many letters ("layernorm")
 MAX_SHORTENED_WORDS = 4
+# The last word of an English name that only says what kind of thing it is: the words before it name it too
+# ("exploding gradient problem", "gradient harmonized mechanism"), when there are at least two of them.
+KIND_WORDS = frozenset(
+    {"problem", "method", "algorithm", "mechanism", "technique", "phenomenon", "approach", "strategy", "principle"}
+    | {"theorem", "theory"}
+)
 EDGE_PUNCT = " \t,、;:.!?。-–—'\"‘’"
 
 
@@ -193,6 +199,9 @@ class AliasIndex:
                 if latin and (plain := _singular_latin_key(text)) != key and len(plain) >= 2:
                     # "RNNs" in a question finds "RNN", "language model" finds "Language Models"
                     self._latin.setdefault(plain, []).append(_Member(index, text))
+                if latin and len(words) >= 3 and words[-1] in KIND_WORDS:
+                    # "exploding gradients" names the "exploding gradient problem"
+                    self._latin.setdefault("".join(words[:-1]), []).append(_Member(index, text))
         self._longest_latin = max((len(key) for key in self._latin), default=0)
 
     def __len__(self) -> int:

@@ -95,6 +95,20 @@ def test_glossary_matching_tolerates_english_plurals() -> None:
     assert matched("runs of RNA") == []
 
 
+def test_an_english_name_is_matched_without_the_word_for_its_kind() -> None:
+    aliases = AliasIndex([["梯度爆炸", "exploding gradient problem"], ["损失函数", "loss function"], ["CAP理论", "CAP theorem"]])
+    tokenizer = Tokenizer()
+
+    def matched(query: str) -> list[str]:
+        return [item["matched"] for item in aliases.expand_explained(tokenizer.tokenize(query), tokenizer, query)[1]]
+
+    assert matched("What causes exploding gradients?") == ["exploding gradient problem"]
+    assert matched("the exploding gradient problem") == ["exploding gradient problem"]
+    assert matched("Why is the gradient exploding?") == []  # the words in another order name nothing
+    assert matched("Is the loss too high?") == []  # one word left: "loss" is not the loss function
+    assert matched("Who proved the theorem about CAP?") == []
+
+
 def test_glossary_matching_reads_an_ing_form_as_its_name() -> None:
     aliases = AliasIndex([["过拟合", "overfit"], ["微调", "fine-tune"], ["掩码", "mask"], ["唱歌", "sing"]])
     tokenizer = Tokenizer()
