@@ -20,6 +20,7 @@ where a phrase names a concept.
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
@@ -310,3 +311,34 @@ def gloss_term(run: str, pieces: Sequence[str], known: Callable[[str], bool]) ->
         return run
     named = [t for i in range(start, len(pieces)) if len(t := "".join(pieces[i:])) >= 2 and known(t)]
     return named[0] if named and len(named[0]) >= len(tail) - 2 else tail
+
+
+# What an English name's last word says of its kind, as a Chinese name ending in it writes it ("CAP theorem" is
+# CAP理论 in the notes, "Huber loss" Huber损失, "attention mechanism" Attention机制).
+_KIND_IN_CHINESE = {
+    "theorem": ("定理", "理论", "原理"),
+    "theory": ("理论",),
+    "principle": ("原理",),
+    "algorithm": ("算法",),
+    "mechanism": ("机制",),
+    "function": ("函数",),
+    "loss": ("损失",),
+    "framework": ("框架",),
+    "architecture": ("架构",),
+}
+
+
+def mixed_names(query: str, texts: Sequence[str]) -> dict[str, str]:
+    """{English phrase of the question: the notes' name for it} for a name and its kind ("CAP theorem") that
+    `texts` write as the name followed by the Chinese for its kind ("CAP理论"), as written there."""
+    found: dict[str, str] = {}
+    for run in english_phrases(query):
+        for name, kind in itertools.pairwise(run):
+            chinese = _KIND_IN_CHINESE.get(singular(kind))
+            if not chinese:
+                continue
+            written = re.compile(rf"(?<![A-Za-z0-9]){re.escape(name)}\s?(?:{'|'.join(chinese)})", re.I)
+            match = next((m for text in texts if (m := written.search(text))), None)
+            if match:
+                found[f"{name} {kind}"] = match.group(0)
+    return found

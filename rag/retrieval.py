@@ -24,6 +24,7 @@ from rag.crosslingual import (
     blended_translation,
     gloss_term,
     glossed_phrases,
+    mixed_names,
     mostly_english,
     translated_query,
 )
@@ -322,11 +323,11 @@ class Retriever:
                 matched_words.update(singular(w) for w in LATIN_WORD.findall(normalize(item["matched"])))
                 names.extend([m for m in item["added"] if is_cjk(m)][:2])
 
-        # English phrases the notes give as a gloss after a Chinese term the glossary does not link them to
-        # ("指令微调（instruction tuning，…）"): that term is their name, as sure as a glossary alias
-        for phrase, term in self._glossed_in_notes(query, weighted).items():
+        # English phrases the notes name in Chinese where the glossary does not link them: a gloss after a
+        # Chinese term ("指令微调（instruction tuning，…）"), a name half in Chinese ("CAP理论"); as sure as an alias
+        for phrase, term in self._named_in_notes(query, weighted).items():
             added = self.aliases.add_names(weighted, [term], self.tokenizer, expansions)
-            expansions.append({"matched": phrase, "added": [term], "tokens": added, "glossed_as": term})
+            expansions.append({"matched": phrase, "added": [term], "tokens": added, "named_in_notes": term})
             matched_words.update(phrase.split())
             names.append(term)
 
@@ -370,19 +371,21 @@ class Retriever:
                 query_vector = None
         return translated_query(query, names), query_vector
 
-    def _glossed_in_notes(self, query: str, weighted: dict[str, float]) -> dict[str, str]:
-        """{English phrase: the Chinese term before it} for the question's phrases that the passages BM25 ranks
-        first for its own English words give as a gloss (`glossed_phrases`): "full fine tuning" is 全参数微调
-        there, whatever the glossary made of "fine tuning"."""
+    def _named_in_notes(self, query: str, weighted: dict[str, float]) -> dict[str, str]:
+        """{English phrase: the notes' Chinese name for it} from the passages BM25 ranks first for the
+        question's own English words: a phrase they give as a gloss (`glossed_phrases`: "full fine tuning" is
+        全参数微调 there, whatever the glossary made of "fine tuning"), or a name and its kind they write half
+        in Chinese (`mixed_names`: "CAP theorem" is CAP理论)."""
         own = {token: 1.0 for token, weight in weighted.items() if weight == 1.0 and not is_cjk(token)}
         rows = [row for row, _ in self.index.keyword_search(own, GLOSS_POOL)] if own else []
         if not rows:
             return {}
-        glossed = glossed_phrases(query, [chunk.text for chunk in self.index.chunks(rows)])
-        return {
+        texts = [chunk.text for chunk in self.index.chunks(rows)]
+        named = {
             phrase: gloss_term(run, self.tokenizer.pieces(run), self.tokenizer.is_user_word)
-            for phrase, run in glossed.items()
+            for phrase, run in glossed_phrases(query, texts).items()
         }
+        return named | {phrase: name for phrase, name in mixed_names(query, texts).items() if phrase not in named}
 
     def _matched_terms(self, row: int, weighted: dict[str, float]) -> list[str]:
         text = normalize(self.index.chunks([row])[0].index_text)

@@ -17,6 +17,7 @@ from rag.crosslingual import (
     english_phrases,
     gloss_term,
     glossed_phrases,
+    mixed_names,
     mostly_english,
     text_units,
     translated_query,
@@ -278,6 +279,15 @@ def test_a_phrase_the_notes_give_as_a_gloss_is_named_by_the_chinese_before_it() 
     assert glossed_phrases("What is instruction?", texts) == {}
 
 
+def test_a_name_and_its_kind_are_found_where_the_notes_write_the_kind_in_chinese() -> None:
+    texts = ["后续的分布式系统设计也都按照CAP理论进行设计。", "Huber Loss 则是一种将 MSE 与 MAE 结合的损失；Huber损失更稳。"]
+    assert mixed_names("What is the CAP theorem?", texts) == {"cap theorem": "CAP理论"}
+    assert mixed_names("Why use Huber losses?", texts) == {"huber losses": "Huber损失"}
+    assert mixed_names("What is the BASE theory?", texts) == {}  # not written here
+    assert mixed_names("What is a CAP design?", texts) == {}  # "design" names no kind
+    assert mixed_names("What is the ECAP theorem?", texts) == {}  # a name is matched whole
+
+
 def test_the_term_before_a_gloss_is_cut_from_its_clause() -> None:
     def known(term: str) -> bool:
         return term in {"指令微调", "层归一化", "微调"}
@@ -293,10 +303,15 @@ def test_an_english_phrase_the_notes_gloss_finds_its_chinese_term(engine: Engine
     result = engine.search("What is instruction tuning?", explain=True)
     e = result.explanation
     assert e is not None
-    glossed = [item for item in e["expansions"] if "glossed_as" in item]
+    glossed = [item for item in e["expansions"] if "named_in_notes" in item]
     assert [(item["matched"], item["added"]) for item in glossed] == [("instruction tuning", ["指令微调"])]
     assert "指令微调" in e["translated_query"]
     assert "指令微调" in result.hits[0].chunk.heading_path[-1]
+    result = engine.search("What is the CAP theorem?", explain=True)
+    assert result.explanation is not None
+    named = [(item["matched"], item["added"]) for item in result.explanation["expansions"] if "named_in_notes" in item]
+    assert named == [("cap theorem", ["CAP理论"])] and result.hits[0].chunk.heading_path[-1] == "CAP理论"
+    assert not engine.ask("What is the CAP theorem?").refused  # refused before (reader 0.60): "theorem" was unread
     answer = engine.ask("What is instruction tuning?")
     assert not answer.refused and "指令微调" in answer.text  # refused before: prompt tuning was all it found
 
