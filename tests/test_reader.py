@@ -860,6 +860,13 @@ def test_what_states_something_is_a_pure_form_check() -> None:
     assert not states_something("GroupNorm、LayerNorm、BatchNorm", {"enumeration": 1.0})
     assert states_something("1. 预训练一个语言模型 (LM) ；", {})  # an item that says something
     assert states_something("ratio 额外开销比例(1.2~2 之间)", {"title_like": 1.0})  # Chinese: a statement
+    assert states_something("TPR=TP/(TP+FN)", {"title_like": 1.0, "type_formula": 1.0})  # a formula is no title
+
+
+def test_a_formula_asked_for_opens_the_answer_though_it_is_all_letters(engine) -> None:
+    # "TPR=TP/(TP+FN)" was ranked first but taken for a title, and an AUPRC sentence of another passage led
+    answer = engine.ask("召回率怎么算？")
+    assert answer.text.startswith("TPR=TP/(TP+FN)[1]") and "召回率" in answer.citations[0].snippet
     assert reads_as_sentence("GRU是LSTM结构的变式；") and reads_as_sentence("对于分类问题，最常用的是交叉熵")
     assert not reads_as_sentence("交叉熵损失函数（Cross Entropy Loss， CE）")  # a name and its gloss
 

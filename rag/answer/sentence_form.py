@@ -37,7 +37,11 @@ def is_enumeration(text: str) -> bool:
 def states_something(text: str, features: Mapping[str, float]) -> bool:
     """Whether a candidate states anything: not a line of names or a link, nor a short title of Latin words
     alone ("Temperature Sampling"), nor a numbered title ("3. 图神经网络（GNNs，Graph Neural Networks）")."""
-    bare_title = bool(features.get("title_like")) and not is_cjk(text) and not re.search(r"\d", text)
+    # a formula is no title, whatever its letters ("TPR=TP/(TP+FN)")
+    bare_title = (
+        bool(features.get("title_like")) and not is_cjk(text) and not re.search(r"\d", text)
+        and not features.get("type_formula")
+    )
     numbered = ITEM_NUMBER.match(text)
     if numbered:
         rest = PARENTHESES.sub("", text[numbered.end() :].strip())
