@@ -41,6 +41,7 @@ from rag.answer.sentence_form import (
     count_asked,
     is_enumeration,
     is_link,
+    list_lead_in,
     reads_as_sentence,
     sibling_named,
     states_count,
@@ -432,6 +433,21 @@ def test_a_sentence_about_a_sibling_of_the_subject_gives_way_to_one_about_the_su
     # a sibling the question names itself is no other entity ("过拟合和欠拟合有什么区别？")
     both = leading_first(ranked, (), asks_list=False, subject={"过拟合": 3.4}, question="过拟合和欠拟合有什么区别？", is_word=words)
     assert both[0].sentence is under
+
+
+def test_a_list_item_under_a_sibling_s_lead_in_gives_way_to_a_sentence_about_the_subject() -> None:
+    # "2、特征项不够……做判断" matched 判断 of "过拟合怎么判断？", but its list is 欠拟合's
+    words = {"欠拟合", "过拟合"}.__contains__
+    text = "过拟合是指模型在新数据上的性能比在训练数据上差。\n导致欠拟合的原因：\n1、模型过于简单；\n2、特征项不够，不足以做判断。\n"
+    group = split_passage(0, hit(text))
+    about, item = group[0], group[3]
+    assert list_lead_in(group, item) == "导致欠拟合的原因：" and list_lead_in(group, about) == ""
+    ranked = [Candidate(item, {}, 7.1), Candidate(about, {}, 5.9)]
+    kwargs = {"asks_list": False, "subject": {"判断": 3.7, "过拟合": 3.4}, "question": "过拟合怎么判断？", "is_word": words}
+    assert leading_first(ranked, (), **kwargs, lead_in=lambda c: list_lead_in(group, c.sentence))[0].sentence is about
+    assert leading_first(ranked, (), **kwargs)[0].sentence is item  # the item alone names no sibling
+    far = [Candidate(item, {}, 9.5), ranked[1]]  # rated far above: the ranking stands
+    assert leading_first(far, (), **kwargs, lead_in=lambda c: list_lead_in(group, c.sentence))[0].sentence is item
 
 
 def test_a_line_that_announces_the_asked_comparison_leads_its_items() -> None:

@@ -21,13 +21,16 @@ if TYPE_CHECKING:
     from rag.answer.reader import Candidate, Reading
 
 NAMING_MARGIN = 1.0  # logit units: a passage naming the question's subject this close to the best answers first
+SIBLING_MARGIN = 3.0  # logit units: the best sentence speaks of a sibling; one naming the subject this close leads
 REPEAT_LOOKAHEAD = 5  # a follow-up's answer opens with the best of this many candidates the last answer did not quote
 
 
-def _close_first(candidates: list[Candidate], wanted: Callable[[Candidate], bool]) -> list[Candidate]:
-    """`candidates` (best first) with the best `wanted` one rated within NAMING_MARGIN of the best moved to the
+def _close_first(
+    candidates: list[Candidate], wanted: Callable[[Candidate], bool], margin: float = NAMING_MARGIN
+) -> list[Candidate]:
+    """`candidates` (best first) with the best `wanted` one rated within `margin` of the best moved to the
     front; unchanged when there is none."""
-    floor = candidates[0].score - NAMING_MARGIN
+    floor = candidates[0].score - margin
     found = next((c for c in candidates if c.score >= floor and wanted(c)), None)
     return candidates if found is None else [found, *(c for c in candidates if c is not found)]
 
@@ -41,10 +44,12 @@ def leading_first(
     question: str = "",
     is_word: Callable[[str], bool] = lambda word: False,
     asks_compare: bool = False,
+    lead_in: Callable[[Candidate], str] = lambda candidate: "",
 ) -> list[Candidate]:
     """The ranked candidates with what may lead an answer first (`candidates` sorted best first); `count`: the
     number of parts the question names, if any; `subject`: the question's subject words (normalized), asked in
-    `question`; `is_word`: whether the notes index a string as a word."""
+    `question`; `is_word`: whether the notes index a string as a word; `lead_in`: the line a candidate's list
+    hangs from (`list_lead_in`)."""
     if not candidates:
         return candidates
     if asks_list and count and not states_count(candidates[0].sentence.text, count):
@@ -54,11 +59,15 @@ def leading_first(
         # "BERT 和 GPT 有什么区别？": a line that announces that very comparison ("GPT和BERT的区别：") leads its items
         candidates = _close_first(candidates, lambda c: _announces_comparison(c.sentence.text, subject))
     # a sibling the question names itself ("硬标签和软标签有什么不同？") is no other entity
-    named = {t: sibling_named(normalize(candidates[0].sentence.text), t, is_word) for t in subject}
+    # the line a list item hangs from says whose list it is ("导致欠拟合的原因：" above "2、特征项不够……")
+    said = normalize(f"{lead_in(candidates[0])} {candidates[0].sentence.text}")
+    named = {t: sibling_named(said, t, is_word) for t in subject}
     siblings = [t for t, word in named.items() if word and word not in question]
     if siblings:
         # "欠拟合的解决方法：" for "过拟合怎么解决？": a sentence close to it that names the subject itself comes first
-        candidates = _close_first(candidates, lambda c: all(t in normalize(c.sentence.text) for t in siblings))
+        candidates = _close_first(
+            candidates, lambda c: all(t in normalize(c.sentence.text) for t in siblings), margin=SIBLING_MARGIN
+        )
     named_best = max((c.score for c in candidates if c.passage in naming), default=None)
     if named_best is not None and candidates[0].passage not in naming and named_best >= candidates[0].score - NAMING_MARGIN:
         # the best sentence comes from a passage that never names what the question is about ("DDPG"), and one

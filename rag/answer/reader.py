@@ -36,7 +36,7 @@ from rag.answer.reader_features import (
     reader_text,
 )
 from rag.answer.refusal_rules import passages_naming, read_text, refusal_rule, subject_names
-from rag.answer.sentence_form import count_asked
+from rag.answer.sentence_form import count_asked, list_lead_in
 from rag.answer.sentences import Sentence, sentence_run, split_passage, whole_sentence
 from rag.text import Tokenizer, fold_hyphens, is_cjk, known_words, normalize
 from rag.types import Chunk, Hit
@@ -300,6 +300,7 @@ class Reader:
         candidates = leading_first(
             candidates, naming, asks_list="list" in profile.types, count=count_asked(question), subject=profile.subject,
             question=normalize(question), is_word=self.index.has_term, asks_compare="compare" in profile.types,
+            lead_in=lambda c: list_lead_in(sentences[c.passage], c.sentence),
         )
         if profile.no_chinese and not names:  # a Latin name the question is about decides first (above)
             candidates = translation_first(candidates, subject_phrase_names(question, phrase_forms or {}))

@@ -4,15 +4,20 @@ and the counts and names it holds ("按三个步骤分解", "欠拟合" beside �
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 from rag.text import CJK_CHARS, is_cjk
+
+if TYPE_CHECKING:
+    from rag.answer.sentences import Sentence
 
 SENTENCE_PUNCT = re.compile(r"[，,。；;：:！？!?]")
 TITLE_CHARS = 30  # a line without punctuation this long or shorter reads as a title
 # "A、B、C、D" or "a, b, c, d": a line that only names things (a tag list, a table of contents) states nothing.
 _ENUM_SPLIT = re.compile(r"[、,，/|；;]")
 _ENUM_BREAK = re.compile(r"[。：:？?！!]")
+_LEAD_IN_END = re.compile(r"[：:]\s*$|如下[。：:]?\s*$")
 ITEM_NUMBER = re.compile(r"^\s*\d{1,2}\s*[.、．)）]\s*")  # "3. " opening a numbered line
 PARENTHESES = re.compile(r"[（(][^（()）]*[)）]")
 # Words of a clause, not of a name: "卷积核大小是m，则结果长度为n-m+1" lists no names
@@ -112,3 +117,18 @@ def is_link(text: str) -> bool:
     if not _LINK.search(text):
         return False
     return len(_WORD_CHAR.findall(_LINK_TEXT.sub(" ", text))) < LONE_LINK_CHARS
+
+
+def list_lead_in(group: Sequence[Sentence], sentence: Sentence) -> str:
+    """The line that introduces the list `sentence` is an item of ("导致欠拟合的原因：" above "2、特征项不够……"):
+    the nearest earlier sentence of its passage ending in a colon or 如下, with only items between; "" when the
+    sentence is no list item or nothing introduces it."""
+    if not (sentence.bullet or ITEM_NUMBER.match(sentence.text)):
+        return ""
+    for earlier in reversed(group[: sentence.pos]):
+        if _LEAD_IN_END.search(earlier.text):
+            return earlier.text
+        if not (earlier.bullet or ITEM_NUMBER.match(earlier.text) or earlier.continues):
+            return ""
+    return ""
+
