@@ -40,6 +40,7 @@ from rag.text import (
     is_cjk,
     normalize,
     singular,
+    unglued,
 )
 from rag.types import Hit, RetrievalMode
 
@@ -139,14 +140,14 @@ class Retriever:
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
 
-        tokens = self.tokenizer.tokenize(query)
+        tokens = unglued(self.tokenizer.tokenize(query), self.index.has_term)
         use_expansion = s.query_expansion if expansion is None else expansion
         translated = query_vector = None
         asked = query
         spellings = notes_spellings(query, tokens, self.tokenizer, self.index) if use_expansion and not mostly_english(query) else {}
         if spellings:  # "全量微调" is searched, judged and read as the notes write it: "全参数微调"
             query = respelled(query, spellings)
-            tokens = self.tokenizer.tokenize(query)
+            tokens = unglued(self.tokenizer.tokenize(query), self.index.has_term)
         if use_expansion:
             weighted, expansions = self.aliases.expand_explained(tokens, self.tokenizer, query)
             if s.cross_lingual and mostly_english(query):

@@ -310,6 +310,21 @@ def is_cjk(text: str) -> bool:
     return HAS_CJK.search(text) is not None
 
 
+_GLUED = "有是要会在时"  # what jieba glues to the word before it in a question ("输入门有什么作用" -> 输入 / 门有)
+
+
+def unglued(tokens: Sequence[str], known: Callable[[str], bool]) -> list[str]:
+    """`tokens` plus, for a Chinese token the notes never use that ends in a character jieba glued to the word
+    before it, that word when the notes use it ("门有" -> 门, so 输入门 is searched as the notes' 输入 / 门)."""
+    out = list(tokens)
+    for token in tokens:
+        word = token[:-1]
+        glued = 2 <= len(token) <= 3 and token[-1] in _GLUED and is_cjk(word)
+        if glued and word not in out and not known(token) and known(word):
+            out.append(word)
+    return out
+
+
 MAX_KNOWN_WORD = 4  # the longest word of the notes looked for where jieba cut a question into words they never use
 _PARTICLES = "是的了"  # what jieba glues to the word before it ("阶是", "法是")
 

@@ -21,7 +21,7 @@ from rag.fusion import rrf, score_fusion
 from rag.notes_spelling import notes_spellings
 from rag.question_names import latin_names
 from rag.retrieval import phrase_forms
-from rag.text import known_words, spelled_as_one, written_forms
+from rag.text import known_words, spelled_as_one, unglued, written_forms
 from rag.types import Chunk, Hit, Turn
 
 ANSWERABLE = "LoRA 微调里最重要的超参数是什么？"
@@ -419,6 +419,15 @@ def test_known_words_reads_jiebas_cuts_as_the_notes_words() -> None:
     assert known_words("lora", "lora是什么", [], notes) == ["lora"]
     # jieba glued a function character to a word of the notes: "张量的阶是什么" is cut 张量|的|阶是|什么
     assert known_words("阶是", "张量的阶是什么", ["阶是"], {"阶", "张量"}.__contains__) == ["阶"]
+
+
+def test_a_word_jieba_glued_a_character_to_is_searched_as_well() -> None:
+    notes = {"输入", "门", "位", "大"}.__contains__
+    # "输入门有什么作用" is cut 输入|门有|什么|作用: 门 was lost to BM25
+    assert unglued(["输入", "门有", "作用"], notes) == ["输入", "门有", "作用", "门"]
+    assert unglued(["指数", "位有", "位"], notes) == ["指数", "位有", "位"]  # no token twice
+    assert unglued(["大会"], notes) == ["大会", "大"]  # 会 glued to 大
+    assert unglued(["门有", "奶奶"], {"门有"}.__contains__) == ["门有", "奶奶"]  # a word the notes use stays as is
 
 
 def test_a_word_jieba_mis_cut_is_not_counted_missing_from_the_notes(engine: Engine) -> None:
