@@ -57,6 +57,7 @@ GENERIC_ANCHORS = tuple(
 )
 _WORD = re.compile(r"[a-z][a-z0-9]*(?:-[a-z0-9]+)*")
 _GLOSS_WORD_GAP = r"[\s-]*"  # "fine tuning" is glossed "fine-tuning" or "finetuning" too
+_GLOSSED_RUN = re.compile(rf"([{CJK_CHARS}]{{2,12}})\s*$")
 
 Embed = Callable[[Sequence[str]], np.ndarray]
 SINGLE_WORD_FACTOR = 2.0  # a one-word phrase needs this multiple of the threshold
@@ -283,20 +284,24 @@ def glossed_phrases(query: str, texts: Sequence[str]) -> dict[str, str]:
     notes' own translation, for phrases of two to four words the glossary does not hold (it reads only
     heading-like lines). The phrase must be the whole gloss or its first item; longer phrases first, and a
     word joins one phrase."""
-    texts = [normalize(text) for text in texts]
+    texts = [text for text in map(normalize, texts) if "(" in text]
     found: dict[str, str] = {}
-    for run in english_phrases(query):
+    for run in english_phrases(query) if texts else []:
         used = [False] * len(run)
         for length in range(min(4, len(run)), 1, -1):
             for start in range(len(run) - length + 1):
                 if any(used[start : start + length]):
                     continue
                 words = run[start : start + length]
-                spelled = _GLOSS_WORD_GAP.join(map(re.escape, words))
-                gloss = re.compile(rf"([{CJK_CHARS}]{{2,12}})\s*\(\s*{spelled}\s*[,;:/)]")
-                match = next((m for text in texts if (m := gloss.search(text))), None)
-                if match:
-                    found[" ".join(words)] = match.group(1)
+                # the parenthesis and the phrase first (a literal start keeps the scan fast), then the run before
+                gloss = re.compile(rf"\(\s*{_GLOSS_WORD_GAP.join(map(re.escape, words))}\s*[,;:/)]")
+                run_before = next(
+                    (before.group(1) for text in texts for m in gloss.finditer(text)
+                     if (before := _GLOSSED_RUN.search(text, max(0, m.start() - 16), m.start()))),
+                    None,
+                )
+                if run_before:
+                    found[" ".join(words)] = run_before
                     used[start : start + length] = [True] * length
     return found
 
