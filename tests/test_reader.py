@@ -419,6 +419,19 @@ def test_a_follow_up_opens_with_a_sentence_the_last_answer_did_not_quote(engine,
     assert new_first(reading, "一段无关的回答。[1]").best is best  # nothing repeated: unchanged
 
 
+def test_a_follow_up_repeats_the_answer_when_nothing_new_comes_close() -> None:
+    # "BPE 解决了什么问题？" after "什么是 BPE？": the last answer quoted the BPE passage; the next sentence not
+    # quoted was about ALBERT, 5 logits down
+    group = split_passage(0, hit("BPE 用于解决集外词和罕见词问题。\nBPE 将单词作为片段处理。\nALBERT 解决的是训练速度。\n"))
+    solves, pieces, albert = group
+    said = f"{pieces.text}[1] {solves.text}[1]"
+    profile = profile_question("BPE 解决了什么问题？", {}, {}, [])
+    far = Reading(profile, [Candidate(solves, {}, 8.6), Candidate(albert, {}, 3.4)], [group], True, 0.9, 0.5)
+    assert new_first(far, said).candidates[0].sentence is solves
+    close = Reading(profile, [Candidate(solves, {}, 8.6), Candidate(albert, {}, 6.1)], [group], True, 0.9, 0.5)
+    assert new_first(close, said).candidates[0].sentence is albert
+
+
 def test_a_sentence_about_a_sibling_of_the_subject_gives_way_to_one_about_the_subject() -> None:
     words = {"欠拟合", "输出门", "解码器", "过拟合"}.__contains__
     assert sibling_named("欠拟合的解决方法：", "过拟合", words) == "欠拟合"

@@ -22,7 +22,8 @@ if TYPE_CHECKING:
 
 NAMING_MARGIN = 1.0  # logit units: a passage naming the question's subject this close to the best answers first
 SIBLING_MARGIN = 3.0  # logit units: the best sentence speaks of a sibling; one naming the subject this close leads
-REPEAT_LOOKAHEAD = 5  # a follow-up's answer opens with the best of this many candidates the last answer did not quote
+REPEAT_LOOKAHEAD = 5
+NEW_MARGIN = 3.0  # logit units: a follow-up opens with a sentence the last answer did not quote this close to the best  # a follow-up's answer opens with the best of this many candidates the last answer did not quote
 
 
 def _close_first(
@@ -136,7 +137,10 @@ def new_first(reading: Reading, said: str, lookahead: int = REPEAT_LOOKAHEAD) ->
     if not repeated(reading.candidates[0]) or (count and states_count(reading.candidates[0].sentence.text, count)):
         # asked again for the three steps the last answer listed: they are still the answer
         return reading
-    new = next((c for c in reading.candidates[:lookahead] if not repeated(c)), None)
+    # far below the best, a sentence is new but no answer ("BPE 解决了什么问题？" after "什么是 BPE？": the last
+    # answer quoted the BPE passage whole; an ALBERT sentence of another passage came next, 5 logits down)
+    floor = reading.candidates[0].score - NEW_MARGIN
+    new = next((c for c in reading.candidates[:lookahead] if not repeated(c) and c.score >= floor), None)
     if new is None:
         return reading
     return replace(reading, candidates=[new, *(c for c in reading.candidates if c is not new)])
