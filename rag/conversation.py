@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 from rag.answer.citations import strip_markers
 from rag.question_subject import (
@@ -28,6 +28,8 @@ from rag.question_subject import (
     whole_words,
     word_bounds,
 )
+from rag.successors import successor as find_successor
+from rag.successors import successor_phrase
 from rag.text import CJK_CHARS, Tokenizer, is_cjk, normalize
 from rag.types import Turn
 
@@ -63,21 +65,6 @@ _ZH_ELLIPSIS = re.compile(r"(?:那么|那|还有)?(?P<x>[^，,。；;？?！!]+)
 _EN_ELLIPSIS = re.compile(
     r"(?:and\s+)?(?:what|how)\s+about\s+(?P<x>[^?.!]+)|and\s+(?P<y>(?:the\s+)?[\w.+#-]+(?:\s+[\w.+#-]+){0,2})", re.I
 )
-# A successor of the subject: "它的第二版", "其改进版", "its second version", "the v2".
-_NUMBERS = {"二": 2, "三": 3, "四": 4, "五": 5, "second": 2, "2nd": 2, "third": 3, "3rd": 3, "fourth": 4, "4th": 4}
-_ZH_SUCCESSOR = re.compile(
-    r"(?P<ref>(?:它们?|其|这个|该)的?)?"
-    r"(?P<what>第(?P<n>[二三四五2-5])[个]?(?:版本?|代)|(?P<n2>[二三四五2-5])代|新版本?|新一代|下一代|后续版本"
-    r"|改进版本?|改良版本?|升级版本?|增强版|变体|变种|(?<![A-Za-z0-9])[vV](?P<n3>[2-5])(?![\d.]))"
-)
-_EN_SUCCESSOR = re.compile(
-    r"(?P<ref>\b(?:its|their|the|this|that)\s+)?"
-    r"(?P<what>\b(?:(?P<n>second|third|fourth|2nd|3rd|4th)\s+(?:version|generation|edition)"
-    r"|(?:next|new|newer|improved|updated|later)\s+(?:version|generation|variant)|successor|variants?"
-    r"|v(?P<n3>[2-5]))\b)",
-    re.I,
-)
-
 # 它 with no clause mark before it: a clause-mate name is its clause's subject, which a Chinese pronoun does not
 # stand for ("CBAM 跟它比多了什么？"); "BERT 和它的变体" is the exception, a possessive joined to the name.
 # "在里面 / 在其中 / 在这当中", or a question opening with 其中 or 里面 ("其中的分区容错性指什么？"): inside the
@@ -87,16 +74,11 @@ _ZH_INSIDE_IT = re.compile(
 )
 _ZH_IT_IN_CLAUSE = re.compile(r"^[^，,。；;：:？?！!]+?它")
 _ZH_IT_AFTER_AND = re.compile(r"[和与及跟同]\s*它们?的")
-_LATIN_RUN = re.compile(r"[A-Za-z0-9][\w+#.\-]*(?:\s+[A-Za-z0-9][\w+#.\-]*)*")
-_LATIN_NAME = re.compile(r"[A-Za-z][A-Za-z0-9+#.\-]*")
+_LATIN_RUN = re.compile(r"[A-Za-z0-9][\w+#.·\-]*(?:\s+[A-Za-z0-9][\w+#.·\-]*)*")  # "DALL·E 2" is one name
 # Ellipses that keep the subject: a comparison ("和 GPT 比呢？") and a degree ("太小呢？" after "……太大会怎样？").
 _COMPARED_WITH = re.compile(r"^(?:和|跟|与|同|相比|对比|比起)")
 _DEGREE = re.compile(r"^(?:太|过|更|很|比较|特别)")
-
-
-def _successor(text: str) -> re.Match[str] | None:
-    """A "second version / 改进版" phrase in the question."""
-    return _ZH_SUCCESSOR.search(text) or _EN_SUCCESSOR.search(text)
+Known = Callable[[str], bool] | None  # whether the notes use a word
 
 
 def _ellipsis(text: str, tokenizer: Tokenizer) -> str | None:
@@ -237,7 +219,7 @@ def looks_like_followup(question: str, tokenizer: Tokenizer) -> bool:
         return True
     if all(_EN_DEGREE.fullmatch(term) for term in content):  # "Is lower better?": degrees of what?
         return True
-    successor = _successor(text)
+    successor = find_successor(text)
     if successor is not None:
         rest = text[: successor.start()] + " " + text[successor.end() :]
         opens = not text[: successor.start()].strip() and not text[successor.end() : successor.end() + 1].isalnum()
@@ -311,23 +293,6 @@ def _noun_after(text: str, reference: re.Match[str], subject: str) -> int:
     return end
 
 
-def _resolve_successor(text: str, match: re.Match[str], subject: str) -> str:
-    """"它的第二版改了哪儿？" -> "DCN 网络 DCN-V2 DCN V2 改了哪儿？": a numbered version of a named subject goes by
-    its versioned names (notes write "DCN-v2", not "DCN 的第二版"); any other successor stays a phrase."""
-    what = match.group("what")
-    groups = match.groupdict()
-    number = groups.get("n") or groups.get("n2") or groups.get("n3")
-    n = _NUMBERS.get(number.lower(), number) if number else None
-    name = _LATIN_NAME.search(subject)
-    if n and name:
-        phrase = f"{subject} {name.group(0)}-V{n} {name.group(0)} V{n}"
-    elif is_cjk(what):
-        phrase = f"{subject}的{what}"
-    else:
-        phrase = f"{subject}'s {what}" if match.group("ref") else f"{subject} {what}"
-    return _join(text[: match.start()], phrase, text[match.end() :])
-
-
 def _substitute_ellipsis(previous: str, x: str, subject: str, tokenizer: Tokenizer) -> str | None:
     """The previous question asked about X: X replaces the last part of its subject ("soft targets" -> X)."""
     text = previous.strip()
@@ -390,14 +355,16 @@ def _resolve_ordinal(text: str, subject: str, answer: str) -> str | None:
     return _join(text[: match.start()], phrase, text[match.end() :])
 
 
-def _apply(question: str, previous: str, subject: str, tokenizer: Tokenizer, answer: str = "") -> tuple[str, bool]:
+def _apply(
+    question: str, previous: str, subject: str, tokenizer: Tokenizer, answer: str = "", known: Known = None
+) -> tuple[str, bool]:
     """`question` made standalone with the subject of `previous` (and its answer, whose numbered items an
     ordinal points to); True when X of an ellipsis became the subject."""
     text = _LEADING_THEN.sub("", question.strip(), count=1) or question.strip()
     if _ZH_ORDINAL.match(text) or _EN_ORDINAL.search(text):
         resolved = _resolve_ordinal(text, subject, answer)  # else: a step of the subject ("第五步呢？" is no subject)
         return (resolved, False) if resolved is not None else (_join(subject, text), False)
-    successor = _successor(text)
+    successor = find_successor(text)
     named = _named_successor(text, successor, tokenizer) if successor is not None else None
     if named is not None:  # "它的变体 GRU 呢？": the previous question, asked about the successor
         start, end = subject_components(subject, (0, len(subject)), word_bounds(subject, tokenizer))[0]
@@ -407,7 +374,8 @@ def _apply(question: str, previous: str, subject: str, tokenizer: Tokenizer, ans
     if successor is not None and not (
         successor.group("ref") is None and ZH_REFERENCE.search(text[: successor.start()])
     ):
-        resolved = _resolve_successor(text, successor, subject)
+        phrase = successor_phrase(successor, subject, known)
+        resolved = _join(text[: successor.start()], phrase, text[successor.end() :])
         return _substitute_references(resolved, subject) or resolved, False
     x = _ellipsis(question.strip(), tokenizer)
     if x is not None and _COMPARED_WITH.match(x):
@@ -450,7 +418,9 @@ def previous_user_questions(question: str, history: Sequence[Turn]) -> list[str]
     ]
 
 
-def _asked(history: Sequence[Turn], tokenizer: Tokenizer, depth: int, current: str) -> Iterator[tuple[str, str, str]]:
+def _asked(
+    history: Sequence[Turn], tokenizer: Tokenizer, depth: int, current: str, known: Known = None
+) -> Iterator[tuple[str, str, str]]:
     """Each earlier user question (but `current`) made standalone, with its subject and the answer it got, most
     recent first."""
     for i in range(len(history) - 1, -1, -1):
@@ -459,22 +429,24 @@ def _asked(history: Sequence[Turn], tokenizer: Tokenizer, depth: int, current: s
             continue
         previous, subject = turn.content, None
         if depth < 3:
-            previous, subject = _resolve(previous, history[:i], tokenizer, depth + 1)
+            previous, subject = _resolve(previous, history[:i], tokenizer, depth + 1, known)
         answer = next((t.content for t in history[i + 1 :] if t.role == "assistant"), "")
         yield previous, subject or question_subject(previous, tokenizer, answer), answer
 
 
-def _resolve(question: str, history: Sequence[Turn], tokenizer: Tokenizer, depth: int) -> tuple[str, str | None]:
+def _resolve(
+    question: str, history: Sequence[Turn], tokenizer: Tokenizer, depth: int, known: Known = None
+) -> tuple[str, str | None]:
     """(standalone question, subject carried on or None when it is the standalone question's own)."""
     if not history or not looks_like_followup(question, tokenizer):
         return question, None
-    asked = _asked(history, tokenizer, depth, normalize(question).strip())
+    asked = _asked(history, tokenizer, depth, normalize(question).strip(), known)
     for previous, subject, answer in asked:
         if not subject:
             continue
         if _ZH_PLURAL.search(question) or _EN_PLURAL.search(question):
             subject = _both(question, subject, next(asked, None))
-        resolved, elliptic = _apply(question, previous, subject, tokenizer, answer)
+        resolved, elliptic = _apply(question, previous, subject, tokenizer, answer, known)
         return resolved, None if elliptic else subject  # "那 X 呢？" made X the subject
     return question, None
 
@@ -489,12 +461,12 @@ def _both(question: str, subject: str, earlier: tuple[str, str, str] | None) -> 
     return f"{other} 和 {subject}" if is_cjk(question) else f"{other} and {subject}"
 
 
-def resolve_followup(question: str, history: Sequence[Turn], tokenizer: Tokenizer) -> str:
+def resolve_followup(question: str, history: Sequence[Turn], tokenizer: Tokenizer, known: Known = None) -> str:
     """A follow-up made standalone with the subject of the question before it; other questions unchanged.
 
     References (它/这种/这么做/it) are replaced by that subject, "它的第二版" becomes the subject's second version,
     "那 X 呢？" asks the previous question about X, and anything else is prefixed with the subject. A previous
     question that was itself a follow-up is resolved first, so a chain of follow-ups keeps the subject of the
-    question that started it.
+    question that started it. `known`: whether the notes use a word (to spell a version as they do).
     """
-    return _resolve(question, history, tokenizer, 0)[0]
+    return _resolve(question, history, tokenizer, 0, known)[0]

@@ -322,7 +322,7 @@ class Engine:
         explain: bool,
         rows: Collection[int] | None = None,
     ) -> Iterator[StreamEvent]:
-        resolved = resolve_question(question, history, state.generator, state.tokenizer)
+        resolved = resolve_question(question, history, state.generator, state.tokenizer, state.index)
         result, reading = self._read(state, resolved, top_k=top_k, mode=mode, explain=explain, rows=rows)
         if resolved != question:  # a follow-up asks for something new: what the last answer said gives way
             reading = new_first(reading, next((t.content for t in reversed(history) if t.role == "assistant"), ""))

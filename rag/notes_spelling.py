@@ -68,3 +68,19 @@ def respelled(query: str, spellings: dict[str, str]) -> str:
     for compound, form in spellings.items():
         query = query.replace(compound, form)
     return query
+
+
+def writes(name: str, tokenizer: Tokenizer, index: IndexBackend) -> bool:
+    """Whether the notes write the name `name` ("DCN-V2" as "DCN-v2", "GPT-2" as "GPT2"; case, spaces and
+    hyphens aside): a name of one token when they use the token, one of several when a passage BM25 finds for
+    those tokens holds them in a row."""
+    tokens = tokenizer.tokenize(name)
+    if len(tokens) == 1 or not all(index.has_term(t) for t in tokens):
+        return len(tokens) == 1 and index.has_term(tokens[0])
+    key = _squeezed(name)
+    rows = [row for row, _ in index.keyword_search(dict.fromkeys(tokens, 1.0), POOL)]
+    return any(key in _squeezed(chunk.text) for chunk in index.chunks(rows))
+
+
+def _squeezed(text: str) -> str:
+    return re.sub(r"[\s\-_]+", "", text.lower())

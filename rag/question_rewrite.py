@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from functools import partial
 from typing import TYPE_CHECKING
 
 from rag.answer.llm import is_garbage, is_refusal, strip_thinking
 from rag.answer.prompts import load_prompt, neutralise
-from rag.conversation import looks_like_followup, previous_user_questions, resolve_followup
+from rag.conversation import Known, looks_like_followup, previous_user_questions, resolve_followup
+from rag.index import IndexBackend
+from rag.notes_spelling import writes
 from rag.text import Tokenizer
 from rag.types import Turn
 
@@ -53,24 +56,31 @@ def _clean_rewrite(reply: str, question: str) -> str | None:
 
 
 def rewrite_followup(
-    question: str, history: Sequence[Turn], generator: Generator, tokenizer: Tokenizer
+    question: str, history: Sequence[Turn], generator: Generator, tokenizer: Tokenizer, known: Known = None
 ) -> str:
     """A standalone version of a follow-up question, written by the generator's LLM (prompts/rewrite.txt).
 
     Without an earlier user question the question is returned as is; without an LLM, or when the call fails
-    or its reply is unusable, the heuristic `resolve_followup` result is returned.
+    or its reply is unusable, the heuristic `resolve_followup` result is returned (`known`: whether the notes
+    use a word).
     """
     if not previous_user_questions(question, history):
         return question
     reply = generator.rewrite(_rewrite_messages(question, history))
     rewritten = _clean_rewrite(reply, question) if reply is not None else None
-    return rewritten if rewritten is not None else resolve_followup(question, history, tokenizer)
+    return rewritten if rewritten is not None else resolve_followup(question, history, tokenizer, known)
 
 
 def resolve_question(
-    question: str, history: Sequence[Turn], generator: Generator, tokenizer: Tokenizer
+    question: str,
+    history: Sequence[Turn],
+    generator: Generator,
+    tokenizer: Tokenizer,
+    index: IndexBackend | None = None,
 ) -> str:
-    """A standalone question: a follow-up is resolved against the history; any other question is returned as is."""
+    """A standalone question: a follow-up is resolved against the history; any other question is returned as is.
+    With the notes' `index`, the heuristic names a version as they write it ("它的第二版" -> GPT-2)."""
     if not history or not looks_like_followup(question, tokenizer):
         return question
-    return rewrite_followup(question, history, generator, tokenizer)
+    known = partial(writes, tokenizer=tokenizer, index=index) if index is not None else None
+    return rewrite_followup(question, history, generator, tokenizer, known)

@@ -90,7 +90,9 @@ def collect(engine: Engine, reader: Reader, questions: list[EvalQuestion], group
     for q in questions:
         with engine.hold() as state:
             resolved = (
-                resolve_question(q.question, q.history, state.generator, state.tokenizer) if q.history else q.question
+                resolve_question(q.question, q.history, state.generator, state.tokenizer, state.index)
+                if q.history
+                else q.question
             )
         result = engine.search(resolved, top_k=5)
         reading = reader.read(

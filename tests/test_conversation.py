@@ -7,6 +7,7 @@ import pytest
 
 from rag.conversation import looks_like_followup, resolve_followup
 from rag.question_subject import question_subject
+from rag.successors import versioned_names
 from rag.text import Tokenizer
 from rag.types import Turn
 
@@ -170,11 +171,11 @@ def test_ellipsis_of_a_generic_ask_stays_about_the_subject(tokenizer: Tokenizer)
 @pytest.mark.parametrize(
     ("previous", "followup", "resolved"),
     [
-        ("ResNet 是什么结构？", "它的第二版改了什么？", "ResNet ResNet-V2 ResNet V2 改了什么？"),
-        ("YOLO 是怎么检测目标的？", "那它的第三代呢？", "YOLO YOLO-V3 YOLO V3 呢？"),
-        ("What is YOLO?", "What changed in its second version?", "What changed in YOLO YOLO-V2 YOLO V2?"),
+        ("ResNet 是什么结构？", "它的第二版改了什么？", "ResNet ResNet-V2 ResNet V2 ResNet-2 改了什么？"),
+        ("YOLO 是怎么检测目标的？", "那它的第三代呢？", "YOLO YOLO-V3 YOLO V3 YOLO-3 呢？"),
+        ("What is YOLO?", "What changed in its second version?", "What changed in YOLO YOLO-V2 YOLO V2 YOLO-2?"),
         ("自编码器是怎么工作的？", "它的改进版有哪些？", "自编码器的改进版有哪些？"),  # no name to number
-        ("P-Tuning 是什么？", "v2 版本改进了什么？", "P-Tuning P-Tuning-V2 P-Tuning V2 版本改进了什么？"),  # whose v2?
+        ("P-Tuning 是什么？", "v2 版本改进了什么？", "P-Tuning P-Tuning-V2 P-Tuning V2 P-Tuning-2 版本改进了什么？"),  # whose v2?
         ("BERT 是什么模型？", "它后来的改进版叫什么？", "BERT 后来的改进版叫什么？"),  # 它 names it once
         # a successor the follow-up names is asked the previous question, in place of the entity (not the ask)
         ("LSTM 有哪几个门？", "它的变体 GRU 呢？", "GRU 有哪几个门？"),
@@ -185,6 +186,25 @@ def test_successor_reference_names_the_subjects_version(
     previous: str, followup: str, resolved: str, tokenizer: Tokenizer
 ) -> None:
     assert_resolved(previous, followup, resolved, tokenizer)
+
+
+def test_a_version_is_named_as_the_notes_write_it(tokenizer: Tokenizer) -> None:
+    written = {"GPT-2", "DCN-V2"}.__contains__  # the notes write "GPT-2" and "DCN-v2"
+
+    def resolved(previous: str, followup: str) -> str:
+        return resolve_followup(followup, conversation(previous, "……"), tokenizer, known=written)
+
+    assert resolved("什么是 GPT？", "它的第二版有什么改进？") == "GPT-2 有什么改进？"
+    assert resolved("DCN 是什么？", "它的第二版改了什么？") == "DCN-V2 改了什么？"
+    assert resolved("What is GPT?", "What changed in its second version?") == "What changed in GPT-2?"
+    # a version the notes never write is asked by one name, which the reader then finds nowhere
+    assert resolved("ResNet 是什么结构？", "它的第二版改了什么？") == "ResNet-V2 改了什么？"
+    assert versioned_names("GPT", 3) == ["GPT-3", "GPT-V3"]
+
+
+def test_a_name_with_a_middle_dot_is_one_name(tokenizer: Tokenizer) -> None:
+    # "DALL·E 2 有哪些不足？" + "那 CLIP 呢？" became "DALL·CLIP 有哪些不足？"
+    assert resolve_followup("那 CLIP 呢？", conversation("DALL·E 2 有哪些不足？", "……"), tokenizer) == "CLIP 有哪些不足？"
 
 
 @pytest.mark.parametrize(

@@ -463,6 +463,19 @@ def test_a_list_item_under_a_sibling_s_lead_in_gives_way_to_a_sentence_about_the
     assert leading_first(far, (), **kwargs, lead_in=lambda c: list_lead_in(group, c.sentence))[0].sentence is item
 
 
+def test_a_sentence_naming_both_things_a_question_joins_leads_when_close() -> None:
+    group = split_passage(0, hit("LoRA 是现在最常用的 PEFT 方法。\nQLoRA 是一种 PEFT 方法，它是 LoRA 的量化版本。\n"))
+    lora, both = group
+    ranked = [Candidate(lora, {}, 6.2), Candidate(both, {}, 5.9)]
+    subject = {"qlora": 3.1, "lora": 2.9}
+    question = "qlora 和 lora 是什么关系?"
+    assert leading_first(ranked, (), asks_list=False, subject=subject, question=question)[0].sentence is both
+    far = [Candidate(lora, {}, 8.0), ranked[1]]  # rated far above: the ranking stands
+    assert leading_first(far, (), asks_list=False, subject=subject, question=question)[0].sentence is lora
+    # two subject words the question does not join ("lora 的 qlora 版本"): no pair to name
+    assert leading_first(ranked, (), asks_list=False, subject=subject, question="lora 的 qlora 版本?")[0].sentence is lora
+
+
 def test_a_line_that_announces_the_asked_comparison_leads_its_items() -> None:
     group = split_passage(0, hit("②BERT预训练用的数据集大小几乎是GPT的四倍；\nGPT和BERT的区别：\n①GPT使用Decoder，BERT使用Encoder；\n"))
     data, lead_in = group[0], group[1]

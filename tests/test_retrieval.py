@@ -18,7 +18,7 @@ from rag.config import Settings
 from rag.engine import Engine
 from rag.evaluation import is_hit
 from rag.fusion import rrf, score_fusion
-from rag.notes_spelling import notes_spellings
+from rag.notes_spelling import notes_spellings, writes
 from rag.question_names import latin_names
 from rag.retrieval import phrase_forms
 from rag.text import known_words, spelled_as_one, unglued, written_forms
@@ -578,6 +578,18 @@ def test_a_term_the_notes_never_write_is_searched_as_they_write_it(engine: Engin
     assert engine.search("全量微调有什么问题？", expansion=False).searched == "全量微调有什么问题？"
     answer = engine.ask("全量微调有什么问题？")
     assert not answer.refused and "全参数微调" in answer.text.split("[1]")[0]  # not a sentence on 微调 in general
+
+
+def test_whether_the_notes_write_a_name_of_several_tokens(engine: Engine) -> None:
+    with engine.hold() as state:
+        tokenizer, index = state.tokenizer, state.index
+        assert writes("DCN-V2", tokenizer, index) and writes("dcn v2", tokenizer, index)  # written "DCN-v2"
+        assert writes("GPT-2", tokenizer, index) and writes("GPT2", tokenizer, index)
+        assert not writes("ResNet-V2", tokenizer, index) and not writes("GPT-V2", tokenizer, index)
+    history = [Turn("user", "什么是 GPT？"), Turn("assistant", engine.ask("什么是 GPT？").text)]
+    answer = engine.ask("它的第二版有什么改进？", history=history)
+    assert answer.resolved_question == "GPT-2 有什么改进？"  # "GPT GPT-V2 GPT V2 有什么改进？", refused, before
+    assert not answer.refused and "GPT-2" in answer.text
 
 
 def test_a_followup_comparing_with_a_term_the_notes_spell_otherwise_reads_their_spelling(engine: Engine) -> None:

@@ -56,6 +56,10 @@ def leading_first(
     if asks_list and count and not states_count(candidates[0].sentence.text, count):
         # "哪三个步骤？": a sentence close to the best that states three steps introduces the answer
         candidates = _close_first(candidates, lambda c: states_count(c.sentence.text, count))
+    pair = _joined_pair(question, subject)
+    if pair and not all(t in normalize(candidates[0].sentence.text) for t in pair):
+        # "QLoRA 和 LoRA 是什么关系？": a sentence close to the best that names both says how they relate
+        candidates = _close_first(candidates, lambda c: all(t in normalize(c.sentence.text) for t in pair))
     if asks_compare and len(subject) >= 2:
         # "BERT 和 GPT 有什么区别？": a line that announces that very comparison ("GPT和BERT的区别：") leads its items
         candidates = _close_first(candidates, lambda c: _announces_comparison(c.sentence.text, subject))
@@ -82,6 +86,15 @@ def leading_first(
         if stating is not None:
             candidates = [stating, *(c for c in candidates if c is not stating)]
     return candidates
+
+
+def _joined_pair(question: str, subject: Collection[str]) -> tuple[str, str] | None:
+    """Two subject words the question joins with 和 / 与 / 跟 / and ("QLoRA 和 LoRA 是什么关系？"), or None."""
+    for a in subject:
+        for b in subject:
+            if a != b and re.search(rf"{re.escape(a)}\s*(?:和|与|跟|同|及|and)\s*{re.escape(b)}", question):
+                return a, b
+    return None
 
 
 _COMPARISON = re.compile(r"区别|不同|差异|异同|对比|比较|differences?|compar", re.I)
