@@ -36,7 +36,7 @@ from rag.answer.reader_features import (
     reader_text,
     sentence_types,
 )
-from rag.answer.refusal_rules import passages_naming, subject_names
+from rag.answer.refusal_rules import name_only_inside, passages_naming, subject_names
 from rag.answer.sentence_form import (
     count_asked,
     is_enumeration,
@@ -132,6 +132,21 @@ def test_asking_for_the_meaning_adds_no_word_the_answer_must_hold(engine) -> Non
         answer = engine.ask(question)
         assert not answer.refused and "AUC" in answer.text
     assert engine.ask("红烧肉是什么意思？").refused
+
+
+def test_a_name_the_notes_write_only_inside_other_names_is_not_defined_by_them(engine) -> None:
+    read = "对于分类问题,zero-shot就是希望模型能够对其从没见过的类别进行分类。 rezero在残差连接前加了一个参数。"
+    assert name_only_inside("什么是 ZeRO？", read) == ("ZeRO", "zero-shot")
+    assert name_only_inside("What is ZeRO?", read) == ("ZeRO", "zero-shot")
+    assert name_only_inside("什么是 ZeRO 优化？", read) == ("ZeRO", "zero-shot")
+    assert name_only_inside("What is ZeRO?", "rezero在残差连接前加了一个参数。") == ("ZeRO", "rezero")
+    assert name_only_inside("什么是 GPT？", "gpt-2 的规模比 gpt-1 大。") is None  # a version is the name itself
+    assert name_only_inside("What is attention?", "self-attention 之外, attention 还有多种。") is None
+    assert name_only_inside("What is attention?", "self-attention 是一种注意力。") == ("attention", "self-attention")
+    assert name_only_inside("什么是 CAP 理论？", "cap理论:分布式系统不能同时确保三个特性。") is None
+    assert name_only_inside("ZeRO 怎么用？", read) is None  # not asked to define
+    answer = engine.ask("什么是 ZeRO 优化？", explain=True)  # answered with the generic 优化 definition before
+    assert answer.refused and "zero-shot" in answer.explanation["reader"]["reason"]
 
 
 def test_a_figure_asked_for_that_no_quoted_sentence_states_is_refused(engine) -> None:

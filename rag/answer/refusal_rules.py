@@ -25,7 +25,7 @@ from rag.answer.reader_features import (
 from rag.answer.sentence_form import ITEM_NUMBER
 from rag.answer.sentences import Sentence
 from rag.question_names import GLOSS, glossed_run, latin_names, without_glosses
-from rag.text import STOPWORDS, is_cjk, normalize, spelled_as_one, written_form
+from rag.text import CJK_CHARS, STOPWORDS, is_cjk, normalize, spelled_as_one, written_form
 
 if TYPE_CHECKING:
     from rag.answer.reader import Candidate
@@ -58,6 +58,10 @@ _NOT_ONE_TERM = re.compile(r"[的和与及或跟里中之]")  # "LoRA 的原理"
 # words around a term that only name its kind or its form ("剪枝方法", "早停法", "过拟合现象", "模型剪枝"): what
 # shares the rest of it may well be about it
 _KIND_WORDS = re.compile(r"^(?:模型|神经网络)|(?:方法|算法|技术|机制|策略|模型|现象|问题|过程|方式|概念|原理|法)$")
+# "What is ZeRO?", "What are adapters?": the one English term asked to be defined
+_EN_DEFINITION_ASKED = re.compile(r"(?i)\s*what\s+(?:is|are)\s+(?:an?\s+|the\s+)?(?P<t>[A-Za-z][\w.\-]*)\s*\??\s*")
+# a Latin name and, after it, at most a few Chinese characters ("ZeRO 优化", "CAP 理论")
+_LATIN_THEN_CJK = re.compile(rf"(?P<latin>[A-Za-z][A-Za-z0-9.]*)\s*(?P<cjk>[{CJK_CHARS}]{{0,4}})")
 FIGURE_MARGIN = 2.5  # logit units: sentences this close to the best are what an answer quotes besides it
 
 
@@ -99,6 +103,9 @@ def refusal_rule(
     unnamed = _unnamed_term(question, read, name_forms or {})
     if unnamed:
         return f"no passage read names {unnamed}, the term the question asks to define"
+    inside = name_only_inside(question, read)
+    if inside:
+        return f"the notes read write {inside[0]} only inside other names ({inside[1]}), never on its own"
     glossed = _unnamed_gloss(question, read, name_forms or {})
     if glossed:
         return f"no passage read names {glossed}, the term the question gives in parentheses"
@@ -134,6 +141,33 @@ def _unnamed_term(question: str, read: str, name_forms: Mapping[str, Sequence[st
     # the alias group of the whole term, not of a part of it (归一化's group says nothing of 批归一化)
     forms = [*name_forms.get(term, ()), *name_forms.get(core, ())]
     return "" if written_form(core, compact) is not None or any(len(f) >= 2 and f in read for f in forms) else term
+
+
+def name_only_inside(question: str, read: str) -> tuple[str, str] | None:
+    """(name, a compound holding it) when a definition question asks about a Latin name ("什么是 ZeRO？", "What is
+    ZeRO?", "什么是 ZeRO 优化？") that the passages read (`read`, normalized) write only as a word of a hyphenated
+    name ("zero-shot") or inside a longer word ("ReZero"), never on its own nor as the question writes it; a
+    version after a hyphen ("ChatGLM-6B", "GPT-2") is the name itself. None otherwise."""
+    match = DEFINITION_ASKED.fullmatch(question.strip()) or _EN_DEFINITION_ASKED.fullmatch(question.strip())
+    term = next((g for g in (match.groups() if match else ()) if g), "").strip()
+    named = _LATIN_THEN_CJK.fullmatch(term)
+    if not named:
+        return None
+    name, rest = normalize(named.group("latin")), named.group("cjk") or ""
+    if rest and name + rest in re.sub(r"\s+", "", read):
+        return None  # "cap理论", as the question writes it
+    compounds = []
+    for found in re.finditer(rf"(?<![a-z0-9]){re.escape(name)}(?![a-z0-9])", read):
+        before, after = read[max(0, found.start() - 12) : found.start()], read[found.end() : found.end() + 12]
+        if word := re.match(r"-[a-z]{2,}", after):
+            compounds.append(name + word.group(0))  # "zero-shot"
+        elif word := re.search(r"[a-z]{2,}-$", before):
+            compounds.append(word.group(0) + name)  # "self-attention"
+        else:
+            return None  # on its own, or with its version ("gpt-2")
+    if not compounds and (inside := re.search(rf"[a-z]+{re.escape(name)}[a-z]*|{re.escape(name)}[a-z]+", read)):
+        compounds.append(inside.group(0))  # "rezero"
+    return (named.group("latin"), compounds[0]) if compounds else None
 
 
 def _unnamed_gloss(question: str, read: str, name_forms: Mapping[str, Sequence[str]]) -> str:
