@@ -149,6 +149,18 @@ def test_a_name_the_notes_write_only_inside_other_names_is_not_defined_by_them(e
     assert answer.refused and "zero-shot" in answer.explanation["reader"]["reason"]
 
 
+def test_an_english_term_asked_to_be_defined_must_be_spelled_or_named_in_chinese(engine) -> None:
+    # each was answered with a sentence sharing one word: 梯度下降, 精确率, tf.data's cache(), batch size
+    for question in ("What is gradient clipping?", "What is mixed precision training?", "What is a KV cache?",
+                     "What is batch normalization?"):
+        answer = engine.ask(question, explain=True)
+        assert answer.refused and "the term the question asks to define" in answer.explanation["reader"]["reason"]
+    # spelled in the notes, or named in Chinese by the glossary, the bridge, a gloss or a half-Chinese name
+    for question in ("What is knowledge distillation?", "What is the discount factor?", "What is the CAP theorem?",
+                     "What is instruction tuning?", "What is in-context learning?", "What is length extrapolation?"):
+        assert not engine.ask(question).refused, question
+
+
 def test_a_figure_asked_for_that_no_quoted_sentence_states_is_refused(engine) -> None:
     # the notes name the temperature T and QAT, but give neither a typical T nor a number of epochs: quoting
     # their definitions answered a question nobody asked

@@ -60,6 +60,10 @@ _NOT_ONE_TERM = re.compile(r"[的和与及或跟里中之]")  # "LoRA 的原理"
 _KIND_WORDS = re.compile(r"^(?:模型|神经网络)|(?:方法|算法|技术|机制|策略|模型|现象|问题|过程|方式|概念|原理|法)$")
 # "What is ZeRO?", "What are adapters?": the one English term asked to be defined
 _EN_DEFINITION_ASKED = re.compile(r"(?i)\s*what\s+(?:is|are)\s+(?:an?\s+|the\s+)?(?P<t>[A-Za-z][\w.\-]*)\s*\??\s*")
+# "What is gradient clipping?": a term of two or three English words asked to be defined
+_EN_TERM_ASKED = re.compile(
+    r"(?i)\s*what\s+(?:is|are)\s+(?:an?\s+|the\s+)?(?P<t>[A-Za-z][\w\-]*(?:\s+[A-Za-z][\w\-]*){1,2})\s*\??\s*"
+)
 # a Latin name and, after it, at most a few Chinese characters ("ZeRO 优化", "CAP 理论")
 _LATIN_THEN_CJK = re.compile(rf"(?P<latin>[A-Za-z][A-Za-z0-9.]*)\s*(?P<cjk>[{CJK_CHARS}]{{0,4}})")
 FIGURE_MARGIN = 2.5  # logit units: sentences this close to the best are what an answer quotes besides it
@@ -109,6 +113,9 @@ def refusal_rule(
     glossed = _unnamed_gloss(question, read, name_forms or {})
     if glossed:
         return f"no passage read names {glossed}, the term the question gives in parentheses"
+    unspelled = _unnamed_english_term(question, read, phrase_forms or {}, name_forms or {})
+    if unspelled:
+        return f"no passage read names {unspelled}, the term the question asks to define, nor a Chinese name for it"
     sibling = _sibling_phrase(question, profile, candidates, read, phrase_forms or {})
     if sibling:
         return f"the passages read speak of {sibling[0]}, not of {sibling[1]}, what the question is about"
@@ -188,6 +195,23 @@ def _unnamed_gloss(question: str, read: str, name_forms: Mapping[str, Sequence[s
         if not named:
             return match.group("term").strip()
     return ""
+
+
+def _unnamed_english_term(
+    question: str, read: str, phrase_forms: Mapping[str, Sequence[str]], name_forms: Mapping[str, Sequence[str]]
+) -> str:
+    """The English term of two or three words a definition question asks about ("What is gradient clipping?")
+    when no passage read (`read`) spells it and neither the glossary nor the bridge gave it a Chinese name that
+    they write; "" otherwise."""
+    match = _EN_TERM_ASKED.fullmatch(question.strip())
+    if not match:
+        return ""
+    term = normalize(match.group("t"))
+    words = term.split()
+    if spelled_as_one(words).search(read):
+        return ""
+    forms = [*phrase_forms.get(term, ()), *(f for w in words for f in name_forms.get(w, ()) if is_cjk(f))]
+    return "" if any(form in read for form in forms) else match.group("t")
 
 
 def _sibling_phrase(
