@@ -113,12 +113,12 @@ def refusal_rule(
     glossed = _unnamed_gloss(question, read, name_forms or {})
     if glossed:
         return f"no passage read names {glossed}, the term the question gives in parentheses"
-    unspelled = _unnamed_english_term(question, read, phrase_forms or {}, name_forms or {})
-    if unspelled:
-        return f"no passage read names {unspelled}, the term the question asks to define, nor a Chinese name for it"
     sibling = _sibling_phrase(question, profile, candidates, read, phrase_forms or {})
     if sibling:
         return f"the passages read speak of {sibling[0]}, not of {sibling[1]}, what the question is about"
+    unspelled = _unnamed_english_term(question, read, phrase_forms or {}, name_forms or {})
+    if unspelled:
+        return f"no passage read names {unspelled}, the term the question asks to define, nor a Chinese name for it"
     names = subject_names(question, profile, read)
     if naming is None and names:
         naming = passages_naming(names, name_forms or {}, sentences, headings)
@@ -208,8 +208,8 @@ def _unnamed_english_term(
         return ""
     term = normalize(match.group("t"))
     words = term.split()
-    if spelled_as_one(words).search(read):
-        return ""
+    if any(w in STOPWORDS for w in words) or spelled_as_one(words).search(read):
+        return ""  # "broadcasting in NumPy", "disadvantages of ReLU": a question about a name, not one name
     forms = [*phrase_forms.get(term, ()), *(f for w in words for f in name_forms.get(w, ()) if is_cjk(f))]
     return "" if any(form in read for form in forms) else match.group("t")
 
