@@ -56,6 +56,7 @@ GENERIC_ANCHORS = tuple(
     """.split()  # noqa: SIM905 - a word list reads better as text
 )
 _WORD = re.compile(r"[a-z][a-z0-9]*(?:-[a-z0-9]+)*")
+MAX_GLOSS_PHRASES = 24  # phrases a question is looked up by as glosses: a long question costs a bounded scan
 _GLOSS_WORD_GAP = r"[\s-]*"  # "fine tuning" is glossed "fine-tuning" or "finetuning" too
 _GLOSSED_RUN = re.compile(rf"([{CJK_CHARS}]{{2,12}})\s*$")
 
@@ -283,15 +284,17 @@ def glossed_phrases(query: str, texts: Sequence[str]) -> dict[str, str]:
     gloss in parentheses} ("指令微调（instruction tuning，正如……）" for "What is instruction tuning?"): the
     notes' own translation, for phrases of two to four words the glossary does not hold (it reads only
     heading-like lines). The phrase must be the whole gloss or its first item; longer phrases first, and a
-    word joins one phrase."""
+    word joins one phrase; at most MAX_GLOSS_PHRASES phrases are tried."""
     texts = [text for text in map(normalize, texts) if "(" in text]
     found: dict[str, str] = {}
+    tried = 0
     for run in english_phrases(query) if texts else []:
         used = [False] * len(run)
         for length in range(min(4, len(run)), 1, -1):
             for start in range(len(run) - length + 1):
-                if any(used[start : start + length]):
+                if any(used[start : start + length]) or tried >= MAX_GLOSS_PHRASES:
                     continue
+                tried += 1
                 words = run[start : start + length]
                 # the parenthesis and the phrase first (a literal start keeps the scan fast), then the run before
                 gloss = re.compile(rf"\(\s*{_GLOSS_WORD_GAP.join(map(re.escape, words))}\s*[,;:/)]")

@@ -19,6 +19,7 @@ from rag.index import IndexBackend
 from rag.text import STOPWORDS, Tokenizer, is_cjk, written_forms
 
 POOL = 30  # passages the variants are looked for in: those BM25 ranks first for the question's known words
+MAX_COMPOUNDS = 8  # a long question's unknown compounds beyond these are left as written
 COMMON_WORD = 100  # a word jieba's general dictionary counts this often is everyday language, not a term
 
 
@@ -30,6 +31,8 @@ def unwritten_compounds(query: str, tokenizer: Tokenizer, index: IndexBackend) -
     words = [w for w in tokenizer.pieces(query) if w.strip()]
     compounds: list[str] = []
     for word, head in itertools.pairwise(words):
+        if len(compounds) >= MAX_COMPOUNDS:
+            break
         if (
             len(word) >= 2
             and all(is_cjk(ch) for ch in word + head)

@@ -11,6 +11,7 @@ import pytest
 from rag.aliases import AliasIndex, shortens
 from rag.config import Settings
 from rag.crosslingual import (
+    MAX_GLOSS_PHRASES,
     TermBridge,
     blended_translation,
     bridge_terms,
@@ -277,6 +278,10 @@ def test_a_phrase_the_notes_give_as_a_gloss_is_named_by_the_chinese_before_it() 
     # a gloss that goes on ("tuning with …") names something longer than the phrase; one word alone is no gloss
     assert glossed_phrases("What is tuning with reinforcement?", texts[2:]) == {}
     assert glossed_phrases("What is instruction?", texts) == {}
+    # a long question is looked up by its first MAX_GLOSS_PHRASES phrases only
+    filler = "alpha beta. " * MAX_GLOSS_PHRASES
+    assert glossed_phrases(f"{filler}What is instruction tuning?", texts) == {}
+    assert "instruction tuning" in glossed_phrases(f"{filler[: -len('alpha beta. ')]}What is instruction tuning?", texts)
 
 
 def test_a_name_and_its_kind_are_found_where_the_notes_write_the_kind_in_chinese() -> None:
