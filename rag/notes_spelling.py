@@ -5,7 +5,8 @@ same last word, a few characters of its own between (`rag.text.written_form`). B
 variant, and the question's own word for it weighs nothing, so a question about 全量微调 is answered with
 sentences about 微调 in general. `notes_spellings` finds, for each word of the question that no passage
 contains, the variant that the passages retrieved by the question's other words write most often; the
-retriever then searches with the question as the notes would write it.
+retriever then searches with the question as the notes would write it. `writes` says whether the notes write a
+name at all, case, spaces and hyphens aside: the follow-up resolver names a version as they do ("GPT-2").
 """
 
 from __future__ import annotations
