@@ -28,7 +28,7 @@ MAX_SHORTENED_WORDS = 4
 # ("exploding gradient problem", "gradient harmonized mechanism"), when there are at least two of them.
 KIND_WORDS = frozenset(
     {"problem", "method", "algorithm", "mechanism", "technique", "phenomenon", "approach", "strategy", "principle"}
-    | {"theorem", "theory"}
+    | {"theorem", "theory", "function", "loss", "framework", "architecture"}
 )
 EDGE_PUNCT = " \t,、;:.!?。-–—'\"‘’"
 

@@ -343,8 +343,8 @@ def mixed_names(query: str, texts: Sequence[str]) -> dict[str, str]:
     for run in english_phrases(query):
         for name, kind in itertools.pairwise(run):
             chinese = _KIND_IN_CHINESE.get(singular(kind))
-            if not chinese:
-                continue
+            if not chinese or any(re.search(rf"\b{re.escape(kind)}\b", text, re.I) for text in texts):
+                continue  # the passages write the kind word in English: the phrase needs no Chinese name
             written = re.compile(rf"(?<![A-Za-z0-9]){re.escape(name)}\s?(?:{'|'.join(chinese)})", re.I)
             match = next((m for text in texts if (m := written.search(text))), None)
             if match:

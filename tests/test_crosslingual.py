@@ -285,9 +285,11 @@ def test_a_phrase_the_notes_give_as_a_gloss_is_named_by_the_chinese_before_it() 
 
 
 def test_a_name_and_its_kind_are_found_where_the_notes_write_the_kind_in_chinese() -> None:
-    texts = ["后续的分布式系统设计也都按照CAP理论进行设计。", "Huber Loss 则是一种将 MSE 与 MAE 结合的损失；Huber损失更稳。"]
+    texts = ["后续的分布式系统设计也都按照CAP理论进行设计。", "Huber损失将 MSE 与 MAE 结合，更稳。"]
     assert mixed_names("What is the CAP theorem?", texts) == {"cap theorem": "CAP理论"}
     assert mixed_names("Why use Huber losses?", texts) == {"huber losses": "Huber损失"}
+    # the passages write the kind word in English ("attention mechanism"): the phrase needs no Chinese name
+    assert mixed_names("What is the attention mechanism?", ["attention机制根据 query 加权求和的 mechanism。"]) == {}
     assert mixed_names("What is the BASE theory?", texts) == {}  # not written here
     assert mixed_names("What is a CAP design?", texts) == {}  # "design" names no kind
     assert mixed_names("What is the ECAP theorem?", texts) == {}  # a name is matched whole

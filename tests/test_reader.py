@@ -157,7 +157,8 @@ def test_an_english_term_asked_to_be_defined_must_be_spelled_or_named_in_chinese
         assert answer.refused and "the term the question asks to define" in answer.explanation["reader"]["reason"]
     # spelled in the notes, or named in Chinese by the glossary, the bridge, a gloss or a half-Chinese name
     for question in ("What is knowledge distillation?", "What is the discount factor?", "What is the CAP theorem?",
-                     "What is instruction tuning?", "What is in-context learning?", "What is length extrapolation?"):
+                     "What is instruction tuning?", "What is in-context learning?", "What is length extrapolation?",
+                     "What is the sigmoid function?", "What is the attention mechanism?"):  # the notes' sigmoid 函数
         assert not engine.ask(question).refused, question
 
 

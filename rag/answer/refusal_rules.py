@@ -15,6 +15,7 @@ import re
 from collections.abc import Collection, Mapping, Sequence
 from typing import TYPE_CHECKING
 
+from rag.aliases import KIND_WORDS
 from rag.answer.reader_features import (
     YEAR_ASKED,
     QuestionProfile,
@@ -25,7 +26,7 @@ from rag.answer.reader_features import (
 from rag.answer.sentence_form import ITEM_NUMBER
 from rag.answer.sentences import Sentence
 from rag.question_names import GLOSS, glossed_run, latin_names, without_glosses
-from rag.text import CJK_CHARS, STOPWORDS, is_cjk, normalize, spelled_as_one, written_form
+from rag.text import CJK_CHARS, STOPWORDS, is_cjk, normalize, singular, spelled_as_one, written_form
 
 if TYPE_CHECKING:
     from rag.answer.reader import Candidate
@@ -210,6 +211,8 @@ def _unnamed_english_term(
     words = term.split()
     if any(w in STOPWORDS for w in words) or spelled_as_one(words).search(read):
         return ""  # "broadcasting in NumPy", "disadvantages of ReLU": a question about a name, not one name
+    if singular(words[-1]) in KIND_WORDS and spelled_as_one(words[:-1]).search(read):
+        return ""  # "sigmoid function": the notes' sigmoid, whatever word they use for its kind (函数)
     forms = [*phrase_forms.get(term, ()), *(f for w in words for f in name_forms.get(w, ()) if is_cjk(f))]
     return "" if any(form in read for form in forms) else match.group("t")
 
