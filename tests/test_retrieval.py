@@ -12,13 +12,14 @@ import pytest
 from conftest import CORPUS
 from live import LiveServer
 
+from rag import notes_spelling
 from rag.api import create_app
 from rag.chunk_merging import merge_adjacent
 from rag.config import Settings
 from rag.engine import Engine
 from rag.evaluation import is_hit
 from rag.fusion import rrf, score_fusion
-from rag.notes_spelling import MAX_COMPOUNDS, notes_spellings, unwritten_compounds, writes
+from rag.notes_spelling import notes_spellings, unwritten_compounds, writes
 from rag.question_names import latin_names
 from rag.retrieval import phrase_forms
 from rag.text import known_words, spelled_as_one, unglued, written_forms
@@ -570,8 +571,11 @@ def test_a_term_the_notes_never_write_is_searched_as_they_write_it(engine: Engin
         assert spellings("只训练一次就想得到好几个模型，有什么办法？") == {}  # 好几个 is everyday language
         assert spellings("它想让模型重点学哪类样本？") == {}  # 哪类 starts with a function character
         assert spellings("梯度裁剪是什么？") == {}  # 裁剪 is no domain term: no kind of thing to vary
-        many = "，".join(["全量微调"] * 3 + [f"全量{word}" for word in ("模型", "样本", "训练", "数据", "特征", "参数", "梯度", "网络")])
-        assert len(unwritten_compounds(many, tokenizer, index)) == MAX_COMPOUNDS  # a long question: a bounded scan
+        three = "全量微调，全量模型，全量样本"
+        assert unwritten_compounds(three, tokenizer, index) == ["全量微调", "全量模型", "全量样本"]
+        with pytest.MonkeyPatch.context() as patch:  # a long question: a bounded scan
+            patch.setattr(notes_spelling, "MAX_COMPOUNDS", 2)
+            assert unwritten_compounds(three, tokenizer, index) == ["全量微调", "全量模型"]
 
     result = engine.search("全量微调有什么问题？", explain=True)
     assert result.query == "全量微调有什么问题？" and result.searched == "全参数微调有什么问题？"
