@@ -322,7 +322,7 @@ def gloss_term(run: str, pieces: Sequence[str], known: Callable[[str], bool]) ->
 
 
 # What an English name's last word says of its kind, as a Chinese name ending in it writes it ("CAP theorem" is
-# CAP理论 in the notes, "Huber loss" Huber损失, "attention mechanism" Attention机制).
+# CAP理论 in the notes, "NFL theorem" NFL定理).
 _KIND_IN_CHINESE = {
     "theorem": ("定理", "理论", "原理"),
     "theory": ("理论",),

@@ -14,7 +14,7 @@ from __future__ import annotations
 import itertools
 import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from rag.index import IndexBackend
 from rag.text import STOPWORDS, Tokenizer, is_cjk, written_forms
@@ -22,6 +22,12 @@ from rag.text import STOPWORDS, Tokenizer, is_cjk, written_forms
 POOL = 30  # passages the variants are looked for in: those BM25 ranks first for the question's known words
 MAX_COMPOUNDS = 8  # a long question's unknown compounds beyond these are left as written
 COMMON_WORD = 100  # a word jieba's general dictionary counts this often is everyday language, not a term
+
+
+def first_passages(index: IndexBackend, query: Mapping[str, float], n: int) -> list[str]:
+    """The texts of the `n` passages BM25 ranks first for the weighted `query` (none for an empty one)."""
+    rows = [row for row, _ in index.keyword_search(query, n)] if query else []
+    return [chunk.text for chunk in index.chunks(rows)] if rows else []
 
 
 def unwritten_compounds(query: str, tokenizer: Tokenizer, index: IndexBackend) -> list[str]:
@@ -54,10 +60,9 @@ def notes_spellings(query: str, tokens: Sequence[str], tokenizer: Tokenizer, ind
     if not compounds:
         return {}
     known = {t: 1.0 for t in tokens if index.has_term(t)}
-    rows = [row for row, _ in index.keyword_search(known, POOL)] if known else []
-    if not rows:
+    texts = [re.sub(r"\s+", "", text) for text in first_passages(index, known, POOL)]
+    if not texts:
         return {}
-    texts = [re.sub(r"\s+", "", chunk.text) for chunk in index.chunks(rows)]
     spellings: dict[str, str] = {}
     for compound in compounds:
         counts = Counter(form for text in texts for form in written_forms(compound, text) if form != compound)
@@ -82,8 +87,7 @@ def writes(name: str, tokenizer: Tokenizer, index: IndexBackend) -> bool:
     if len(tokens) == 1 or not all(index.has_term(t) for t in tokens):
         return len(tokens) == 1 and index.has_term(tokens[0])
     key = _squeezed(name)
-    rows = [row for row, _ in index.keyword_search(dict.fromkeys(tokens, 1.0), POOL)]
-    return any(key in _squeezed(chunk.text) for chunk in index.chunks(rows))
+    return any(key in _squeezed(text) for text in first_passages(index, dict.fromkeys(tokens, 1.0), POOL))
 
 
 def _squeezed(text: str) -> str:

@@ -32,7 +32,7 @@ from rag.embedding import Embedder
 from rag.fusion import rrf, score_fusion
 from rag.index import IndexBackend
 from rag.named_documents import document_names, named_documents, named_lifted
-from rag.notes_spelling import notes_spellings, respelled
+from rag.notes_spelling import first_passages, notes_spellings, respelled
 from rag.relevance_gate import LATIN_WORD, GateDecision, RelevanceGate
 from rag.sentence_ranking import best_sentence_similarities, rescored
 from rag.text import (
@@ -378,10 +378,9 @@ class Retriever:
         全参数微调 there, whatever the glossary made of "fine tuning"), or a name and its kind they write half
         in Chinese (`mixed_names`: "CAP theorem" is CAP理论)."""
         own = {token: 1.0 for token, weight in weighted.items() if weight == 1.0 and not is_cjk(token)}
-        rows = [row for row, _ in self.index.keyword_search(own, GLOSS_POOL)] if own else []
-        if not rows:
+        texts = first_passages(self.index, own, GLOSS_POOL)
+        if not texts:
             return {}
-        texts = [chunk.text for chunk in self.index.chunks(rows)]
         named = {
             phrase: gloss_term(run, self.tokenizer.pieces(run), self.tokenizer.is_user_word)
             for phrase, run in glossed_phrases(query, texts).items()

@@ -22,8 +22,8 @@ if TYPE_CHECKING:
 
 NAMING_MARGIN = 1.0  # logit units: a passage naming the question's subject this close to the best answers first
 SIBLING_MARGIN = 3.0  # logit units: the best sentence speaks of a sibling; one naming the subject this close leads
-REPEAT_LOOKAHEAD = 5
-NEW_MARGIN = 3.0  # logit units: a follow-up opens with a sentence the last answer did not quote this close to the best  # a follow-up's answer opens with the best of this many candidates the last answer did not quote
+REPEAT_LOOKAHEAD = 5  # a follow-up's answer opens with the best of this many candidates the last answer did not quote
+NEW_MARGIN = 3.0  # logit units: ...and only with one rated this close to the best
 
 
 def _close_first(

@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from rag.answer.sentence_form import (
+    LEAD_IN,
     PARENTHESES,
     SENTENCE_PUNCT,
     TITLE_CHARS,
@@ -141,7 +142,6 @@ INSTRUCTION = re.compile(
     r"|\b(?:print|output|dump|repeat) (?:all|every|everything)\b",
     re.I,
 )
-LEAD_IN = re.compile(r"[：:]\s*$|如下[。：:]?\s*$")
 QUESTION_END = re.compile(r"[？?]\s*$")
 _COUNT_UNIT = re.compile(f"(?:几|多少)([{CJK_CHARS}])")
 _LATIN = re.compile(r"[A-Za-z]")

@@ -59,11 +59,9 @@ _NOT_ONE_TERM = re.compile(r"[的和与及或跟里中之]")  # "LoRA 的原理"
 # words around a term that only name its kind or its form ("剪枝方法", "早停法", "过拟合现象", "模型剪枝"): what
 # shares the rest of it may well be about it
 _KIND_WORDS = re.compile(r"^(?:模型|神经网络)|(?:方法|算法|技术|机制|策略|模型|现象|问题|过程|方式|概念|原理|法)$")
-# "What is ZeRO?", "What are adapters?": the one English term asked to be defined
-_EN_DEFINITION_ASKED = re.compile(r"(?i)\s*what\s+(?:is|are)\s+(?:an?\s+|the\s+)?(?P<t>[A-Za-z][\w.\-]*)\s*\??\s*")
-# "What is gradient clipping?": a term of two or three English words asked to be defined
-_EN_TERM_ASKED = re.compile(
-    r"(?i)\s*what\s+(?:is|are)\s+(?:an?\s+|the\s+)?(?P<t>[A-Za-z][\w\-]*(?:\s+[A-Za-z][\w\-]*){1,2})\s*\??\s*"
+# "What is ZeRO?", "What is gradient clipping?": an English term of one to three words asked to be defined
+_EN_DEFINITION_ASKED = re.compile(
+    r"(?i)\s*what\s+(?:is|are)\s+(?:an?\s+|the\s+)?(?P<t>[A-Za-z][\w.\-]*(?:\s+[A-Za-z][\w\-]*){0,2})\s*\??\s*"
 )
 # a Latin name and, after it, at most a few Chinese characters ("ZeRO 优化", "CAP 理论")
 _LATIN_THEN_CJK = re.compile(rf"(?P<latin>[A-Za-z][A-Za-z0-9.]*)\s*(?P<cjk>[{CJK_CHARS}]{{0,4}})")
@@ -204,12 +202,10 @@ def _unnamed_english_term(
     """The English term of two or three words a definition question asks about ("What is gradient clipping?")
     when no passage read (`read`) spells it and neither the glossary nor the bridge gave it a Chinese name that
     they write; "" otherwise."""
-    match = _EN_TERM_ASKED.fullmatch(question.strip())
-    if not match:
-        return ""
-    term = normalize(match.group("t"))
+    match = _EN_DEFINITION_ASKED.fullmatch(question.strip())
+    term = normalize(match.group("t")) if match else ""
     words = term.split()
-    if any(w in STOPWORDS for w in words) or spelled_as_one(words).search(read):
+    if len(words) < 2 or any(w in STOPWORDS for w in words) or spelled_as_one(words).search(read):
         return ""  # "broadcasting in NumPy", "disadvantages of ReLU": a question about a name, not one name
     if singular(words[-1]) in KIND_WORDS and spelled_as_one(words[:-1]).search(read):
         return ""  # "sigmoid function": the notes' sigmoid, whatever word they use for its kind (函数)

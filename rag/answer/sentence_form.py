@@ -17,7 +17,7 @@ TITLE_CHARS = 30  # a line without punctuation this long or shorter reads as a t
 # "A、B、C、D" or "a, b, c, d": a line that only names things (a tag list, a table of contents) states nothing.
 _ENUM_SPLIT = re.compile(r"[、,，/|；;]")
 _ENUM_BREAK = re.compile(r"[。：:？?！!]")
-_LEAD_IN_END = re.compile(r"[：:]\s*$|如下[。：:]?\s*$")
+LEAD_IN = re.compile(r"[：:]\s*$|如下[。：:]?\s*$")  # a line that introduces what follows ("分为两部分：")
 ITEM_NUMBER = re.compile(r"^\s*\d{1,2}\s*[.、．)）]\s*")  # "3. " opening a numbered line
 PARENTHESES = re.compile(r"[（(][^（()）]*[)）]")
 # Words of a clause, not of a name: "卷积核大小是m，则结果长度为n-m+1" lists no names
@@ -126,7 +126,7 @@ def list_lead_in(group: Sequence[Sentence], sentence: Sentence) -> str:
     if not (sentence.bullet or ITEM_NUMBER.match(sentence.text)):
         return ""
     for earlier in reversed(group[: sentence.pos]):
-        if _LEAD_IN_END.search(earlier.text):
+        if LEAD_IN.search(earlier.text):
             return earlier.text
         if not (earlier.bullet or ITEM_NUMBER.match(earlier.text) or earlier.continues):
             return ""

@@ -15,13 +15,12 @@ from collections.abc import Mapping, Sequence
 
 from rag.answer.reader import Candidate, Reading
 from rag.answer.reader_features import (
-    LEAD_IN,
     coverage,
     is_instruction,
     must_state,
     states,
 )
-from rag.answer.sentence_form import reads_as_sentence, states_something
+from rag.answer.sentence_form import LEAD_IN, reads_as_sentence, states_something
 from rag.answer.sentences import Sentence
 from rag.text import normalize
 
