@@ -84,12 +84,18 @@ def test_singular(word: str, expected: str) -> None:
     assert singular(word) == expected
 
 
-def test_glossary_matching_tolerates_english_plurals() -> None:
-    aliases = AliasIndex([["循环神经网络", "RNN"], ["语言模型", "Language Model"], ["深度神经网络", "Deep Neural Networks"]])
-    tokenizer = Tokenizer()
+def glossary_matcher(groups: list[list[str]]):
+    """The names of `groups` a query matches, in order (what alias expansion reports as matched)."""
+    aliases, tokenizer = AliasIndex(groups), Tokenizer()
 
     def matched(query: str) -> list[str]:
         return [item["matched"] for item in aliases.expand_explained(tokenizer.tokenize(query), tokenizer, query)[1]]
+
+    return matched
+
+
+def test_glossary_matching_tolerates_english_plurals() -> None:
+    matched = glossary_matcher([["循环神经网络", "RNN"], ["语言模型", "Language Model"], ["深度神经网络", "Deep Neural Networks"]])
 
     assert matched("Why do RNNs forget?") == ["RNN"]
     assert matched("How are language models trained?") == ["Language Model"]
@@ -98,11 +104,7 @@ def test_glossary_matching_tolerates_english_plurals() -> None:
 
 
 def test_an_english_name_is_matched_without_the_word_for_its_kind() -> None:
-    aliases = AliasIndex([["梯度爆炸", "exploding gradient problem"], ["损失函数", "loss function"], ["CAP理论", "CAP theorem"]])
-    tokenizer = Tokenizer()
-
-    def matched(query: str) -> list[str]:
-        return [item["matched"] for item in aliases.expand_explained(tokenizer.tokenize(query), tokenizer, query)[1]]
+    matched = glossary_matcher([["梯度爆炸", "exploding gradient problem"], ["损失函数", "loss function"], ["CAP理论", "CAP theorem"]])
 
     assert matched("What causes exploding gradients?") == ["exploding gradient problem"]
     assert matched("the exploding gradient problem") == ["exploding gradient problem"]
@@ -112,11 +114,7 @@ def test_an_english_name_is_matched_without_the_word_for_its_kind() -> None:
 
 
 def test_glossary_matching_reads_an_ing_form_as_its_name() -> None:
-    aliases = AliasIndex([["过拟合", "overfit"], ["微调", "fine-tune"], ["掩码", "mask"], ["唱歌", "sing"]])
-    tokenizer = Tokenizer()
-
-    def matched(query: str) -> list[str]:
-        return [item["matched"] for item in aliases.expand_explained(tokenizer.tokenize(query), tokenizer, query)[1]]
+    matched = glossary_matcher([["过拟合", "overfit"], ["微调", "fine-tune"], ["掩码", "mask"], ["唱歌", "sing"]])
 
     assert matched("How does dropout prevent overfitting?") == ["overfit"]  # overfitt -> overfit
     assert matched("Is fine-tuning expensive?") == ["fine-tune"]  # tun -> tune
