@@ -180,7 +180,9 @@ class AliasIndex:
         ignored = {member_key(term) for term in ignore}
         self._latin: dict[str, list[_Member]] = {}  # by latin_key
         self._other: dict[str, list[_Member]] = {}  # by member_key
-        self._phrases: list[tuple[tuple[str, ...], _Member]] = []  # Latin names of several words, by their words
+        # Latin names of several words, by their words, under their first word's first SHORTENED_PART letters
+        # (which a shortened spelling of them begins with)
+        self._phrases: dict[str, list[tuple[tuple[str, ...], _Member]]] = {}
         for index, group in enumerate(self.groups):
             for text in group:
                 latin = not HAS_CJK.search(text)
@@ -194,8 +196,9 @@ class AliasIndex:
                     continue
                 (self._latin if latin else self._other).setdefault(key, []).append(_Member(index, text))
                 words = LATIN_WORD.findall(normalize(text)) if latin else []
-                if 2 <= len(words) <= MAX_SHORTENED_WORDS:
-                    self._phrases.append((tuple(words), _Member(index, text)))
+                if 2 <= len(words) <= MAX_SHORTENED_WORDS and len(words[0]) >= SHORTENED_PART:
+                    prefix = words[0][:SHORTENED_PART]
+                    self._phrases.setdefault(prefix, []).append((tuple(words), _Member(index, text)))
                 if latin and (plain := _singular_latin_key(text)) != key and len(plain) >= 2:
                     # "RNNs" in a question finds "RNN", "language model" finds "Language Models"
                     self._latin.setdefault(plain, []).append(_Member(index, text))
@@ -232,7 +235,8 @@ class AliasIndex:
                     forms = [head + form for form in base_forms(words[j][0])]
                     members = dict.fromkeys(m for key in forms for m in self._latin.get(key, ()))
                 if not members and j == i:  # "LayerNorm" names "Layer Normalization": the group, as spelled
-                    groups = dict.fromkeys(m.group for parts, m in self._phrases if shortens(joined, parts))
+                    phrases = self._phrases.get(joined[:SHORTENED_PART], ())
+                    groups = dict.fromkeys(m.group for parts, m in phrases if shortens(joined, parts))
                     members = dict.fromkeys(_Member(group, words[i][0]) for group in groups)
                 for member in members:
                     found.append(_Match(offset[words[i][1]], offset[words[j][2]], member))

@@ -121,7 +121,7 @@ class TermBridge:
         threshold: float = 0.04,
         neighbours: int = 10,
         max_words: int = 4,
-        max_phrases: int = 8,
+        max_phrases: int = 5,
         exclude: Collection[str] = (),
     ) -> None:
         self.threshold = threshold
