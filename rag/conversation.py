@@ -39,6 +39,7 @@ _ZH_SUBSTITUTABLE = re.compile(
     r"|(?<![因如彼从])此(?![外])|(?<![应活])该(?![怎如不])|(?<![尤极])其(?![他它中实余次后])"
 )
 # A reference to two things at once: the subjects of the last two questions ("LSTM 是什么？" "GRU 呢？" "它们有什么区别？").
+_DEFINITION_ASKED = re.compile(r"什么是|是什么|指什么|什么意思|是啥|啥是|含义|定义")
 _ZH_PLURAL = re.compile(r"它们|两者|二者|这两|那两|前者和后者")
 _EN_PLURAL = re.compile(r"\b(?:they|them|their|both|the two|these two|those two)\b", re.I)
 _DEMONSTRATIVES = frozenset({"这个", "那个", "这种", "那种", "这类", "那类"})
@@ -438,9 +439,14 @@ def _resolve(
     question: str, history: Sequence[Turn], tokenizer: Tokenizer, depth: int, known: Known = None
 ) -> tuple[str, str | None]:
     """(standalone question, subject carried on or None when it is the standalone question's own)."""
-    if not history or not looks_like_followup(question, tokenizer):
+    if not history:
         return question, None
     asked = _asked(history, tokenizer, depth, normalize(question).strip(), known)
+    if not looks_like_followup(question, tokenizer):
+        last = next(asked, None)  # the question just answered
+        if last is None or not last[1] or not _asks_of_answer(question, last[1], last[2], tokenizer):
+            return question, None
+        return _join(last[1], question.strip()), last[1]
     for previous, subject, answer in asked:
         if not subject:
             continue
@@ -451,6 +457,28 @@ def _resolve(
     return question, None
 
 
+def _asks_of_answer(question: str, subject: str, answer: str, tokenizer: Tokenizer) -> bool:
+    """A Chinese question about a common term the last answer used of its subject ("温度有什么作用？" after an answer
+    on 知识蒸馏 that says "多了一个参数T，称为温度"): it asks about the term there, not in general. Not a question
+    asking what the term is (a definition stands alone), nor a term in Latin letters (BERT, beam size), which
+    names something of its own."""
+    text = unicodedata.normalize("NFKC", question).strip()
+    if _DEFINITION_ASKED.search(text):
+        return False
+    span = subject_span(text, tokenizer)
+    content = content_terms(text, tokenizer)
+    if span is not None:
+        term = text[span[0] : span[1]]
+    elif len(content) == 1:  # "温度一般设多少？": no subject before a predicate, one word that names something
+        term = content[0]
+    else:
+        return False
+    term = normalize(term).replace(" ", "")
+    said = normalize(strip_markers(answer)).replace(" ", "")
+    chinese = is_cjk(term) and not _LATIN_RUN.search(term)
+    return chinese and len(term) >= 2 and term in said and term not in normalize(subject).replace(" ", "")
+
+
 def _both(question: str, subject: str, earlier: tuple[str, str, str] | None) -> str:
     """"A 和 B" for a question about two things (它们, 两者, they), A being the subject of the `earlier` user
     question; `subject` alone when that question had the same subject or there is none."""
@@ -459,6 +487,17 @@ def _both(question: str, subject: str, earlier: tuple[str, str, str] | None) -> 
     if not a or a in b or b in a:
         return subject
     return f"{other} 和 {subject}" if is_cjk(question) else f"{other} and {subject}"
+
+
+def continues_conversation(question: str, history: Sequence[Turn], tokenizer: Tokenizer) -> bool:
+    """Whether `question` leans on the conversation: it looks like a follow-up (`looks_like_followup`), or asks
+    about a common term the last answer used of its subject ("温度有什么作用？" after an answer on 知识蒸馏)."""
+    if not history:
+        return False
+    if looks_like_followup(question, tokenizer):
+        return True
+    last = next(_asked(history, tokenizer, 0, normalize(question).strip()), None)
+    return last is not None and bool(last[1]) and _asks_of_answer(question, last[1], last[2], tokenizer)
 
 
 def resolve_followup(question: str, history: Sequence[Turn], tokenizer: Tokenizer, known: Known = None) -> str:

@@ -1,7 +1,7 @@
 """Follow-up questions rewritten by the LLM: `resolve_question` is the one entry point for a question asked
 with a history.
 
-A question that looks like a follow-up (`rag.conversation.looks_like_followup`) is rewritten by the LLM, reached
+A question that leans on the conversation (`rag.conversation.continues_conversation`) is rewritten by the LLM, reached
 through the generator's `rewrite()` (prompts/rewrite.txt); without an LLM, or when its call fails or its reply is
 unusable, the heuristic `rag.conversation.resolve_followup` stands in.
 """
@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from rag.answer.llm import is_garbage, is_refusal, strip_thinking
 from rag.answer.prompts import load_prompt, neutralise
-from rag.conversation import Known, looks_like_followup, previous_user_questions, resolve_followup
+from rag.conversation import Known, continues_conversation, previous_user_questions, resolve_followup
 from rag.index import IndexBackend
 from rag.notes_spelling import writes
 from rag.text import Tokenizer
@@ -80,7 +80,7 @@ def resolve_question(
 ) -> str:
     """A standalone question: a follow-up is resolved against the history; any other question is returned as is.
     With the notes' `index`, the heuristic names a version as they write it ("它的第二版" -> GPT-2)."""
-    if not history or not looks_like_followup(question, tokenizer):
+    if not continues_conversation(question, history, tokenizer):
         return question
     known = partial(writes, tokenizer=tokenizer, index=index) if index is not None else None
     return rewrite_followup(question, history, generator, tokenizer, known)

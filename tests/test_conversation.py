@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from rag.conversation import looks_like_followup, resolve_followup
+from rag.conversation import continues_conversation, looks_like_followup, resolve_followup
 from rag.question_subject import question_subject
 from rag.successors import versioned_names
 from rag.text import Tokenizer
@@ -380,3 +380,41 @@ def test_an_ordinal_is_replaced_by_that_item_of_the_previous_answers_list(tokeni
     assert resolve_followup("What happens in the first step?", steps, tokenizer) == "What happens in RLHF 预训练一个语言模型 (LM)?"
     # an item the list does not have: the ordinal stays, with the subject
     assert resolve_followup("第五步呢？", steps, tokenizer) == "RLHF 第五步呢？"
+
+
+DISTILLATION = conversation(
+    "什么是知识蒸馏？", "用于知识蒸馏的softmax公式，和常见的softmax公式比，多了一个参数T，称为温度；[1]"
+)
+
+
+@pytest.mark.parametrize(
+    ("followup", "resolved"),
+    [
+        ("温度有什么作用？", "知识蒸馏温度有什么作用？"),  # a subject before its predicate
+        ("温度一般设多少？", "知识蒸馏温度一般设多少？"),  # one word naming something, no subject span
+    ],
+)
+def test_a_common_term_the_last_answer_used_is_asked_about_there(
+    followup: str, resolved: str, tokenizer: Tokenizer
+) -> None:
+    assert not looks_like_followup(followup, tokenizer)  # it names a subject of its own ...
+    assert continues_conversation(followup, DISTILLATION, tokenizer)  # ... one the last answer used
+    assert resolve_followup(followup, DISTILLATION, tokenizer) == resolved
+
+
+@pytest.mark.parametrize(
+    "question",
+    [
+        "什么是温度？",  # what the term is: a definition stands alone
+        "Softmax 有什么作用？",  # a Latin name names something of its own
+        "学习率有什么作用？",  # a term the last answer did not use
+    ],
+)
+def test_a_question_the_last_answer_does_not_explain_stands_alone(question: str, tokenizer: Tokenizer) -> None:
+    history = conversation(DISTILLATION[0].content, DISTILLATION[1].content + " Softmax 的输出随温度变平滑。[1]")
+    assert not continues_conversation(question, history, tokenizer)
+    assert resolve_followup(question, history, tokenizer) == question
+
+
+def test_without_a_history_nothing_continues(tokenizer: Tokenizer) -> None:
+    assert not continues_conversation("温度有什么作用？", [], tokenizer)
