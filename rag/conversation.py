@@ -12,6 +12,7 @@ import unicodedata
 from collections.abc import Callable, Iterator, Sequence
 
 from rag.answer.citations import strip_markers
+from rag.ordinals import asks_for_item, join_words, resolve_ordinal
 from rag.question_subject import (
     EN_PRONOUN,
     EN_REFERENCE,
@@ -38,8 +39,8 @@ _ZH_SUBSTITUTABLE = re.compile(
     r"它们?|这么做|这样做|那样做|这么|这个|那个|这种|那种|这类|那类|这样|那样"
     r"|(?<![因如彼从])此(?![外])|(?<![应活])该(?![怎如不])|(?<![尤极])其(?![他它中实余次后])"
 )
-# A reference to two things at once: the subjects of the last two questions ("LSTM 是什么？" "GRU 呢？" "它们有什么区别？").
 _DEFINITION_ASKED = re.compile(r"什么是|是什么|指什么|什么意思|是啥|啥是|含义|定义")
+# A reference to two things at once: the subjects of the last two questions ("LSTM 是什么？" "GRU 呢？" "它们有什么区别？").
 _ZH_PLURAL = re.compile(r"它们|两者|二者|这两|那两|前者和后者")
 _EN_PLURAL = re.compile(r"\b(?:they|them|their|both|the two|these two|those two)\b", re.I)
 _DEMONSTRATIVES = frozenset({"这个", "那个", "这种", "那种", "这类", "那类"})
@@ -99,11 +100,6 @@ _ZH_ASK_FIRST = re.compile(
     r"^\s*(?:怎么|怎样|如何|为什么|为何|为啥|有哪些|有什么|有啥|有何|能不能|能否|是否|可以|要|哪个|哪种|哪一个|哪一种"
     r"|是(?:怎么|怎样|如何|为什么|为何|为啥|什么|谁|哪))"  # "是怎么解决的？": the copula without its subject
 )
-# An ordinal that points into the previous answer's list: "第二步具体做什么？", "第三点呢？".
-_ZH_ORDINAL = re.compile(
-    r"^\s*(?:详细|具体|展开|再)?(?:说说|讲讲|解释一下|介绍一下|说一下|讲一下)?\s*"
-    r"第[一二三四五六七八九十\d]{1,2}(?:步|个|点|种|类|阶段|部分|条|层)"
-)
 # A verb of remedy with its object left out ("ReLU 为什么能缓解？", "梯度裁剪能解决吗？"): the object is the
 # conversation's subject, a problem.
 _ZH_REMEDY_OF_IT = re.compile(r"(?:缓解|解决|避免|防止|改善|克服|减轻|抑制)(?:掉|了)?(?:吗|么|呢)?[\s?？。!！]*$")
@@ -111,15 +107,6 @@ _ZH_REMEDY_OF_IT = re.compile(r"(?:缓解|解决|避免|防止|改善|克服|减
 _ZH_WHY_USE = re.compile(r"^\s*(?:那么?)?\s*(?:为什么|为啥|为何)(?:要|会|还要|非要|偏要)?(?:用|使用|采用|选用|选择|选)")
 # A verb and a degree with no subject: "设太高会怎样？", "调小一点呢？".
 _ZH_VERB_DEGREE = re.compile(r"^\s*[\u4e00-\u9fff]{1,2}(?:太|过于|得太)[高低大小多少快慢长短深浅]")
-_ORDINAL_ITEM = re.compile(r"第(?P<n>[一二两三四五六七八九十\d]{1,2})(?:步|个|点|种|类|阶段|部分|条|层)")
-_ORDINAL_VALUES = {"一": 1, "二": 2, "两": 2, "三": 3, "四": 4, "五": 5, "六": 6, "七": 7, "八": 8, "九": 9, "十": 10,
-                   "first": 1, "second": 2, "third": 3, "fourth": 4, "fifth": 5}
-# A numbered line of an answer ("2. 聚合问答数据并训练一个奖励模型；[1]", its markers stripped).
-_NUMBERED_LINE = re.compile(r"^\s*(?:[-*+•]\s*)?(?:(?P<n>\d{1,2})\s*[.、．)）]|[（(](?P<p>\d{1,2})[)）])\s*(?P<item>\S.*)$")
-MAX_ITEM_CHARS = 60
-_EN_ORDINAL = re.compile(
-    r"\bthe\s+(?:first|second|third|fourth|fifth|last|next|final)\s+(?:step|stage|phase|part|point|one)\b", re.I
-)
 _ZH_YES_NO = re.compile(r"[吗么][\s?？。!！]*$")
 _MAX_BARE_ASK_CHARS = 4
 # Chinese drops a subject the conversation gives: a question may open with a modal or an adverb, or with the other
@@ -232,7 +219,7 @@ def looks_like_followup(question: str, tokenizer: Tokenizer) -> bool:
         rest = text[continuation.end() :].lstrip(" ,，、")
         if ZH_REFERENCE.search(rest) or EN_PRONOUN.search(rest) or not _names_own_subject(rest, tokenizer):
             return True
-    if _asks_without_subject(text, content, tokenizer) or _ZH_ORDINAL.match(text) or _EN_ORDINAL.search(text):
+    if _asks_without_subject(text, content, tokenizer) or asks_for_item(text):
         return True
     if len(content) <= 3 and (_ZH_REMEDY_OF_IT.search(text) or _ZH_VERB_DEGREE.match(text)):
         return True
@@ -250,20 +237,6 @@ def looks_like_followup(question: str, tokenizer: Tokenizer) -> bool:
 # ------------------------------------------------------------------------------ substitution
 
 
-def _word_char(char: str) -> bool:
-    return char.isalnum() or is_cjk(char)
-
-
-def _join(*parts: str) -> str:
-    """The parts concatenated, with a space where a Latin word would otherwise touch a neighbouring word."""
-    out = ""
-    for part in parts:
-        if out and part and _word_char(out[-1]) and _word_char(part[0]) and (out[-1].isascii() or part[0].isascii()):
-            out += " "
-        out += part
-    return out
-
-
 def _substitute_references(text: str, subject: str) -> str | None:
     """The question with each reference to the previous subject replaced by it; None when it holds none."""
     text = _LEADING_THEN.sub("", text, count=1)
@@ -279,7 +252,7 @@ def _substitute_references(text: str, subject: str) -> str | None:
         if start >= position:
             pieces += [text[position:start], replacement]
             position = end
-    return _join(*pieces, text[position:]) if pieces else None
+    return join_words(*pieces, text[position:]) if pieces else None
 
 
 def _noun_after(text: str, reference: re.Match[str], subject: str) -> int:
@@ -310,14 +283,14 @@ def _substitute_ellipsis(previous: str, x: str, subject: str, tokenizer: Tokeniz
     runs = [m.span() for m in _LATIN_RUN.finditer(text, start, end)]
     names = [part for part in components[:-1] if [m.span() for m in _LATIN_RUN.finditer(text, *part)] == [part]]
     if latin_x and not runs and names:  # "GPT 的预训练目标" + "那 BERT 呢？": a name replaces the name, not what is asked of it
-        return _join(text[: names[-1][0]], x, text[names[-1][1] :])
+        return join_words(text[: names[-1][0]], x, text[names[-1][1] :])
     if runs and (runs[0] != (start, end)) and not mixed_x:  # a mixed part ("NSP 任务"): replace the side X belongs to
         if latin_x:
             start, end = runs[-1]
         else:
             cjk_start = next((i for i in range(start, end) if is_cjk(text[i])), start)
             start, end = strip_span(text, cjk_start, end)
-    return _join(text[:start], x, text[end:])
+    return join_words(text[:start], x, text[end:])
 
 
 def _named_successor(text: str, successor: re.Match[str], tokenizer: Tokenizer) -> str | None:
@@ -332,39 +305,15 @@ def _named_successor(text: str, successor: re.Match[str], tokenizer: Tokenizer) 
     return name if content_terms(name, tokenizer) else None
 
 
-def answer_item(answer: str, n: int) -> str | None:
-    """Item n of the numbered list in an answer, without its number, markers and closing punctuation."""
-    for line in answer.splitlines():
-        match = _NUMBERED_LINE.match(strip_markers(line))
-        if match and int(match.group("n") or match.group("p")) == n:
-            item = match.group("item").strip().rstrip("；;。.，,：:").strip()
-            return item[:MAX_ITEM_CHARS] if item else None
-    return None
-
-
-def _resolve_ordinal(text: str, subject: str, answer: str) -> str | None:
-    """"第二步具体做什么？" after an answer listing the steps: the step itself takes the ordinal's place."""
-    match = _ORDINAL_ITEM.search(text) or _EN_ORDINAL.search(text)
-    if match is None or not answer:
-        return None
-    word = match.group("n") if match.re is _ORDINAL_ITEM else match.group(0).split()[1].lower()
-    n = int(word) if word.isdigit() else _ORDINAL_VALUES.get(word)
-    item = answer_item(answer, n) if n else None
-    if item is None:
-        return None
-    phrase = item if normalize(subject) in normalize(item) else _join(subject, item)
-    return _join(text[: match.start()], phrase, text[match.end() :])
-
-
 def _apply(
     question: str, previous: str, subject: str, tokenizer: Tokenizer, answer: str = "", known: Known = None
 ) -> tuple[str, bool]:
     """`question` made standalone with the subject of `previous` (and its answer, whose numbered items an
     ordinal points to); True when X of an ellipsis became the subject."""
     text = _LEADING_THEN.sub("", question.strip(), count=1) or question.strip()
-    if _ZH_ORDINAL.match(text) or _EN_ORDINAL.search(text):
-        resolved = _resolve_ordinal(text, subject, answer)  # else: a step of the subject ("第五步呢？" is no subject)
-        return (resolved, False) if resolved is not None else (_join(subject, text), False)
+    if asks_for_item(text):
+        resolved = resolve_ordinal(text, subject, answer)  # else: a step of the subject ("第五步呢？" is no subject)
+        return (resolved, False) if resolved is not None else (join_words(subject, text), False)
     successor = find_successor(text)
     named = _named_successor(text, successor, tokenizer) if successor is not None else None
     if named is not None:  # "它的变体 GRU 呢？": the previous question, asked about the successor
@@ -376,11 +325,11 @@ def _apply(
         successor.group("ref") is None and ZH_REFERENCE.search(text[: successor.start()])
     ):
         phrase = successor_phrase(successor, subject, known)
-        resolved = _join(text[: successor.start()], phrase, text[successor.end() :])
+        resolved = join_words(text[: successor.start()], phrase, text[successor.end() :])
         return _substitute_references(resolved, subject) or resolved, False
     x = _ellipsis(question.strip(), tokenizer)
     if x is not None and _COMPARED_WITH.match(x):
-        return f"{_join(subject, x)}呢？", False
+        return f"{join_words(subject, x)}呢？", False
     degree = _DEGREE.match(x) if x is not None else None
     if x is not None and degree is not None:
         at = previous.find(degree.group(0))
@@ -390,13 +339,13 @@ def _apply(
         at = previous.find(subject)  # "ChatGLM-6B 需要多少显存？" + "量化以后呢？": the same question, at that time
         if at >= 0:
             end = at + len(subject)
-            return _join(previous[:end], x, previous[end:].lstrip()), False
+            return join_words(previous[:end], x, previous[end:].lstrip()), False
     if x is not None and _ASPECT.fullmatch(x):
         at, span = previous.find(subject), subject_span(previous.strip(), tokenizer)
         whole = span is not None and len(subject_components(previous.strip(), span, None)) == 1
         if at >= 0 and whole:  # "什么是 SimCSE？" + "无监督版本呢？": the question, about SimCSE's unsupervised version
             end = at + len(subject)
-            return _join(previous[:end], f"的{x}", previous[end:]), False
+            return join_words(previous[:end], f"的{x}", previous[end:]), False
     if x is not None:
         substituted = _substitute_ellipsis(previous, x, subject, tokenizer)
         if substituted is not None:
@@ -446,7 +395,7 @@ def _resolve(
         last = next(asked, None)  # the question just answered
         if last is None or not last[1] or not _asks_of_answer(question, last[1], last[2], tokenizer):
             return question, None
-        return _join(last[1], question.strip()), last[1]
+        return join_words(last[1], question.strip()), last[1]
     for previous, subject, answer in asked:
         if not subject:
             continue
