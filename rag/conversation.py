@@ -128,6 +128,10 @@ _ZH_COMMON_ONES = re.compile(r"^\s*(?:最|比较)?(?:常用|常见|主要|典型
 # activity has two characters at least (实时 and 同时 are words), and 时 does not start a word (时间, 时序).
 # A part or variant of something ("无监督版本", "编码器部分"): "那 X 呢？" asks about the subject's X
 _ASPECT = re.compile(r"[\u4e00-\u9fff]{1,10}(?:版本|版|部分|模块|变体|分支)")
+# A question whose whole subject is such a part or variant names whose it is not: "base 版本有多少参数？",
+# "量化版本有什么好处？", "How many parameters does the base version have?" ask about the conversation's subject's.
+_ZH_ASPECT_ONLY = re.compile(r"(?:[A-Za-z0-9][\w.+-]*\s*|(?:(?!的)[\u4e00-\u9fff]){1,4})(?:版本|版|部分|模块|变体|分支)")
+_EN_ASPECT = re.compile(r"\bthe\s+(?:[a-z0-9][\w-]*\s+){1,2}(?:version|variant|part|module|component|branch)\b")
 _CIRCUMSTANCE = re.compile(
     r"\s*(?P<c>[^，,。；;？?！!]{2,12}?)(?:的时候|时候|时(?![间刻序长代段期效])|过程中|之后|以后|之前|以前|期间)"
 )
@@ -191,6 +195,15 @@ def _names_own_subject(text: str, tokenizer: Tokenizer) -> bool:
     return _EN_NAME.search(text) is not None and EN_PRONOUN.search(text) is None and not EN_REFERENCE.search(text)
 
 
+def _names_only_an_aspect(text: str, tokenizer: Tokenizer) -> bool:
+    """The question's subject is a part or variant of something it does not name (`_ZH_ASPECT_ONLY`,
+    `_EN_ASPECT`): "base 版本有多少参数？", "What does the base version add?" (not "BERT 的 base 版本……")."""
+    if any(is_cjk(char) for char in text):
+        span = subject_span(text, tokenizer)
+        return span is not None and _ZH_ASPECT_ONLY.fullmatch(text[span[0] : span[1]].strip()) is not None
+    return _EN_ASPECT.search(text) is not None and _EN_NAME.search(text) is None
+
+
 def _points_back_en(text: str) -> bool:
     """An English pronoun with no name before it in the question ("Does it have any weakness?")."""
     match = EN_PRONOUN.search(text)
@@ -222,6 +235,8 @@ def looks_like_followup(question: str, tokenizer: Tokenizer) -> bool:
     if _asks_without_subject(text, content, tokenizer) or asks_for_item(text):
         return True
     if len(content) <= 3 and (_ZH_REMEDY_OF_IT.search(text) or _ZH_VERB_DEGREE.match(text)):
+        return True
+    if _names_only_an_aspect(text, tokenizer):
         return True
     if ZH_REFERENCE.match(_LEADING_THEN.sub("", text, count=1)):  # "它们各自适合什么任务？"
         return True
@@ -327,6 +342,9 @@ def _apply(
         phrase = successor_phrase(successor, subject, known)
         resolved = join_words(text[: successor.start()], phrase, text[successor.end() :])
         return _substitute_references(resolved, subject) or resolved, False
+    aspect = _EN_ASPECT.search(text) if not is_cjk(text) else None
+    if aspect is not None and _EN_NAME.search(text) is None:  # "the base version" -> "the base version of BERT"
+        return join_words(text[: aspect.end()], f" of {subject}", text[aspect.end() :]), False
     x = _ellipsis(question.strip(), tokenizer)
     if x is not None and _COMPARED_WITH.match(x):
         return f"{join_words(subject, x)}呢？", False

@@ -418,3 +418,33 @@ def test_a_question_the_last_answer_does_not_explain_stands_alone(question: str,
 
 def test_without_a_history_nothing_continues(tokenizer: Tokenizer) -> None:
     assert not continues_conversation("温度有什么作用？", [], tokenizer)
+
+
+@pytest.mark.parametrize(
+    ("previous", "followup", "resolved"),
+    [
+        ("什么是 BERT？", "base 版本有多少参数？", "BERT base 版本有多少参数？"),
+        ("什么是 QLoRA？", "量化版本有什么好处？", "QLoRA 量化版本有什么好处？"),
+        (
+            "What is BERT?",
+            "How many parameters does the base version have?",
+            "How many parameters does the base version of BERT have?",
+        ),
+    ],
+)
+def test_a_part_or_variant_named_alone_is_the_subjects(
+    previous: str, followup: str, resolved: str, tokenizer: Tokenizer
+) -> None:
+    assert_resolved(previous, followup, resolved, tokenizer)
+
+
+@pytest.mark.parametrize(
+    "question",
+    [
+        "BERT 的 base 版本有多少参数？",  # it names whose version
+        "大模型的量化版本有哪些？",
+        "How many parameters does the base version of RoBERTa have?",
+    ],
+)
+def test_a_part_or_variant_of_a_named_thing_stands_alone(question: str, tokenizer: Tokenizer) -> None:
+    assert not looks_like_followup(question, tokenizer)
