@@ -1105,3 +1105,43 @@ def test_the_shipped_ranker_ranks_as_the_mean_of_the_fold_rankers() -> None:
     # the same scores up to one constant: the same order, the same margins
     assert np.allclose(bagged.scores(rows) - mean_scores, (bagged.scores(rows) - mean_scores)[0])
     assert list(np.argsort(-bagged.scores(rows))) == list(np.argsort(-mean_scores))
+
+
+def test_a_sentence_read_under_another_heading_than_ingest_gave_it_finds_the_stored_vector(engine) -> None:
+    """A passage merged from two chunks reads the second one's sentences under a heading line of the first;
+    ingest stored them under the section's heading, and that vector is used: nothing is embedded at question time."""
+    text = "### 两种模型\n第一种模型逐词生成。\n第二种模型一次生成全部结果，速度更快。\n"
+    passage = hit(text, heading=("生成模型",))
+    sentences = [s for s in split_passage(0, passage) if s.kind not in ("heading",)]
+    assert sentences and all(s.heading == "两种模型" for s in sentences)  # not the section's heading
+    stored_texts = [reader_text("生成模型", s.text) for s in sentences]  # what ingest stored
+    stored = dict(zip(stored_texts, engine.embedder.embed_passages(stored_texts), strict=True))
+    embedded: list[str] = []
+
+    class StoredUnderSection:
+        def __init__(self, inner) -> None:
+            self.inner = inner
+
+        def __getattr__(self, name: str):
+            return getattr(self.inner, name)
+
+        def __len__(self) -> int:
+            return len(self.inner)
+
+        def reader_vectors(self, texts):
+            vectors = np.array([stored.get(t, np.zeros(384)) for t in texts], dtype=np.float32)
+            return vectors, np.array([t in stored for t in texts])
+
+    def embed(texts: list[str]) -> np.ndarray:
+        embedded.extend(texts)
+        return engine.embedder.embed_passages(texts)
+
+    question = "哪种模型生成得更快？"
+    with engine.hold() as state:
+        reader = Reader(StoredUnderSection(state.index), state.tokenizer, embed_passages=embed)
+        reading = read(engine, reader, question, [passage])
+    assert embedded == []
+    query = engine.embedder.embed_queries([question])[0]
+    by_text = {c.sentence.text: c.features["dense"] for c in reading.candidates}
+    for s, t in zip(sentences, stored_texts, strict=True):
+        assert by_text[s.text] == pytest.approx(float(stored[t] @ query), abs=1e-5)

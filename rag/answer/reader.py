@@ -285,7 +285,8 @@ class Reader:
         passages = list(hits[:READ_PASSAGES])
         sentences = [split_passage(i, hit) for i, hit in enumerate(passages)]
         pool = [s for group in sentences for s in group if s.kind not in NOT_CANDIDATES]
-        dense = self._dense(pool, query_vectors) if pool else []
+        sections = [hit.chunk.heading_path[-1] if hit.chunk.heading_path else "" for hit in passages]
+        dense = self._dense(pool, query_vectors, sections) if pool else []
         features = self._features(profile, passages, sentences, pool, dense)
         # whether any sentence answers is judged on the shared ranker's scale, the one it was fitted on
         shared = self.model.rank_scores(features)
@@ -389,13 +390,25 @@ class Reader:
             rows.append(candidate_features(q, context, local, local_grams, predicate))
         return rows
 
-    def _dense(self, pool: Sequence[Sentence], query_vectors: np.ndarray | None) -> list[float]:
-        """Similarity of each candidate's "heading：sentence" vector to the question (or its translation)."""
+    def _dense(
+        self, pool: Sequence[Sentence], query_vectors: np.ndarray | None, sections: Sequence[str]
+    ) -> list[float]:
+        """Similarity of each candidate's "heading：sentence" vector to the question (or its translation).
+        `sections`: each passage's section heading, which a sentence ingest read in a chunk of its own had."""
         if query_vectors is None or len(query_vectors) == 0:
             return [0.0] * len(pool)
         texts = [reader_text(s.heading, s.text) for s in pool]
         vectors, found = self.index.reader_vectors(texts)
         missing = [i for i in range(len(texts)) if not found[i]]
+        if missing:
+            # a passage merged from two chunks reads the second one's sentences under the last heading line of the
+            # first; ingest read them in their own chunk, under the section's heading: that vector is stored
+            alternatives = [reader_text(sections[pool[i].passage], pool[i].text) for i in missing]
+            stored, known = self.index.reader_vectors(alternatives)
+            for j, i in enumerate(missing):
+                if known[j]:
+                    vectors[i], found[i] = stored[j], True
+            missing = [i for i in missing if not found[i]]
         if missing and self.embed_passages is not None:
             now = missing[:MAX_EMBEDDED_NOW]
             try:
