@@ -605,6 +605,23 @@ def test_a_comparison_quotes_the_other_things_sentence_from_a_second_passage() -
     assert len(quoted("硬标签是什么？", {"硬标签": 6.0}, 5.5)) == 1  # no comparison asked
 
 
+def test_a_comparison_quotes_the_other_things_own_section_further_below() -> None:
+    """"校验集和测试集有什么区别？": the 测试集 section's sentence shares fewer words than sentences that merely name
+    both, and still says what the other one is."""
+    passages = [hit("每一轮训练完后，用于测试模型效果的数据。\n", ("校验集",)), hit("全部轮数训练完后，用于评估模型的数据。\n", ("测试集",), rank=2)]
+    groups = [split_passage(i, h) for i, h in enumerate(passages)]
+    words = {"校验集": 6.0, "测试集": 4.5}
+
+    def quoted(question: str, second: float) -> list[str]:
+        candidates = [Candidate(groups[0][0], {}, 5.4), Candidate(groups[1][0], {}, second)]
+        reading = Reading(profile_question(question, words, {}, list(words)), candidates, groups, True, 0.9, 0.5)
+        return [s.text for s in compose(reading, 2, max_chars=600)[0]]
+
+    assert quoted("校验集和测试集有什么区别？", 2.2)[1].startswith("全部轮数训练完后")  # 3.2 below, its own section
+    assert len(quoted("校验集和测试集有什么区别？", 1.0)) == 1  # over 4 below: not stitched on
+    assert len(quoted("校验集是什么？", 2.2)) == 1  # no comparison asked
+
+
 def test_a_code_block_is_quoted_whole_and_cited_after_its_closing_fence() -> None:
     text = "用法如下：\n```python\nx = load()\ny = x * 2\n```\n之后再保存。\n"
     group = split_passage(0, hit(text))
@@ -822,6 +839,9 @@ def test_question_and_sentence_types() -> None:
     assert "formula" in question_types("怎么估算训练需要的显存？") and "formula" in question_types("How do I estimate it?")
     assert "list" in question_types("大模型训练的三个阶段是什么？")
     assert "cause" in question_types("Why does the loss explode?")
+    assert "compare" in question_types("How does GloVe differ from word2vec?")
+    assert "compare" not in question_types("What is automatic differentiation for?")  # no "differ" in it
+    assert attribute_translations("differences") and not attribute_translations("differentiation")
     assert {"formula", "number"} <= sentence_types("L = 0.5 * x^2")
     assert "formula" not in sentence_types("然后按照公式计算对应区间的权重。")  # it names a formula, gives none
     assert "cause" in sentence_types("由于梯度消失，训练变慢。")

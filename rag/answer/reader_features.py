@@ -46,7 +46,7 @@ QUESTION_TYPES: dict[str, re.Pattern[str]] = {
         r"|which|what are|kinds|types|steps|list|(?:two|three|four|five) ",
         "drawback": r"缺点|不足|劣势|局限|问题|弊端|坏处|缺陷|disadvantage|drawback|downside|limitation|problem|weakness",
         "advantage": r"优点|优势|好处|作用|用处|意义|advantage|benefit|why use|purpose",
-        "compare": r"区别|不同|差异|比较|对比|相比|和.*比|vs|versus|differ|compare|comparison",
+        "compare": r"区别|不同|差异|比较|对比|相比|和.*比|vs|versus|differ(?!entia)|compare|comparison",
         "how": r"怎么|如何|怎样|方法|how",
         "effect": r"会怎样|会如何|会怎么样|什么影响|影响|变化|变大|变小|增大|减小|太大|太小|过大|过小|"
         r"what happens|effect|impact|too (?:large|high|small|low)",
@@ -91,7 +91,9 @@ def _type_words() -> tuple[dict[str, str], dict[str, tuple[str, ...]]]:
     chinese: dict[str, tuple[str, ...]] = {}
     for name, pattern in QUESTION_TYPES.items():
         parts = _alternatives(pattern.pattern)
-        english.update({part: name for part in parts if re.fullmatch(r"[a-z]{4,}", part)})
+        # a cue may exclude a longer word ("differ(?!entia)": "automatic differentiation" compares nothing)
+        cues = (re.fullmatch(r"([a-z]{4,})(?:\(\?![a-z]+\))?", part) for part in parts)
+        english.update({cue.group(1): name for cue in cues if cue})
         chinese[name] = tuple(part for part in parts if re.fullmatch(f"[{CJK_CHARS}]{{2,}}", part))
     return english, chinese
 
@@ -103,7 +105,7 @@ def attribute_translations(word: str) -> tuple[str, ...]:
     """The Chinese words for what an English question word asks of its topic, by the answer type it names
     ("disadvantages" -> 缺点, 不足, 劣势…); () for a word that names no type."""
     word = word.lower()
-    cues = [cue for cue in _ENGLISH_CUES if word.startswith(cue)]
+    cues = [cue for cue in _ENGLISH_CUES if word.startswith(cue) and QUESTION_TYPES[_ENGLISH_CUES[cue]].search(word)]
     return _CHINESE_CUES[_ENGLISH_CUES[max(cues, key=len)]] if cues else ()
 
 

@@ -37,6 +37,7 @@ MAX_ITEM_SENTENCES = 4  # a list item quoted alone keeps at most this many of it
 SECOND_PASSAGE_MARGIN = 1.0  # a second passage's sentence must score within this of the best (logit units)
 SECOND_PASSAGE_GAIN = 0.25  # ... and cover this share of the question's words that the first span does not
 QUOTABLE = frozenset({"text", "code", "short"})
+COMPARED_SECTION_MARGIN = 4.0  # ... or, for the other thing compared, a sentence of its own section within this
 SUPPORT_SENTENCES = 4  # an answer quotes at most this many sentences besides a list's items
 SUPPORT_MARGIN = 2.5  # ... each scoring within this of the best sentence (logit units)
 
@@ -229,4 +230,12 @@ def _second(pool: Sequence[Candidate], best: Candidate, chosen: Sequence[Sentenc
             continue
         if coverage(normalize(c.sentence.text + " " + c.sentence.heading), open_words) >= SECOND_PASSAGE_GAIN:
             return c
+    # "校验集和测试集有什么区别？" answered from the 校验集 section: the other one's own section says what it is, though
+    # its sentence shares fewer of the question's words than sentences that merely name both
+    others = [t for t in profile.subject if t in open_words] if "compare" in profile.types else []
+    for c in pool[1:]:
+        if c.score < best.score - COMPARED_SECTION_MARGIN:
+            break
+        if c.passage != best.passage and any(t in normalize(c.sentence.heading) for t in others):
+            return c if reads_as_sentence(c.sentence.text) else None
     return None
