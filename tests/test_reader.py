@@ -35,6 +35,8 @@ from rag.answer.reader_features import (
     question_types,
     reader_text,
     sentence_types,
+    states,
+    states_quantity,
 )
 from rag.answer.refusal_rules import name_only_inside, passages_naming, subject_names
 from rag.answer.sentence_form import (
@@ -180,6 +182,16 @@ def test_a_figure_asked_for_that_no_quoted_sentence_states_is_refused(engine) ->
     assert "number" not in question_types("ε 一般设多大？") and must_state("ε 一般设多大？") == ("number",)
     answer = engine.ask("量化感知训练的学习率一般设多大？", explain=True)  # the notes give no learning rate for QAT
     assert answer.refused and "figure" in answer.explanation["reader"]["reason"]
+    # a count of things in words is no quantity: "这两个过程", "分解为两个主要部分" do not say from what β rises to what
+    answer = engine.ask("DDPM 的线性噪声调度里，β 是从多少增加到多少的？", explain=True)
+    assert answer.refused and "figure" in answer.explanation["reader"]["reason"]
+
+
+def test_a_quantity_is_a_figure_with_a_unit_that_counts_no_things() -> None:
+    for text in ("宜用八十度左右的水。", "参数量=110M", "速度提高了两倍。"):
+        assert states_quantity(text), text
+    for text in ("这两个过程的中间态是高斯噪声。", "可以被分解为两个主要部分。", "共有三种方法。"):
+        assert not states_quantity(text) and states(text, "number"), text  # still a count, for "有几个……"
 
 
 def test_a_name_the_notes_never_spell_is_refused_whatever_shares_its_other_words(engine) -> None:

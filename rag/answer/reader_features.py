@@ -214,6 +214,18 @@ def sentence_types(text: str) -> frozenset[str]:
     return frozenset(types)
 
 
+# Measure words that count things ("两个主要部分", "三种方法"): a count, not the quantity "从多少增加到多少" asks for
+_COUNTED = re.compile(r"[零〇一二两三四五六七八九十百千万亿半]+(?:个|种|类|项|条|部分|方面|点|步|阶段|名|只|台|块)")
+
+
+def states_quantity(text: str) -> bool:
+    """Whether `text` gives a quantity: a figure in digits, or in Chinese numerals with a unit that does not
+    count things ("八十度", "两倍"; not "这两个过程" or "分为三个部分")."""
+    if re.search(r"\d", text):
+        return True
+    return any(not _COUNTED.fullmatch(m.group()) for m in _FIGURE.finditer(text))
+
+
 def states(text: str, kind: str) -> bool:
     """Whether `text` gives what `must_state` asks for: a figure (in digits or Chinese numerals) or a formula."""
     return _FIGURE.search(text) is not None if kind == "number" else kind in sentence_types(text)

@@ -22,6 +22,7 @@ from rag.answer.reader_features import (
     is_instruction,
     must_state,
     states,
+    states_quantity,
 )
 from rag.answer.sentence_form import ITEM_NUMBER
 from rag.answer.sentences import Sentence
@@ -34,6 +35,8 @@ if TYPE_CHECKING:
 # A figure only a number gives: a quantity, not a count of things or kinds ("有几个门", "多少种方法", "how many": a
 # list of the things answers)
 MEASURE_ASKED = re.compile(r"多少(?![种类项])|多大|取值范围|how much|几(?:位|层|维|倍|次|天|年|月|分钟|小时|度)", re.I)
+# ... and one that counts things, which a count in words answers ("GRU 有多少个门？" - "两个门")
+COUNT_ASKED = re.compile(r"(?:多少|几)(?:个|种|类|项|条|部分|方面|点|步|阶段)|how many", re.I)
 NAMED_MIN_CHARS = 3  # a name the notes may only list has at least this many characters
 # A date as notes write it: a year ("2017", "2023年3月") or a month ("11 月 29 日", "March 2023").
 DATE = re.compile(
@@ -94,7 +97,7 @@ def refusal_rule(
         candidates
         and "number" in must_state(question, profile.types)
         and MEASURE_ASKED.search(question)
-        and not _figure_stated(candidates, sentences, _latin_names(question))
+        and not _figure_stated(candidates, sentences, _latin_names(question), counts=bool(COUNT_ASKED.search(question)))
     ):
         return "the question asks for a figure and no sentence the answer would quote states one"
     if candidates and YEAR_ASKED.search(question) and not _date_given(sentences):
@@ -328,10 +331,15 @@ def _only_lists(c: Candidate, spelling: re.Pattern[str]) -> bool:
 
 
 def _figure_stated(
-    candidates: Sequence[Candidate], sentences: Sequence[Sequence[Sentence]], names: Sequence[str] = ()
+    candidates: Sequence[Candidate],
+    sentences: Sequence[Sequence[Sentence]],
+    names: Sequence[str] = (),
+    *,
+    counts: bool = True,
 ) -> bool:
     """Whether a sentence an answer would quote states a number: the best sentence, the one after it, or
-    another of its passage the reader rates within FIGURE_MARGIN of it. When the question names things in Latin
+    another of its passage the reader rates within FIGURE_MARGIN of it; unless the question `counts` things, a
+    count in words ("两个主要部分") is no such number. When the question names things in Latin
     letters ("GPT-4 有多少参数？"), the figure's sentence, its neighbours or its heading must name one of them: a
     count of GPTQ's parameters is not GPT-4's."""
     if not candidates:
@@ -339,7 +347,7 @@ def _figure_stated(
     group = sentences[candidates[0].passage]
     spellings = [spelled_as_one(_words(name)) for name in names]
     for s in _quoted(candidates, sentences):
-        if not states(s.text, "number"):
+        if not (states(s.text, "number") if counts else states_quantity(s.text)):
             continue
         around = normalize(" ".join(x.text for x in group[max(0, s.pos - 1) : s.pos + 2]) + " " + s.heading)
         if not spellings or any(spelling.search(around) for spelling in spellings):
