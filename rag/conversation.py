@@ -410,10 +410,8 @@ def _resolve(
         return question, None
     asked = _asked(history, tokenizer, depth, normalize(question).strip(), known)
     if not looks_like_followup(question, tokenizer):
-        last = next(asked, None)  # the question just answered
-        if last is None or not last[1] or not _asks_of_answer(question, last[1], last[2], tokenizer):
-            return question, None
-        return join_words(last[1], question.strip()), last[1]
+        subject = _subject_of_answer(question, next(asked, None), tokenizer)  # of the question just answered
+        return (join_words(subject, question.strip()), subject) if subject else (question, None)
     for previous, subject, answer in asked:
         if not subject:
             continue
@@ -424,26 +422,29 @@ def _resolve(
     return question, None
 
 
-def _asks_of_answer(question: str, subject: str, answer: str, tokenizer: Tokenizer) -> bool:
-    """A Chinese question about a common term the last answer used of its subject ("温度有什么作用？" after an answer
-    on 知识蒸馏 that says "多了一个参数T，称为温度"): it asks about the term there, not in general. Not a question
-    asking what the term is (a definition stands alone), nor a term in Latin letters (BERT, beam size), which
-    names something of its own."""
+def _subject_of_answer(question: str, last: tuple[str, str, str] | None, tokenizer: Tokenizer) -> str | None:
+    """The subject of the `last` question (previous, subject, answer) when `question` asks about a common Chinese
+    term its answer used ("温度有什么作用？" after an answer on 知识蒸馏 that says "多了一个参数T，称为温度"): it asks
+    about the term there, not in general. None for a question asking what the term is (a definition stands
+    alone), a term in Latin letters (BERT, beam size), which names something of its own, or any other."""
+    if last is None or not last[1]:
+        return None
+    _, subject, answer = last
     text = unicodedata.normalize("NFKC", question).strip()
     if _DEFINITION_ASKED.search(text):
-        return False
+        return None
     span = subject_span(text, tokenizer)
-    content = content_terms(text, tokenizer)
     if span is not None:
         term = text[span[0] : span[1]]
-    elif len(content) == 1:  # "温度一般设多少？": no subject before a predicate, one word that names something
+    elif len(content := content_terms(text, tokenizer)) == 1:  # "温度一般设多少？": one word that names something
         term = content[0]
     else:
-        return False
+        return None
     term = normalize(term).replace(" ", "")
     said = normalize(strip_markers(answer)).replace(" ", "")
     chinese = is_cjk(term) and not _LATIN_RUN.search(term)
-    return chinese and len(term) >= 2 and term in said and term not in normalize(subject).replace(" ", "")
+    used = chinese and len(term) >= 2 and term in said and term not in normalize(subject).replace(" ", "")
+    return subject if used else None
 
 
 def _both(question: str, subject: str, earlier: tuple[str, str, str] | None) -> str:
@@ -464,7 +465,7 @@ def continues_conversation(question: str, history: Sequence[Turn], tokenizer: To
     if looks_like_followup(question, tokenizer):
         return True
     last = next(_asked(history, tokenizer, 0, normalize(question).strip()), None)
-    return last is not None and bool(last[1]) and _asks_of_answer(question, last[1], last[2], tokenizer)
+    return _subject_of_answer(question, last, tokenizer) is not None
 
 
 def resolve_followup(question: str, history: Sequence[Turn], tokenizer: Tokenizer, known: Known = None) -> str:

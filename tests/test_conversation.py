@@ -418,6 +418,11 @@ def test_a_question_the_last_answer_does_not_explain_stands_alone(question: str,
 
 def test_without_a_history_nothing_continues(tokenizer: Tokenizer) -> None:
     assert not continues_conversation("温度有什么作用？", [], tokenizer)
+    # no earlier question, an empty one, or one with no answer yet: no answer used the term
+    for history in ([Turn("assistant", "……称为温度；")], [Turn("user", ""), Turn("assistant", "……称为温度；")],
+                    [Turn("user", "什么是知识蒸馏？")]):
+        assert not continues_conversation("温度有什么作用？", history, tokenizer)
+        assert resolve_followup("温度有什么作用？", history, tokenizer) == "温度有什么作用？"
 
 
 @pytest.mark.parametrize(

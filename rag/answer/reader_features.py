@@ -221,9 +221,7 @@ _COUNTED = re.compile(r"[零〇一二两三四五六七八九十百千万亿半]
 def states_quantity(text: str) -> bool:
     """Whether `text` gives a quantity: a figure in digits, or in Chinese numerals with a unit that does not
     count things ("八十度", "两倍"; not "这两个过程" or "分为三个部分")."""
-    if re.search(r"\d", text):
-        return True
-    return any(not _COUNTED.fullmatch(m.group()) for m in _FIGURE.finditer(text))
+    return any(not _COUNTED.fullmatch(m.group()) for m in _FIGURE.finditer(text))  # a digit is never a count
 
 
 def states(text: str, kind: str) -> bool:
