@@ -922,6 +922,19 @@ def test_an_english_question_is_judged_with_its_attribute_words_in_chinese(engin
     assert reading.answerable and reading.best is not None and "ReLU" in reading.best.sentence.text
 
 
+def test_an_english_verb_the_notes_never_use_counts_where_the_notes_say_it(engine, reader: Reader) -> None:
+    # "calculated" asks how something is computed; the notes say 计算 (what 如何计算 asks for), and that word
+    # counts as the question's predicate when judging whether anything answers, not when ranking
+    assert "计算" in attribute_translations("calculated")
+    judging = reader._judging_profile(reader.profile("How is perplexity calculated?", {}))
+    assert "计算" in judging.attribute_words and "计算" in judging.expansions
+    passage = hit("困惑度的计算：对测试集的每个词取条件概率的几何平均的倒数。\n", heading=("Perplexity 困惑度",))
+    reading = read(engine, reader, "How is perplexity calculated?", [passage])
+    assert reading.features["max_predicate"] > 0.9
+    assert read(engine, reader, "困惑度怎么计算？", [passage]).features["max_predicate"] > 0.9  # as in Chinese
+    assert reader.profile("How is perplexity calculated?", {}).attribute_words == {}  # ranking: own words only
+
+
 def test_a_line_repeating_the_section_heading_is_a_heading_not_a_sentence() -> None:
     text = "• 学习率(Learning rate)\n\n    控制梯度下降过程中,参数更新步长的超参数。\n学习率(Learning rate)太大会振荡。"
     kinds = [(s.kind, s.text) for s in split_passage(0, hit(text, heading=("关键字", "学习率(Learning rate)")))]

@@ -260,7 +260,9 @@ class Reader:
             for term in attribute_translations(word)
             if term not in profile.expansions
         }
-        return replace(profile, expansions={**profile.expansions, **extra}) if extra else profile
+        if not extra:
+            return profile
+        return replace(profile, expansions={**profile.expansions, **extra}, attribute_words=extra)
 
     def _idf(self, term: str) -> float:
         return max(self.index.idf(term) if self.index.has_term(term) else self._max_idf, 0.1)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from rag.answer.sentence_form import (
     LEAD_IN,
@@ -85,6 +85,9 @@ def _alternatives(pattern: str) -> list[str]:
     return [*out, current]
 
 
+_HOW_WORDS = ("怎么", "如何", "怎样")
+
+
 def _type_words() -> tuple[dict[str, str], dict[str, tuple[str, ...]]]:
     """English cue word -> the answer type it asks for, and type -> the Chinese words of its cues (QUESTION_TYPES)."""
     english: dict[str, str] = {}
@@ -94,7 +97,10 @@ def _type_words() -> tuple[dict[str, str], dict[str, tuple[str, ...]]]:
         # a cue may exclude a longer word ("differ(?!entia)": "automatic differentiation" compares nothing)
         cues = (re.fullmatch(r"([a-z]{4,})(?:\(\?![a-z]+\))?", part) for part in parts)
         english.update({cue.group(1): name for cue in cues if cue})
-        chinese[name] = tuple(part for part in parts if re.fullmatch(f"[{CJK_CHARS}]{{2,}}", part))
+        words = [part for part in parts if re.fullmatch(f"[{CJK_CHARS}]{{2,}}", part)]
+        # the verb a how-question asks about is said plainly in the notes ("如何计算" asked, "计算" written)
+        verbs = [w[2:] for w in words if w[:2] in _HOW_WORDS and len(w) >= 4]
+        chinese[name] = tuple(dict.fromkeys(words + verbs))
     return english, chinese
 
 
@@ -172,6 +178,9 @@ class QuestionProfile:
     count_units: tuple[str, ...]  # "几位" -> ("位",): a number with this unit answers
     english: bool  # mostly Latin letters (Chinese questions naming several Latin terms count)
     no_chinese: bool  # not one Chinese character: it reaches the notes only through translation
+    # the Chinese words of the English attribute words the notes never use ("computed": 计算, 公式…), which
+    # count for the asked predicate when judging whether anything answers (`rag.answer.reader`)
+    attribute_words: Mapping[str, float] = field(default_factory=dict)
 
     @property
     def all_terms(self) -> dict[str, float]:
@@ -363,7 +372,7 @@ def candidate_features(
         "local": share(c.norm, local),
         "local_window": share(c.window, local),
         "local_grams": share(c.norm, local_grams),
-        "predicate": coverage(c.norm, predicate) if predicate else 0.0,
+        "predicate": coverage(c.norm, predicate, q.attribute_words) if predicate else 0.0,
         "subject_heading": coverage(c.heading, q.subject) if q.subject else 0.0,
         "subject_opening": coverage(c.norm[:SUBJECT_OPENING], q.subject) if q.subject else 0.0,
         "subject_window": coverage(f"{c.window} {c.heading}", q.subject) if q.subject else 0.0,
