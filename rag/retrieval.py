@@ -15,6 +15,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from rag.aliases import AliasIndex
+from rag.answer.reader_features import searched_attribute_names
 from rag.chunk_merging import merge_adjacent
 from rag.config import Settings
 from rag.crosslingual import (
@@ -331,6 +332,13 @@ class Retriever:
             expansions.append({"matched": phrase, "added": [term], "tokens": added, "named_in_notes": term})
             matched_words.update(phrase.split())
             names.append(term)
+
+        # An attribute the notes name in Chinese ("limitations": a section "## 不足"), searched as a weak alias
+        for word in [w for w, weight in weighted.items() if weight == 1.0 and not self.index.has_term(w)]:
+            attribute = [n for n in searched_attribute_names(word) if self.index.has_term(n)]
+            if attribute:
+                added = self.aliases.add_names(weighted, attribute, self.tokenizer, expansions)
+                expansions.append({"matched": word, "added": attribute, "tokens": added, "attribute": True})
 
         # The question, with the names the glossary gave it, rides in the phrases' model call: the default
         # encoder packs a few short texts into one sequence (no padding to the question's length). The names

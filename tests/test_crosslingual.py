@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from rag.aliases import AliasIndex, shortens
+from rag.answer.reader_features import searched_attribute_names
 from rag.config import Settings
 from rag.crosslingual import (
     MAX_GLOSS_PHRASES,
@@ -319,6 +320,22 @@ def test_an_english_phrase_the_notes_gloss_finds_its_chinese_term(engine: Engine
     assert not engine.ask("What is the CAP theorem?").refused  # refused before (reader 0.60): "theorem" was unread
     answer = engine.ask("What is instruction tuning?")
     assert not answer.refused and "指令微调" in answer.text  # refused before: prompt tuning was all it found
+
+
+def test_an_english_attribute_word_is_searched_by_the_chinese_section_names(engine: Engine) -> None:
+    # "limitations" is nowhere in the notes; their DALL·E 2 note has a section "## 不足"
+    assert {"不足", "缺点"} <= set(searched_attribute_names("limitations"))
+    assert searched_attribute_names("definition") == () and searched_attribute_names("dall") == ()
+    for question in ("What are the limitations of DALL·E 2?", "What are the weaknesses of DALL·E 2?"):
+        result = engine.search(question, explain=True)
+        assert result.explanation is not None
+        searched = [item for item in result.explanation["expansions"] if item.get("attribute")]
+        assert len(searched) == 1 and "不足" in searched[0]["added"]
+        assert all(result.explanation["weighted_query"][t] < 1.0 for t in searched[0]["tokens"])
+        assert result.hits[0].chunk.heading_path == ("DALL·E 2", "不足")
+    # without the expansion, the section is not what ranks first
+    plain = engine.search("What are the limitations of DALL·E 2?", expansion=False)
+    assert plain.hits[0].chunk.heading_path != ("DALL·E 2", "不足")
 
 
 def test_english_phrase_reaches_a_chinese_only_term_in_the_notes(engine: Engine) -> None:

@@ -34,6 +34,7 @@ from rag.answer.reader_features import (
     question_features,
     rarity_weights,
     reader_text,
+    searched_attribute_names,
 )
 from rag.answer.refusal_rules import passages_naming, read_text, refusal_rule, subject_names
 from rag.answer.sentence_form import count_asked, list_lead_in
@@ -243,7 +244,11 @@ class Reader:
         known = [v for w, v in words.items() if self.index.has_term(w)]
         for w in [w for w in words if len(w) == 1 and is_cjk(w) and not self.index.has_term(w)]:
             words[w] = min(known, default=words[w])
-        expansions = {t: wt * self._idf(t) for t, wt in weighted.items() if wt < 1.0 and t not in words}
+        # an attribute the search added ("limitations": 不足) counts when judging (`_judging_profile`), not ranking
+        searched = {n for w in words if not self.index.has_term(w) for n in searched_attribute_names(w)}
+        expansions = {
+            t: wt * self._idf(t) for t, wt in weighted.items() if wt < 1.0 and t not in words and t not in searched
+        }
         for term, weight in degree_variants(words).items():
             expansions.setdefault(term, weight)
         return profile_question(question, words, expansions, tokens)
@@ -253,16 +258,16 @@ class Reader:
         ("disadvantages": 缺点, 不足…); `profile` itself when there are none."""
         if not profile.no_chinese:
             return profile
-        extra = {
+        # at the word's own weight, also where the search already added them as weaker aliases
+        translated = {
             term: weight
             for word, weight in profile.words.items()
             if not self.index.has_term(word)
             for term in attribute_translations(word)
-            if term not in profile.expansions
         }
-        if not extra:
+        if not translated:
             return profile
-        return replace(profile, expansions={**profile.expansions, **extra}, attribute_words=extra)
+        return replace(profile, expansions={**profile.expansions, **translated}, attribute_words=translated)
 
     def _idf(self, term: str) -> float:
         return max(self.index.idf(term) if self.index.has_term(term) else self._max_idf, 0.1)

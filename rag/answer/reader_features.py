@@ -115,6 +115,21 @@ def attribute_translations(word: str) -> tuple[str, ...]:
     return _CHINESE_CUES[_ENGLISH_CUES[max(cues, key=len)]] if cues else ()
 
 
+# The answer types whose Chinese words the notes use as section names ("## 不足", "优点：", "区别") and which an
+# English question's attribute word may therefore be searched by; the others ("什么是", "哪些", "怎么") are how a
+# question asks, not what a note says.
+SEARCHED_ATTRIBUTES = ("drawback", "advantage", "compare")
+
+
+def searched_attribute_names(word: str) -> tuple[str, ...]:
+    """The Chinese names an English attribute word is searched by ("limitations" -> 缺点, 不足, 局限…), or ()."""
+    word = word.lower()
+    cues = [cue for cue in _ENGLISH_CUES if word.startswith(cue) and QUESTION_TYPES[_ENGLISH_CUES[cue]].search(word)]
+    if not cues or _ENGLISH_CUES[max(cues, key=len)] not in SEARCHED_ATTRIBUTES:
+        return ()
+    return attribute_translations(word)
+
+
 # A figure the question insists on, which the answer must state or say the notes do not give. Stricter than
 # the "number" type: 几 + a measure word asks for a count unless it is a determiner (哪几/好几/这几/少数几:
 # "which", "several", "these few") or opens a noun phrase ("我把几个基础模型的预测结果……"), and 大小 / size
