@@ -287,6 +287,24 @@ def test_a_term_no_passage_read_writes_is_not_defined_by_what_shares_a_part_of_i
     assert not engine.ask("什么是过拟合现象？").refused
 
 
+def test_a_name_only_headings_carry_is_refused_and_a_bare_list_number_is_no_candidate(engine, reader: Reader) -> None:
+    # a note's outline: "# Elasticsearch" over numbered headings and a "5." with nothing after it
+    outline = hit("# Elasticsearch\n1. 倒排索引\n2. BM25\n3. 架构\n4. 优化技巧\n5.\n", heading=("Elasticsearch",))
+    assert [s.kind for s in split_passage(0, outline)][-1] == "marker"  # "5." is never quoted ("5.[1]" was)
+    other = hit("In the optimisation step the query/response pairs are used to calculate log-probabilities.\n",
+                heading=("trl",), rank=2)
+    for question in ("What is Elasticsearch used for?", "Elasticsearch 有什么用？"):
+        reading = read(engine, reader, question, [outline, other])
+        assert all(c.passage == 1 for c in reading.candidates)
+        assert "only in headings" in reading.veto and not reading.answerable, question
+    # a passage that says something under the name answers as before
+    said = hit("Elasticsearch 是一个基于倒排索引的分布式搜索引擎，常用于全文检索和日志分析。\n", heading=("Elasticsearch",))
+    assert not read(engine, reader, "What is Elasticsearch used for?", [said, other]).veto
+    # over the bundled notes, which hold that outline
+    answer = engine.ask("What is Elasticsearch used for?", explain=True)
+    assert answer.refused and "only in headings" in answer.explanation["reader"]["reason"]
+
+
 def test_a_term_the_question_gives_in_parentheses_must_be_written_in_a_passage_read(engine, reader: Reader) -> None:
     gan = hit("GAN 由生成器和判别器组成，两者对抗训练。\n生成器生成以假乱真的样本。\n", heading=("GAN",))
     question = "GAN 训练时生成器只会反复产出几种相似的样本（模式崩溃），一般怎么缓解？"

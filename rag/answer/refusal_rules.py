@@ -127,6 +127,10 @@ def refusal_rule(
     if candidates and names and not naming:
         written = re.search(re.escape(names[0]), question, re.I)  # as the question spells it ("GAN")
         return f"no passage read names {written.group(0) if written else names[0]}, what the question is about"
+    if candidates and names and naming and not any(c.passage in naming for c in candidates):
+        # "# Elasticsearch" over an outline of headings: the sentences read are all about something else
+        written = re.search(re.escape(names[0]), question, re.I)
+        return f"the notes name {written.group(0) if written else names[0]} only in headings, with no sentence under them"
     return ""
 
 

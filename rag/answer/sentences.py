@@ -93,6 +93,8 @@ def _classify(raw_line: str, text: str, in_fence: bool) -> str:
         return "url"
     if _CITE_LIKE.search(text):
         return "marker"  # would be confused with our own citation markers
+    if _LIST_NUMBER.match(text):
+        return "marker"  # a list number with no item after it ("5." closing a note's outline) says nothing
     if not HAS_CJK.search(text):
         if _CODE_LINE.match(text):
             return "code"
