@@ -1208,3 +1208,15 @@ def test_a_sentence_read_under_another_heading_than_ingest_gave_it_finds_the_sto
     by_text = {c.sentence.text: c.features["dense"] for c in reading.candidates}
     for s, t in zip(sentences, stored_texts, strict=True):
         assert by_text[s.text] == pytest.approx(float(stored[t] @ query), abs=1e-5)
+
+
+def test_the_asked_kind_of_answer_counts_among_the_questions_words() -> None:
+    # a formula about the asked thing, against a formula about another thing and a sentence of no formula
+    q = profile_question("交叉熵的公式是什么？", {"交叉熵": 4.0, "公式": 1.0}, {}, ["交叉熵", "公式"])
+    own = candidate_features(q, _context("交叉熵 H = -∑ p log(q)。"), {}, {}, {})
+    other = candidate_features(q, _context("均方误差 MSE = (y - ŷ)^2 的均值。"), {}, {}, {})
+    plain = candidate_features(q, _context("交叉熵常用于分类任务。"), {}, {}, {})
+    assert own["type_formula"] == other["type_formula"] == 1.0 and plain["type_formula"] == 0.0
+    assert own["type_near_terms"] == pytest.approx(own["cover_window"]) and own["type_near_terms"] > 0.5
+    assert other["type_near_terms"] == 0.0  # the formula of another thing, among none of the question's words
+    assert plain["type_near_terms"] == 0.0 and plain["cover_window"] > 0  # the words without the asked kind

@@ -418,6 +418,8 @@ def candidate_features(
         f[f"type_{name}"] = float(name in q.types and name in types)
     # what follows from something is read as its cause is: the labelled questions ask "why" far more than "what happens"
     f["type_cause"] = max(f["type_cause"], f.pop("type_effect"))
+    # the asked kind of answer among the question's words: a formula of another thing answers nothing
+    f["type_near_terms"] = max(f[f"type_{name}"] for name in QUESTION_TYPES if name != "effect") * f["cover_window"]
     asks_list = "list" in q.types
     f["list_lead_in"] = float(asks_list and lead_in)
     f["list_first_item"] = float(asks_list and first_item)
