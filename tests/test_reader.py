@@ -496,6 +496,9 @@ def test_a_sentence_about_a_sibling_of_the_subject_gives_way_to_one_about_the_su
     assert sibling_named("输出门决定输出什么", "输入门", words) == "输出门"
     assert sibling_named("为何能解决过拟合？", "过拟合", words) is None  # it names the subject itself
     assert sibling_named("那么硬标签就是（1，0）", "软标签", words) is None  # "的标签", "硬标签": no indexed word here
+    # a preposition before the head word makes no sibling, even where the index holds the string as a word
+    assert sibling_named("让人类对模型生成的输出进行评价", "大模型", {"对模型", "小模型"}.__contains__) is None
+    assert sibling_named("小模型的参数更少", "大模型", {"对模型", "小模型"}.__contains__) == "小模型"
     group = split_passage(0, hit("欠拟合的解决方法：\n1、增加特征。\n为何能解决过拟合？通过 Bagging 训练不同的决策树。\n"))
     under, over = group[0], group[2]
     ranked = [Candidate(under, {}, 7.9), Candidate(over, {}, 7.6)]

@@ -88,10 +88,14 @@ def states_count(text: str, n: int) -> bool:
     return any(_count_value(m.group(1)) == n for m in _ZH_COUNT.finditer(text))
 
 
+# Characters that join words rather than name a thing: "让人类对模型生成" speaks of 模型, not of a sibling "对模型"
+_FUNCTION_CHARS = frozenset("的了对把被给让用从在与和及或是这那该此其各每某")
+
+
 def sibling_named(text: str, term: str, is_word: Callable[[str], bool]) -> str | None:
     """A sibling of `term` the sentence names instead of `term` itself: a word (`is_word`) as long, with the
     same last character and one other character changed ("欠拟合" for 过拟合, "输出门" for 输入门, "解码器" for
-    编码器; not "的标签" for 硬标签)."""
+    编码器; not "的标签" for 硬标签, nor "对模型" for 大模型)."""
     n = len(term)
     if n < 3 or not is_cjk(term) or term in text:
         return None
@@ -100,6 +104,7 @@ def sibling_named(text: str, term: str, is_word: Callable[[str], bool]) -> str |
         if (
             word[-1] == term[-1]
             and sum(a != b for a, b in zip(word, term, strict=True)) == 1
+            and not any(a != b and a in _FUNCTION_CHARS for a, b in zip(word, term, strict=True))
             and all(map(is_cjk, word))
             and is_word(word)
         ):
