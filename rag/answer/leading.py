@@ -1,9 +1,9 @@
 """Which candidate leads an answer: rules over the reader's ranking for what a sentence's score does not see.
 
-A passage naming the question's Latin subject answers first; a sentence stating the count a list question names,
-one naming the subject where the best names only a sibling of it, or one writing the Chinese name of an English
-question's phrase comes first when rated close to the best; a title or a line of names never leads; a follow-up
-does not open with what the last answer already said. The verdict (answerable or not) is never changed here.
+A passage naming the question's Latin subject answers first; a sentence stating the count a list question names
+or the shortcoming a drawback question asks for, one naming the subject where the best names only a sibling of
+it, or one writing the Chinese name of an English question's phrase comes first when rated close to the best; a
+title or a line of names never leads; a follow-up does not open with what the last answer already said. The verdict (answerable or not) is never changed here.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from rag.answer.citations import strip_markers
+from rag.answer.reader_features import states_drawback
 from rag.answer.sentence_form import count_asked, sibling_named, states_count, states_something
 from rag.text import normalize
 
@@ -21,6 +22,9 @@ if TYPE_CHECKING:
     from rag.answer.reader import Candidate, Reading
 
 NAMING_MARGIN = 1.0  # logit units: a passage naming the question's subject this close to the best answers first
+# logit units: the best sentence states no drawback the question asks for; one that does this close leads (else
+# `refusal_rules` refuses: an answer naming no shortcoming is not one)
+DRAWBACK_MARGIN = 2.0
 SIBLING_MARGIN = 3.0  # logit units: the best sentence speaks of a sibling; one naming the subject this close leads
 REPEAT_LOOKAHEAD = 5  # a follow-up's answer opens with the best of this many candidates the last answer did not quote
 NEW_MARGIN = 3.0  # logit units: ...and only with one rated this close to the best
@@ -46,16 +50,20 @@ def leading_first(
     is_word: Callable[[str], bool] = lambda word: False,
     asks_compare: bool = False,
     lead_in: Callable[[Candidate], str] = lambda candidate: "",
+    asks_drawback: bool = False,
 ) -> list[Candidate]:
     """The ranked candidates with what may lead an answer first (`candidates` sorted best first); `count`: the
     number of parts the question names, if any; `subject`: the question's subject words (normalized), asked in
     `question`; `is_word`: whether the notes index a string as a word; `lead_in`: the line a candidate's list
-    hangs from (`list_lead_in`)."""
+    hangs from (`list_lead_in`); `asks_drawback`: the question names a drawback ("缺点", "limitations")."""
     if not candidates:
         return candidates
     if asks_list and count and not states_count(candidates[0].sentence.text, count):
         # "哪三个步骤？": a sentence close to the best that states three steps introduces the answer
         candidates = _close_first(candidates, lambda c: states_count(c.sentence.text, count))
+    if asks_drawback and not _states_drawback(candidates[0]):
+        # "DALL·E 2 的不足": a sentence close to the best that states a shortcoming answers before one that does not
+        candidates = _close_first(candidates, _states_drawback, margin=DRAWBACK_MARGIN)
     pair = _joined_pair(question, subject)
     if pair and not all(t in normalize(candidates[0].sentence.text) for t in pair):
         # "QLoRA 和 LoRA 是什么关系？": a sentence close to the best that names both says how they relate
@@ -86,6 +94,10 @@ def leading_first(
         if stating is not None:
             candidates = [stating, *(c for c in candidates if c is not stating)]
     return candidates
+
+
+def _states_drawback(candidate: Candidate) -> bool:
+    return states_drawback(candidate.sentence.text)
 
 
 def _joined_pair(question: str, subject: Collection[str]) -> tuple[str, str] | None:

@@ -24,6 +24,7 @@ import numpy as np
 
 from rag.answer.leading import leading_first, subject_phrase_names, translation_first
 from rag.answer.reader_features import (
+    DRAWBACK_NAMED,
     CandidateContext,
     QuestionProfile,
     attribute_translations,
@@ -309,6 +310,7 @@ class Reader:
             candidates, naming, asks_list="list" in profile.types, count=count_asked(question), subject=profile.subject,
             question=normalize(question), is_word=self.index.has_term, asks_compare="compare" in profile.types,
             lead_in=lambda c: list_lead_in(sentences[c.passage], c.sentence),
+            asks_drawback=DRAWBACK_NAMED.search(question) is not None,
         )
         if profile.no_chinese and not names:  # a Latin name the question is about decides first (above)
             candidates = translation_first(candidates, subject_phrase_names(question, phrase_forms or {}))

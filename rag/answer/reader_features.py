@@ -60,7 +60,9 @@ SENTENCE_TYPES: dict[str, re.Pattern[str]] = {
         "cause": r"因为|由于|所以|导致|因此|使得|造成|原因|从而|以免|避免|because|due to|therefore|thus|so that",
         "definition": r"是指|指的是|是一种|是一个|称为|又称|又叫|叫做|定义为|就是|即(?![可使便将时刻])|refers to|is a|is an|means",
         "list": r"^(?:\d{1,2}\s*[、.．)）]|[（(]\d{1,2}[)）]|[①-⑳])|[：:]$|包括|分为|有以下|如下",
-        "drawback": r"缺点|不足|劣势|局限|问题|缺陷|难以|无法|容易|不能|代价|开销|慢|消耗|disadvantage|drawback|cannot|costly",
+        # a shortcoming denied is none ("不再局限于 Embedding 层", "没有问题")
+        "drawback": r"(?<![不没无非])(?<!不再)(?<!并不)(?<!没有)(?:缺点|不足|劣势|局限|问题|缺陷)|难以|无法|容易|不能|代价|开销|慢|消耗"
+        r"|disadvantage|drawback|cannot|costly",
         "advantage": r"优点|优势|好处|能够|可以|提高|提升|减少|降低|加快|有效|advantage|benefit|improv",
         "compare": r"而|相比|不同|区别|比|更|而是|则|whereas|while|unlike|than",
         "how": r"通过|使用|采用|利用|首先|然后|步骤|方法|by |using",
@@ -208,13 +210,13 @@ _PROBLEM_SOLVED = re.compile(
     r"|(?:solves?|address(?:es)?) what problems?",
     re.I,
 )
-_DRAWBACK_NAMED = re.compile(r"缺点|不足|劣势|局限|弊端|坏处|缺陷|disadvantage|drawback|downside|limitation|weakness", re.I)
+DRAWBACK_NAMED = re.compile(r"缺点|不足|劣势|局限|弊端|坏处|缺陷|disadvantage|drawback|downside|limitation|weakness", re.I)
 
 
 def question_types(text: str) -> frozenset[str]:
     """The answer types a question asks for (formula, number, cause, definition, list, ...)."""
     types = {name for name, pattern in QUESTION_TYPES.items() if pattern.search(text)}
-    if _PROBLEM_SOLVED.search(text) and not _DRAWBACK_NAMED.search(text):
+    if _PROBLEM_SOLVED.search(text) and not DRAWBACK_NAMED.search(text):
         types = (types - {"drawback"}) | {"advantage"}
     return frozenset(types)
 
@@ -236,6 +238,21 @@ def sentence_types(text: str) -> frozenset[str]:
     if "number" not in types and _FIGURE.search(text):
         types.add("number")
     return frozenset(types)
+
+
+# A problem solved is no shortcoming ("解决数据稀疏的情况下，特征怎样组合的问题", "很好解决这个问题")
+_PROBLEM_ADDRESSED = re.compile(r"(?:解决|缓解|处理|应对|避免|克服)[^。；;]{0,24}问题")
+
+
+# What goes wrong, besides the drawback type's cues: "可能带来模型的不稳定(振荡)", "越小越不稳定"
+_GOES_WRONG = re.compile(r"不稳定|振荡|震荡|过拟合|欠拟合|丢失|浪费|困难|较差|变差|不佳|不好")
+
+
+def states_drawback(text: str) -> bool:
+    """Whether a sentence states a shortcoming (the "drawback" sentence type, or something going wrong), a
+    problem it solves aside."""
+    text = _PROBLEM_ADDRESSED.sub(" ", text)
+    return SENTENCE_TYPES["drawback"].search(text) is not None or _GOES_WRONG.search(text) is not None
 
 
 # Measure words that count things ("两个主要部分", "三种方法"): a count, not the quantity "从多少增加到多少" asks for

@@ -2,7 +2,8 @@
 
 The reader's model weighs evidence; these rules catch what no weighing should let through: input that instructs
 the assistant, a name the notes never spell, a figure or a date asked for that the passages never give, a
-name the notes only list, a name no passage read spells (`passages_naming`, which the reader also uses to
+drawback asked for that no sentence the answer would quote states, a name the notes only list or only carry in
+headings, a name no passage read spells (`passages_naming`, which the reader also uses to
 answer from the passages that do), a term the question asks to define or gives in parentheses that no passage
 read writes ("什么是批归一化？", "……（模式崩溃）"), and an English two-word name no passage read spells when the best
 sentence is about its sibling ("layer normalization" for "batch normalization"). Each returns the reason shown
@@ -17,11 +18,13 @@ from typing import TYPE_CHECKING
 
 from rag.aliases import KIND_WORDS
 from rag.answer.reader_features import (
+    DRAWBACK_NAMED,
     YEAR_ASKED,
     QuestionProfile,
     is_instruction,
     must_state,
     states,
+    states_drawback,
     states_quantity,
 )
 from rag.answer.sentence_form import ITEM_NUMBER
@@ -102,6 +105,10 @@ def refusal_rule(
         return "the question asks for a figure and no sentence the answer would quote states one"
     if candidates and YEAR_ASKED.search(question) and not _date_given(sentences):
         return "the question asks when and no sentence of the passages it is about gives a date"
+    if candidates and DRAWBACK_NAMED.search(question) and not any(
+        states_drawback(s.text) for s in _quoted(candidates, sentences)
+    ):
+        return "the question asks for a drawback and no sentence read states one"
     named = _named_only(question, candidates, name_forms or {}, headings)
     if named:
         return f"the notes only name {named} in a list or title; no sentence says anything about it"

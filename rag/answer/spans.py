@@ -22,7 +22,7 @@ from rag.answer.reader_features import (
 )
 from rag.answer.sentence_form import LEAD_IN, reads_as_sentence, states_something
 from rag.answer.sentences import Sentence
-from rag.text import normalize
+from rag.text import is_cjk, normalize
 
 # A sentence opening with a demonstrative leans on the one before it; one opening with a connective continues it.
 LEANS_BACK = re.compile(r"^(?:这|该|其|它|此|上述|(?:this|that|these|those|it|such)\b)", re.I)
@@ -185,8 +185,11 @@ def _support(
     taken = set(map(id, chosen))
     out: list[Sentence] = []
     brought = 0  # sentences quoted only for what a supporting sentence refers to: they do not count
+    # a formula in letters ("TPR=TP/(TP+FN)") says nothing in words of what it computes: the passage's sentences
+    # that do are taken from further below it
+    margin = SUPPORT_MARGIN * (2 if not is_cjk(best.sentence.text) else 1)
     for c in pool[1:]:
-        if len(chosen) + len(out) - brought >= SUPPORT_SENTENCES or c.score < best.score - SUPPORT_MARGIN:
+        if len(chosen) + len(out) - brought >= SUPPORT_SENTENCES or c.score < best.score - margin:
             break
         s = c.sentence
         if c.passage != best.passage or id(s) in taken or s.kind != "text" or LEAD_IN.search(s.text):
