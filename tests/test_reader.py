@@ -1258,3 +1258,39 @@ def test_a_drawback_asked_is_quoted_where_stated_and_refused_where_not(engine, r
     assert engine.ask("LoRA 有什么缺点？").refused
     answer = engine.ask("What are the drawbacks of DALL·E 2?")
     assert not answer.refused and answer.text.startswith("容易将物体和属性混淆")
+
+
+def test_an_outline_of_as_many_numbered_items_as_the_question_counts_is_the_answer() -> None:
+    text = (
+        "1. 预训练（Pretraining）\n预训练是指在大量无标签数据上进行训练。常见方法包括自回归语言模型。\n"
+        "2. 微调（Fine-tuning）\n微调是指在预训练模型的基础上针对特定任务训练。\n"
+        "3. 人类反馈强化学习（RLHF）\n人类反馈强化学习是指通过人类提供的反馈来训练模型。\n"
+    )
+    group = split_passage(0, hit(text, heading=("大模型训练三个阶段",)))
+    best = next(s for s in group if s.text.startswith("这种") or s.text.startswith("常见方法"))
+    candidates = [Candidate(best, {"subject_heading": 1.0}, 5.0)]
+    candidates += [Candidate(s, {}, -5.0) for s in group if s is not best and s.kind != "heading"]
+
+    def answer(question: str) -> list[str]:
+        profile = profile_question(question, {"大模型": 3.0, "阶段": 2.0}, {}, ["大模型", "阶段"])
+        return [s.text for s in compose(Reading(profile, candidates, [group], True, 0.9, 0.5), 1, max_chars=600)[0]]
+
+    # the stage titles are heading lines, never answers alone: here each comes with the sentence under it
+    assert answer("大模型训练的三个阶段是什么？") == [
+        "1. 预训练（Pretraining）", "预训练是指在大量无标签数据上进行训练。",
+        "2. 微调（Fine-tuning）", "微调是指在预训练模型的基础上针对特定任务训练。",
+        "3. 人类反馈强化学习（RLHF）", "人类反馈强化学习是指通过人类提供的反馈来训练模型。",
+    ]
+    assert answer("大模型训练的两个阶段是什么？")[0] == best.text  # two asked, three numbered: the usual span
+    assert answer("大模型训练有哪些阶段？")[0] == best.text  # no count asked
+
+
+def test_a_supporting_clause_ending_in_a_semicolon_brings_the_clause_that_goes_on_with_it() -> None:
+    text = "GRU是LSTM结构的变式；它将忘记门和输入门合并成一个新的门，称为更新门。GRU还有一个门称为重置门。\n"
+    group = split_passage(0, hit(text, heading=("GRU",)))
+    variant, merged, reset = group[0], group[1], group[2]
+    assert variant.text.endswith("；") and merged.text.startswith("它将")
+    candidates = [Candidate(reset, {}, 6.0), Candidate(variant, {}, 5.0), Candidate(merged, {}, 1.0)]
+    profile = profile_question("GRU 有哪两个门？", {"gru": 3.0, "门": 1.0}, {}, ["gru", "门"])
+    texts = [s.text for s in compose(Reading(profile, candidates, [group], True, 0.9, 0.5), 1, max_chars=600)[0]]
+    assert texts[0] == reset.text and merged.text in texts  # scored far below, it still completes its clause

@@ -20,7 +20,7 @@ from rag.answer.reader_features import (
     must_state,
     states,
 )
-from rag.answer.sentence_form import LEAD_IN, reads_as_sentence, states_something
+from rag.answer.sentence_form import LEAD_IN, count_asked, reads_as_sentence, states_something
 from rag.answer.sentences import Sentence
 from rag.text import is_cjk, normalize
 
@@ -31,6 +31,7 @@ REFERS_BACK = re.compile(
     r"^(?:[^，,。；;：:]{0,12}[，,]\s*)?(?:这|该|此(?!外)|上述|其(?![实次他余中])|它|(?:this|these|those|such)\b)", re.I
 )
 CONTINUES = re.compile(r"^(?:即|因此|所以|也就是|例如|比如|其中|(?:so|thus|therefore|i\.e\.|e\.g\.)\b)", re.I)
+_ITEM_NUMBER_VALUE = re.compile(r"\s*(\d{1,2})\s*[.、．)）]")  # "3. " opening a numbered line, and its number
 MAX_LIST_ITEMS = 8
 MAX_CUT_PIECES = 2  # a sentence cut by line breaks takes at most this many pieces on each side of the best one
 MAX_ITEM_SENTENCES = 4  # a list item quoted alone keeps at most this many of its sentences
@@ -126,6 +127,10 @@ def compose(reading: Reading, n_passages: int, *, max_chars: int) -> tuple[list[
     absent = bool(missing) and not any(c.features.get(f"type_{t}") for c in pool[:5] for t in missing)
     best = (_about_subject(pool[:5]) if absent else None) or pool[0]
     group = reading.sentences[best.passage]
+    count = count_asked(profile.text) if "list" in profile.types else None
+    outline = _outline(group, count, max_chars) if count and _outline_is_about(best, group, profile.subject) else []
+    if outline:  # "大模型训练的三个阶段是什么？" over "1. 预训练（Pretraining）…2. 微调…3. …": the stages, each with its line
+        return outline, None
     asks_list = "list" in profile.types and _list_is_about(best, group, profile.subject)
     # code after the best sentence shows how, or gives the formula; "有什么好处？" is not answered by "import paddle"
     takes_code = bool(profile.types & {"formula", "how"})
@@ -139,6 +144,36 @@ def compose(reading: Reading, n_passages: int, *, max_chars: int) -> tuple[list[
     stated = any(states(s.text, kind) for s in chosen for kind in missing)
     # the passage is relevant but states no formula / number: say so rather than stitch fragments
     return chosen, (missing[0] if absent and not stated else None)
+
+
+def _outline(group: Sequence[Sentence], count: int, max_chars: int) -> list[Sentence]:
+    """The passage's numbered items 1..`count`, each with the sentence under it, when the passage numbers exactly
+    as many as the question counts (a note's outline of stages: titles a reader never sees as answers alone);
+    [] otherwise, or when they do not fit in `max_chars`."""
+    items = [s for s in group if s.bullet and _ITEM_NUMBER_VALUE.match(s.text)]
+    numbers = [int(_ITEM_NUMBER_VALUE.match(s.text).group(1)) for s in items]  # type: ignore[union-attr]
+    if count < 2 or numbers != list(range(1, count + 1)):
+        return []
+    out: list[Sentence] = []
+    for item in items:
+        out.append(item)
+        after = group[item.pos + 1] if item.pos + 1 < len(group) else None
+        if after is not None and after.kind == "text" and not after.bullet:
+            out.append(after)
+    return out if sum(len(s.text) + 4 for s in out) <= max_chars else []
+
+
+def _outline_is_about(best: Candidate, group: Sequence[Sentence], subject: Mapping[str, float]) -> bool:
+    """Whether the best passage's numbered items are the subject's: it heads the section, or the text above
+    the first item names it ("RLHF……这里我们按三个步骤分解：")."""
+    if not subject or best.features.get("subject_heading", 0.0) > 0:
+        return True
+    above = []
+    for s in group:
+        if s.bullet and _ITEM_NUMBER_VALUE.match(s.text):
+            break
+        above.append(s.text)
+    return any(term in normalize(" ".join(above)) for term in subject)
 
 
 def _about_subject(candidates: Sequence[Candidate]) -> Candidate | None:
@@ -213,6 +248,21 @@ def _support(
         out.append(s)
         taken.add(id(s))
         used += cost
+        after = group[s.pos + 1] if s.pos + 1 < len(group) else None
+        if (
+            s.text.rstrip().endswith(("；", ";"))
+            and after is not None
+            and id(after) not in taken
+            and after.kind == "text"
+            and REFERS_BACK.match(after.text)
+            and used + len(after.text) + 4 <= max_chars
+        ):
+            # "GRU是LSTM结构的变式；" goes on in "它将忘记门和输入门合并成……": the clause it ends with a semicolon says
+            # half of it
+            out.append(after)
+            taken.add(id(after))
+            brought += 1
+            used += len(after.text) + 4
     return out
 
 
