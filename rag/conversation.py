@@ -433,18 +433,24 @@ def _subject_of_answer(question: str, last: tuple[str, str, str] | None, tokeniz
     text = unicodedata.normalize("NFKC", question).strip()
     if _DEFINITION_ASKED.search(text):
         return None
-    span = subject_span(text, tokenizer)
-    if span is not None:
-        term = text[span[0] : span[1]]
-    elif len(content := content_terms(text, tokenizer)) == 1:  # "温度一般设多少？": one word that names something
-        term = content[0]
-    else:
-        return None
-    term = normalize(term).replace(" ", "")
     said = normalize(strip_markers(answer)).replace(" ", "")
-    chinese = is_cjk(term) and not _LATIN_RUN.search(term)
-    used = chinese and len(term) >= 2 and term in said and term not in normalize(subject).replace(" ", "")
-    return subject if used else None
+    own = normalize(subject).replace(" ", "")
+
+    def used(term: str) -> bool:
+        term = normalize(term).replace(" ", "")
+        chinese = is_cjk(term) and not _LATIN_RUN.search(term)
+        return chinese and len(term) >= 2 and term in said and term not in own
+
+    span = subject_span(text, tokenizer)
+    content = content_terms(text, tokenizer)
+    if span is not None:
+        return subject if used(text[span[0] : span[1]]) else None
+    if len(content) == 1:  # "温度一般设多少？": one word that names something
+        return subject if used(content[0]) else None
+    # "生成器和判别器分别做什么？" after an answer that says "训练判别器与生成器": two of its terms, joined
+    pairs = ((a, b) for a in content for b in content if a != b)
+    joined = any(re.search(f"{re.escape(a)}\\s*(?:和|与|跟|及)\\s*{re.escape(b)}", text) for a, b in pairs if used(a) and used(b))
+    return subject if joined else None
 
 
 def _both(question: str, subject: str, earlier: tuple[str, str, str] | None) -> str:

@@ -416,6 +416,15 @@ def test_a_question_the_last_answer_does_not_explain_stands_alone(question: str,
     assert resolve_followup(question, history, tokenizer) == question
 
 
+def test_two_terms_of_the_last_answer_joined_by_and_are_asked_about_there(tokenizer: Tokenizer) -> None:
+    gan = conversation("什么是 GAN？", "生成对抗网络(GAN)生成模型、模拟样本需要训练判别器与生成器模型对抗[1]")
+    assert continues_conversation("生成器和判别器分别做什么？", gan, tokenizer)
+    assert resolve_followup("生成器和判别器分别做什么？", gan, tokenizer) == "GAN 生成器和判别器分别做什么？"
+    # one of the two the answer never used, or the two not joined: the question stands alone
+    for question in ("生成器和编码器分别做什么？", "生成器做了什么，判别器呢？"):
+        assert resolve_followup(question, gan, tokenizer) == question, question
+
+
 def test_without_a_history_nothing_continues(tokenizer: Tokenizer) -> None:
     assert not continues_conversation("温度有什么作用？", [], tokenizer)
     # no earlier question, an empty one, or one with no answer yet: no answer used the term
