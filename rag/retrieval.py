@@ -16,6 +16,7 @@ import numpy as np
 
 from rag.aliases import AliasIndex
 from rag.answer.reader_features import searched_attribute_names
+from rag.answer.sentence_form import count_in_chinese
 from rag.chunk_merging import merge_adjacent
 from rag.config import Settings
 from rag.crosslingual import (
@@ -339,6 +340,12 @@ class Retriever:
             if attribute:
                 added = self.aliases.add_names(weighted, attribute, self.tokenizer, expansions)
                 expansions.append({"matched": word, "added": attribute, "tokens": added, "attribute": True})
+
+        # a count of parts the notes write in Chinese ("two main parts": 两个部分), searched as a weak alias too
+        counted = list(count_in_chinese(query))
+        if counted:
+            added = self.aliases.add_names(weighted, counted, self.tokenizer, expansions)
+            expansions.append({"matched": "count", "added": counted, "tokens": added, "count": True})
 
         # The question, with the names the glossary gave it, rides in the phrases' model call: the default
         # encoder packs a few short texts into one sequence (no padding to the question's length). The names

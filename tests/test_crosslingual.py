@@ -10,6 +10,7 @@ import pytest
 
 from rag.aliases import AliasIndex, shortens
 from rag.answer.reader_features import searched_attribute_names
+from rag.answer.sentence_form import count_in_chinese
 from rag.config import Settings
 from rag.crosslingual import (
     MAX_GLOSS_PHRASES,
@@ -336,6 +337,16 @@ def test_an_english_attribute_word_is_searched_by_the_chinese_section_names(engi
     # without the expansion, the section is not what ranks first
     plain = engine.search("What are the limitations of DALL·E 2?", expansion=False)
     assert plain.hits[0].chunk.heading_path != ("DALL·E 2", "不足")
+
+
+def test_an_english_count_of_parts_is_searched_as_the_notes_count_them(engine: Engine) -> None:
+    assert count_in_chinese("What are the two main parts of the Transformer?") == ("两个部分", "两部分")
+    assert count_in_chinese("What are its three steps?")[0] == "三个步骤" and count_in_chinese("What is BERT?") == ()
+    result = engine.search("Which two gates does a GRU have?", explain=True)
+    assert result.explanation is not None
+    counted = [item for item in result.explanation["expansions"] if item.get("count")]
+    assert counted and "两个门" in counted[0]["added"]
+    assert all(result.explanation["weighted_query"][t] < 1.0 for t in counted[0]["tokens"])
 
 
 def test_english_phrase_reaches_a_chinese_only_term_in_the_notes(engine: Engine) -> None:

@@ -68,9 +68,13 @@ _PART_UNITS = r"步骤|步|阶段|部分|方面|种|类|个|门|点|层|项|大"
 _ZH_COUNT = re.compile(rf"(?<![第\d])([两二三四五六七八九十]|[2-9]|10)\s*(?:个|种|类|大)?\s*(?:{_PART_UNITS})")
 _EN_COUNT = re.compile(
     r"\b(two|three|four|five|six|seven|eight|nine|ten|[2-9]|10)\s+(?:\w+\s+){0,2}?"
-    r"(?:steps|stages|phases|parts|kinds|types|gates|components|layers|ways|categories|points)\b",
+    r"(steps|stages|phases|parts|kinds|types|gates|components|layers|ways|categories|points)\b",
     re.I,
 )
+# How Chinese notes count the same parts ("two main parts": 两个部分, 两部分)
+_EN_UNITS = {"steps": "步骤", "stages": "阶段", "phases": "阶段", "parts": "部分", "kinds": "种", "types": "类",
+             "gates": "门", "components": "部分", "layers": "层", "ways": "种", "categories": "类", "points": "点"}
+_ZH_NUMERALS = {2: "两", 3: "三", 4: "四", 5: "五", 6: "六", 7: "七", 8: "八", 9: "九", 10: "十"}
 
 
 def _count_value(token: str) -> int:
@@ -81,6 +85,16 @@ def count_asked(question: str) -> int | None:
     """The number of parts a question names ("RLHF 分为哪三个步骤？": 3; "What are its three steps?": 3)."""
     match = _ZH_COUNT.search(question) or _EN_COUNT.search(question)
     return _count_value(match.group(1)) if match else None
+
+
+def count_in_chinese(question: str) -> tuple[str, ...]:
+    """How Chinese notes write the count an English question names ("What are its two main parts?": 两个部分,
+    两部分); () when it names none."""
+    match = _EN_COUNT.search(question)
+    if match is None:
+        return ()
+    numeral, unit = _ZH_NUMERALS[_count_value(match.group(1))], _EN_UNITS[match.group(2).lower()]
+    return (f"{numeral}个{unit}", f"{numeral}{unit}") if len(unit) > 1 else (f"{numeral}{unit}", f"{numeral}个{unit}")
 
 
 def states_count(text: str, n: int) -> bool:
