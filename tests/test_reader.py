@@ -1254,6 +1254,9 @@ def test_a_drawback_asked_is_quoted_where_stated_and_refused_where_not(engine, r
     assert leading_first(ranked, (), asks_list=False)[0].sentence is first
     far = [Candidate(first, {}, 5.0), Candidate(second, {}, 2.5)]
     assert leading_first(far, (), asks_list=False, asks_drawback=True)[0].sentence is first
+    # a shortcoming of a section less about the subject (full fine-tuning's cost, for LoRA) does not lead
+    elsewhere = [Candidate(first, {"subject_heading": 0.7}, 5.0), Candidate(second, {"subject_heading": 0.3}, 4.5)]
+    assert leading_first(elsewhere, (), asks_list=False, asks_drawback=True)[0].sentence is first
     # over the bundled notes: LoRA's notes name no drawback; DALL·E 2's have a section of them
     assert engine.ask("LoRA 有什么缺点？").refused
     answer = engine.ask("What are the drawbacks of DALL·E 2?")

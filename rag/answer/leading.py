@@ -62,8 +62,14 @@ def leading_first(
         # "哪三个步骤？": a sentence close to the best that states three steps introduces the answer
         candidates = _close_first(candidates, lambda c: states_count(c.sentence.text, count))
     if asks_drawback and not _states_drawback(candidates[0]):
-        # "DALL·E 2 的不足": a sentence close to the best that states a shortcoming answers before one that does not
-        candidates = _close_first(candidates, _states_drawback, margin=DRAWBACK_MARGIN)
+        # "DALL·E 2 的不足": a sentence close to the best that states a shortcoming answers before one that does
+        # not, from a section as much about the subject (full fine-tuning's cost is not LoRA's drawback)
+        about = candidates[0].features.get("subject_heading", 0.0)
+        candidates = _close_first(
+            candidates,
+            lambda c: _states_drawback(c) and c.features.get("subject_heading", 0.0) >= about,
+            margin=DRAWBACK_MARGIN,
+        )
     pair = _joined_pair(question, subject)
     if pair and not all(t in normalize(candidates[0].sentence.text) for t in pair):
         # "QLoRA 和 LoRA 是什么关系？": a sentence close to the best that names both says how they relate
