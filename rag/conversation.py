@@ -39,6 +39,7 @@ _ZH_SUBSTITUTABLE = re.compile(
     r"它们?|这么做|这样做|那样做|这么|这个|那个|这种|那种|这类|那类|这样|那样"
     r"|(?<![因如彼从])此(?![外])|(?<![应活])该(?![怎如不])|(?<![尤极])其(?![他它中实余次后])"
 )
+MAX_JOINED_TERMS = 12  # content words of a follow-up read for two terms of the last answer joined by 和
 _DEFINITION_ASKED = re.compile(r"什么是|是什么|指什么|什么意思|是啥|啥是|含义|定义")
 # A reference to two things at once: the subjects of the last two questions ("LSTM 是什么？" "GRU 呢？" "它们有什么区别？").
 _ZH_PLURAL = re.compile(r"它们|两者|二者|这两|那两|前者和后者")
@@ -447,9 +448,11 @@ def _subject_of_answer(question: str, last: tuple[str, str, str] | None, tokeniz
         return subject if used(text[span[0] : span[1]]) else None
     if len(content) == 1:  # "温度一般设多少？": one word that names something
         return subject if used(content[0]) else None
-    # "生成器和判别器分别做什么？" after an answer that says "训练判别器与生成器": two of its terms, joined
-    pairs = ((a, b) for a in content for b in content if a != b)
-    joined = any(re.search(f"{re.escape(a)}\\s*(?:和|与|跟|及)\\s*{re.escape(b)}", text) for a, b in pairs if used(a) and used(b))
+    # "生成器和判别器分别做什么？" after an answer that says "训练判别器与生成器": two of its terms, joined (a
+    # question names a few; a pathological one is not scanned pair by pair)
+    terms = [t for t in dict.fromkeys(content[:MAX_JOINED_TERMS]) if used(t)]
+    pairs = ((a, b) for a in terms for b in terms if a != b)
+    joined = any(re.search(f"{re.escape(a)}\\s*(?:和|与|跟|及)\\s*{re.escape(b)}", text) for a, b in pairs)
     return subject if joined else None
 
 
