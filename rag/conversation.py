@@ -443,9 +443,9 @@ def _subject_of_answer(question: str, last: tuple[str, str, str] | None, tokeniz
         return chinese and len(term) >= 2 and term in said and term not in own
 
     span = subject_span(text, tokenizer)
-    content = content_terms(text, tokenizer)
     if span is not None:
         return subject if used(text[span[0] : span[1]]) else None
+    content = content_terms(text, tokenizer)
     if len(content) == 1:  # "温度一般设多少？": one word that names something
         return subject if used(content[0]) else None
     # "生成器和判别器分别做什么？" after an answer that says "训练判别器与生成器": two of its terms, joined (a

@@ -3,7 +3,8 @@
 A passage naming the question's Latin subject answers first; a sentence stating the count a list question names
 or the shortcoming a drawback question asks for, one naming the subject where the best names only a sibling of
 it, or one writing the Chinese name of an English question's phrase comes first when rated close to the best; a
-title or a line of names never leads; a follow-up does not open with what the last answer already said. The verdict (answerable or not) is never changed here.
+title or a line of names never leads; a follow-up does not open with what the last answer already said. The
+verdict (answerable or not) is never changed here.
 """
 
 from __future__ import annotations
@@ -61,13 +62,13 @@ def leading_first(
     if asks_list and count and not states_count(candidates[0].sentence.text, count):
         # "哪三个步骤？": a sentence close to the best that states three steps introduces the answer
         candidates = _close_first(candidates, lambda c: states_count(c.sentence.text, count))
-    if asks_drawback and not _states_drawback(candidates[0]):
+    if asks_drawback and not states_drawback(candidates[0].sentence.text):
         # "DALL·E 2 的不足": a sentence close to the best that states a shortcoming answers before one that does
         # not, from a section as much about the subject (full fine-tuning's cost is not LoRA's drawback)
         about = candidates[0].features.get("subject_heading", 0.0)
         candidates = _close_first(
             candidates,
-            lambda c: _states_drawback(c) and c.features.get("subject_heading", 0.0) >= about,
+            lambda c: states_drawback(c.sentence.text) and c.features.get("subject_heading", 0.0) >= about,
             margin=DRAWBACK_MARGIN,
         )
     pair = _joined_pair(question, subject)
@@ -100,10 +101,6 @@ def leading_first(
         if stating is not None:
             candidates = [stating, *(c for c in candidates if c is not stating)]
     return candidates
-
-
-def _states_drawback(candidate: Candidate) -> bool:
-    return states_drawback(candidate.sentence.text)
 
 
 def _joined_pair(question: str, subject: Collection[str]) -> tuple[str, str] | None:

@@ -109,12 +109,18 @@ def _type_words() -> tuple[dict[str, str], dict[str, tuple[str, ...]]]:
 _ENGLISH_CUES, _CHINESE_CUES = _type_words()
 
 
+def _named_type(word: str) -> str | None:
+    """The answer type an English question word asks for, by its longest cue ("disadvantages": drawback), or None."""
+    word = word.lower()
+    cues = [cue for cue in _ENGLISH_CUES if word.startswith(cue) and QUESTION_TYPES[_ENGLISH_CUES[cue]].search(word)]
+    return _ENGLISH_CUES[max(cues, key=len)] if cues else None
+
+
 def attribute_translations(word: str) -> tuple[str, ...]:
     """The Chinese words for what an English question word asks of its topic, by the answer type it names
     ("disadvantages" -> 缺点, 不足, 劣势…); () for a word that names no type."""
-    word = word.lower()
-    cues = [cue for cue in _ENGLISH_CUES if word.startswith(cue) and QUESTION_TYPES[_ENGLISH_CUES[cue]].search(word)]
-    return _CHINESE_CUES[_ENGLISH_CUES[max(cues, key=len)]] if cues else ()
+    named = _named_type(word)
+    return _CHINESE_CUES[named] if named else ()
 
 
 # The answer types whose Chinese words the notes use as section names ("## 不足", "优点：", "区别") and which an
@@ -125,11 +131,7 @@ SEARCHED_ATTRIBUTES = ("drawback", "advantage", "compare")
 
 def searched_attribute_names(word: str) -> tuple[str, ...]:
     """The Chinese names an English attribute word is searched by ("limitations" -> 缺点, 不足, 局限…), or ()."""
-    word = word.lower()
-    cues = [cue for cue in _ENGLISH_CUES if word.startswith(cue) and QUESTION_TYPES[_ENGLISH_CUES[cue]].search(word)]
-    if not cues or _ENGLISH_CUES[max(cues, key=len)] not in SEARCHED_ATTRIBUTES:
-        return ()
-    return attribute_translations(word)
+    return attribute_translations(word) if _named_type(word) in SEARCHED_ATTRIBUTES else ()
 
 
 # A figure the question insists on, which the answer must state or say the notes do not give. Stricter than

@@ -20,7 +20,7 @@ from rag.answer.reader_features import (
     must_state,
     states,
 )
-from rag.answer.sentence_form import LEAD_IN, count_asked, reads_as_sentence, states_something
+from rag.answer.sentence_form import ITEM_NUMBER, LEAD_IN, count_asked, reads_as_sentence, states_something
 from rag.answer.sentences import Sentence
 from rag.text import is_cjk, normalize
 
@@ -31,7 +31,6 @@ REFERS_BACK = re.compile(
     r"^(?:[^，,。；;：:]{0,12}[，,]\s*)?(?:这|该|此(?!外)|上述|其(?![实次他余中])|它|(?:this|these|those|such)\b)", re.I
 )
 CONTINUES = re.compile(r"^(?:即|因此|所以|也就是|例如|比如|其中|(?:so|thus|therefore|i\.e\.|e\.g\.)\b)", re.I)
-_ITEM_NUMBER_VALUE = re.compile(r"\s*(\d{1,2})\s*[.、．)）]")  # "3. " opening a numbered line, and its number
 MAX_LIST_ITEMS = 8
 MAX_CUT_PIECES = 2  # a sentence cut by line breaks takes at most this many pieces on each side of the best one
 MAX_ITEM_SENTENCES = 4  # a list item quoted alone keeps at most this many of its sentences
@@ -150,9 +149,9 @@ def _outline(group: Sequence[Sentence], count: int, max_chars: int) -> list[Sent
     """The passage's numbered items 1..`count`, each with the sentence under it, when the passage numbers exactly
     as many as the question counts (a note's outline of stages: titles a reader never sees as answers alone);
     [] otherwise, or when they do not fit in `max_chars`."""
-    items = [s for s in group if s.bullet and _ITEM_NUMBER_VALUE.match(s.text)]
-    numbers = [int(_ITEM_NUMBER_VALUE.match(s.text).group(1)) for s in items]  # type: ignore[union-attr]
-    if count < 2 or numbers != list(range(1, count + 1)):
+    numbered = [(s, ITEM_NUMBER.match(s.text)) for s in group if s.bullet]
+    items = [s for s, number in numbered if number]
+    if count < 2 or [int(number.group(1)) for _, number in numbered if number] != list(range(1, count + 1)):
         return []
     out: list[Sentence] = []
     for item in items:
@@ -170,7 +169,7 @@ def _outline_is_about(best: Candidate, group: Sequence[Sentence], subject: Mappi
         return True
     above = []
     for s in group:
-        if s.bullet and _ITEM_NUMBER_VALUE.match(s.text):
+        if s.bullet and ITEM_NUMBER.match(s.text):
             break
         above.append(s.text)
     return any(term in normalize(" ".join(above)) for term in subject)
