@@ -423,6 +423,10 @@ def test_two_terms_of_the_last_answer_joined_by_and_are_asked_about_there(tokeni
     # one of the two the answer never used, or the two not joined: the question stands alone
     for question in ("生成器和编码器分别做什么？", "生成器做了什么，判别器呢？"):
         assert resolve_followup(question, gan, tokenizer) == question, question
+    # a pathological question (2,000 characters of terms joined by 和) is read for its first words only: it resolves,
+    # and stands alone when those words are not the answer's
+    long = "和".join(f"词项{i}" for i in range(300)) + "和生成器和判别器分别做什么？"
+    assert resolve_followup(long, gan, tokenizer) == long
 
 
 def test_without_a_history_nothing_continues(tokenizer: Tokenizer) -> None:
