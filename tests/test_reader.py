@@ -574,6 +574,10 @@ def test_a_count_the_question_names_brings_the_sentence_that_states_it_first(eng
     assert count_asked("GRU 有哪两个门？") == 2 and count_asked("第三步做什么？") is None and count_asked("LoRA 是什么？") is None
     assert states_count("这里我们按三个步骤分解：", 3) and states_count("分为 3 个阶段", 3)
     assert not states_count("步骤三：强化学习", 3) and not states_count("第三步：强化学习", 3)
+    # as many parts named after a colon state the count; clauses after it, or another count of parts, do not
+    named = "ACID原则指的是：Atomicity（原子性）、Consistency（一致性）、Isolation（隔离性）、Durability（持久性）。"
+    assert states_count(named, 4) and not states_count(named, 3)
+    assert not states_count("原则如下：原子性、一致性。隔离性、持久性", 4) and not states_count("原子性、一致性、隔离性、持久性", 4)
     steps = hit(
         "RLHF 是一项复杂的概念，这里我们按三个步骤分解：\n1. 预训练一个语言模型；\n2. 训练一个奖励模型；\n3. 用强化学习微调。\n",
         heading=("RLHF",),
