@@ -11,7 +11,7 @@ import math
 import re
 from dataclasses import dataclass
 
-from rag.answer.reader_features import attribute_translations
+from rag.answer_types import attribute_translations
 from rag.index import IndexBackend
 from rag.question_names import ENGLISH_NAME, latin_names, without_glosses
 from rag.text import (

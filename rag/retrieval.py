@@ -15,8 +15,8 @@ from typing import Any, Protocol
 import numpy as np
 
 from rag.aliases import AliasIndex
-from rag.answer.reader_features import searched_attribute_names
 from rag.answer.sentence_form import count_in_chinese
+from rag.answer_types import searched_attribute_names
 from rag.chunk_merging import merge_adjacent
 from rag.config import Settings
 from rag.crosslingual import (

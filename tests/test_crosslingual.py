@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from rag.aliases import AliasIndex, shortens
-from rag.answer.reader_features import searched_attribute_names
 from rag.answer.sentence_form import count_in_chinese
+from rag.answer_types import searched_attribute_names
 from rag.config import Settings
 from rag.crosslingual import (
     MAX_GLOSS_PHRASES,

@@ -23,21 +23,13 @@ from rag.answer.reader import (
 )
 from rag.answer.reader_features import (
     CandidateContext,
-    attribute_translations,
     candidate_features,
     coverage,
     defined_share,
     degree_variants,
-    is_instruction,
-    must_state,
     profile_question,
     question_features,
-    question_types,
     reader_text,
-    sentence_types,
-    states,
-    states_drawback,
-    states_quantity,
 )
 from rag.answer.refusal_rules import name_only_inside, passages_naming, subject_names
 from rag.answer.sentence_form import (
@@ -52,6 +44,16 @@ from rag.answer.sentence_form import (
 )
 from rag.answer.sentences import split_passage, whole_sentence
 from rag.answer.spans import REFERS_BACK, compose, span_for
+from rag.answer_types import (
+    attribute_translations,
+    is_instruction,
+    must_state,
+    question_types,
+    sentence_types,
+    states,
+    states_drawback,
+    states_quantity,
+)
 from rag.config import Settings
 from rag.question_names import without_glosses
 from rag.text import fold_hyphens, written_form

@@ -15,8 +15,8 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from rag.answer.citations import strip_markers
-from rag.answer.reader_features import states_drawback
 from rag.answer.sentence_form import count_asked, sibling_named, states_count, states_something
+from rag.answer_types import states_drawback
 from rag.text import normalize
 
 if TYPE_CHECKING:

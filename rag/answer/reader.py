@@ -24,10 +24,8 @@ import numpy as np
 
 from rag.answer.leading import leading_first, subject_phrase_names, translation_first
 from rag.answer.reader_features import (
-    DRAWBACK_NAMED,
     CandidateContext,
     QuestionProfile,
-    attribute_translations,
     candidate_features,
     coverage,
     degree_variants,
@@ -35,11 +33,11 @@ from rag.answer.reader_features import (
     question_features,
     rarity_weights,
     reader_text,
-    searched_attribute_names,
 )
 from rag.answer.refusal_rules import passages_naming, read_text, refusal_rule, subject_names
 from rag.answer.sentence_form import count_asked, list_lead_in
 from rag.answer.sentences import Sentence, sentence_run, split_passage, whole_sentence
+from rag.answer_types import DRAWBACK_NAMED, attribute_translations, searched_attribute_names
 from rag.text import Tokenizer, fold_hyphens, is_cjk, known_words, normalize
 from rag.types import Chunk, Hit
 

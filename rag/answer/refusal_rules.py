@@ -17,18 +17,18 @@ from collections.abc import Collection, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from rag.aliases import KIND_WORDS
-from rag.answer.reader_features import (
+from rag.answer.reader_features import QuestionProfile
+from rag.answer.sentence_form import ITEM_NUMBER
+from rag.answer.sentences import Sentence
+from rag.answer_types import (
     DRAWBACK_NAMED,
     YEAR_ASKED,
-    QuestionProfile,
     is_instruction,
     must_state,
     states,
     states_drawback,
     states_quantity,
 )
-from rag.answer.sentence_form import ITEM_NUMBER
-from rag.answer.sentences import Sentence
 from rag.question_names import GLOSS, glossed_run, latin_names, without_glosses
 from rag.text import CJK_CHARS, STOPWORDS, is_cjk, normalize, singular, spelled_as_one, written_form
 

@@ -14,14 +14,10 @@ import re
 from collections.abc import Mapping, Sequence
 
 from rag.answer.reader import Candidate, Reading
-from rag.answer.reader_features import (
-    coverage,
-    is_instruction,
-    must_state,
-    states,
-)
+from rag.answer.reader_features import coverage
 from rag.answer.sentence_form import ITEM_NUMBER, LEAD_IN, count_asked, reads_as_sentence, states_something
 from rag.answer.sentences import Sentence
+from rag.answer_types import is_instruction, must_state, states
 from rag.text import is_cjk, normalize
 
 # A sentence opening with a demonstrative leans on the one before it; one opening with a connective continues it.
