@@ -1108,6 +1108,7 @@ LINE = st.one_of(
     st.just("- 列表项一；"),
     st.just("```\nx = 1\n```"),
     st.just("## 小标题"),
+    st.just("模型的参数很多，\n这导致训练很慢。"),  # a sentence a line break cut, its second piece leaning back
 )
 
 
@@ -1127,8 +1128,11 @@ def test_spans_are_exact_slices_and_every_marker_resolves(passages: list[str], o
     candidates.sort(key=lambda c: -c.score)
     profile = profile_question(asks, {"模型": 1.0}, {}, ["模型"])
     reading = Reading(profile, candidates, groups, True, 0.9, 0.5)
-    for s in span_for(candidates[0].sentence, groups[candidates[0].passage], asks_list=True):
+    span = span_for(candidates[0].sentence, groups[candidates[0].passage], asks_list=True)
+    for s in span:
         assert hits[s.passage].chunk.text[s.start : s.end] == s.text
+    chosen, _ = compose(reading, len(groups), max_chars=600)
+    assert len({id(s) for s in span}) == len(span) and len({id(s) for s in chosen}) == len(chosen)  # none twice
     answer = ExtractiveGenerator(Settings(_env_file=None), None).answer_from(asks, hits, reading)  # type: ignore[arg-type]
     numbers = {c.number for c in answer.citations}
     assert {int(n) for n in MARKER.findall(answer.text)} <= numbers

@@ -87,7 +87,8 @@ def span_for(best: Sentence, group: Sequence[Sentence], *, asks_list: bool, take
             end += 1
         if end == i + 1 and end < len(group) and quotable(group[end]) and _goes_on(group[i], group[end]):
             end += 1
-    return [s for s in group[start:end] if quotable(s) or s is best] + leaned_on
+    # a sentence the best leans on may already open the run: the line break that cut it made the best a piece
+    return [s for s in group[start:end] if quotable(s) or s is best] + [s for s in leaned_on if s.pos < start]
 
 
 def _goes_on(s: Sentence, nxt: Sentence) -> bool:
