@@ -365,6 +365,15 @@ def _apply(
         if at >= 0 and whole:  # "什么是 SimCSE？" + "无监督版本呢？": the question, about SimCSE's unsupervised version
             end = at + len(subject)
             return join_words(previous[:end], f"的{x}", previous[end:]), False
+    # "推理的时候" is a circumstance, not an owner and its attribute
+    owner, _, attribute = (x or "").rpartition("的") if x and not _CIRCUMSTANCE.fullmatch(x) else ("", "", "")
+    if owner.strip() and normalize(attribute.strip()) in normalize(previous):
+        # "BERT 的呢？" / "SGD 的学习率呢？" after "Adam 的学习率一般设多少？": the same asked of another owner
+        x = owner.strip()
+    elif owner.strip():
+        # "遗忘门的作用呢？" after "LSTM 有哪几个门？": X names its own thing and what is asked of it; the last
+        # question's predicate ("有哪几个门") is not asked again
+        return f"{x}是什么？", True
     if x is not None:
         substituted = _substitute_ellipsis(previous, x, subject, tokenizer)
         if substituted is not None:

@@ -128,6 +128,12 @@ def test_the_answer_names_the_subject_when_the_question_asked_for_one(tokenizer:
         ("什么是 SimCSE？", "无监督版本呢？", "什么是 SimCSE 的无监督版本？"),
         ("Transformer 的编码器是什么结构？", "那解码器部分呢？", "Transformer 的解码器部分是什么结构？"),
         ("What is a GRU?", "What about LSTM?", "What is a LSTM?"),
+        # X's own: the same asked of another owner, or another thing asked of X, not the last predicate again
+        ("GPT 的预训练目标是什么？", "BERT 的呢？", "BERT 的预训练目标是什么？"),
+        ("Adam 的学习率一般设多少？", "SGD 的学习率呢？", "SGD 的学习率一般设多少？"),
+        ("LSTM 有哪几个门？", "遗忘门的作用呢？", "遗忘门的作用是什么？"),
+        ("LoRA 的优点是什么？", "QLoRA 的缺点呢？", "QLoRA 的缺点是什么？"),
+        ("Sentence-BERT 训练阶段是怎么做的？", "那推理的时候呢？", "Sentence-BERT 推理的时候是怎么做的？"),  # a time, not X's
     ],
 )
 def test_ellipsis_asks_the_previous_question_about_x(
