@@ -31,7 +31,7 @@ from rag.answer.reader_features import (
     question_features,
     reader_text,
 )
-from rag.answer.refusal_rules import name_only_inside, passages_naming, subject_names
+from rag.answer.refusal_rules import name_only_inside, passages_naming, refusal_rule, subject_names
 from rag.answer.sentence_form import (
     count_asked,
     is_enumeration,
@@ -308,6 +308,32 @@ def test_a_name_only_headings_carry_is_refused_and_a_bare_list_number_is_no_cand
     # over the bundled notes, which hold that outline
     answer = engine.ask("What is Elasticsearch used for?", explain=True)
     assert answer.refused and "only in headings" in answer.explanation["reader"]["reason"]
+
+
+def test_a_best_sentence_that_never_names_the_questions_latin_subject_is_no_answer(engine) -> None:
+    bagging = hit("如果基分类器是不稳定的，bagging 有助于减低训练数据的随机扰动导致的误差。\n", heading=("Bagging",))
+    gan = hit("生成对抗网络(GAN)需要训练判别器与生成器模型对抗。\n", heading=("深度学习模型",), rank=2)
+    sentences = [split_passage(i, h) for i, h in enumerate([bagging, gan])]
+    headings = ["bagging", "深度学习模型"]
+    question = "GAN 的训练为什么不稳定？"
+    profile = profile_question(question, {"gan": 6.0, "稳定": 3.3, "训练": 0.9}, {}, [])
+    assert subject_names(question, profile) == ["gan"] and passages_naming(["gan"], {}, sentences, headings) == {1}
+
+    def veto(first: int, profile=profile, question=question) -> str:
+        ranked = [Candidate(sentences[first][0], {}, 5.0), Candidate(sentences[1 - first][0], {}, 1.5)]
+        return refusal_rule(question, profile, ranked, sentences, {}, {}, headings, {1})
+
+    # the best from the passage that never names GAN, the one that does far below: what it says does not answer
+    assert "does not answer" in veto(0)
+    assert not veto(1)  # the passage naming it answers first: not ruled out
+    # under a heading of the question's other subject, the name is context ("numpy 的广播机制是什么？")
+    about = [Candidate(sentences[0][0], {"subject_heading": 0.6}, 5.0), Candidate(sentences[1][0], {}, 1.5)]
+    assert not refusal_rule(question, profile, about, sentences, {}, {}, headings, {1})
+    # an English question's Latin name may be context ("What is broadcasting in NumPy?")
+    english = "Why is GAN training unstable?"
+    assert not veto(0, profile_question(english, {"gan": 6.0, "unstable": 3.0}, {}, []), english)
+    # over the bundled notes, which name GAN in one table row and say 不稳定 of bagging
+    assert engine.ask(question).refused and not engine.ask("GAN 是什么？").refused
 
 
 def test_a_term_the_question_gives_in_parentheses_must_be_written_in_a_passage_read(engine, reader: Reader) -> None:

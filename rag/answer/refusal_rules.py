@@ -138,6 +138,21 @@ def refusal_rule(
         # "# Elasticsearch" over an outline of headings: the sentences read are all about something else
         written = re.search(re.escape(names[0]), question, re.I)
         return f"the notes name {written.group(0) if written else names[0]} only in headings, with no sentence under them"
+    if (
+        candidates
+        and names
+        and naming
+        and not profile.no_chinese
+        and candidates[0].passage not in naming
+        and not candidates[0].features.get("subject_heading")
+    ):
+        # "GAN 的训练为什么不稳定？": the best sentence (bagging's 不稳定) comes from a passage that never names GAN,
+        # under a heading that names nothing the question is about, and the passage that does name it rates far
+        # below (`leading.NAMING_MARGIN`): it does not say what is asked. Under a heading of the question's other
+        # subject the name is context ("numpy 的广播机制是什么？" is answered in the 广播 section), and an English
+        # question's Latin name may be context too ("What is broadcasting in NumPy?").
+        written = re.search(re.escape(names[0]), question, re.I)
+        return f"what the notes say of {written.group(0) if written else names[0]} does not answer the question"
     return ""
 
 
