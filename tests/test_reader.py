@@ -1032,6 +1032,23 @@ def test_what_states_something_is_a_pure_form_check() -> None:
     assert states_something("1. 预训练一个语言模型 (LM) ；", {})  # an item that says something
     assert states_something("ratio 额外开销比例(1.2~2 之间)", {"title_like": 1.0})  # Chinese: a statement
     assert states_something("TPR=TP/(TP+FN)", {"title_like": 1.0, "type_formula": 1.0})  # a formula is no title
+    assert not states_something("为何能解决过拟合？", {"question_like": 1.0})  # a question the notes ask
+
+
+def test_a_sentence_naming_the_subject_leads_over_a_siblings_only_if_it_states_something() -> None:
+    # "欠拟合的解决方法：" was best for "过拟合怎么解决？"; the notes' own question "为何能解决过拟合？" then led
+    lead_in = hit("欠拟合的解决方法：\n1、增加模型复杂度；\n", heading=("欠拟合",))
+    asked = hit("为何能解决过拟合？\n", heading=("随机森林",), rank=2)
+    stated = hit("集成学习方法bagging能有效防止过拟合；\n", heading=("过拟合",), rank=3)
+    groups = [split_passage(i, h) for i, h in enumerate([lead_in, asked, stated])]
+    ranked = [
+        Candidate(groups[0][0], {}, 8.7),
+        Candidate(groups[1][0], {"question_like": 1.0}, 7.5),
+        Candidate(groups[2][0], {}, 6.2),
+    ]
+    words = {"欠拟合", "过拟合"}.__contains__
+    first = leading_first(ranked, (), asks_list=False, subject={"过拟合": 3.4}, question="过拟合怎么解决？", is_word=words)
+    assert first[0].sentence is groups[2][0]
 
 
 def test_a_formula_asked_for_opens_the_answer_though_it_is_all_letters(engine) -> None:

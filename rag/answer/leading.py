@@ -86,7 +86,9 @@ def leading_first(
     if siblings:
         # "欠拟合的解决方法：" for "过拟合怎么解决？": a sentence close to it that names the subject itself comes first
         candidates = _close_first(
-            candidates, lambda c: all(t in normalize(c.sentence.text) for t in siblings), margin=SIBLING_MARGIN
+            candidates,
+            lambda c: all(t in normalize(c.sentence.text) for t in siblings) and states_something(c.sentence.text, c.features),
+            margin=SIBLING_MARGIN,
         )
     named_best = max((c.score for c in candidates if c.passage in naming), default=None)
     if named_best is not None and candidates[0].passage not in naming and named_best >= candidates[0].score - NAMING_MARGIN:

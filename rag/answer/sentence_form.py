@@ -41,7 +41,8 @@ def is_enumeration(text: str) -> bool:
 
 def states_something(text: str, features: Mapping[str, float]) -> bool:
     """Whether a candidate states anything: not a line of names or a link, nor a short title of Latin words
-    alone ("Temperature Sampling"), nor a numbered title ("3. 图神经网络（GNNs，Graph Neural Networks）")."""
+    alone ("Temperature Sampling"), nor a numbered title ("3. 图神经网络（GNNs，Graph Neural Networks）"), nor a
+    question."""
     # a formula is no title, whatever its letters ("TPR=TP/(TP+FN)")
     bare_title = (
         bool(features.get("title_like")) and not is_cjk(text) and not re.search(r"\d", text)
@@ -51,7 +52,8 @@ def states_something(text: str, features: Mapping[str, float]) -> bool:
     if numbered:
         rest = PARENTHESES.sub("", text[numbered.end() :].strip())
         bare_title = bare_title or (0 < len(rest) <= 24 and not SENTENCE_PUNCT.search(rest))
-    return not (features.get("enumeration") or features.get("link") or bare_title)
+    # a question the notes ask ("为何能解决过拟合？") answers none
+    return not (features.get("enumeration") or features.get("link") or features.get("question_like") or bare_title)
 
 
 def reads_as_sentence(text: str) -> bool:
