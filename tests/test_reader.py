@@ -43,7 +43,7 @@ from rag.answer.sentence_form import (
     states_something,
 )
 from rag.answer.sentences import split_passage, whole_sentence
-from rag.answer.spans import REFERS_BACK, compose, span_for
+from rag.answer.spans import REFERS_BACK, compose, repeats, span_for
 from rag.answer_types import (
     attribute_translations,
     is_instruction,
@@ -1153,6 +1153,23 @@ LINE = st.one_of(
     st.just("## 小标题"),
     st.just("模型的参数很多，\n这导致训练很慢。"),  # a sentence a line break cut, its second piece leaning back
 )
+
+
+def test_what_the_notes_say_twice_is_quoted_once() -> None:
+    whole = "由于Attention在不同子空间中有不同的分布，Multi- head Attention实际上是寻找了序列之间不同角度的关联关系，并在最后concat这一步骤中，将不同子空间中捕获到的关联关系再综合起来。"
+    copy = "由于Attention在不同子空间中有不同的分布，Multi- head Attention实际上是寻找了序列之间不同角度的关联关系，并在最后通过与权值矩阵相乘得以合并，将不同子空间中捕获到的关联关系综合起来。"
+    assert repeats(copy, whole) and repeats("由于Attention在不同子空间中有不同的分布，", whole)
+    assert repeats(copy[copy.index("Multi"):], whole)  # a piece a line break cut from the copy
+    # items of one list open differently, however alike the rest
+    few = "few-shot（又称为in-context learning）：预训练 + task description + examples + prompt，预测。"
+    assert not repeats("one-shot：预训练 + task description + example + prompt，预测。", few)
+    assert not repeats("多头注意力在不同子空间中计算注意力。", whole)
+    passage = hit(f"{whole}\n利用多头机制，模型学会了不同的注意力。\n{copy}\n")
+    group = split_passage(0, passage)
+    ranked = [Candidate(group[0], {}, 5.0), Candidate(group[2], {}, 4.9), Candidate(group[1], {}, 4.0)]
+    reading = Reading(profile_question("多头注意力有什么用？", {"多头": 2.0}, {}, []), ranked, [group], True, 0.9, 0.5)
+    chosen, _ = compose(reading, 1, max_chars=600)
+    assert [s.text for s in chosen] == [whole, "利用多头机制，模型学会了不同的注意力。"]
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

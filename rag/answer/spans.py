@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
+from difflib import SequenceMatcher
 
 from rag.answer.reader import Candidate, Reading
 from rag.answer.reader_features import coverage
@@ -36,6 +37,8 @@ QUOTABLE = frozenset({"text", "code", "short"})
 COMPARED_SECTION_MARGIN = 4.0  # ... or, for the other thing compared, a sentence of its own section within this
 SUPPORT_SENTENCES = 4  # an answer quotes at most this many sentences besides a list's items
 SUPPORT_MARGIN = 2.5  # ... each scoring within this of the best sentence (logit units)
+REPEATED_SHARE = 0.8  # ... and none of which has this share of its characters in a sentence already quoted
+REPEATED_OPENING = 10  # ... whose first characters it writes
 
 
 def span_for(best: Sentence, group: Sequence[Sentence], *, asks_list: bool, takes_code: bool = True) -> list[Sentence]:
@@ -229,6 +232,8 @@ def _support(
             continue
         if not _between_is_clean(group, s.pos, best.sentence.pos):
             continue
+        if any(repeats(s.text, q.text) for q in [*chosen, *out]):  # the notes say it twice: quote it once
+            continue
         cost = len(s.text) + 4
         previous = group[s.pos - 1] if s.pos > 0 else None
         if REFERS_BACK.match(s.text) and (previous is None or id(previous) not in taken):
@@ -260,6 +265,19 @@ def _support(
             brought += 1
             used += len(after.text) + 4
     return out
+
+
+def repeats(text: str, quoted: str) -> bool:
+    """Whether `text` says again what `quoted` says: a piece of it, or a copy the notes made with another ending
+    (its opening written in `quoted`, REPEATED_SHARE of its characters in runs `quoted` also holds). Items of
+    one list open differently ("one-shot：……", "few-shot：……"), however alike the rest."""
+    text, quoted = text.strip(), quoted.strip()
+    if not text or text in quoted:
+        return True
+    if text[:REPEATED_OPENING] not in quoted:
+        return False
+    blocks = SequenceMatcher(None, quoted, text, autojunk=False).get_matching_blocks()
+    return sum(b.size for b in blocks if b.size >= 4) >= REPEATED_SHARE * len(text)
 
 
 def _second(pool: Sequence[Candidate], best: Candidate, chosen: Sequence[Sentence], reading: Reading) -> Candidate | None:
