@@ -869,7 +869,9 @@ def test_the_verdict_does_not_depend_on_top_k(engine) -> None:
 
 def test_a_degree_asked_counts_however_the_notes_say_it() -> None:
     variants = degree_variants({"学习率": 4.0, "太大": 5.0})
-    assert variants == {form + "大": 5.0 for form in ("太", "过", "较", "偏", "很", "更")}
+    assert variants == {form + "大": 5.0 for form in ("太", "过", "较", "偏", "很", "更", "越")}
+    # what grows with it answers what too much of it does ("batch size 设太大会怎样？")
+    assert coverage("越大消耗资源越多,速度越快;", {"太大": 5.0}, variants) == 1.0
     assert degree_variants({"大小": 3.0, "学习率": 4.0}) == {}  # 大小 is a size, not a degree
 
 

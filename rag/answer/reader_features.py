@@ -106,8 +106,9 @@ def coverage(text: str, weights: Mapping[str, float], extra: Mapping[str, float]
     return min(1.0, found / total)
 
 
-# A degree of an adjective ("太大", "过小") and the other ways notes say it ("较大", "偏小", "很大").
-DEGREE_FORMS = ("太", "过", "较", "偏", "很", "更")
+# A degree of an adjective ("太大", "过小") and the other ways notes say it ("较大", "偏小", "很大", and "越大……越" of
+# what grows with it).
+DEGREE_FORMS = ("太", "过", "较", "偏", "很", "更", "越")
 _DEGREE = re.compile(rf"(?:{'|'.join(DEGREE_FORMS)})([大小高低多少快慢长短深浅])")
 
 
