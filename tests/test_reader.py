@@ -336,6 +336,16 @@ def test_a_best_sentence_that_never_names_the_questions_latin_subject_is_no_answ
     assert engine.ask(question).refused and not engine.ask("GAN 是什么？").refused
 
 
+def test_the_words_of_asking_are_no_topic_the_notes_must_write(engine) -> None:
+    # "怎么办", "干什么", "怎么回事" are how a question asks; the notes never write them, and as its rarest words
+    # they became its subject: "过拟合怎么办？" was refused (0.24) while "过拟合怎么解决？" was answered
+    with engine.hold() as state:
+        tokens = state.tokenizer.tokenize("过拟合怎么办？dropout是干什么的？梯度消失是怎么回事？")
+    assert not {"怎么办", "干什么", "怎么回事", "回事"} & set(tokens) and {"过拟合", "dropout", "梯度消失"} <= set(tokens)
+    for question in ("过拟合怎么办？", "过拟合咋整", "dropout是干什么的？"):
+        assert not engine.ask(question).refused, question
+
+
 def test_a_term_the_question_gives_in_parentheses_must_be_written_in_a_passage_read(engine, reader: Reader) -> None:
     gan = hit("GAN 由生成器和判别器组成，两者对抗训练。\n生成器生成以假乱真的样本。\n", heading=("GAN",))
     question = "GAN 训练时生成器只会反复产出几种相似的样本（模式崩溃），一般怎么缓解？"
@@ -1172,6 +1182,13 @@ def test_what_the_notes_say_twice_is_quoted_once() -> None:
     reading = Reading(profile_question("多头注意力有什么用？", {"多头": 2.0}, {}, []), ranked, [group], True, 0.9, 0.5)
     chosen, _ = compose(reading, 1, max_chars=600)
     assert [s.text for s in chosen] == [whole, "利用多头机制，模型学会了不同的注意力。"]
+    # quoted as two pieces a line break cut, the copy is still the same text
+    cut = hit(f"{copy[:copy.index('Multi')]}\n{copy[copy.index('Multi'):]}\n利用多头机制，模型学会了不同的注意力。\n{whole}\n")
+    group = split_passage(0, cut)
+    ranked = [Candidate(group[1], {}, 5.0), Candidate(group[3], {}, 4.9), Candidate(group[2], {}, 4.0)]
+    reading = Reading(profile_question("多头注意力有什么用？", {"多头": 2.0}, {}, []), ranked, [group], True, 0.9, 0.5)
+    chosen, _ = compose(reading, 1, max_chars=600)
+    assert whole not in [s.text for s in chosen] and group[2] in chosen
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

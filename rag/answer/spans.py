@@ -232,7 +232,8 @@ def _support(
             continue
         if not _between_is_clean(group, s.pos, best.sentence.pos):
             continue
-        if any(repeats(s.text, q.text) for q in [*chosen, *out]):  # the notes say it twice: quote it once
+        # the notes say it twice: quote it once (pieces a line break cut read as one text)
+        if repeats(s.text, "".join(q.text for q in [*chosen, *out])):
             continue
         cost = len(s.text) + 4
         previous = group[s.pos - 1] if s.pos > 0 else None
