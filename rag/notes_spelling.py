@@ -1,4 +1,5 @@
-"""A Chinese term the notes never write, spelled as they do: "全量微调" is written "全参数微调" in the notes.
+"""A Chinese term the notes never write, spelled as they do: "全量微调" is written "全参数微调" in the notes; and a
+Latin word mistyped ("transfomer") written as the notes write it ("transformer").
 
 A user's word for a concept often differs from the notes' in its middle only: the same first character, the
 same last word, a few characters of its own between (`rag.text.written_form`). BM25 cannot match such a
@@ -22,6 +23,11 @@ from rag.text import STOPWORDS, Tokenizer, is_cjk, written_forms
 POOL = 30  # passages the variants are looked for in: those BM25 ranks first for the question's known words
 MAX_COMPOUNDS = 8  # a long question's unknown compounds beyond these are left as written
 COMMON_WORD = 100  # a word jieba's general dictionary counts this often is everyday language, not a term
+# A Latin word no passage writes is read as a slip of the keys for one the passages write one letter away, when
+# both are this long: shorter names one letter apart are other names ("BLOOMZ" is not BLOOM), and a version
+# ("GPT-5") is never a slip, as digits are not letters.
+MIN_SLIP_CHARS = 7
+_LATIN_WORD = re.compile(rf"[a-z]{{{MIN_SLIP_CHARS},}}")
 
 
 def first_passages(index: IndexBackend, query: Mapping[str, float], n: int) -> list[str]:
@@ -57,13 +63,19 @@ def notes_spellings(query: str, tokens: Sequence[str], tokenizer: Tokenizer, ind
     """{compound of the question: how the notes write it} for the question's compounds that no passage writes
     (`unwritten_compounds`), when the passages BM25 ranks first for its other words write a variant of it."""
     compounds = unwritten_compounds(query, tokenizer, index)
-    if not compounds:
+    misspelled = [t for t in dict.fromkeys(tokens) if _LATIN_WORD.fullmatch(t) and not index.has_term(t)]
+    if not compounds and not misspelled:
         return {}
     known = {t: 1.0 for t in tokens if index.has_term(t)}
-    texts = [re.sub(r"\s+", "", text) for text in first_passages(index, known, POOL)]
+    passages = first_passages(index, known, POOL)
+    texts = [re.sub(r"\s+", "", text) for text in passages]
     if not texts:
         return {}
     spellings: dict[str, str] = {}
+    for word in misspelled:  # "transfomer" where the passages write "Transformer"
+        counts = Counter(w for text in passages for w in re.findall(r"[a-z]+", text.lower()) if one_slip(word, w))
+        if counts:
+            spellings[word] = max(counts, key=lambda w: (counts[w], w))
     for compound in compounds:
         counts = Counter(form for text in texts for form in written_forms(compound, text) if form != compound)
         if counts:
@@ -73,10 +85,26 @@ def notes_spellings(query: str, tokens: Sequence[str], tokenizer: Tokenizer, ind
 
 
 def respelled(query: str, spellings: dict[str, str]) -> str:
-    """The query with each compound of `spellings` written as the notes write it."""
+    """The query with each compound (or misspelled Latin word) of `spellings` written as the notes write it."""
     for compound, form in spellings.items():
-        query = query.replace(compound, form)
+        if _LATIN_WORD.fullmatch(compound):
+            query = re.sub(rf"(?<![A-Za-z]){re.escape(compound)}(?![A-Za-z])", form, query, flags=re.I)
+        else:
+            query = query.replace(compound, form)
     return query
+
+
+def one_slip(word: str, other: str) -> bool:
+    """Whether `other` is `word` with one letter dropped, added, changed or two neighbours swapped."""
+    if word == other or abs(len(word) - len(other)) > 1 or len(other) < MIN_SLIP_CHARS:
+        return False
+    if len(word) == len(other):
+        diff = [i for i, (a, b) in enumerate(zip(word, other, strict=True)) if a != b]
+        return len(diff) == 1 or (len(diff) == 2 and diff[1] == diff[0] + 1 and word[diff[0]] == other[diff[1]]
+                                  and word[diff[1]] == other[diff[0]])
+    short, long = sorted((word, other), key=len)
+    i = next((k for k in range(len(short)) if short[k] != long[k]), len(short))
+    return short[i:] == long[i + 1 :]
 
 
 def writes(name: str, tokenizer: Tokenizer, index: IndexBackend) -> bool:

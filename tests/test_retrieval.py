@@ -19,7 +19,7 @@ from rag.config import Settings
 from rag.engine import Engine
 from rag.evaluation import is_hit
 from rag.fusion import rrf, score_fusion
-from rag.notes_spelling import notes_spellings, unwritten_compounds, writes
+from rag.notes_spelling import notes_spellings, one_slip, respelled, unwritten_compounds, writes
 from rag.question_names import latin_names
 from rag.retrieval import phrase_forms
 from rag.text import known_words, spelled_as_one, unglued, written_forms
@@ -584,6 +584,22 @@ def test_a_term_the_notes_never_write_is_searched_as_they_write_it(engine: Engin
     assert engine.search("全量微调有什么问题？", expansion=False).searched == "全量微调有什么问题？"
     answer = engine.ask("全量微调有什么问题？")
     assert not answer.refused and "全参数微调" in answer.text.split("[1]")[0]  # not a sentence on 微调 in general
+
+
+def test_a_latin_word_one_slip_from_what_the_notes_write_is_searched_as_they_write_it(engine: Engine) -> None:
+    assert one_slip("transfomer", "transformer") and one_slip("trasnformer", "transformer")  # dropped, swapped
+    assert one_slip("dropuot", "dropout") and not one_slip("dropout", "dropout")
+    assert not one_slip("bloomz", "bloom") and not one_slip("transfomer", "transformers")  # too short, two slips
+    assert respelled("Transfomer 为啥要有位置编码", {"transfomer": "transformer"}) == "transformer 为啥要有位置编码"
+    with engine.hold() as state:
+        tokenizer, index = state.tokenizer, state.index
+        question = "transfomer 为啥要有位置编码"
+        assert notes_spellings(question, tokenizer.tokenize(question), tokenizer, index) == {"transfomer": "transformer"}
+        # a version is no slip: "GPT-5" is not GPT-4, and the gate still finds the name unknown
+        assert notes_spellings("GPT-5 有多少参数？", tokenizer.tokenize("GPT-5 有多少参数？"), tokenizer, index) == {}
+    answer = engine.ask("transfomer 的位置编码是什么？")  # refused before: a Latin name the notes never write
+    assert not answer.refused and "Transformer" in answer.text
+    assert engine.ask("GPT-5 有多少参数？").refused
 
 
 def test_whether_the_notes_write_a_name_of_several_tokens(engine: Engine) -> None:
