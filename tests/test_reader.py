@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from rag.answer.extractive import ExtractiveGenerator
-from rag.answer.leading import leading_first, new_first, subject_phrase_names, translation_first
+from rag.answer.leading import figure_first, leading_first, new_first, subject_phrase_names, translation_first
 from rag.answer.reader import (
     Candidate,
     Ranker,
@@ -344,6 +344,22 @@ def test_the_words_of_asking_are_no_topic_the_notes_must_write(engine) -> None:
     assert not {"怎么办", "干什么", "怎么回事", "回事"} & set(tokens) and {"过拟合", "dropout", "梯度消失"} <= set(tokens)
     for question in ("过拟合怎么办？", "过拟合咋整", "dropout是干什么的？"):
         assert not engine.ask(question).refused, question
+
+
+def test_a_figure_asked_that_the_best_passage_does_not_give_comes_from_a_sentence_close_to_it(engine) -> None:
+    definition = hit("学习率是控制参数更新步长的超参数。\n", heading=("学习率",))
+    setting = hit("1. 先选择一个较大的学习率作为起始值,例如 0.01\n", heading=("学习率", "设置学习率"), rank=2)
+    other = hit("warmup 的步数通常取 1000。\n", heading=("warmup",), rank=3)
+    groups = [split_passage(i, h) for i, h in enumerate([definition, setting, other])]
+    about = {"subject_heading": 0.5}
+    ranked = [Candidate(groups[0][0], about, 3.3), Candidate(groups[2][0], {}, 3.0), Candidate(groups[1][0], about, 2.9)]
+    assert figure_first(ranked)[0].sentence is groups[1][0]  # the section as much about 学习率, not warmup's
+    assert figure_first([ranked[0], Candidate(groups[1][0], about, 1.0)])[0].sentence is groups[0][0]  # far below
+    # over the bundled notes: refused before, for want of a figure in the definition's passage
+    answer = engine.ask("学习率设多大合适？")
+    assert not answer.refused and "0.01" in answer.text.split("\n")[0]
+    # a figure the best's passage gives close to its best sentence is quoted there: nothing moves
+    assert engine.ask("怎么估算训练大模型需要多少显存？").text.startswith("计算公式")
 
 
 def test_a_term_the_question_gives_in_parentheses_must_be_written_in_a_passage_read(engine, reader: Reader) -> None:

@@ -1,10 +1,10 @@
 """Which candidate leads an answer: rules over the reader's ranking for what a sentence's score does not see.
 
-A passage naming the question's Latin subject answers first; a sentence stating the count a list question names
-or the shortcoming a drawback question asks for, one naming the subject where the best names only a sibling of
-it, or one writing the Chinese name of an English question's phrase comes first when rated close to the best; a
-title or a line of names never leads; a follow-up does not open with what the last answer already said. The
-verdict (answerable or not) is never changed here.
+A passage naming the question's Latin subject answers first; a sentence stating the count a list question names,
+the shortcoming a drawback question asks for or the figure the best's passage does not give, one naming the
+subject where the best names only a sibling of it, or one writing the Chinese name of an English question's
+phrase comes first when rated close to the best; a title or a line of names never leads; a follow-up does not
+open with what the last answer already said. The verdict (answerable or not) is never changed here.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from rag.answer.citations import strip_markers
 from rag.answer.sentence_form import count_asked, sibling_named, states_count, states_something
-from rag.answer_types import states_drawback
+from rag.answer_types import states, states_drawback
 from rag.text import normalize
 
 if TYPE_CHECKING:
@@ -26,6 +26,9 @@ NAMING_MARGIN = 1.0  # logit units: a passage naming the question's subject this
 # logit units: the best sentence states no drawback the question asks for; one that does this close leads (else
 # `refusal_rules` refuses: an answer naming no shortcoming is not one)
 DRAWBACK_MARGIN = 2.0
+# logit units: no sentence the answer would quote gives the figure the question insists on; one that does this
+# close leads (else `refusal_rules` refuses)
+FIGURE_LEAD_MARGIN = 2.0
 SIBLING_MARGIN = 3.0  # logit units: the best sentence speaks of a sibling; one naming the subject this close leads
 REPEAT_LOOKAHEAD = 5  # a follow-up's answer opens with the best of this many candidates the last answer did not quote
 NEW_MARGIN = 3.0  # logit units: ...and only with one rated this close to the best
@@ -103,6 +106,20 @@ def leading_first(
         if stating is not None:
             candidates = [stating, *(c for c in candidates if c is not stating)]
     return candidates
+
+
+def figure_first(candidates: list[Candidate]) -> list[Candidate]:
+    """`candidates` with the best one that states a figure first, when rated within FIGURE_LEAD_MARGIN of the best
+    and from a section as much about the subject: "学习率设多大合适？" opens with "……例如 0.01" of the section on
+    setting it, not the definition. For a question the best's passage gives no figure for (`lacks_figure`)."""
+    if not candidates:
+        return candidates
+    about = candidates[0].features.get("subject_heading", 0.0)
+    return _close_first(
+        candidates,
+        lambda c: states(c.sentence.text, "number") and c.features.get("subject_heading", 0.0) >= about,
+        margin=FIGURE_LEAD_MARGIN,
+    )
 
 
 def _joined_pair(question: str, subject: Collection[str]) -> tuple[str, str] | None:

@@ -22,7 +22,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from rag.answer.leading import leading_first, subject_phrase_names, translation_first
+from rag.answer.leading import figure_first, leading_first, subject_phrase_names, translation_first
 from rag.answer.reader_features import (
     CandidateContext,
     QuestionProfile,
@@ -34,7 +34,7 @@ from rag.answer.reader_features import (
     rarity_weights,
     reader_text,
 )
-from rag.answer.refusal_rules import passages_naming, read_text, refusal_rule, subject_names
+from rag.answer.refusal_rules import lacks_figure, passages_naming, read_text, refusal_rule, subject_names
 from rag.answer.sentence_form import count_asked, list_lead_in
 from rag.answer.sentences import Sentence, sentence_run, split_passage, whole_sentence
 from rag.answer_types import DRAWBACK_NAMED, attribute_translations, searched_attribute_names
@@ -310,6 +310,8 @@ class Reader:
             lead_in=lambda c: list_lead_in(sentences[c.passage], c.sentence),
             asks_drawback=DRAWBACK_NAMED.search(question) is not None,
         )
+        if lacks_figure(question, profile, candidates, sentences):  # else refused below, for want of a figure
+            candidates = figure_first(candidates)
         if profile.no_chinese and not names:  # a Latin name the question is about decides first (above)
             candidates = translation_first(candidates, subject_phrase_names(question, phrase_forms or {}))
         # whether anything answers is judged with the English question's attribute words read in Chinese

@@ -96,12 +96,7 @@ def refusal_rule(
         # a name the notes never spell ("GPT-5" in notes that stop at GPT4): what shares its other words is
         # about something else
         return "the question names a term that appears nowhere in the notes"
-    if (
-        candidates
-        and "number" in must_state(question, profile.types)
-        and MEASURE_ASKED.search(question)
-        and not _figure_stated(candidates, sentences, _latin_names(question), counts=bool(COUNT_ASKED.search(question)))
-    ):
+    if lacks_figure(question, profile, candidates, sentences):
         return "the question asks for a figure and no sentence the answer would quote states one"
     if candidates and YEAR_ASKED.search(question) and not _date_given(sentences):
         return "the question asks when and no sentence of the passages it is about gives a date"
@@ -154,6 +149,19 @@ def refusal_rule(
         written = re.search(re.escape(names[0]), question, re.I)
         return f"what the notes say of {written.group(0) if written else names[0]} does not answer the question"
     return ""
+
+
+def lacks_figure(
+    question: str, profile: QuestionProfile, candidates: Sequence[Candidate], sentences: Sequence[Sequence[Sentence]]
+) -> bool:
+    """Whether the question insists on a quantity (多少, 多大, 取值范围…) and no sentence the answer would quote, from
+    the best candidate's passage, states a figure (`_figure_stated`)."""
+    return (
+        bool(candidates)
+        and "number" in must_state(question, profile.types)
+        and MEASURE_ASKED.search(question) is not None
+        and not _figure_stated(candidates, sentences, _latin_names(question), counts=bool(COUNT_ASKED.search(question)))
+    )
 
 
 def read_text(sentences: Sequence[Sequence[Sentence]], headings: Sequence[str]) -> str:
