@@ -61,7 +61,9 @@ def unwritten_compounds(query: str, tokenizer: Tokenizer, index: IndexBackend) -
 
 def notes_spellings(query: str, tokens: Sequence[str], tokenizer: Tokenizer, index: IndexBackend) -> dict[str, str]:
     """{compound of the question: how the notes write it} for the question's compounds that no passage writes
-    (`unwritten_compounds`), when the passages BM25 ranks first for its other words write a variant of it."""
+    (`unwritten_compounds`), when the passages BM25 ranks first for its other words write a variant of it; and
+    {Latin word: the word those passages write} for a long Latin word no passage writes, one slip away
+    (`one_slip`)."""
     compounds = unwritten_compounds(query, tokenizer, index)
     misspelled = [t for t in dict.fromkeys(tokens) if _LATIN_WORD.fullmatch(t) and not index.has_term(t)]
     if not compounds and not misspelled:
@@ -100,8 +102,8 @@ def one_slip(word: str, other: str) -> bool:
         return False
     if len(word) == len(other):
         diff = [i for i, (a, b) in enumerate(zip(word, other, strict=True)) if a != b]
-        return len(diff) == 1 or (len(diff) == 2 and diff[1] == diff[0] + 1 and word[diff[0]] == other[diff[1]]
-                                  and word[diff[1]] == other[diff[0]])
+        swapped = len(diff) == 2 and diff[1] == diff[0] + 1 and word[diff[0]] == other[diff[1]] and word[diff[1]] == other[diff[0]]
+        return len(diff) == 1 or swapped
     short, long = sorted((word, other), key=len)
     i = next((k for k in range(len(short)) if short[k] != long[k]), len(short))
     return short[i:] == long[i + 1 :]
