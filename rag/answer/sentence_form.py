@@ -104,9 +104,12 @@ def states_count(text: str, n: int) -> bool:
     after a colon ("ACID原则指的是：Atomicity（原子性）、Consistency（一致性）、Isolation（隔离性）、Durability（持久性）。")."""
     if any(_count_value(m.group(1)) == n for m in _ZH_COUNT.finditer(text)):
         return True
-    _, colon, named = re.split(r"([：:])", text, maxsplit=1) if re.search(r"[：:]", text) else ("", "", "")
+    colon = re.search(r"[：:]", text)
+    if colon is None:
+        return False
+    named = text[colon.end() :]
     items = [t for t in PARENTHESES.sub("", named).rstrip("。.；; ").split("、") if t.strip()]
-    return bool(colon) and len(items) == n >= 2 and not _ENUM_BREAK.search(named.rstrip("。."))
+    return len(items) == n >= 2 and not _ENUM_BREAK.search(named.rstrip("。."))
 
 
 # Characters that join words rather than name a thing: "让人类对模型生成" speaks of 模型, not of a sibling "对模型"
