@@ -22,7 +22,8 @@ STOPWORDS = frozenset(
     我 你 他 她 它 我们 你们 他们 它们 请 请问 一下 下 上 中 里 时 时候 之后 之前 还是 还有 以及 并且 但是 但
     如果 因为 所以 然后 并 又 很 更 最 非常 比较 通常 一般 主要 就是 也是 叫 叫做 称为 指 指的是 呢 啥 咋 怎么样
     说 讲 到底 具体 一样 东西 情况 问题 方面 作用 有何 有啥 区别 不同 含义 意思
-    怎么办 咋办 咋整 怎么回事 咋回事 回事 干什么 干啥 干嘛 做什么 啥样 什么样 是不是 求问 请教
+    怎么办 咋办 咋整 怎么破 怎么回事 咋回事 回事 干什么 干啥 干嘛 做什么 啥样 什么样 是不是 有没有 究竟
+    求问 请教 求教 问 问下 麻烦 讲讲 说说 聊聊 解释一下 搞不懂 不懂 大佬 哪位 小白 新手 老是
     a an the of to in on for and or is are was were be been being what which who whom how why when where
     do does did can could should would will shall may might must this that these those it its with by as at
     from about into than then there their them they we you your i me my our us he she his her not no yes

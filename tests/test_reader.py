@@ -344,6 +344,11 @@ def test_the_words_of_asking_are_no_topic_the_notes_must_write(engine) -> None:
     assert not {"怎么办", "干什么", "怎么回事", "回事"} & set(tokens) and {"过拟合", "dropout", "梯度消失"} <= set(tokens)
     for question in ("过拟合怎么办？", "过拟合咋整", "dropout是干什么的？"):
         assert not engine.ask(question).refused, question
+    # nor is the chatter around a question ("麻烦讲讲", "求大佬解释一下", "小白问一下")
+    with engine.hold() as state:
+        for question in ("麻烦讲讲 Transformer 的结构", "求大佬解释一下反向传播", "小白问一下激活函数干嘛的"):
+            tokens = state.tokenizer.tokenize(question)
+            assert not {"麻烦", "讲讲", "大佬", "解释一下", "小白", "问", "干嘛"} & set(tokens), tokens
 
 
 def test_a_figure_asked_that_the_best_passage_does_not_give_comes_from_a_sentence_close_to_it(engine) -> None:
