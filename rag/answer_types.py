@@ -21,10 +21,15 @@ YEAR_ASKED = re.compile(
     re.I,
 )
 
+
+def _compiled(patterns: dict[str, str]) -> dict[str, re.Pattern[str]]:
+    """Each named pattern compiled, case-insensitive."""
+    return {name: re.compile(pattern, re.I) for name, pattern in patterns.items()}
+
+
 # What a question asks for, and the cues that a sentence holds that kind of answer.
-QUESTION_TYPES: dict[str, re.Pattern[str]] = {
-    name: re.compile(pattern, re.I)
-    for name, pattern in {
+QUESTION_TYPES: dict[str, re.Pattern[str]] = _compiled(
+    {
         "formula": r"公式|怎么算|如何计算|计算方法|怎么计算|估算|怎么求|如何求|表达式|formula|equation|calculat|comput|estimat",
         "number": r"多少|几个|几种|几层|几维|几位|几倍|范围|取值|数值|比例|大小|how many|how much|range|value|number of|size",
         "cause": r"为什么|为何|原因|怎么会|导致|why|cause|reason",
@@ -37,11 +42,10 @@ QUESTION_TYPES: dict[str, re.Pattern[str]] = {
         "how": r"怎么|如何|怎样|方法|how",
         "effect": r"会怎样|会如何|会怎么样|什么影响|影响|变化|变大|变小|增大|减小|太大|太小|过大|过小|"
         r"what happens|effect|impact|too (?:large|high|small|low)",
-    }.items()
-}
-SENTENCE_TYPES: dict[str, re.Pattern[str]] = {
-    name: re.compile(pattern, re.I)
-    for name, pattern in {
+    }
+)
+SENTENCE_TYPES: dict[str, re.Pattern[str]] = _compiled(
+    {
         "formula": r"=|≈|∑|Σ|√|\^|\\frac|\\sum|log\(|exp\(|×|÷",
         "number": r"\d",
         "cause": r"因为|由于|所以|导致|因此|使得|造成|原因|从而|以免|避免|because|due to|therefore|thus|so that",
@@ -56,8 +60,10 @@ SENTENCE_TYPES: dict[str, re.Pattern[str]] = {
         # a consequence or a trend, not any 会 / 可能 ("可能带来模型的不稳定", "随着T的增加……越来越平缓")
         "effect": r"随着|越来越|越[^，,。；;]{1,8}越|变得|导致|造成|引起|带来|使得|产生|出现"
         r"|increase|decrease|become|lead to|result in",
-    }.items()
-}
+    }
+)
+
+
 def _alternatives(pattern: str) -> list[str]:
     """The top-level alternatives of a regular expression's source ("缺点|不足|(?:a|b)c" -> 缺点, 不足, (?:a|b)c)."""
     out, depth, current = [], 0, ""
