@@ -66,6 +66,7 @@ def notes_spellings(query: str, tokens: Sequence[str], tokenizer: Tokenizer, ind
     (`one_slip`)."""
     compounds = unwritten_compounds(query, tokenizer, index)
     misspelled = [t for t in dict.fromkeys(tokens) if _LATIN_WORD.fullmatch(t) and not index.has_term(t)]
+    misspelled = misspelled[:MAX_COMPOUNDS]  # a long question's further unknown words are left as written
     if not compounds and not misspelled:
         return {}
     known = {t: 1.0 for t in tokens if index.has_term(t)}
@@ -74,10 +75,11 @@ def notes_spellings(query: str, tokens: Sequence[str], tokenizer: Tokenizer, ind
     if not texts:
         return {}
     spellings: dict[str, str] = {}
+    written = Counter(w for text in passages for w in _LATIN_WORD.findall(text.lower())) if misspelled else Counter()
     for word in misspelled:  # "transfomer" where the passages write "Transformer"
-        counts = Counter(w for text in passages for w in re.findall(r"[a-z]+", text.lower()) if one_slip(word, w))
-        if counts:
-            spellings[word] = max(counts, key=lambda w: (counts[w], w))
+        slips = [w for w in written if one_slip(word, w)]
+        if slips:
+            spellings[word] = max(slips, key=lambda w: (written[w], w))
     for compound in compounds:
         counts = Counter(form for text in texts for form in written_forms(compound, text) if form != compound)
         if counts:

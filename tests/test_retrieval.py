@@ -595,6 +595,13 @@ def test_a_latin_word_one_slip_from_what_the_notes_write_is_searched_as_they_wri
         tokenizer, index = state.tokenizer, state.index
         question = "transfomer 为啥要有位置编码"
         assert notes_spellings(question, tokenizer.tokenize(question), tokenizer, index) == {"transfomer": "transformer"}
+        two = "transfomer 的 attentoin 和位置编码"
+        assert notes_spellings(two, tokenizer.tokenize(two), tokenizer, index) == {
+            "transfomer": "transformer", "attentoin": "attention"
+        }
+        with pytest.MonkeyPatch.context() as patch:  # a long question: a bounded scan
+            patch.setattr(notes_spelling, "MAX_COMPOUNDS", 1)
+            assert notes_spellings(two, tokenizer.tokenize(two), tokenizer, index) == {"transfomer": "transformer"}
         # a version is no slip: "GPT-5" is not GPT-4, and the gate still finds the name unknown
         assert notes_spellings("GPT-5 有多少参数？", tokenizer.tokenize("GPT-5 有多少参数？"), tokenizer, index) == {}
     answer = engine.ask("transfomer 的位置编码是什么？")  # refused before: a Latin name the notes never write
