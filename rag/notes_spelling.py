@@ -8,6 +8,7 @@ sentences about 微调 in general. `notes_spellings` finds, for each word of the
 contains, the variant that the passages retrieved by the question's other words write most often; the
 retriever then searches with the question as the notes would write it. `writes` says whether the notes write a
 name at all, case, spaces and hyphens aside: the follow-up resolver names a version as they do ("GPT-2").
+A colloquial way of asking for a fix ("过拟合怎么办", "咋整") is asked as the notes would say it: "怎么解决".
 """
 
 from __future__ import annotations
@@ -28,6 +29,11 @@ COMMON_WORD = 100  # a word jieba's general dictionary counts this often is ever
 # ("GPT-5") is never a slip, as digits are not letters.
 MIN_SLIP_CHARS = 7
 _LATIN_WORD = re.compile(rf"[a-z]{{{MIN_SLIP_CHARS},}}")
+# Colloquial ways of asking for a fix. The notes say 解决 ("欠拟合的解决方法：", "能有效防止过拟合"), and these words
+# are stopwords, so "过拟合怎么办？" asked about 过拟合 alone and was answered with its definition. Not 怎么破解 or
+# 怎么整理, which ask something else.
+_FIX_ASKED = re.compile(r"该?(?:怎么办|咋办|咋整|咋弄|怎么整(?![理合])|怎么破(?![解坏译]))")
+FIX_WORDING = "怎么解决"
 
 
 def first_passages(index: IndexBackend, query: Mapping[str, float], n: int) -> list[str]:
@@ -86,6 +92,13 @@ def notes_spellings(query: str, tokens: Sequence[str], tokenizer: Tokenizer, ind
             # the form written most often; among equals, the longest ("全参数微调", not "全微调" of 完全微调)
             spellings[compound] = max(counts, key=lambda form: (counts[form], len(form)))
     return spellings
+
+
+def fix_asked_plainly(query: str) -> tuple[str, dict[str, str]]:
+    """The question with each colloquial way of asking for a fix ("该怎么办", "咋整", "怎么破") written as the
+    notes would ask it ("怎么解决"), and {what was written: what it became} for explain."""
+    found = {m.group(): FIX_WORDING for m in _FIX_ASKED.finditer(query)}
+    return (_FIX_ASKED.sub(FIX_WORDING, query), found) if found else (query, {})
 
 
 def respelled(query: str, spellings: dict[str, str]) -> str:

@@ -34,7 +34,7 @@ from rag.embedding import Embedder
 from rag.fusion import rrf, score_fusion
 from rag.index import IndexBackend
 from rag.named_documents import document_names, named_documents, named_lifted
-from rag.notes_spelling import first_passages, notes_spellings, respelled
+from rag.notes_spelling import first_passages, fix_asked_plainly, notes_spellings, respelled
 from rag.relevance_gate import LATIN_WORD, GateDecision, RelevanceGate
 from rag.sentence_ranking import best_sentence_similarities, rescored
 from rag.text import (
@@ -142,14 +142,18 @@ class Retriever:
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
 
+        asked = query
+        fixes: dict[str, str] = {}
+        if not mostly_english(query):  # "过拟合怎么办" is searched, judged and read as "过拟合怎么解决"
+            query, fixes = fix_asked_plainly(query)
         tokens = unglued(self.tokenizer.tokenize(query), self.index.has_term)
         use_expansion = s.query_expansion if expansion is None else expansion
         translated = query_vector = None
-        asked = query
         spellings = notes_spellings(query, tokens, self.tokenizer, self.index) if use_expansion and not mostly_english(query) else {}
         if spellings:  # "全量微调" is searched, judged and read as the notes write it: "全参数微调"
             query = respelled(query, spellings)
             tokens = unglued(self.tokenizer.tokenize(query), self.index.has_term)
+        spellings = {**fixes, **spellings}
         if use_expansion:
             weighted, expansions = self.aliases.expand_explained(tokens, self.tokenizer, query)
             if s.cross_lingual and mostly_english(query):

@@ -19,7 +19,14 @@ from rag.config import Settings
 from rag.engine import Engine
 from rag.evaluation import is_hit
 from rag.fusion import rrf, score_fusion
-from rag.notes_spelling import notes_spellings, one_slip, respelled, unwritten_compounds, writes
+from rag.notes_spelling import (
+    fix_asked_plainly,
+    notes_spellings,
+    one_slip,
+    respelled,
+    unwritten_compounds,
+    writes,
+)
 from rag.question_names import latin_names
 from rag.retrieval import phrase_forms
 from rag.text import known_words, spelled_as_one, unglued, written_forms
@@ -607,6 +614,23 @@ def test_a_latin_word_one_slip_from_what_the_notes_write_is_searched_as_they_wri
     answer = engine.ask("transfomer 的位置编码是什么？")  # refused before: a Latin name the notes never write
     assert not answer.refused and "Transformer" in answer.text
     assert engine.ask("GPT-5 有多少参数？").refused
+
+
+def test_a_colloquial_way_of_asking_for_a_fix_is_asked_as_the_notes_say_it(engine: Engine) -> None:
+    assert fix_asked_plainly("老是过拟合咋整啊") == ("老是过拟合怎么解决啊", {"咋整": "怎么解决"})
+    assert fix_asked_plainly("遇到 OOV 词该怎么办？") == ("遇到 OOV 词怎么解决？", {"该怎么办": "怎么解决"})
+    assert fix_asked_plainly("标注数据不够怎么破") == ("标注数据不够怎么解决", {"怎么破": "怎么解决"})
+    for other in ("密码怎么破解？", "笔记怎么整理？", "过拟合怎么解决？"):  # asking something else, or already plain
+        assert fix_asked_plainly(other) == (other, {})
+
+    result = engine.search("过拟合怎么办？", explain=True)
+    assert result.query == "过拟合怎么办？" and result.searched == "过拟合怎么解决？"
+    assert result.explanation is not None and result.explanation["notes_spellings"] == {"怎么办": "怎么解决"}
+    # answered with a remedy, no longer with the definition of 过拟合 ("过拟合是指……")
+    for question in ("过拟合怎么办？", "老是过拟合咋整啊"):
+        first = engine.ask(question).text.split("[1]")[0]
+        assert "防止过拟合" in first and "是指" not in first, question
+    assert "解决方法" in engine.ask("欠拟合咋整").text.split("[1]")[0]
 
 
 def test_whether_the_notes_write_a_name_of_several_tokens(engine: Engine) -> None:
