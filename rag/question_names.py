@@ -26,11 +26,24 @@ GLOSS = re.compile(
 )
 
 
+def _names_side_by_side(run: str, typed: set[str]) -> list[str]:
+    """A run of Latin words cut between two words that are each typed as a name (`typed`: acronyms, inner
+    capitals, digits): "LSTM GRU" and "word2vec CBOW" are two names, "KV cache" and "focal loss" one."""
+    names: list[list[str]] = []
+    for word in run.split():
+        if names and not (word in typed and names[-1][-1] in typed):
+            names[-1].append(word)
+        else:
+            names.append([word])
+    return [" ".join(words) for words in names]
+
+
 def latin_names(query: str) -> list[str]:
     """The names a question spells in Latin letters, normalized: a Chinese question's runs of Latin words
     ("focal loss"), an English question's names (acronyms, inner capitals, digits: "DDPG", "XLNet")."""
     if is_cjk(query):
-        return _LATIN_NAME_RUN.findall(normalize(query))
+        typed = {normalize(m) for m in ENGLISH_NAME.findall(query)}
+        return [name for run in _LATIN_NAME_RUN.findall(normalize(query)) for name in _names_side_by_side(run, typed)]
     names = [normalize(m) for m in ENGLISH_NAME.findall(query)]
     for match in _ENGLISH_TITLE_NAME.finditer(query):
         name = normalize(match.group(0))

@@ -135,7 +135,8 @@ class RelevanceGate:
                 spelled = spelled_as_one(term.split("-"))
                 if len(term) >= 2 and not self.index.has_term(term) and term not in self._alias_of and not spelled.search(top_text):
                     unknown_latin = 1.0
-            if self._unknown_latin_phrase(named, top_text):
+            typed = {normalize(m.group(0)) for m in ENGLISH_NAME.finditer(query)}
+            if self._unknown_latin_phrase(named, top_text, typed):
                 unknown_latin = 1.0
         elif self._unknown_english_name(query, top_text, alias_names):
             unknown_latin = 1.0
@@ -227,20 +228,28 @@ class RelevanceGate:
         n = max(len(self.index), 1)
         return math.log((n + 0.5) / 0.5 + 1)
 
-    def _unknown_latin_phrase(self, norm_query: str, top_text: str) -> bool:
+    def _unknown_latin_phrase(self, norm_query: str, top_text: str, typed_names: set[str] = frozenset()) -> bool:
         """A name of several Latin words in a Chinese question ("KV cache") of which no two neighbouring words
         make a term of the notes or a glossary name, or are spelled together in the top passages (with a space,
         "_", "-" or nothing between, stopwords kept: "python for ai"): each word may occur in the notes, the name
-        does not."""
+        does not. Two names side by side are no name of two words: "LSTM GRU", "word2vec CBOW", each typed as a
+        name (`typed_names`: acronyms, inner capitals, digits) and each a term of the notes."""
         for match in _LATIN_PHRASE.finditer(norm_query):
             words = match.group(0).split()
             content = [i for i, w in enumerate(words) if w not in STOPWORDS]
             if len(content) < 2 or " ".join(words) in self._alias_of:
                 continue
             pairs = [words[a : b + 1] for a, b in zip(content, content[1:], strict=False)]
-            if not any(self._known_name(pair) or spelled_as_one(pair).search(top_text) for pair in pairs):
+            if not any(
+                self._known_name(pair) or spelled_as_one(pair).search(top_text) or self._two_names(pair, typed_names)
+                for pair in pairs
+            ):
                 return True
         return False
+
+    def _two_names(self, pair: list[str], typed_names: set[str]) -> bool:
+        """Two neighbouring words each typed as a name and each a term of the notes or a glossary name."""
+        return len(pair) == 2 and all(w in typed_names and self._known_name([w]) for w in pair)
 
     def _unknown_english_name(self, query: str, top_text: str, alias_names: list[tuple[str, list[str]]]) -> bool:
         """A name in an English question ("HNSW", "efConstruction") that is no term of the notes, no glossary

@@ -468,6 +468,23 @@ def test_an_english_question_names_what_it_capitalizes_inside_the_sentence() -> 
     assert latin_names("Does I mean anything here?") == []
 
 
+def test_two_names_side_by_side_in_a_chinese_question_are_two_names(engine: Engine) -> None:
+    assert latin_names("LSTM GRU 有什么区别？") == ["lstm", "gru"]
+    assert latin_names("word2vec CBOW 是什么？") == ["word2vec", "cbow"]
+    assert latin_names("ELMo BERT 有什么不同？") == ["elmo", "bert"]
+    # one name of several words: a plain word after a name, or plain words only
+    assert latin_names("KV cache 有什么用？") == ["kv cache"]
+    assert latin_names("focal loss 是什么？") == ["focal loss"]
+    # they were refused as one name no passage spells ("LSTM GRU"); each is a name of the notes
+    for question, opening in (("LSTM GRU 有什么区别？", "GRU是LSTM"), ("GPT BERT 有什么区别？", "GPT和BERT的区别")):
+        answer = engine.ask(question)
+        assert not answer.refused and answer.text.startswith(opening), question
+    assert engine.search("word2vec CBOW 是什么？").gate.features["unknown_latin"] == 0.0
+    # a name the notes never spell is still unknown beside one they do
+    assert engine.search("BERT WWM 是什么？").gate.features["unknown_latin"] == 1.0
+    assert engine.ask("BERT WWM 是什么？").refused
+
+
 def test_a_search_gives_every_form_of_the_names_the_question_spells(engine: Engine) -> None:
     # the reader checks that the passage it answers from names the subject in one of these forms
     forms = engine.search("RCG 和 RAG 的区别是什么？").name_forms
