@@ -109,11 +109,24 @@ def _named_type(word: str) -> str | None:
     return _ENGLISH_CUES[max(cues, key=len)] if cues else None
 
 
+# An English verb of remedy ("How to prevent overfitting?") and how the notes say it: "能有效防止过拟合",
+# "欠拟合的解决方法". No answer type of its own: it asks how, of a problem.
+_ENGLISH_REMEDY = re.compile(
+    r"prevent(?:s|ed|ing|ion)?|avoid(?:s|ed|ing|ance)?|solv(?:e|es|ed|ing)|fix(?:es|ing)?|mitigat(?:e|es|ed|ing|ion)"
+    r"|alleviat(?:e|es|ed|ing)|overcom(?:e|es|ing)|tackl(?:e|es|ed|ing)|remed(?:y|ies|ied)",
+    re.I,
+)
+REMEDY_WORDS = ("解决", "防止", "避免", "缓解", "克服", "减少", "降低")
+
+
 def attribute_translations(word: str) -> tuple[str, ...]:
     """The Chinese words for what an English question word asks of its topic, by the answer type it names
-    ("disadvantages" -> 缺点, 不足, 劣势…); () for a word that names no type."""
+    ("disadvantages" -> 缺点, 不足, 劣势…) or as a remedy ("prevented" -> 解决, 防止…); () for a word that names
+    neither."""
     named = _named_type(word)
-    return _CHINESE_CUES[named] if named else ()
+    if named:
+        return _CHINESE_CUES[named]
+    return REMEDY_WORDS if _ENGLISH_REMEDY.fullmatch(word) else ()
 
 
 # The answer types whose Chinese words the notes use as section names ("## 不足", "优点：", "区别") and which an

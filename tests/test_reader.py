@@ -994,6 +994,17 @@ def test_an_english_attribute_word_reads_as_its_answer_types_chinese_words() -> 
     assert attribute_translations("relu") == () and attribute_translations("sigmoid") == ()
 
 
+def test_an_english_verb_of_remedy_reads_as_the_notes_chinese_words_for_a_fix(engine) -> None:
+    for word in ("prevented", "prevent", "avoid", "solve", "mitigating", "fix"):
+        assert {"解决", "防止"} <= set(attribute_translations(word)), word
+    assert attribute_translations("fixed") == () and attribute_translations("prevalent") == ()
+    # refused before: "prevented" weighed as a word the notes never use, and nothing said it in Chinese
+    for question in ("How can overfitting be prevented?", "How to prevent overfitting?"):
+        answer = engine.ask(question)
+        assert not answer.refused and "防止过拟合" in answer.text.split("[")[0], question
+    assert engine.ask("How to prevent mode collapse in GANs?").refused  # the notes never name mode collapse
+
+
 def test_an_english_question_is_judged_with_its_attribute_words_in_chinese(engine, reader: Reader) -> None:
     # "disadvantages" is nowhere in Chinese notes: whether a sentence answers counts it where the notes say 缺点,
     # while the ranking keeps the question's own words
