@@ -8,7 +8,9 @@ sentences about 微调 in general. `notes_spellings` finds, for each word of the
 contains, the variant that the passages retrieved by the question's other words write most often; the
 retriever then searches with the question as the notes would write it. `writes` says whether the notes write a
 name at all, case, spaces and hyphens aside: the follow-up resolver names a version as they do ("GPT-2").
-A colloquial way of asking for a fix ("过拟合怎么办", "咋整") is asked as the notes would say it: "怎么解决".
+A Chinese word mistyped with a character of the same sound, as pinyin input methods do ("梯度小失", "加噪生",
+"学习律"), is written as the passages write it ("梯度消失", "噪声", "学习率"): `sound_slips`. A colloquial way of
+asking for a fix ("过拟合怎么办", "咋整") is asked as the notes would say it: "怎么解决".
 """
 
 from __future__ import annotations
@@ -17,6 +19,9 @@ import itertools
 import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from functools import lru_cache
+
+from pypinyin import Style, pinyin
 
 from rag.index import IndexBackend
 from rag.text import STOPWORDS, Tokenizer, is_cjk, written_forms
@@ -28,6 +33,7 @@ COMMON_WORD = 100  # a word jieba's general dictionary counts this often is ever
 # both are this long: shorter names one letter apart are other names ("BLOOMZ" is not BLOOM), and a version
 # ("GPT-5") is never a slip, as digits are not letters.
 MIN_SLIP_CHARS = 7
+SOUND_SLIP_CHARS = (2, 4)  # a Chinese word this long may hold one character typed for another of the same sound
 _LATIN_WORD = re.compile(rf"[a-z]{{{MIN_SLIP_CHARS},}}")
 # Colloquial ways of asking for a fix. The notes say 解决 ("欠拟合的解决方法：", "能有效防止过拟合"), and these words
 # are stopwords, so "过拟合怎么办？" asked about 过拟合 alone and was answered with its definition. Not 怎么破解 or
@@ -47,7 +53,7 @@ def unwritten_compounds(query: str, tokenizer: Tokenizer, index: IndexBackend) -
     + "微调"): the domain term is what a variant must end with. The first word is one jieba's general dictionary
     does not know as everyday language ("好几个", "本事" are), and starts with no function character ("哪类").
     In question order, no repeats."""
-    words = [w for w in tokenizer.pieces(query) if w.strip()]
+    words = _pieces(tokenizer, query)
     compounds: list[str] = []
     for word, head in itertools.pairwise(words):
         if len(compounds) >= MAX_COMPOUNDS:
@@ -73,7 +79,8 @@ def notes_spellings(query: str, tokens: Sequence[str], tokenizer: Tokenizer, ind
     compounds = unwritten_compounds(query, tokenizer, index)
     misspelled = [t for t in dict.fromkeys(tokens) if _LATIN_WORD.fullmatch(t) and not index.has_term(t)]
     misspelled = misspelled[:MAX_COMPOUNDS]  # a long question's further unknown words are left as written
-    if not compounds and not misspelled:
+    slipped = unwritten_words(query, tokenizer, index)
+    if not compounds and not misspelled and not slipped:
         return {}
     known = {t: 1.0 for t in tokens if index.has_term(t)}
     passages = first_passages(index, known, POOL)
@@ -91,7 +98,65 @@ def notes_spellings(query: str, tokens: Sequence[str], tokenizer: Tokenizer, ind
         if counts:
             # the form written most often; among equals, the longest ("全参数微调", not "全微调" of 完全微调)
             spellings[compound] = max(counts, key=lambda form: (counts[form], len(form)))
+    joined = "\n".join(texts)  # no slip spans a line: the patterns are Chinese characters only
+    for word in slipped:
+        if any(word in known for known in spellings):
+            continue
+        # a word of the notes that is a word of the language or a domain term, not a piece jieba cut ("值会")
+        counts = Counter(
+            form
+            for form in sound_slips(word, joined)
+            if index.has_term(form) and (tokenizer.general_frequency(form) > 0 or tokenizer.is_user_word(form))
+        )
+        if counts:
+            spellings[word] = max(counts, key=lambda form: (counts[form], form))
     return spellings
+
+
+def unwritten_words(query: str, tokenizer: Tokenizer, index: IndexBackend) -> list[str]:
+    """The question's Chinese words of 2-4 characters that no passage contains, no stopword, and that jieba's
+    general dictionary barely knows (so not everyday language: "预料" stays), alone or with a one-character word
+    after them, which jieba may have cut off ("过拟" + "和"). At most MAX_COMPOUNDS, in question order."""
+    pieces = _pieces(tokenizer, query)
+    words: list[str] = []
+    for i, piece in enumerate(pieces):
+        if len(words) >= MAX_COMPOUNDS:
+            break
+        if not (
+            SOUND_SLIP_CHARS[0] <= len(piece) <= SOUND_SLIP_CHARS[1]
+            and all(is_cjk(ch) for ch in piece)
+            and piece[0] not in STOPWORDS
+            and piece not in STOPWORDS  # "老是" is chatter, not 老师 mistyped
+            and tokenizer.general_frequency(piece) < COMMON_WORD
+            and not index.has_term(piece)
+        ):
+            continue
+        following = pieces[i + 1] if i + 1 < len(pieces) else ""
+        joined = piece + following if len(following) == 1 and is_cjk(following) else ""
+        for word in (piece, joined):
+            if word and word not in words and len(word) <= SOUND_SLIP_CHARS[1]:
+                words.append(word)
+    return words[:MAX_COMPOUNDS]
+
+
+def sound_slips(word: str, text: str) -> list[str]:
+    """Every word of `text` that is `word` with one character replaced by another of the same sound ("小失" ->
+    "消失", "噪生" -> "噪声"), as often as `text` writes it."""
+    out = []
+    for i, ch in enumerate(word):
+        # any character, checked after: a pattern with a class of every Chinese character compiles slowly
+        pattern = re.escape(word[:i]) + "(.)" + re.escape(word[i + 1 :])
+        for match in re.finditer(pattern, text):
+            other = match.group(1)
+            if other != ch and is_cjk(other) and _sounds(other) & _sounds(ch):
+                out.append(match.group(0))
+    return out
+
+
+@lru_cache(maxsize=4096)
+def _sounds(ch: str) -> frozenset[str]:
+    """The toneless readings of a Chinese character ("率": lv, shuai, lve)."""
+    return frozenset(pinyin(ch, style=Style.NORMAL, heteronym=True)[0])
 
 
 def fix_asked_plainly(query: str) -> tuple[str, dict[str, str]]:
@@ -133,6 +198,12 @@ def writes(name: str, tokenizer: Tokenizer, index: IndexBackend) -> bool:
         return len(tokens) == 1 and index.has_term(tokens[0])
     key = _squeezed(name)
     return any(key in _squeezed(text) for text in first_passages(index, dict.fromkeys(tokens, 1.0), POOL))
+
+
+@lru_cache(maxsize=256)
+def _pieces(tokenizer: Tokenizer, query: str) -> tuple[str, ...]:
+    """The question's jieba pieces, blanks left out (cut once for both kinds of unwritten word)."""
+    return tuple(w for w in tokenizer.pieces(query) if w.strip())
 
 
 def _squeezed(text: str) -> str:

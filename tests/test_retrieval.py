@@ -24,7 +24,9 @@ from rag.notes_spelling import (
     notes_spellings,
     one_slip,
     respelled,
+    sound_slips,
     unwritten_compounds,
+    unwritten_words,
     writes,
 )
 from rag.question_names import latin_names
@@ -631,6 +633,27 @@ def test_a_latin_word_one_slip_from_what_the_notes_write_is_searched_as_they_wri
     answer = engine.ask("transfomer 的位置编码是什么？")  # refused before: a Latin name the notes never write
     assert not answer.refused and "Transformer" in answer.text
     assert engine.ask("GPT-5 有多少参数？").refused
+
+
+def test_a_chinese_word_mistyped_with_a_homophone_is_searched_as_the_notes_write_it(engine: Engine) -> None:
+    assert sound_slips("小失", "梯度消失是指……梯度损失") == ["消失"]  # 损 does not sound like 小
+    assert sound_slips("学习律", "学习率设为 0.01；学习率衰减") == ["学习率", "学习率"]
+    assert sound_slips("噪声", "噪声") == []  # written as asked
+    with engine.hold() as state:
+        tokenizer, index = state.tokenizer, state.index
+
+        def spellings(question: str) -> dict[str, str]:
+            return notes_spellings(question, tokenizer.tokenize(question), tokenizer, index)
+
+        assert spellings("梯度小失怎么解决？") == {"小失": "消失"}
+        assert spellings("学习律设多大合适？") == {"学习律": "学习率"}
+        assert unwritten_words("过拟和怎么解决？", tokenizer, index) == ["过拟", "过拟和"]  # jieba cut "和" off
+        assert spellings("过拟和怎么解决？") == {"过拟和": "过拟合"}
+        assert spellings("老是过拟合咋整啊") == {}  # chatter, not 老师
+        assert spellings("预料是什么意思？") == {}  # everyday language, not 语料
+    result = engine.search("训练的时候往输入里加噪生，那推理的时候还要加吗？")
+    assert "噪声" in result.searched and "噪声" in result.hits[0].chunk.text
+    assert "学习率" in engine.ask("学习律设多大合适？").text.split("[1]")[0]  # refused before
 
 
 def test_a_colloquial_way_of_asking_for_a_fix_is_asked_as_the_notes_say_it(engine: Engine) -> None:
