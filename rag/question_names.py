@@ -7,6 +7,7 @@ reader's refusal rules (a name no passage read spells).
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
 from rag.text import CJK_CHARS, JOINING_CHARS, is_cjk, normalize
 
@@ -74,3 +75,10 @@ def without_glosses(text: str, known: str) -> str:
         return " " if glossed and not is_cjk(term) else match.group(0)
 
     return GLOSS.sub(drop, text)
+
+
+def written_together(words: Sequence[str], texts: Sequence[str]) -> bool:
+    """Whether one of the normalized `texts` writes every one of the (normalized) Latin `words` as a word of its
+    own: "lora" and "rank" in the LoRA section, though never side by side."""
+    patterns = [re.compile(rf"(?<![a-z0-9]){re.escape(w)}(?![a-z0-9])") for w in words]
+    return bool(patterns) and any(all(p.search(text) for p in patterns) for text in texts)

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from rag.answer_types import attribute_translations
 from rag.index import IndexBackend
-from rag.question_names import ENGLISH_NAME, latin_names, without_glosses
+from rag.question_names import ENGLISH_NAME, latin_names, without_glosses, written_together
 from rag.text import (
     STOPWORDS,
     Tokenizer,
@@ -27,6 +28,7 @@ from rag.text import (
 from rag.types import Hit
 
 LATIN_WORD = re.compile(r"[a-z][a-z0-9+#\-]*[a-z0-9+#]|[a-z]{2,}")
+TOGETHER_PASSAGES = 5  # the passages read for two Latin words of a question written apart in one of them
 _LATIN_PHRASE = re.compile(r"[a-z][a-z0-9]*(?:-[a-z0-9]+)*(?:[ \t]+[a-z][a-z0-9]*(?:-[a-z0-9]+)*)+")  # "kv cache"
 
 
@@ -136,7 +138,8 @@ class RelevanceGate:
                 if len(term) >= 2 and not self.index.has_term(term) and term not in self._alias_of and not spelled.search(top_text):
                     unknown_latin = 1.0
             typed = {normalize(m.group(0)) for m in ENGLISH_NAME.finditer(query)}
-            if self._unknown_latin_phrase(named, top_text, typed):
+            passages = [normalize(h.chunk.index_text) for h in hits[:TOGETHER_PASSAGES]]
+            if self._unknown_latin_phrase(named, top_text, typed, passages):
                 unknown_latin = 1.0
         elif self._unknown_english_name(query, top_text, alias_names):
             unknown_latin = 1.0
@@ -228,12 +231,16 @@ class RelevanceGate:
         n = max(len(self.index), 1)
         return math.log((n + 0.5) / 0.5 + 1)
 
-    def _unknown_latin_phrase(self, norm_query: str, top_text: str, typed_names: set[str] = frozenset()) -> bool:
+    def _unknown_latin_phrase(
+        self, norm_query: str, top_text: str, typed_names: set[str] = frozenset(), passages: Sequence[str] = ()
+    ) -> bool:
         """A name of several Latin words in a Chinese question ("KV cache") of which no two neighbouring words
         make a term of the notes or a glossary name, or are spelled together in the top passages (with a space,
         "_", "-" or nothing between, stopwords kept: "python for ai"): each word may occur in the notes, the name
         does not. Two names side by side are no name of two words: "LSTM GRU", "word2vec CBOW", each typed as a
-        name (`typed_names`: acronyms, inner capitals, digits) and each a term of the notes."""
+        name (`typed_names`: acronyms, inner capitals, digits) and each a term of the notes. Nor are two words one
+        of the first `passages` writes both of, the way Chinese questions mix in English ("LoRA rank",
+        "attention mask", "transformer encoder"): no passage writes both "kv" and "cache"."""
         for match in _LATIN_PHRASE.finditer(norm_query):
             words = match.group(0).split()
             content = [i for i, w in enumerate(words) if w not in STOPWORDS]
@@ -241,7 +248,10 @@ class RelevanceGate:
                 continue
             pairs = [words[a : b + 1] for a, b in zip(content, content[1:], strict=False)]
             if not any(
-                self._known_name(pair) or spelled_as_one(pair).search(top_text) or self._two_names(pair, typed_names)
+                self._known_name(pair)
+                or spelled_as_one(pair).search(top_text)
+                or self._two_names(pair, typed_names)
+                or written_together(pair, passages)
                 for pair in pairs
             ):
                 return True

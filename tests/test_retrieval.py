@@ -29,7 +29,7 @@ from rag.notes_spelling import (
     unwritten_words,
     writes,
 )
-from rag.question_names import latin_names
+from rag.question_names import latin_names, written_together
 from rag.retrieval import phrase_forms
 from rag.text import known_words, spelled_as_one, unglued, written_forms
 from rag.types import Chunk, Hit, Turn
@@ -485,6 +485,20 @@ def test_two_names_side_by_side_in_a_chinese_question_are_two_names(engine: Engi
     # a name the notes never spell is still unknown beside one they do
     assert engine.search("BERT WWM 是什么？").gate.features["unknown_latin"] == 1.0
     assert engine.ask("BERT WWM 是什么？").refused
+
+
+def test_english_words_a_passage_writes_apart_are_no_unknown_name(engine: Engine) -> None:
+    assert written_together(["lora", "rank"], ["lora 的秩 r（rank）", "无关"])
+    assert not written_together(["kv", "cache"], ["kv 在这里", "cache 在那里"])  # never in one passage
+    assert not written_together(["rank"], ["ranking"])  # a word of its own, not a piece of a longer one
+    # Chinese questions mix in English words: the LoRA section writes "lora" and "rank", never side by side
+    for question in ("LoRA rank 一般设多少？", "attention mask 有什么用？", "BERT embedding 维度是多少？"):
+        assert engine.search(question).gate.features["unknown_latin"] == 0.0, question
+        assert not engine.ask(question).refused, question
+    assert "维度" in engine.ask("BERT embedding 维度是多少？").text.split("[1]")[0]
+    # what no passage read writes together stays a name the notes never spell
+    for question in ("KV cache 有什么用？", "flash attention 是什么？", "knowledge graph 是什么？"):
+        assert engine.ask(question).refused, question
 
 
 def test_a_search_gives_every_form_of_the_names_the_question_spells(engine: Engine) -> None:

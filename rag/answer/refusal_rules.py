@@ -29,7 +29,7 @@ from rag.answer_types import (
     states_drawback,
     states_quantity,
 )
-from rag.question_names import GLOSS, glossed_run, latin_names, without_glosses
+from rag.question_names import GLOSS, glossed_run, latin_names, without_glosses, written_together
 from rag.text import CJK_CHARS, STOPWORDS, is_cjk, normalize, singular, spelled_as_one, written_form
 
 if TYPE_CHECKING:
@@ -308,15 +308,20 @@ def passages_naming(
     sentences: Sequence[Sequence[Sentence]],
     headings: Sequence[str],
 ) -> set[int]:
-    """The passages that spell one of `names`, or one of its forms (aliases), in a sentence or a heading."""
+    """The passages that spell one of `names`, or one of its forms (aliases), in a sentence or a heading; a
+    name of several words also where the passage writes each of them ("lora rank": the LoRA section's "rank")."""
     spellings = [
-        (spelled_as_one(_words(name)), [f for f in name_forms.get(name, ()) if len(f) >= 2 and f != name])
+        # words apart, not the parts of one hyphenated name ("gpt-5" is not "gpt" and a "5" elsewhere)
+        (spelled_as_one(_words(name)), [f for f in name_forms.get(name, ()) if len(f) >= 2 and f != name], name.split())
         for name in names
     ]
     naming = set()
     for i, group in enumerate(sentences):
         text = normalize(" ".join(s.text for s in group)) + " " + (headings[i] if i < len(headings) else "")
-        if any(spelling.search(text) or any(f in text for f in forms) for spelling, forms in spellings):
+        if any(
+            spelling.search(text) or any(f in text for f in forms) or (len(words) > 1 and written_together(words, [text]))
+            for spelling, forms, words in spellings
+        ):
             naming.add(i)
     return naming
 
