@@ -2,7 +2,8 @@
 
 `resolve_followup` is the heuristic that stands in when there is no LLM, or when its rewrite
 (`rag.question_rewrite`) fails or is unusable: the subject of the previous user question (its main entity)
-replaces the follow-up's references, takes X's place in an ellipsis ("那 X 呢？"), or is prepended.
+replaces the follow-up's references, takes X's place in an ellipsis ("那 X 呢？", `rag.ellipsis`), or is
+prepended.
 """
 
 from __future__ import annotations
@@ -12,17 +13,15 @@ import unicodedata
 from collections.abc import Callable, Iterator, Sequence
 
 from rag.answer.citations import strip_markers
+from rag.ellipsis import CIRCUMSTANCE, LATIN_RUN, ellipsis_x, named_successor, resolve_ellipsis
 from rag.ordinals import asks_for_item, join_words, resolve_ordinal
 from rag.question_subject import (
     EN_PRONOUN,
     EN_REFERENCE,
     END_MARKS,
-    MAX_PARSE_CHARS,
-    QUESTION_WORD,
     ZH_REFERENCE,
     content_terms,
     question_subject,
-    strip_span,
     subject_components,
     subject_span,
     usable_subject,
@@ -62,12 +61,6 @@ _CONTINUATION_START = re.compile(
     re.I,
 )
 _LEADING_THEN = re.compile(r"^\s*(?:那么|那(?![个种样些类么])|还有|另外)\s*")
-# Ellipsis: "那 X 呢？" / "what about X?" asks the previous question again about X.
-# Both are matched whole against the question without its final marks (`END_MARKS`).
-_ZH_ELLIPSIS = re.compile(r"(?:那么|那|还有)?(?P<x>[^，,。；;？?！!]+)呢")
-_EN_ELLIPSIS = re.compile(
-    r"(?:and\s+)?(?:what|how)\s+about\s+(?P<x>[^?.!]+)|and\s+(?P<y>(?:the\s+)?[\w.+#-]+(?:\s+[\w.+#-]+){0,2})", re.I
-)
 # 它 with no clause mark before it: a clause-mate name is its clause's subject, which a Chinese pronoun does not
 # stand for ("CBAM 跟它比多了什么？"); "BERT 和它的变体" is the exception, a possessive joined to the name.
 # "在里面 / 在其中 / 在这当中", or a question opening with 其中 or 里面 ("其中的分区容错性指什么？"): inside the
@@ -77,23 +70,7 @@ _ZH_INSIDE_IT = re.compile(
 )
 _ZH_IT_IN_CLAUSE = re.compile(r"^[^，,。；;：:？?！!]+?它")
 _ZH_IT_AFTER_AND = re.compile(r"[和与及跟同]\s*它们?的")
-_LATIN_RUN = re.compile(r"[A-Za-z0-9][\w+#.·\-]*(?:\s+[A-Za-z0-9][\w+#.·\-]*)*")  # "DALL·E 2" is one name
-# Ellipses that keep the subject: a comparison ("和 GPT 比呢？") and a degree ("太小呢？" after "……太大会怎样？").
-_COMPARED_WITH = re.compile(r"^(?:和|跟|与|同|相比|对比|比起)")
-_DEGREE = re.compile(r"^(?:太|过|更|很|比较|特别)")
 Known = Callable[[str], bool] | None  # whether the notes use a word
-
-
-def _ellipsis(text: str, tokenizer: Tokenizer) -> str | None:
-    """X of "那 X 呢？" / "what about X?" when X names something (not a reference, a question or a generic ask)."""
-    text = text.strip().rstrip(END_MARKS)
-    match = None if len(text) > MAX_PARSE_CHARS else _ZH_ELLIPSIS.fullmatch(text) or _EN_ELLIPSIS.fullmatch(text)
-    if match is None:
-        return None
-    x = (match.group("x") or match.group("y") or "").strip()
-    if len(x) > 30 or QUESTION_WORD.search(x) or ZH_REFERENCE.search(x) or EN_REFERENCE.search(x):
-        return None
-    return x if content_terms(x, tokenizer) else None
 
 
 # A question that opens with what it asks and names one short thing besides: "怎么缓解？", "为什么有效？".
@@ -121,21 +98,13 @@ _ZH_MODAL = re.compile(r"\s*(?:能用|可以用|会|能|可以|需要|应该|该
 _ZH_ASKS_WHAT = re.compile(r"什么|哪些|哪种|哪个|多少|多大")
 _ZH_MORE_THE_MORE = re.compile(r"\s*越[^，,。？?]{1,6}越")
 _MAX_ZERO_SUBJECT_TERMS = 2
-_PHASE = re.compile(r"阶段|过程|时期|环节|期间")  # "训练阶段": a circumstance named as a noun, which X replaces
 _ZH_DEGREE_WORD = re.compile(r"^(?:越|更|最)")
 # An adjective with no noun after its 的: "常用的有哪几种？", "常见的是什么？"
 _ZH_COMMON_ONES = re.compile(r"^\s*(?:最|比较)?(?:常用|常见|主要|典型|流行|重要)的(?:有|是|包括|都有)")
-# A clause that only sets the circumstance ("推理时", "训练过程中") is not what a question is about. Its
-# activity has two characters at least (实时 and 同时 are words), and 时 does not start a word (时间, 时序).
-# A part or variant of something ("无监督版本", "编码器部分"): "那 X 呢？" asks about the subject's X
-_ASPECT = re.compile(r"[\u4e00-\u9fff]{1,10}(?:版本|版|部分|模块|变体|分支)")
 # A question whose whole subject is such a part or variant names whose it is not: "base 版本有多少参数？",
 # "量化版本有什么好处？", "How many parameters does the base version have?" ask about the conversation's subject's.
 _ZH_ASPECT_ONLY = re.compile(r"(?:[A-Za-z0-9][\w.+-]*\s*|(?:(?!的)[\u4e00-\u9fff]){1,4})(?:版本|版|部分|模块|变体|分支)")
 _EN_ASPECT = re.compile(r"\bthe\s+(?:[a-z0-9][\w-]*\s+){1,2}(?:version|variant|part|module|component|branch)\b")
-_CIRCUMSTANCE = re.compile(
-    r"\s*(?P<c>[^，,。；;？?！!]{2,12}?)(?:的时候|时候|时(?![间刻序长代段期效])|过程中|之后|以后|之前|以前|期间)"
-)
 
 
 def _bare(content: Sequence[str]) -> bool:
@@ -178,7 +147,7 @@ def _opens_without_subject(text: str, tokenizer: Tokenizer) -> bool:
 
 def _circumstance_end(text: str, tokenizer: Tokenizer) -> int | None:
     """Where an opening circumstance clause ends ("推理时|要关掉吗？"); None when the text opens with none."""
-    match = _CIRCUMSTANCE.match(text)
+    match = CIRCUMSTANCE.match(text)
     return match.end() if match and content_terms(match.group("c"), tokenizer) else None
 
 
@@ -215,7 +184,7 @@ def looks_like_followup(question: str, tokenizer: Tokenizer) -> bool:
     """Short / pronoun-led / continuation-led / elliptic questions, or ones naming no subject of their own."""
     text = unicodedata.normalize("NFKC", question).strip()
     content = content_terms(text, tokenizer)
-    if not content or _ellipsis(text, tokenizer) is not None or _points_back_en(text):
+    if not content or ellipsis_x(text, tokenizer) is not None or _points_back_en(text):
         return True
     if _EN_THERE.search(text.rstrip(END_MARKS)) or _EN_PARTITIVE.search(text):
         return True
@@ -283,44 +252,6 @@ def _noun_after(text: str, reference: re.Match[str], subject: str) -> int:
     return end
 
 
-def _substitute_ellipsis(previous: str, x: str, subject: str, tokenizer: Tokenizer) -> str | None:
-    """The previous question asked about X: X replaces the last part of its subject ("soft targets" -> X)."""
-    text = previous.strip()
-    span = subject_span(text, tokenizer)
-    if span is None:  # "Transformer 的缺点呢？", itself resolved: the subject it carries is in it
-        found = text.find(subject)
-        span = (found, found + len(subject)) if found >= 0 else None
-    if span is None:
-        return None
-    components = subject_components(text, span, word_bounds(text, tokenizer))
-    start, end = components[-1]
-    latin_x = not is_cjk(x)
-    mixed_x = not latin_x and _LATIN_RUN.search(x) is not None  # "Deep 部分" for "Cross 层": the whole part
-    runs = [m.span() for m in _LATIN_RUN.finditer(text, start, end)]
-    names = [part for part in components[:-1] if [m.span() for m in _LATIN_RUN.finditer(text, *part)] == [part]]
-    if latin_x and not runs and names:  # "GPT 的预训练目标" + "那 BERT 呢？": a name replaces the name, not what is asked of it
-        return join_words(text[: names[-1][0]], x, text[names[-1][1] :])
-    if runs and (runs[0] != (start, end)) and not mixed_x:  # a mixed part ("NSP 任务"): replace the side X belongs to
-        if latin_x:
-            start, end = runs[-1]
-        else:
-            cjk_start = next((i for i in range(start, end) if is_cjk(text[i])), start)
-            start, end = strip_span(text, cjk_start, end)
-    return join_words(text[:start], x, text[end:])
-
-
-def _named_successor(text: str, successor: re.Match[str], tokenizer: Tokenizer) -> str | None:
-    """The name an elliptic question gives the successor it asks about: "GRU" of "它的变体 GRU 呢？", "RoBERTa" of
-    "what about its successor RoBERTa?"; None when it gives none."""
-    stripped = text.strip().rstrip(END_MARKS)
-    if not (_ZH_ELLIPSIS.fullmatch(stripped) or _EN_ELLIPSIS.fullmatch(stripped)):
-        return None
-    name = re.sub(r"呢$", "", text[successor.end() :].strip().rstrip(END_MARKS)).strip(" ,，、:：")
-    if not name or len(name) > 30 or QUESTION_WORD.search(name) or ZH_REFERENCE.search(name) or EN_REFERENCE.search(name):
-        return None
-    return name if content_terms(name, tokenizer) else None
-
-
 def _apply(
     question: str, previous: str, subject: str, tokenizer: Tokenizer, answer: str = "", known: Known = None
 ) -> tuple[str, bool]:
@@ -331,7 +262,7 @@ def _apply(
         resolved = resolve_ordinal(text, subject, answer)  # else: a step of the subject ("第五步呢？" is no subject)
         return (resolved, False) if resolved is not None else (join_words(subject, text), False)
     successor = find_successor(text)
-    named = _named_successor(text, successor, tokenizer) if successor is not None else None
+    named = named_successor(text, successor, tokenizer) if successor is not None else None
     if named is not None:  # "它的变体 GRU 呢？": the previous question, asked about the successor
         start, end = subject_components(subject, (0, len(subject)), word_bounds(subject, tokenizer))[0]
         if subject[start:end] in previous:  # the entity, not what was asked of it ("BERT" of "BERT 的预训练任务")
@@ -346,38 +277,9 @@ def _apply(
     aspect = _EN_ASPECT.search(text) if not is_cjk(text) else None
     if aspect is not None and _EN_NAME.search(text) is None:  # "the base version" -> "the base version of BERT"
         return join_words(text[: aspect.end()], f" of {subject}", text[aspect.end() :]), False
-    x = _ellipsis(question.strip(), tokenizer)
-    if x is not None and _COMPARED_WITH.match(x):
-        return f"{join_words(subject, x)}呢？", False
-    degree = _DEGREE.match(x) if x is not None else None
-    if x is not None and degree is not None:
-        at = previous.find(degree.group(0))
-        if at >= 0 and at + len(x) <= len(previous):  # the same adverb, another degree: swap the two
-            return previous[:at] + x + previous[at + len(x) :], False
-    if x is not None and _CIRCUMSTANCE.fullmatch(x) and not (_CIRCUMSTANCE.search(previous) or _PHASE.search(subject)):
-        at = previous.find(subject)  # "ChatGLM-6B 需要多少显存？" + "量化以后呢？": the same question, at that time
-        if at >= 0:
-            end = at + len(subject)
-            return join_words(previous[:end], x, previous[end:].lstrip()), False
-    if x is not None and _ASPECT.fullmatch(x):
-        at, span = previous.find(subject), subject_span(previous.strip(), tokenizer)
-        whole = span is not None and len(subject_components(previous.strip(), span, None)) == 1
-        if at >= 0 and whole:  # "什么是 SimCSE？" + "无监督版本呢？": the question, about SimCSE's unsupervised version
-            end = at + len(subject)
-            return join_words(previous[:end], f"的{x}", previous[end:]), False
-    # "推理的时候" is a circumstance, not an owner and its attribute
-    owner, _, attribute = (x or "").rpartition("的") if x and not _CIRCUMSTANCE.fullmatch(x) else ("", "", "")
-    if owner.strip() and normalize(attribute.strip()) in normalize(previous):
-        # "BERT 的呢？" / "SGD 的学习率呢？" after "Adam 的学习率一般设多少？": the same asked of another owner
-        x = owner.strip()
-    elif owner.strip():
-        # "遗忘门的作用呢？" after "LSTM 有哪几个门？": X names its own thing and what is asked of it; the last
-        # question's predicate ("有哪几个门") is not asked again
-        return f"{x}是什么？", True
-    if x is not None:
-        substituted = _substitute_ellipsis(previous, x, subject, tokenizer)
-        if substituted is not None:
-            return substituted, True
+    elliptic = resolve_ellipsis(question, previous, subject, tokenizer)
+    if elliptic is not None:
+        return elliptic
     substituted = _substitute_references(text, subject)
     if substituted is not None:
         return substituted, False
@@ -448,7 +350,7 @@ def _subject_of_answer(question: str, last: tuple[str, str, str] | None, tokeniz
 
     def used(term: str) -> bool:
         term = normalize(term).replace(" ", "")
-        chinese = is_cjk(term) and not _LATIN_RUN.search(term)
+        chinese = is_cjk(term) and not LATIN_RUN.search(term)
         return chinese and len(term) >= 2 and term in said and term not in own
 
     span = subject_span(text, tokenizer)
