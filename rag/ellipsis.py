@@ -2,7 +2,7 @@
 
 `resolve_ellipsis` reads X and decides how the previous question takes it: compared with the subject ("和 GPT
 比呢？"), another degree of the same adverb ("太小呢？"), a circumstance ("推理的时候呢？"), a part or version of the
-subject ("无监督版本呢？"), an owner and its attribute ("BERT 的呢？"), or X in the place of the subject.
+subject ("无监督版本呢？"), an English time or setting ("And at inference time?"), an owner and its attribute ("BERT 的呢？"), or X in the place of the subject.
 """
 
 from __future__ import annotations
@@ -34,6 +34,8 @@ LATIN_RUN = re.compile(r"[A-Za-z0-9][\w+#.·\-]*(?:\s+[A-Za-z0-9][\w+#.·\-]*)*"
 _COMPARED_WITH = re.compile(r"^(?:和|跟|与|同|相比|对比|比起)")
 _DEGREE = re.compile(r"^(?:太|过|更|很|比较|特别)")
 _PHASE = re.compile(r"阶段|过程|时期|环节|期间")  # "训练阶段": a circumstance named as a noun, which X replaces
+# ... and in English, a time or a setting: "at inference time", "during training", "in PyTorch"
+_EN_CIRCUMSTANCE = re.compile(r"(?:at|during|in|on|after|before|when|while|with|without)\s", re.I)
 # A part or variant of something ("无监督版本", "编码器部分"): "那 X 呢？" asks about the subject's X
 _ASPECT = re.compile(r"[\u4e00-\u9fff]{1,10}(?:版本|版|部分|模块|变体|分支)")
 # A clause that only sets the circumstance ("推理时", "训练过程中") is not what a question is about. Its
@@ -71,6 +73,9 @@ def resolve_ellipsis(question: str, previous: str, subject: str, tokenizer: Toke
         if at >= 0:
             end = at + len(subject)
             return join_words(previous[:end], x, previous[end:].lstrip()), False
+    if x is not None and _EN_CIRCUMSTANCE.match(x) and not is_cjk(x) and not is_cjk(previous):
+        # "And at inference time?" after "What is dropout?": the last question, asked at that time
+        return f"{previous.strip().rstrip(END_MARKS)} {x}?", False
     if x is not None and _ASPECT.fullmatch(x):
         at, span = previous.find(subject), subject_span(previous.strip(), tokenizer)
         whole = span is not None and len(subject_components(previous.strip(), span, None)) == 1

@@ -291,6 +291,10 @@ def test_standalone_question_is_unchanged(question: str, tokenizer: Tokenizer) -
         ("ChatGLM-6B 需要多少显存？", "量化以后呢？", "ChatGLM-6B 量化以后需要多少显存？"),
         # ... but a phase the previous question named is what the circumstance replaces
         ("Sentence-BERT 训练阶段是怎么做的？", "那推理的时候呢？", "Sentence-BERT 推理的时候是怎么做的？"),
+        # in English too: a time or a setting is no X to put in the subject's place ("What is at inference time?")
+        ("What is dropout?", "And at inference time?", "What is dropout at inference time?"),
+        ("How much memory does ChatGLM-6B need?", "What about with INT4 quantization?",
+         "How much memory does ChatGLM-6B need with INT4 quantization?"),
     ],
 )
 def test_a_followup_that_names_no_subject_asks_about_the_previous_one(
