@@ -52,6 +52,12 @@ _EN_DEGREE = re.compile(
     r"(?:low|high|small|large|big|fast|slow|good|bad|long|short|deep|shallow)(?:er|ger|ter)?|better|worse|more|less",
     re.I,
 )
+# An English question without a verb that asks a figure or a kind of something ("How many parameters?", "What
+# learning rate?"): of the conversation's subject.
+_EN_BARE_ASK = re.compile(r"(?:how (?:many|much)|what|which)(?:\s+[a-z][\w-]*){1,3}\s*[?？]?", re.I)
+_EN_VERB = re.compile(
+    r"\b(?:is|are|was|were|be|do|does|did|can|could|should|would|will|has|have|had|means?|works?|uses?)\b", re.I
+)
 _EN_DEMONSTRATIVE = re.compile(r"\b(?:this|that|these|those)\b(?=\s*(?:[?.!,]|$))", re.I)
 # A name-like token before an English pronoun is its antecedent: inner capitals or digits (BiLSTM, GPT3), a
 # capitalized word after the first one (not "I"), or Chinese.
@@ -190,6 +196,8 @@ def looks_like_followup(question: str, tokenizer: Tokenizer) -> bool:
         return True
     if all(_EN_DEGREE.fullmatch(term) for term in content):  # "Is lower better?": degrees of what?
         return True
+    if _EN_BARE_ASK.fullmatch(text) and not _EN_VERB.search(text) and not _EN_NAME.search(text):
+        return True  # "How many parameters?": of what?
     successor = find_successor(text)
     if successor is not None:
         rest = text[: successor.start()] + " " + text[successor.end() :]

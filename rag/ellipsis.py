@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 
+from rag.answer_types import attribute_translations
 from rag.ordinals import join_words
 from rag.question_subject import (
     EN_REFERENCE,
@@ -53,6 +54,10 @@ def ellipsis_x(text: str, tokenizer: Tokenizer) -> str | None:
         return None
     x = (match.group("x") or match.group("y") or "").strip()
     if len(x) > 30 or QUESTION_WORD.search(x) or ZH_REFERENCE.search(x) or EN_REFERENCE.search(x):
+        return None
+    # "And the formula?" asks the subject's formula: an attribute, not another thing to ask the last question of
+    attribute = re.sub(r"^the\s+", "", x, flags=re.I).split()
+    if attribute and all(attribute_translations(word) for word in attribute):
         return None
     return x if content_terms(x, tokenizer) else None
 

@@ -295,6 +295,11 @@ def test_standalone_question_is_unchanged(question: str, tokenizer: Tokenizer) -
         ("What is dropout?", "And at inference time?", "What is dropout at inference time?"),
         ("How much memory does ChatGLM-6B need?", "What about with INT4 quantization?",
          "How much memory does ChatGLM-6B need with INT4 quantization?"),
+        # an English question without a verb asks a figure or a kind of the subject: it stood alone
+        ("What is GPT-3?", "How many parameters?", "GPT-3 How many parameters?"),
+        ("What is BERT?", "Which optimizer?", "BERT Which optimizer?"),
+        # an attribute after "and" is the subject's, not a thing in its place ("What is the formula?")
+        ("What is attention?", "And the formula?", "attention And the formula?"),
     ],
 )
 def test_a_followup_that_names_no_subject_asks_about_the_previous_one(
@@ -304,7 +309,10 @@ def test_a_followup_that_names_no_subject_asks_about_the_previous_one(
 
 
 def test_a_short_question_with_its_own_subject_stands_alone(tokenizer: Tokenizer) -> None:
-    for question in ("怎么防止过拟合？", "如何理解注意力机制？", "为什么 Transformer 需要位置编码？", "Adam 收敛快吗？"):
+    for question in (
+        "怎么防止过拟合？", "如何理解注意力机制？", "为什么 Transformer 需要位置编码？", "Adam 收敛快吗？",
+        "How many parameters does GPT-3 have?", "What is gradient clipping?",
+    ):
         assert not looks_like_followup(question, tokenizer), question
         assert resolve_followup(question, conversation("什么是梯度消失？", "……"), tokenizer) == question
 
