@@ -48,12 +48,19 @@ def first_passages(index: IndexBackend, query: Mapping[str, float], n: int) -> l
     return [chunk.text for chunk in index.chunks(rows)] if rows else []
 
 
-def unwritten_compounds(query: str, tokenizer: Tokenizer, index: IndexBackend) -> list[str]:
+def question_pieces(query: str, tokenizer: Tokenizer) -> list[str]:
+    """The question's jieba pieces, blanks left out: what both kinds of unwritten word are read from."""
+    return [w for w in tokenizer.pieces(query) if w.strip()]
+
+
+def unwritten_compounds(
+    query: str, tokenizer: Tokenizer, index: IndexBackend, pieces: Sequence[str] | None = None
+) -> list[str]:
     """The question's compounds of a word that no passage contains and the domain term that follows it ("全量"
     + "微调"): the domain term is what a variant must end with. The first word is one jieba's general dictionary
     does not know as everyday language ("好几个", "本事" are), and starts with no function character ("哪类").
-    In question order, no repeats."""
-    words = _pieces(tokenizer, query)
+    In question order, no repeats. `pieces`: the question's `question_pieces`, if known."""
+    words = question_pieces(query, tokenizer) if pieces is None else pieces
     compounds: list[str] = []
     for word, head in itertools.pairwise(words):
         if len(compounds) >= MAX_COMPOUNDS:
@@ -76,10 +83,11 @@ def notes_spellings(query: str, tokens: Sequence[str], tokenizer: Tokenizer, ind
     (`unwritten_compounds`), when the passages BM25 ranks first for its other words write a variant of it; and
     {Latin word: the word those passages write} for a long Latin word no passage writes, one slip away
     (`one_slip`)."""
-    compounds = unwritten_compounds(query, tokenizer, index)
+    pieces = question_pieces(query, tokenizer)
+    compounds = unwritten_compounds(query, tokenizer, index, pieces)
     misspelled = [t for t in dict.fromkeys(tokens) if _LATIN_WORD.fullmatch(t) and not index.has_term(t)]
     misspelled = misspelled[:MAX_COMPOUNDS]  # a long question's further unknown words are left as written
-    slipped = unwritten_words(query, tokenizer, index)
+    slipped = unwritten_words(query, tokenizer, index, pieces)
     if not compounds and not misspelled and not slipped:
         return {}
     known = {t: 1.0 for t in tokens if index.has_term(t)}
@@ -113,11 +121,14 @@ def notes_spellings(query: str, tokens: Sequence[str], tokenizer: Tokenizer, ind
     return spellings
 
 
-def unwritten_words(query: str, tokenizer: Tokenizer, index: IndexBackend) -> list[str]:
+def unwritten_words(
+    query: str, tokenizer: Tokenizer, index: IndexBackend, pieces: Sequence[str] | None = None
+) -> list[str]:
     """The question's Chinese words of 2-4 characters that no passage contains, no stopword, and that jieba's
     general dictionary barely knows (so not everyday language: "预料" stays), alone or with a one-character word
-    after them, which jieba may have cut off ("过拟" + "和"). At most MAX_COMPOUNDS, in question order."""
-    pieces = _pieces(tokenizer, query)
+    after them, which jieba may have cut off ("过拟" + "和"). At most MAX_COMPOUNDS, in question order.
+    `pieces`: the question's `question_pieces`, if known."""
+    pieces = question_pieces(query, tokenizer) if pieces is None else pieces
     words: list[str] = []
     for i, piece in enumerate(pieces):
         if len(words) >= MAX_COMPOUNDS:
@@ -198,12 +209,6 @@ def writes(name: str, tokenizer: Tokenizer, index: IndexBackend) -> bool:
         return len(tokens) == 1 and index.has_term(tokens[0])
     key = _squeezed(name)
     return any(key in _squeezed(text) for text in first_passages(index, dict.fromkeys(tokens, 1.0), POOL))
-
-
-@lru_cache(maxsize=256)
-def _pieces(tokenizer: Tokenizer, query: str) -> tuple[str, ...]:
-    """The question's jieba pieces, blanks left out (cut once for both kinds of unwritten word)."""
-    return tuple(w for w in tokenizer.pieces(query) if w.strip())
 
 
 def _squeezed(text: str) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 from rag.answer_types import attribute_translations
@@ -232,7 +232,7 @@ class RelevanceGate:
         return math.log((n + 0.5) / 0.5 + 1)
 
     def _unknown_latin_phrase(
-        self, norm_query: str, top_text: str, typed_names: set[str] = frozenset(), passages: Sequence[str] = ()
+        self, norm_query: str, top_text: str, typed_names: Collection[str], passages: Sequence[str]
     ) -> bool:
         """A name of several Latin words in a Chinese question ("KV cache") of which no two neighbouring words
         make a term of the notes or a glossary name, or are spelled together in the top passages (with a space,
@@ -257,7 +257,7 @@ class RelevanceGate:
                 return True
         return False
 
-    def _two_names(self, pair: list[str], typed_names: set[str]) -> bool:
+    def _two_names(self, pair: list[str], typed_names: Collection[str]) -> bool:
         """Two neighbouring words each typed as a name and each a term of the notes or a glossary name."""
         return len(pair) == 2 and all(w in typed_names and self._known_name([w]) for w in pair)
 
