@@ -172,9 +172,13 @@ def _sounds(ch: str) -> frozenset[str]:
 
 def fix_asked_plainly(query: str) -> tuple[str, dict[str, str]]:
     """The question with each colloquial way of asking for a fix ("该怎么办", "咋整", "怎么破") written as the
-    notes would ask it ("怎么解决"), and {what was written: what it became} for explain."""
+    notes would ask it ("怎么解决"), and {what was written: what it became} for explain. A question that is
+    nothing but the ask ("怎么办？", "那该怎么办呢") names no problem and stays as written."""
     found = {m.group(): FIX_WORDING for m in _FIX_ASKED.finditer(query)}
-    return (_FIX_ASKED.sub(FIX_WORDING, query), found) if found else (query, {})
+    rest = _FIX_ASKED.sub("", query)
+    if not found or not any(ch.isalnum() and ch not in STOPWORDS for ch in rest):
+        return query, {}
+    return _FIX_ASKED.sub(FIX_WORDING, query), found
 
 
 def respelled(query: str, spellings: dict[str, str]) -> str:

@@ -676,6 +676,9 @@ def test_a_colloquial_way_of_asking_for_a_fix_is_asked_as_the_notes_say_it(engin
     assert fix_asked_plainly("标注数据不够怎么破") == ("标注数据不够怎么解决", {"怎么破": "怎么解决"})
     for other in ("密码怎么破解？", "笔记怎么整理？", "过拟合怎么解决？"):  # asking something else, or already plain
         assert fix_asked_plainly(other) == (other, {})
+    for bare in ("怎么办？", "那该怎么办呢", "咋整"):  # nothing but the ask: no problem named
+        assert fix_asked_plainly(bare) == (bare, {})
+    assert engine.ask("咋整").refused
 
     result = engine.search("过拟合怎么办？", explain=True)
     assert result.query == "过拟合怎么办？" and result.searched == "过拟合怎么解决？"
