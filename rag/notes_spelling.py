@@ -33,7 +33,7 @@ COMMON_WORD = 100  # a word jieba's general dictionary counts this often is ever
 # both are this long: shorter names one letter apart are other names ("BLOOMZ" is not BLOOM), and a version
 # ("GPT-5") is never a slip, as digits are not letters.
 MIN_SLIP_CHARS = 7
-SOUND_SLIP_CHARS = (2, 4)  # a Chinese word this long may hold one character typed for another of the same sound
+SOUND_SLIP_CHARS = 4  # a Chinese word this long or shorter may hold one character typed for another of the same sound
 _LATIN_WORD = re.compile(rf"[a-z]{{{MIN_SLIP_CHARS},}}")
 # Colloquial ways of asking for a fix. The notes say 解决 ("欠拟合的解决方法：", "能有效防止过拟合"), and these words
 # are stopwords, so "过拟合怎么办？" asked about 过拟合 alone and was answered with its definition. Not 怎么破解 or
@@ -66,12 +66,9 @@ def unwritten_compounds(
         if len(compounds) >= MAX_COMPOUNDS:
             break
         if (
-            len(word) >= 2
-            and all(is_cjk(ch) for ch in word + head)
-            and word[0] not in STOPWORDS
-            and tokenizer.general_frequency(word) < COMMON_WORD
+            _unknown_word(word, tokenizer, index)
+            and all(is_cjk(ch) for ch in head)
             and tokenizer.is_user_word(head)
-            and not index.has_term(word)
             and (compound := word + head) not in compounds
         ):
             compounds.append(compound)
@@ -134,20 +131,29 @@ def unwritten_words(
         if len(words) >= MAX_COMPOUNDS:
             break
         if not (
-            SOUND_SLIP_CHARS[0] <= len(piece) <= SOUND_SLIP_CHARS[1]
-            and all(is_cjk(ch) for ch in piece)
-            and piece[0] not in STOPWORDS
+            len(piece) <= SOUND_SLIP_CHARS
             and piece not in STOPWORDS  # "老是" is chatter, not 老师 mistyped
-            and tokenizer.general_frequency(piece) < COMMON_WORD
-            and not index.has_term(piece)
+            and _unknown_word(piece, tokenizer, index)
         ):
             continue
         following = pieces[i + 1] if i + 1 < len(pieces) else ""
         joined = piece + following if len(following) == 1 and is_cjk(following) else ""
         for word in (piece, joined):
-            if word and word not in words and len(word) <= SOUND_SLIP_CHARS[1]:
+            if word and word not in words and len(word) <= SOUND_SLIP_CHARS:
                 words.append(word)
     return words[:MAX_COMPOUNDS]
+
+
+def _unknown_word(word: str, tokenizer: Tokenizer, index: IndexBackend) -> bool:
+    """A Chinese word of two characters or more that no passage writes, that starts with no function character
+    ("哪类") and that jieba's general dictionary does not know as everyday language ("好几个", "本事", "预料")."""
+    return (
+        len(word) >= 2
+        and all(is_cjk(ch) for ch in word)
+        and word[0] not in STOPWORDS
+        and tokenizer.general_frequency(word) < COMMON_WORD
+        and not index.has_term(word)
+    )
 
 
 def sound_slips(word: str, text: str) -> list[str]:

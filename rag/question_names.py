@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from rag.text import CJK_CHARS, JOINING_CHARS, is_cjk, normalize
+from rag.text import CJK_CHARS, JOINING_CHARS, is_cjk, normalize, spelled_as_one
 
 # The Latin names of a Chinese question, words run together as one ("focal loss", "p-tuning v2").
 _LATIN_NAME_RUN = re.compile(r"[a-z][a-z0-9]*(?:-[a-z0-9]+)*(?:\s+[a-z0-9]+(?:-[a-z0-9]+)*)*")
@@ -80,5 +80,5 @@ def without_glosses(text: str, known: str) -> str:
 def written_together(words: Sequence[str], texts: Sequence[str]) -> bool:
     """Whether one of the normalized `texts` writes every one of the (normalized) Latin `words` as a word of its
     own: "lora" and "rank" in the LoRA section, though never side by side."""
-    patterns = [re.compile(rf"(?<![a-z0-9]){re.escape(w)}(?![a-z0-9])") for w in words]
+    patterns = [spelled_as_one([w]) for w in words]
     return bool(patterns) and any(all(p.search(text) for p in patterns) for text in texts)

@@ -137,9 +137,7 @@ class RelevanceGate:
                 spelled = spelled_as_one(term.split("-"))
                 if len(term) >= 2 and not self.index.has_term(term) and term not in self._alias_of and not spelled.search(top_text):
                     unknown_latin = 1.0
-            typed = {normalize(m.group(0)) for m in ENGLISH_NAME.finditer(query)}
-            passages = [normalize(h.chunk.index_text) for h in hits[:TOGETHER_PASSAGES]]
-            if self._unknown_latin_phrase(named, top_text, typed, passages):
+            if _LATIN_PHRASE.search(named) and self._unknown_latin_phrase(named, query, top_text, hits):
                 unknown_latin = 1.0
         elif self._unknown_english_name(query, top_text, alias_names):
             unknown_latin = 1.0
@@ -231,16 +229,16 @@ class RelevanceGate:
         n = max(len(self.index), 1)
         return math.log((n + 0.5) / 0.5 + 1)
 
-    def _unknown_latin_phrase(
-        self, norm_query: str, top_text: str, typed_names: Collection[str], passages: Sequence[str]
-    ) -> bool:
+    def _unknown_latin_phrase(self, norm_query: str, query: str, top_text: str, hits: Sequence[Hit]) -> bool:
         """A name of several Latin words in a Chinese question ("KV cache") of which no two neighbouring words
         make a term of the notes or a glossary name, or are spelled together in the top passages (with a space,
         "_", "-" or nothing between, stopwords kept: "python for ai"): each word may occur in the notes, the name
         does not. Two names side by side are no name of two words: "LSTM GRU", "word2vec CBOW", each typed as a
-        name (`typed_names`: acronyms, inner capitals, digits) and each a term of the notes. Nor are two words one
-        of the first `passages` writes both of, the way Chinese questions mix in English ("LoRA rank",
+        name in `query` (acronyms, inner capitals, digits) and each a term of the notes. Nor are two words one of
+        the first TOGETHER_PASSAGES `hits` writes both of, the way Chinese questions mix in English ("LoRA rank",
         "attention mask", "transformer encoder"): no passage writes both "kv" and "cache"."""
+        typed_names = {normalize(m.group(0)) for m in ENGLISH_NAME.finditer(query)}
+        passages = [normalize(h.chunk.index_text) for h in hits[:TOGETHER_PASSAGES]]
         for match in _LATIN_PHRASE.finditer(norm_query):
             words = match.group(0).split()
             content = [i for i, w in enumerate(words) if w not in STOPWORDS]
