@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from rag.answer.base import EmbedFn, consume, question_language, refusal_answer
 from rag.answer.citations import citation_from_hit
 from rag.answer.reader import Reading
+from rag.answer.sentence_form import LEANS_BACK
 from rag.answer.sentences import LIST_ITEM, MEANINGFUL, Sentence, clause_cut, split_passage
 from rag.answer.spans import compose
 from rag.text import Tokenizer, char_bigrams, normalize
@@ -28,7 +29,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 # A sentence opening with a demonstrative leans on the one before it; one opening with a connective continues it.
-_LEANS_BACK = re.compile(r"^(?:这|该|其|它|此|上述|(?:this|that|these|those|it|such)\b)", re.I)
 _CONTINUES = re.compile(
     r"^(?:这|该|其|它|此|即|因此|所以|也就是|例如|比如|(?:this|it|such|so|thus|therefore)\b)", re.I
 )
@@ -246,7 +246,7 @@ class ExtractiveGenerator:
         best = ranked[0]
         if not add(best):  # only when it has no word characters at all
             chosen.append(best)
-        if _LEANS_BACK.match(best.text):  # "这种现象……" needs the sentence it refers to
+        if LEANS_BACK.match(best.text):  # "这种现象……" needs the sentence it refers to
             prev = sibling(best, -1)
             if prev is not None and prev.kind == "text" and not prev.ends_colon:
                 add(prev)

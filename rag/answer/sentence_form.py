@@ -19,6 +19,8 @@ _ENUM_SPLIT = re.compile(r"[、,，/|；;]")
 _ENUM_BREAK = re.compile(r"[。：:？?！!]")
 LEAD_IN = re.compile(r"[：:]\s*$|如下[。：:]?\s*$")  # a line that introduces what follows ("分为两部分：")
 ITEM_NUMBER = re.compile(r"^\s*(\d{1,2})\s*[.、．)）]\s*")  # "3. " opening a numbered line, and its number
+# A sentence opening with a demonstrative leans on the one before it ("这种方式称为 full").
+LEANS_BACK = re.compile(r"^(?:这|该|其|它|此|上述|(?:this|that|these|those|it|such)\b)", re.I)
 PARENTHESES = re.compile(r"[（(][^（()）]*[)）]")
 # Words of a clause, not of a name: "卷积核大小是m，则结果长度为n-m+1" lists no names
 _CLAUSE_WORD = re.compile(r"是|为|则|的|了|在|把|被|将|会|就|也|都|而|\b(?:is|are|was|the|of|to)\b", re.I)

@@ -16,13 +16,19 @@ from difflib import SequenceMatcher
 
 from rag.answer.reader import Candidate, Reading
 from rag.answer.reader_features import coverage
-from rag.answer.sentence_form import ITEM_NUMBER, LEAD_IN, count_asked, reads_as_sentence, states_something
+from rag.answer.sentence_form import (
+    ITEM_NUMBER,
+    LEAD_IN,
+    LEANS_BACK,
+    count_asked,
+    reads_as_sentence,
+    states_something,
+)
 from rag.answer.sentences import Sentence
 from rag.answer_types import is_instruction, must_state, states
 from rag.text import is_cjk, normalize
 
-# A sentence opening with a demonstrative leans on the one before it; one opening with a connective continues it.
-LEANS_BACK = re.compile(r"^(?:这|该|其|它|此|上述|(?:this|that|these|those|it|such)\b)", re.I)
+# A sentence opening with a connective continues the one before it.
 # ... or refers back in its first clause ("在 GPT 中，这种机制……"); 此外, 其实, 其中 and the like are not references.
 REFERS_BACK = re.compile(
     r"^(?:[^，,。；;：:]{0,12}[，,]\s*)?(?:这|该|此(?!外)|上述|其(?![实次他余中])|它|(?:this|these|those|such)\b)", re.I
