@@ -71,6 +71,9 @@ _EN_DEFINITION_ASKED = re.compile(
 )
 # a Latin name and, after it, at most a few Chinese characters ("ZeRO 优化", "CAP 理论")
 _LATIN_THEN_CJK = re.compile(rf"(?P<latin>[A-Za-z][A-Za-z0-9.]*)\s*(?P<cjk>[{CJK_CHARS}]{{0,4}})")
+# a Latin name typed in a Chinese question, whole ("ZeRO", "zero-shot", "GPT-2"), and the Chinese after it
+_TYPED_LATIN = re.compile(rf"(?<![A-Za-z0-9.\-])(?P<latin>[A-Za-z][A-Za-z0-9.]*(?:-[A-Za-z0-9.]+)*)\s*(?P<cjk>[{CJK_CHARS}]{{0,4}})")
+MIN_INSIDE_NAME = 3
 FIGURE_MARGIN = 2.5  # logit units: sentences this close to the best are what an answer quotes besides it
 
 
@@ -194,9 +197,21 @@ def name_only_inside(question: str, read: str) -> tuple[str, str] | None:
     match = DEFINITION_ASKED.fullmatch(question.strip()) or _EN_DEFINITION_ASKED.fullmatch(question.strip())
     term = next((g for g in (match.groups() if match else ()) if g), "").strip()
     named = _LATIN_THEN_CJK.fullmatch(term)
-    if not named:
-        return None
-    name, rest = normalize(named.group("latin")), named.group("cjk") or ""
+    if named:
+        return _only_inside(named.group("latin"), named.group("cjk") or "", read)
+    if is_cjk(question):
+        # any other question's names, written only in hyphenated names: a short name sits inside many a longer
+        # word ("ai" in "openai"), which says nothing of it
+        for typed in _TYPED_LATIN.finditer(question):
+            if len(typed.group("latin")) >= MIN_INSIDE_NAME:
+                inside = _only_inside(typed.group("latin"), typed.group("cjk") or "", read, within_words=False)
+                if inside:
+                    return inside
+    return None
+
+
+def _only_inside(latin: str, rest: str, read: str, *, within_words: bool = True) -> tuple[str, str] | None:
+    name = normalize(latin)
     if rest and name + rest in re.sub(r"\s+", "", read):
         return None  # "cap理论", as the question writes it
     compounds = []
@@ -208,9 +223,9 @@ def name_only_inside(question: str, read: str) -> tuple[str, str] | None:
             compounds.append(word.group(0) + name)  # "self-attention"
         else:
             return None  # on its own, or with its version ("gpt-2")
-    if not compounds and (inside := re.search(rf"[a-z]+{re.escape(name)}[a-z]*|{re.escape(name)}[a-z]+", read)):
+    if not compounds and within_words and (inside := re.search(rf"[a-z]+{re.escape(name)}[a-z]*|{re.escape(name)}[a-z]+", read)):
         compounds.append(inside.group(0))  # "rezero"
-    return (named.group("latin"), compounds[0]) if compounds else None
+    return (latin, compounds[0]) if compounds else None
 
 
 def _unnamed_gloss(question: str, read: str, name_forms: Mapping[str, Sequence[str]]) -> str:
