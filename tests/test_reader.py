@@ -1050,6 +1050,24 @@ def test_a_line_repeating_the_section_heading_is_a_heading_not_a_sentence() -> N
     assert split_passage(0, hit(text, heading=("关键字",)))[0].kind == "text"  # not this chunk's heading
 
 
+def test_a_numbered_title_with_a_gloss_is_the_heading_of_the_sentences_under_it() -> None:
+    # the gloss's comma made "1. 深度神经网络（DNNs，…）" a sentence: it was quoted as one, and the sentences under it
+    # were read without the name they are about
+    text = (
+        "1. 深度神经网络（DNNs，Deep Neural Networks）\n    它是所有深度学习模型的基础。\n"
+        "    包括多层感知机（MLPs）、卷积神经网络（CNNs）。\n"
+        "51. 指示学习（Instruct Learning）和提示（Prompt Learning）学习\n"
+        "1. [Gradio](https://www.gradio.app/guides/quickstart)\n2. 深度神经网络，一种模型\n"
+    )
+    group = split_passage(0, hit(text))
+    kinds = {s.text: s.kind for s in group}
+    assert kinds["1. 深度神经网络（DNNs，Deep Neural Networks）"] == "heading"
+    assert kinds["51. 指示学习（Instruct Learning）和提示（Prompt Learning）学习"] == "heading"
+    assert next(s for s in group if s.text.startswith("包括")).heading.startswith("1. 深度神经网络")
+    assert kinds["1. [Gradio](https://www.gradio.app/guides/quickstart)"] != "heading"  # an address is no gloss
+    assert kinds["2. 深度神经网络，一种模型"] == "text"  # a comma outside parentheses makes a sentence
+
+
 def test_an_empty_heading_line_is_a_heading_never_quoted() -> None:
     # a note's "## " loses its space in cleaning; the bare "##" closed a quoted list ("……微调 LM。\n##[1]")
     text = "按三个步骤分解：\n1. 预训练一个语言模型；\n2. 训练奖励模型；\n##\n#include <stdio.h>\n"

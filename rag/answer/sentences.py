@@ -24,6 +24,9 @@ _CODE_LINE = re.compile(
 _CODE_SYMBOLS = set("{}()[]=;<>_/\\|$`")
 # "2.3 设置学习率的过程": a numbered title line without punctuation, used as a heading by web-page notes.
 _TITLE_LINE = re.compile(r"^\d{1,2}(?:\.\d{1,2})*\.?\s+[^，,。；;：:！？!?、]{1,40}$")
+# ... whose glosses in parentheses may hold commas ("1. 深度神经网络（DNNs，Deep Neural Networks）"); not a link's
+# address ("1. [Gradio](https://…)")
+_GLOSS = re.compile(r"[（(][^（()）:/]*[)）]")
 _CITE_LIKE = re.compile(r"[\[［【]\s*\d+\s*[\]］】]")
 MEANINGFUL = re.compile(f"[{CJK_CHARS}A-Za-z0-9]")
 LIST_ITEM = re.compile(r"^(?:\d{1,2}\s*[、.．)）]|[（(]\d{1,2}[)）]|[①-⑳]|[-*+•●▪◦·]\s)")
@@ -87,7 +90,7 @@ def _url_only(text: str) -> bool:
 def _classify(raw_line: str, text: str, in_fence: bool) -> str:
     if in_fence:
         return "code"
-    if _HEADING_LINE.match(raw_line) or _TITLE_LINE.match(text):
+    if _HEADING_LINE.match(raw_line) or _TITLE_LINE.match(_GLOSS.sub("", text)):
         return "heading"
     if _url_only(text):
         return "url"
