@@ -62,6 +62,12 @@ _EN_DEMONSTRATIVE = re.compile(r"\b(?:this|that|these|those)\b(?=\s*(?:[?.!,]|$)
 # A name-like token before an English pronoun is its antecedent: inner capitals or digits (BiLSTM, GPT3), a
 # capitalized word after the first one (not "I"), or Chinese.
 _EN_NAME = re.compile(rf"\b[A-Za-z]+[A-Z0-9][A-Za-z0-9]*\b|(?<=\s)(?!I\b)[A-Z][a-z]+\b|[{CJK_CHARS}]")
+# "Which RL algorithm does it use?": "it", after the asked phrase and its verb, is what the question is about
+_EN_INVERTED_IT = re.compile(
+    r"\s*(?:which|what|how many|how much)\b(?:(?!\b(?:and|or|but|is|are)\b)[^?,.;]){0,40}?\b(?:do|does|did|is|was|are|were|can|could|would|should|will|has|have)"
+    r"\s+(?:it|they)\b",
+    re.I,
+)
 _CONTINUATION_START = re.compile(
     r"^\s*(?:那么|那|还有|另外|然后呢|接着|and\b|also\b|what about\b|how about\b|and what about\b|then\b)",
     re.I,
@@ -181,9 +187,10 @@ def _names_only_an_aspect(text: str, tokenizer: Tokenizer) -> bool:
 
 
 def _points_back_en(text: str) -> bool:
-    """An English pronoun with no name before it in the question ("Does it have any weakness?")."""
+    """An English pronoun with no name before it in the question ("Does it have any weakness?"), or the subject
+    of a question's inverted verb whatever names the asked phrase holds ("Which RL algorithm does it use?")."""
     match = EN_PRONOUN.search(text)
-    return match is not None and not _EN_NAME.search(text[: match.start()])
+    return match is not None and (not _EN_NAME.search(text[: match.start()]) or _EN_INVERTED_IT.match(text) is not None)
 
 
 def looks_like_followup(question: str, tokenizer: Tokenizer) -> bool:

@@ -70,6 +70,10 @@ def test_chinese_reference_is_replaced_by_the_subject(
         # "it" before "hard to <verb>" with nothing after the verb is the subject; with an object it is a dummy
         ("What is a GAN?", "Why is it hard to train?", "Why is GAN hard to train?"),
         ("What is a GAN?", "Is it hard to train a VAE?", "Is it hard to train a VAE?"),
+        # the subject of the asked verb, whatever names the asked phrase holds; not "it" of a second clause
+        ("What is RLHF?", "Which RL algorithm does it use?", "Which RL algorithm does RLHF use?"),
+        ("What is dropout?", "Which layers is it applied to?", "Which layers is dropout applied to?"),
+        ("What is BERT?", "What is GPT and how does it differ?", "What is GPT and how does it differ?"),
     ],
 )
 def test_english_pronoun_is_replaced_by_the_subject(
