@@ -38,6 +38,7 @@ from rag.answer.refusal_rules import lacks_figure, passages_naming, read_text, r
 from rag.answer.sentence_form import count_asked, list_lead_in
 from rag.answer.sentences import Sentence, sentence_run, split_passage, whole_sentence
 from rag.answer_types import DRAWBACK_NAMED, attribute_translations, searched_attribute_names
+from rag.question_subject import GENERIC, content_terms
 from rag.text import Tokenizer, fold_hyphens, is_cjk, known_words, normalize
 from rag.types import Chunk, Hit
 
@@ -322,7 +323,8 @@ class Reader:
         q_features = question_features(judge, judged, list(judged_scores), gate_score, gate_features)
         probability = self.model.answer_probability(q_features)
         veto = refusal_rule(
-            question, profile, candidates, sentences, gate_features, name_forms, headings, naming, phrase_forms
+            question, profile, candidates, sentences, gate_features, name_forms, headings, naming, phrase_forms,
+            names_nothing=names_nothing(question, profile, self.tokenizer),
         )
         answerable = bool(candidates) and probability >= self.threshold and not veto
         if veto:
@@ -428,6 +430,18 @@ class Reader:
         sims = (vectors @ np.asarray(query_vectors, dtype=np.float32).T).max(axis=1)
         floor = float(sims[found].min()) if found.any() else 0.0
         return [float(sims[i]) if found[i] else floor for i in range(len(texts))]
+
+
+# One-character words that only ask ("这个怎么算？", "该怎么办呢"); any other may be a term of its own (熵, 秩).
+_ASKING_CHARACTERS = frozenset("算办做用弄搞整该")
+
+
+def names_nothing(question: str, profile: QuestionProfile, tokenizer: Tokenizer) -> bool:
+    """Whether the question names no subject, only what it asks about one ("有什么缺点？", "原理是什么？", "What
+    are its drawbacks?"): no content word, and every own word the reader weighs is a generic ask."""
+    return not content_terms(question, tokenizer) and all(
+        word in GENERIC or word in _ASKING_CHARACTERS for word in profile.words
+    )
 
 
 def reader_texts(chunks: Sequence[Chunk]) -> list[str]:

@@ -87,14 +87,20 @@ def refusal_rule(
     headings: Sequence[str] = (),
     naming: Collection[int] | None = None,
     phrase_forms: Mapping[str, Sequence[str]] | None = None,
+    names_nothing: bool = False,
 ) -> str:
     """Why the question must be refused whatever the reader's probability, or "" when nothing rules it out.
     `name_forms`: every form that counts for each Latin name of the question, and for each Chinese name of an
     alias group it spells (their aliases); `headings`: each passage's normalized heading path; `naming`: the
     passages that name the question's subject names (`passages_naming`), when the caller has them already;
-    `phrase_forms`: the Chinese names of an English question's phrases."""
+    `phrase_forms`: the Chinese names of an English question's phrases; `names_nothing`: the question names no
+    subject, only what it asks ("有什么缺点？", "原理是什么？")."""
     if is_instruction(question):
         return "the input is an instruction to the assistant, not a question about the notes"
+    if names_nothing:
+        # outside a conversation (or one whose subject could not be found) "有什么缺点？" is about nothing: any
+        # passage naming 缺点 would answer it
+        return "the question names nothing it asks about"
     if gate_features.get("unknown_latin"):
         # a name the notes never spell ("GPT-5" in notes that stop at GPT4): what shares its other words is
         # about something else
