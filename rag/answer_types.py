@@ -113,10 +113,16 @@ def _named_type(word: str) -> str | None:
 # "欠拟合的解决方法". No answer type of its own: it asks how, of a problem.
 _ENGLISH_REMEDY = re.compile(
     r"prevent(?:s|ed|ing|ion)?|avoid(?:s|ed|ing|ance)?|solv(?:e|es|ed|ing)|fix(?:es|ing)?|mitigat(?:e|es|ed|ing|ion)"
-    r"|alleviat(?:e|es|ed|ing)|overcom(?:e|es|ing)|tackl(?:e|es|ed|ing)|remed(?:y|ies|ied)",
+    r"|alleviat(?:e|es|ed|ing)|overcom(?:e|es|ing)|tackl(?:e|es|ed|ing)|remed(?:y|ies|ied)|reduc(?:e|es|ed|ing|tion)",
     re.I,
 )
 REMEDY_WORDS = ("解决", "防止", "避免", "缓解", "克服", "减少", "降低")
+
+
+def is_remedy_verb(word: str) -> bool:
+    """An English verb of remedy ("prevent", "reduces"): it asks how, whatever else the notes write it in
+    ("reduce_sum")."""
+    return _ENGLISH_REMEDY.fullmatch(word) is not None
 
 
 def attribute_translations(word: str) -> tuple[str, ...]:

@@ -16,7 +16,7 @@ import numpy as np
 
 from rag.aliases import AliasIndex
 from rag.answer.sentence_form import count_in_chinese
-from rag.answer_types import searched_attribute_names
+from rag.answer_types import REMEDY_WORDS, is_remedy_verb, question_types, searched_attribute_names
 from rag.chunk_merging import merge_adjacent
 from rag.config import Settings
 from rag.crosslingual import (
@@ -344,6 +344,16 @@ class Retriever:
             if attribute:
                 added = self.aliases.add_names(weighted, attribute, self.tokenizer, expansions)
                 expansions.append({"matched": word, "added": attribute, "tokens": added, "attribute": True})
+
+        # a verb of remedy ("How to prevent overfitting?"): the notes' own words for it ("能有效防止过拟合",
+        # "欠拟合的解决方法"), searched as a weak alias, whatever else the notes write the verb in ("reduce_sum");
+        # not when the question asks why something remedies ("Why does dropout reduce overfitting?")
+        asks_why = "cause" in question_types(query)
+        for word in [w for w, weight in weighted.items() if weight == 1.0 and is_remedy_verb(w) and not asks_why]:
+            remedies = [n for n in REMEDY_WORDS if self.index.has_term(n)]
+            if remedies:
+                added = self.aliases.add_names(weighted, remedies, self.tokenizer, expansions)
+                expansions.append({"matched": word, "added": remedies, "tokens": added, "attribute": True})
 
         # a count of parts the notes write in Chinese ("two main parts": 两个部分), searched as a weak alias too
         counted = list(count_in_chinese(query))

@@ -339,6 +339,27 @@ def test_an_english_attribute_word_is_searched_by_the_chinese_section_names(engi
     assert plain.hits[0].chunk.heading_path != ("DALL·E 2", "不足")
 
 
+def test_an_english_verb_of_remedy_is_searched_by_the_notes_words_for_a_fix(engine: Engine) -> None:
+    # "reduce" is a word of the notes only in code ("reduce_sum"): "How do you reduce overfitting?" was refused,
+    # and "How to fix underfitting?" opened with a sentence that merely names a remedy
+    for question, opening in (
+        ("How do you reduce overfitting?", "防止过拟合"),
+        ("How to prevent overfitting?", "防止过拟合"),
+        ("How to fix underfitting?", "欠拟合的解决方法"),
+    ):
+        result = engine.search(question, explain=True)
+        assert result.explanation is not None
+        searched = [item for item in result.explanation["expansions"] if item.get("attribute")]
+        assert len(searched) == 1 and {"解决", "防止"} <= set(searched[0]["added"]), question
+        assert all(result.explanation["weighted_query"][t] < 1.0 for t in searched[0]["tokens"])
+        answer = engine.ask(question)
+        assert not answer.refused and opening in answer.text.split("[")[0], question
+    # asked why something remedies, the question wants the cause, not a list of remedies
+    result = engine.search("Why does dropout reduce overfitting?", explain=True)
+    assert result.explanation is not None
+    assert not [item for item in result.explanation["expansions"] if item.get("attribute")]
+
+
 def test_an_english_count_of_parts_is_searched_as_the_notes_count_them(engine: Engine) -> None:
     assert count_in_chinese("What are the two main parts of the Transformer?") == ("两个部分", "两部分")
     assert count_in_chinese("What are its three steps?")[0] == "三个步骤" and count_in_chinese("What is BERT?") == ()

@@ -37,7 +37,7 @@ from rag.answer.reader_features import (
 from rag.answer.refusal_rules import lacks_figure, passages_naming, read_text, refusal_rule, subject_names
 from rag.answer.sentence_form import count_asked, list_lead_in
 from rag.answer.sentences import Sentence, sentence_run, split_passage, whole_sentence
-from rag.answer_types import DRAWBACK_NAMED, attribute_translations, searched_attribute_names
+from rag.answer_types import DRAWBACK_NAMED, attribute_translations, is_remedy_verb, searched_attribute_names
 from rag.question_subject import GENERIC, content_terms
 from rag.text import Tokenizer, fold_hyphens, is_cjk, known_words, normalize
 from rag.types import Chunk, Hit
@@ -262,7 +262,7 @@ class Reader:
         translated = {
             term: weight
             for word, weight in profile.words.items()
-            if not self.index.has_term(word)
+            if not self.index.has_term(word) or is_remedy_verb(word)
             for term in attribute_translations(word)
         }
         if not translated:
