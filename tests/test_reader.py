@@ -887,6 +887,7 @@ def test_an_instruction_is_refused_and_never_quoted(engine) -> None:
     [
         ("有什么缺点？", True), ("公式是什么？", True), ("原理是什么？", True), ("这个怎么算？", True),
         ("该怎么办呢", True), ("What are its drawbacks?", True), ("How does it work?", True),
+        ("怎么解决？", True), ("How to fix it?", True), ("如何减少过拟合？", False),
         # a term jieba cuts into characters, or of one character, is a subject
         ("什么是早停？", False), ("什么是熵？", False), ("LoRA 有什么缺点？", False), ("What is BERT?", False),
     ],

@@ -37,7 +37,13 @@ from rag.answer.reader_features import (
 from rag.answer.refusal_rules import lacks_figure, passages_naming, read_text, refusal_rule, subject_names
 from rag.answer.sentence_form import count_asked, list_lead_in
 from rag.answer.sentences import Sentence, sentence_run, split_passage, whole_sentence
-from rag.answer_types import DRAWBACK_NAMED, attribute_translations, is_remedy_verb, searched_attribute_names
+from rag.answer_types import (
+    DRAWBACK_NAMED,
+    REMEDY_WORDS,
+    attribute_translations,
+    is_remedy_verb,
+    searched_attribute_names,
+)
 from rag.question_subject import GENERIC, content_terms
 from rag.text import Tokenizer, fold_hyphens, is_cjk, known_words, normalize
 from rag.types import Chunk, Hit
@@ -437,10 +443,12 @@ _ASKING_CHARACTERS = frozenset("算办做用弄搞整该")
 
 
 def names_nothing(question: str, profile: QuestionProfile, tokenizer: Tokenizer) -> bool:
-    """Whether the question names no subject, only what it asks about one ("有什么缺点？", "原理是什么？", "What
-    are its drawbacks?"): no content word, and every own word the reader weighs is a generic ask."""
-    return not content_terms(question, tokenizer) and all(
-        word in GENERIC or word in _ASKING_CHARACTERS for word in profile.words
+    """Whether the question names no subject, only what it asks about one ("有什么缺点？", "原理是什么？", "怎么解决？",
+    "What are its drawbacks?"): every content word, and every own word the reader weighs, is a generic ask or a
+    word of remedy."""
+    return all(
+        word in GENERIC or word in _ASKING_CHARACTERS or word in REMEDY_WORDS or is_remedy_verb(word)
+        for word in [*content_terms(question, tokenizer), *profile.words]
     )
 
 
