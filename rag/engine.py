@@ -325,7 +325,8 @@ class Engine:
         resolved = resolve_question(question, history, state.generator, state.tokenizer, state.index)
         result, reading = self._read(state, resolved, top_k=top_k, mode=mode, explain=explain, rows=rows)
         if resolved != question:  # a follow-up asks for something new: what the last answer said gives way
-            reading = new_first(reading, next((t.content for t in reversed(history) if t.role == "assistant"), ""))
+            said = next((t.content for t in reversed(history) if t.role == "assistant"), "")
+            reading = new_first(reading, said, asked=question)
         timings = dict(result.timings)
         hits = result.hits[:top_k]
         if not reading.answerable or not hits:

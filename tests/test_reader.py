@@ -659,6 +659,11 @@ def test_a_count_the_question_names_brings_the_sentence_that_states_it_first(eng
     # asked again after an answer that listed them, the steps are still the answer
     reading = Reading(profile_question("What are RLHF's three steps?", {}, {}, []), ranked[::-1], groups, True, 0.9, 0.5)
     assert new_first(reading, f"{lead_in.text}[1]").best.sentence is lead_in
+    # ... and without a count ("What are its steps?" opened with the 作用 sentence); asked for more, they are not
+    uncounted = Reading(profile_question("What are RLHF's steps?", {}, {}, []), ranked[::-1], groups, True, 0.9, 0.5)
+    assert new_first(uncounted, f"{lead_in.text}[1]", asked="What are its steps?").best.sentence is lead_in
+    more = Reading(profile_question("RLHF 还有哪些步骤？", {}, {}, []), ranked[::-1], groups, True, 0.9, 0.5)
+    assert new_first(more, f"{lead_in.text}[1]", asked="还有哪些步骤？").best.sentence is effect
 
 
 def test_a_word_the_notes_never_use_counts_as_its_known_part(engine, reader: Reader) -> None:

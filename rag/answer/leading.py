@@ -15,7 +15,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from rag.answer.citations import strip_markers
-from rag.answer.sentence_form import count_asked, sibling_named, states_count, states_something
+from rag.answer.sentence_form import LEAD_IN, count_asked, sibling_named, states_count, states_something
 from rag.answer_types import states, states_drawback
 from rag.text import normalize
 
@@ -168,10 +168,15 @@ def translation_first(candidates: list[Candidate], names: Sequence[str]) -> list
     )
 
 
-def new_first(reading: Reading, said: str, lookahead: int = REPEAT_LOOKAHEAD) -> Reading:
+# "还有哪些区别？", "What else…": more than the last answer said
+_ASKS_MORE = re.compile(r"还有|另外|其他|其它|别的|\b(?:else|other|more)\b", re.I)
+
+
+def new_first(reading: Reading, said: str, asked: str = "", lookahead: int = REPEAT_LOOKAHEAD) -> Reading:
     """A follow-up's reading with the best sentence the previous answer did not already quote first (among the
     top `lookahead`): "第二步具体做什么？" asks for more than the step's line the last answer listed, and "那坏处呢？"
-    should not open with the sentence "有什么好处？" got. The verdict (answerable or not) is unchanged."""
+    should not open with the sentence "有什么好处？" got. A list asked for again, not for more of it (`asked`: the
+    follow-up as the user wrote it), is still the list the last answer led into. The verdict is unchanged."""
     said_text = normalize(strip_markers(said))
     if not reading.candidates or not said_text:
         return reading
@@ -181,8 +186,14 @@ def new_first(reading: Reading, said: str, lookahead: int = REPEAT_LOOKAHEAD) ->
         return len(text) >= 8 and text in said_text
 
     count = count_asked(reading.profile.text)
-    if not repeated(reading.candidates[0]) or (count and states_count(reading.candidates[0].sentence.text, count)):
-        # asked again for the three steps the last answer listed: they are still the answer
+    best = reading.candidates[0].sentence.text
+    if (
+        not repeated(reading.candidates[0])
+        or (count and states_count(best, count))
+        or ("list" in reading.profile.types and LEAD_IN.search(best) and not _ASKS_MORE.search(asked))
+    ):
+        # asked again for the three steps the last answer listed ("What are its steps?" after an answer that
+        # went "……按三个步骤分解：1. …"): they are still the answer
         return reading
     # far below the best, a sentence is new but no answer ("BPE 解决了什么问题？" after "什么是 BPE？": the last
     # answer quoted the BPE passage whole; an ALBERT sentence of another passage came next, 5 logits down)
