@@ -95,6 +95,9 @@ _ZH_ASK_FIRST = re.compile(
 _ZH_REMEDY_OF_IT = re.compile(r"(?:缓解|解决|避免|防止|改善|克服|减轻|抑制)(?:掉|了)?(?:吗|么|呢)?[\s?？。!！]*$")
 # "为什么要用正弦函数？", "为啥选 Adam？": asked of what uses it, the conversation's subject
 _ZH_WHY_USE = re.compile(r"^\s*(?:那么?)?\s*(?:为什么|为啥|为何)(?:要|会|还要|非要|偏要)?(?:用|使用|采用|选用|选择|选)")
+# Why it can do something, asked of what can: "为什么能缓解梯度消失？" after "什么是残差连接？" (not "为什么会过拟合？",
+# whose subject may be what happens)
+_ZH_WHY_CAN = re.compile(r"^\s*(?:那么?)?\s*(?:为什么|为啥|为何)(?:它)?(?:能够|能|可以)")
 # A verb and a degree with no subject: "设太高会怎样？", "调小一点呢？".
 _ZH_VERB_DEGREE = re.compile(r"^\s*[\u4e00-\u9fff]{1,2}(?:太|过于|得太)[高低大小多少快慢长短深浅]")
 _ZH_YES_NO = re.compile(r"[吗么][\s?？。!！]*$")
@@ -225,7 +228,8 @@ def looks_like_followup(question: str, tokenizer: Tokenizer) -> bool:
         return True
     if ZH_REFERENCE.match(_LEADING_THEN.sub("", text, count=1)):  # "它们各自适合什么任务？"
         return True
-    if _ZH_INSIDE_IT.search(text) or _ZH_WHY_USE.match(text):  # inside the subject, or why the subject uses it
+    if _ZH_INSIDE_IT.search(text) or _ZH_WHY_USE.match(text) or _ZH_WHY_CAN.match(text):
+        # inside the subject, or why the subject uses it or can do something
         return True
     if _ZH_IT_IN_CLAUSE.search(text) and not _ZH_IT_AFTER_AND.search(text):
         return True  # "为什么分类任务常用它？": 它 in the clause of a name cannot be that name

@@ -270,6 +270,9 @@ def test_standalone_question_is_unchanged(question: str, tokenizer: Tokenizer) -
         # why it uses a thing, asked with the user left out: the conversation's subject uses it
         ("什么是 Transformer 的位置编码？", "为什么要用正弦函数？", "Transformer 的位置编码 为什么要用正弦函数？"),
         ("什么是 SimCSE？", "那为啥要用 dropout？", "SimCSE 为啥要用 dropout？"),
+        # ... or why it can do something
+        ("什么是残差连接？", "为什么能缓解梯度消失？", "残差连接 为什么能缓解梯度消失？"),
+        ("什么是 Dropout？", "为什么可以防止过拟合？", "Dropout 为什么可以防止过拟合？"),
         ("混合精度训练是什么？", "会影响精度吗？", "混合精度训练 会影响精度吗？"),
         ("混合精度训练是什么？", "需要什么硬件？", "混合精度训练 需要什么硬件？"),
         ("CNN 的池化层有什么用？", "能不能去掉？", "CNN 的池化层 能不能去掉？"),
