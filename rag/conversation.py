@@ -211,7 +211,9 @@ def looks_like_followup(question: str, tokenizer: Tokenizer) -> bool:
     successor = find_successor(text)
     if successor is not None:
         rest = text[: successor.start()] + " " + text[successor.end() :]
-        opens = not text[: successor.start()].strip() and not text[successor.end() : successor.end() + 1].isalnum()
+        after = text[successor.end() : successor.end() + 1]
+        # it opens the question, not a longer Latin word ("v2x"); a Chinese word may follow ("第三代有什么变化？")
+        opens = not text[: successor.start()].strip() and not (after.isascii() and after.isalnum())
         if successor.group("ref") or opens or not content_terms(rest, tokenizer):  # "v2 版本改进了什么？": whose?
             return True
     continuation = _CONTINUATION_START.match(text)

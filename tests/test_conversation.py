@@ -206,6 +206,8 @@ def test_a_version_is_named_as_the_notes_write_it(tokenizer: Tokenizer) -> None:
 
     assert resolved("什么是 GPT？", "它的第二版有什么改进？") == "GPT-2 有什么改进？"
     assert resolved("DCN 是什么？", "它的第二版改了什么？") == "DCN-V2 改了什么？"
+    # opening the question, with a Chinese word after it ("第二代和" read as one word stood alone)
+    assert resolved("什么是 GPT？", "第二代和第一代比有什么改进？") == "GPT-2 和第一代比有什么改进？"
     assert resolved("What is GPT?", "What changed in its second version?") == "What changed in GPT-2?"
     # a version the notes never write is asked by one name, which the reader then finds nowhere
     assert resolved("ResNet 是什么结构？", "它的第二版改了什么？") == "ResNet-V2 改了什么？"
