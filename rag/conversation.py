@@ -116,6 +116,8 @@ _MAX_ZERO_SUBJECT_TERMS = 2
 _ZH_DEGREE_WORD = re.compile(r"^(?:越|更|最)")
 # An adjective with no noun after its 的: "常用的有哪几种？", "常见的是什么？"
 _ZH_COMMON_ONES = re.compile(r"^\s*(?:最|比较)?(?:常用|常见|主要|典型|流行|重要)的(?:有|是|包括|都有)")
+# ... or a modifier of the subject with no noun after its 的: "多头的有什么好处？" after "什么是注意力机制？"
+_ZH_MODIFIED_ONE = re.compile(r"^\s*[\u4e00-\u9fff]{1,3}的(?:有什么|有啥|有哪些|又有什么)")
 # A question whose whole subject is such a part or variant names whose it is not: "base 版本有多少参数？",
 # "量化版本有什么好处？", "How many parameters does the base version have?" ask about the conversation's subject's.
 _ZH_ASPECT_ONLY = re.compile(r"(?:[A-Za-z0-9][\w.+-]*\s*|(?:(?!的)[\u4e00-\u9fff]){1,4})(?:版本|版|部分|模块|变体|分支)")
@@ -134,7 +136,7 @@ def _asks_without_subject(text: str, content: Sequence[str], tokenizer: Tokenize
     named = [term for term in content if not _ZH_DEGREE_WORD.match(term)]  # 更好, 越大, 最快: degrees, not subjects
     if (_ZH_ASK_FIRST.match(text) or _ZH_YES_NO.search(text)) and (_bare(named) or not named):
         return True
-    if _ZH_COMMON_ONES.match(text):  # "常用的有哪几种？": which of the subject's kinds
+    if _ZH_COMMON_ONES.match(text) or _ZH_MODIFIED_ONE.match(text):  # "常用的有哪几种？": which of the subject's kinds
         return True
     if len(named) <= _MAX_ZERO_SUBJECT_TERMS and _opens_without_subject(text, tokenizer):
         return True

@@ -292,6 +292,7 @@ def test_standalone_question_is_unchanged(question: str, tokenizer: Tokenizer) -
         # a continuation naming its own subject is still a follow-up when it also points back
         ("Transformer 的位置编码是什么？", "那 RoPE 把它改成了什么形式？", "RoPE 把 Transformer 的位置编码改成了什么形式？"),
         ("交叉验证是什么？", "常用的有哪几种？", "交叉验证 常用的有哪几种？"),  # an adjective with no noun after 的
+        ("什么是注意力机制？", "多头的有什么好处？", "注意力机制 多头的有什么好处？"),  # any modifier with none
         ("What is perplexity?", "Is lower better?", "perplexity Is lower better?"),  # degrees of what?
         ("What is the CAP theorem?", "Which one is usually given up?", "CAP theorem Which one is usually given up?"),
         # a degree (更好, 最快) is what is asked, not a subject
