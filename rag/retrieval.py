@@ -348,12 +348,12 @@ class Retriever:
         # a verb of remedy ("How to prevent overfitting?"): the notes' own words for it ("能有效防止过拟合",
         # "欠拟合的解决方法"), searched as a weak alias, whatever else the notes write the verb in ("reduce_sum");
         # not when the question asks why something remedies ("Why does dropout reduce overfitting?")
-        asks_why = "cause" in question_types(query)
-        for word in [w for w, weight in weighted.items() if weight == 1.0 and is_remedy_verb(w) and not asks_why]:
+        remedy = next((w for w, weight in weighted.items() if weight == 1.0 and is_remedy_verb(w)), None)
+        if remedy is not None and "cause" not in question_types(query):
             remedies = [n for n in REMEDY_WORDS if self.index.has_term(n)]
             if remedies:
                 added = self.aliases.add_names(weighted, remedies, self.tokenizer, expansions)
-                expansions.append({"matched": word, "added": remedies, "tokens": added, "attribute": True})
+                expansions.append({"matched": remedy, "added": remedies, "tokens": added, "attribute": True})
 
         # a count of parts the notes write in Chinese ("two main parts": 两个部分), searched as a weak alias too
         counted = list(count_in_chinese(query))

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from importlib import resources
@@ -446,10 +446,11 @@ def names_nothing(question: str, profile: QuestionProfile, tokenizer: Tokenizer)
     """Whether the question names no subject, only what it asks about one ("有什么缺点？", "原理是什么？", "怎么解决？",
     "What are its drawbacks?"): every content word, and every own word the reader weighs, is a generic ask or a
     word of remedy."""
-    return all(
-        word in GENERIC or word in _ASKING_CHARACTERS or word in REMEDY_WORDS or is_remedy_verb(word)
-        for word in [*content_terms(question, tokenizer), *profile.words]
-    )
+    def asks_only(words: Iterable[str]) -> bool:
+        return all(w in GENERIC or w in _ASKING_CHARACTERS or w in REMEDY_WORDS or is_remedy_verb(w) for w in words)
+
+    # the profile's words first: most questions name something there, and the jieba cut is then not needed
+    return asks_only(profile.words) and asks_only(content_terms(question, tokenizer))
 
 
 def reader_texts(chunks: Sequence[Chunk]) -> list[str]:

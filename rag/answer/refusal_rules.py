@@ -217,6 +217,9 @@ def name_only_inside(question: str, read: str) -> tuple[str, str] | None:
 
 
 def _only_inside(latin: str, rest: str, read: str, *, within_words: bool = True) -> tuple[str, str] | None:
+    """(`latin`, a compound holding it) when `read` writes the name only in hyphenated names ("zero-shot"), or,
+    `within_words`, inside a longer word ("rezero"); None when it writes it alone, with its version, or as
+    `latin` + `rest` (the Chinese after it in the question: "cap理论")."""
     name = normalize(latin)
     if rest and name + rest in re.sub(r"\s+", "", read):
         return None  # "cap理论", as the question writes it
