@@ -1474,3 +1474,32 @@ def test_a_supporting_clause_ending_in_a_semicolon_brings_the_clause_that_goes_o
     profile = profile_question("GRU 有哪两个门？", {"gru": 3.0, "门": 1.0}, {}, ["gru", "门"])
     texts = [s.text for s in compose(Reading(profile, candidates, [group], True, 0.9, 0.5), 1, max_chars=600)[0]]
     assert texts[0] == reset.text and merged.text in texts  # scored far below, it still completes its clause
+
+
+def test_a_supporting_sentence_comes_from_the_outline_item_the_best_sentence_is_under() -> None:
+    text = (
+        "1. 深度神经网络（DNNs）\n    具有多个隐藏层的神经网络，通常用于处理复杂的非线性关系。\n"
+        "    包括多层感知机（MLPs）和卷积神经网络（CNNs）。\n"
+        "2. 图神经网络（GNNs）\n    一种基于图结构的深度学习模型，专门用于处理图数据。适用于处理图结构数据，如社交网络、知识图谱等。\n"
+    )
+    group = split_passage(0, hit(text, heading=("模型架构分类",)))
+
+    def sentence(prefix: str):
+        return next(s for s in group if s.text.startswith(prefix))
+
+    best, hidden, listed, same = sentence("适用于"), sentence("具有多个"), sentence("包括多层"), sentence("一种基于")
+    candidates = [Candidate(best, {}, 5.0), Candidate(hidden, {}, 4.5), Candidate(listed, {}, 4.4), Candidate(same, {}, 4.0)]
+    profile = profile_question("图神经网络适合处理什么数据？", {"图神经网络": 4.0, "数据": 1.0}, {}, ["图神经网络", "数据"])
+    texts = [s.text for s in compose(Reading(profile, candidates, [group], True, 0.9, 0.5), 1, max_chars=600)[0]]
+    # the item's other sentence completes the answer; the DNN item's, rated higher, say nothing of GNNs
+    assert same.text in texts and hidden.text not in texts and listed.text not in texts
+
+
+def test_a_line_of_code_opens_only_an_answer_to_how() -> None:
+    group = split_passage(0, hit("池化把特征图压缩成更小的特征描述。\n```\nx_max = layers.GlobalMaxPooling2D()(inputs)\n```\n"))
+    code, prose = next(s for s in group if s.kind == "code"), group[0]
+    ranked = [Candidate(code, {}, 5.0), Candidate(prose, {}, 4.0)]
+    assert leading_first(ranked, (), asks_list=False, takes_code=False)[0].sentence is prose
+    assert leading_first(ranked, (), asks_list=False, takes_code=True)[0].sentence is code
+    far = [Candidate(code, {}, 5.0), Candidate(prose, {}, 2.0)]  # prose far below: the notes' code is what they say
+    assert leading_first(far, (), asks_list=False, takes_code=False)[0].sentence is code

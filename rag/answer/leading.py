@@ -26,6 +26,7 @@ NAMING_MARGIN = 1.0  # logit units: a passage naming the question's subject this
 # logit units: the best sentence states no drawback the question asks for; one that does this close leads (else
 # `refusal_rules` refuses: an answer naming no shortcoming is not one)
 DRAWBACK_MARGIN = 2.0
+CODE_MARGIN = 2.0  # logit units: prose this close to a best line of code answers a question that asks no how
 # logit units: no sentence the answer would quote gives the figure the question insists on; one that does this
 # close leads (else `refusal_rules` refuses)
 FIGURE_LEAD_MARGIN = 2.0
@@ -55,11 +56,13 @@ def leading_first(
     asks_compare: bool = False,
     lead_in: Callable[[Candidate], str] = lambda candidate: "",
     asks_drawback: bool = False,
+    takes_code: bool = True,
 ) -> list[Candidate]:
     """The ranked candidates with what may lead an answer first (`candidates` sorted best first); `count`: the
     number of parts the question names, if any; `subject`: the question's subject words (normalized), asked in
     `question`; `is_word`: whether the notes index a string as a word; `lead_in`: the line a candidate's list
-    hangs from (`list_lead_in`); `asks_drawback`: the question names a drawback ("缺点", "limitations")."""
+    hangs from (`list_lead_in`); `asks_drawback`: the question names a drawback ("缺点", "limitations");
+    `takes_code`: the question asks how, or for a formula, which a line of code may answer."""
     if not candidates:
         return candidates
     if asks_list and count and not states_count(candidates[0].sentence.text, count):
@@ -99,6 +102,9 @@ def leading_first(
         # that does is rated close: the passages that name it answer first. Far below, the name is context
         # ("NumPy" of "What is broadcasting in NumPy?") and the best passage answers.
         candidates = sorted(candidates, key=lambda c: c.passage not in naming)
+    if not takes_code and candidates[0].sentence.kind == "code":
+        # "What is pooling?" is not answered by "x_max = layers.GlobalMaxPooling2D()(inputs)": code shows how
+        candidates = _close_first(candidates, lambda c: c.sentence.kind != "code", margin=CODE_MARGIN)
     if not asks_list and not states_something(candidates[0].sentence.text, candidates[0].features):
         # a title or a line of names ("Temperature Sampling") answers no question but a list's: the best
         # sentence that states something comes first

@@ -316,6 +316,7 @@ class Reader:
             question=normalize(question), is_word=self.index.has_term, asks_compare="compare" in profile.types,
             lead_in=lambda c: list_lead_in(sentences[c.passage], c.sentence),
             asks_drawback=DRAWBACK_NAMED.search(question) is not None,
+            takes_code=bool(profile.types & {"formula", "how"}),
         )
         if lacks_figure(question, profile, candidates, sentences):  # else refused below, for want of a figure
             candidates = figure_first(candidates)

@@ -114,6 +114,16 @@ def _between_is_clean(group: Sequence[Sentence], a: int, b: int) -> bool:
     return not any(is_instruction(s.text) for s in group[lo + 1 : hi])
 
 
+def _other_section(group: Sequence[Sentence], s: Sentence, best: Sentence) -> bool:
+    """Whether `s`, a sentence of prose (no list item), stands under another heading of the passage than `best`:
+    the text under "1. 深度神经网络" says nothing of "3. 图神经网络", the item of an outline `best` is under."""
+    return not s.bullet and _heading_above(group, s.pos) != _heading_above(group, best.pos)
+
+
+def _heading_above(group: Sequence[Sentence], pos: int) -> int:
+    return next((i for i in range(pos, -1, -1) if group[i].kind == "heading"), -1)
+
+
 def compose(reading: Reading, n_passages: int, *, max_chars: int) -> tuple[list[Sentence], str | None]:
     """The sentences of the extractive answer and a note for an asked type the notes do not give.
 
@@ -236,7 +246,7 @@ def _support(
             continue
         if c.features.get("title_like") or used + len(s.text) + 4 > max_chars:
             continue
-        if not _between_is_clean(group, s.pos, best.sentence.pos):
+        if not _between_is_clean(group, s.pos, best.sentence.pos) or _other_section(group, s, best.sentence):
             continue
         # the notes say it twice: quote it once (pieces a line break cut read as one text)
         if repeats(s.text, "".join(q.text for q in [*chosen, *out])):
