@@ -1123,6 +1123,9 @@ def test_a_line_that_only_names_things_is_an_enumeration() -> None:
     assert is_enumeration("1. PEFT、SFT、RM、RLHF、大模型微调、、DeepSpeed、Megatron-LM")
     # clauses split by commas are a sentence, however short each is
     assert not is_enumeration("假设信号的长度是n,卷积核大小是m,则结果长度为n-m+1;")
+    # a clause, then the examples it names: a statement; a bare name before them is still a line of names
+    assert not is_enumeration("适用于处理图结构数据，如社交网络、知识图谱等。")
+    assert is_enumeration("激活函数，如 relu、sigmoid、tanh")
 
 
 def test_what_states_something_is_a_pure_form_check() -> None:

@@ -17,6 +17,8 @@ TITLE_CHARS = 30  # a line without punctuation this long or shorter reads as a t
 # "A、B、C、D" or "a, b, c, d": a line that only names things (a tag list, a table of contents) states nothing.
 _ENUM_SPLIT = re.compile(r"[、,，/|；;]")
 _ENUM_BREAK = re.compile(r"[。：:？?！!]")
+# a clause, then its examples: "适用于处理图结构数据，如社交网络、知识图谱等" states something and names examples
+_CLAUSE_THEN_EXAMPLES = re.compile(r"^[^，,、；;]{6,}[，,]\s*(?:如|例如|比如|诸如|such as|e\.g\.|including)", re.I)
 LEAD_IN = re.compile(r"[：:]\s*$|如下[。：:]?\s*$")  # a line that introduces what follows ("分为两部分：")
 ITEM_NUMBER = re.compile(r"^\s*(\d{1,2})\s*[.、．)）]\s*")  # "3. " opening a numbered line, and its number
 # A sentence opening with a demonstrative leans on the one before it ("这种方式称为 full").
@@ -38,6 +40,7 @@ def is_enumeration(text: str) -> bool:
         len(items) >= 3
         and all(len(t) <= _item_limit(t) and not _CLAUSE_WORD.search(t) for t in items)
         and not _ENUM_BREAK.search(text[:-1])
+        and not _CLAUSE_THEN_EXAMPLES.match(text)
     )
 
 
