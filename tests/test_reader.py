@@ -173,7 +173,8 @@ def test_an_english_term_asked_to_be_defined_must_be_spelled_or_named_in_chinese
     # spelled in the notes, or named in Chinese by the glossary, the bridge, a gloss or a half-Chinese name
     for question in ("What is knowledge distillation?", "What is the discount factor?", "What is the CAP theorem?",
                      "What is instruction tuning?", "What is in-context learning?", "What is length extrapolation?",
-                     "What is the sigmoid function?", "What is the attention mechanism?"):  # the notes' sigmoid 函数
+                     "What is the sigmoid function?", "What is the attention mechanism?",  # the notes' sigmoid 函数
+                     "What is an out-of-vocabulary word?", "What is a few-shot prompt?"):  # a hyphenated name they spell
         assert not engine.ask(question).refused, question
 
 

@@ -270,6 +270,8 @@ def _unnamed_english_term(
         return ""  # "broadcasting in NumPy", "disadvantages of ReLU": a question about a name, not one name
     if singular(words[-1]) in KIND_WORDS and spelled_as_one(words[:-1]).search(read):
         return ""  # "sigmoid function": the notes' sigmoid, whatever word they use for its kind (函数)
+    if len(words) == 2 and "-" in words[0] and spelled_as_one(words[:1]).search(read):
+        return ""  # "out-of-vocabulary word", "zero-shot learning": the hyphenated name is what it is about
     forms = [*phrase_forms.get(term, ()), *(f for w in words for f in name_forms.get(w, ()) if is_cjk(f))]
     return "" if any(form in read for form in forms) else match.group("t")
 
