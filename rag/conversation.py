@@ -109,8 +109,9 @@ _ZH_ZERO_SUBJECT = re.compile(
 )
 # A bare modal drops the subject in a yes/no question ("会影响精度吗？") or one that asks what it needs or suits
 # ("需要什么硬件？"); "应该怎么设置学习率？" asks how to do something and stands alone.
-_ZH_MODAL = re.compile(r"\s*(?:能用|可以用|会|能|可以|需要|应该|该|适合|适用于|用于|用在)")
-_ZH_ASKS_WHAT = re.compile(r"什么|哪些|哪种|哪个|多少|多大")
+# ... and so does a verb of parts ("分为哪两类？", "包括哪几部分？", "由什么组成？"): parts of the subject
+_ZH_MODAL = re.compile(r"\s*(?:能用|可以用|会|能|可以|需要|应该|该|适合|适用于|用于|用在|分为|分成|包括|包含|由)")
+_ZH_ASKS_WHAT = re.compile(r"什么|哪些|哪种|哪个|哪几|哪[两二三四五六七八九十]|多少|多大")
 _ZH_MORE_THE_MORE = re.compile(r"\s*越[^，,。？?]{1,6}越")
 _MAX_ZERO_SUBJECT_TERMS = 2
 _ZH_DEGREE_WORD = re.compile(r"^(?:越|更|最)")

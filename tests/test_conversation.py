@@ -277,6 +277,10 @@ def test_standalone_question_is_unchanged(question: str, tokenizer: Tokenizer) -
         ("什么是 Dropout？", "为什么可以防止过拟合？", "Dropout 为什么可以防止过拟合？"),
         ("混合精度训练是什么？", "会影响精度吗？", "混合精度训练 会影响精度吗？"),
         ("混合精度训练是什么？", "需要什么硬件？", "混合精度训练 需要什么硬件？"),
+        # ... or a verb of parts: the parts are the subject's
+        ("联合抽取方法是什么？", "分为哪两类？", "联合抽取方法 分为哪两类？"),
+        ("什么是 Transformer？", "由什么组成？", "Transformer 由什么组成？"),
+        ("什么是 RLHF？", "包含哪几个步骤？", "RLHF 包含哪几个步骤？"),
         ("CNN 的池化层有什么用？", "能不能去掉？", "CNN 的池化层 能不能去掉？"),
         ("CNN 是什么？", "能用在 NLP 上吗？", "CNN 能用在 NLP 上吗？"),
         ("什么是梯度爆炸？", "一般怎么检测？", "梯度爆炸 一般怎么检测？"),
