@@ -23,6 +23,13 @@ _ORDINAL_VALUES = {"一": 1, "二": 2, "两": 2, "三": 3, "四": 4, "五": 5, "
 # A numbered line of an answer ("2. 聚合问答数据并训练一个奖励模型；[1]", its markers stripped).
 _NUMBERED_LINE = re.compile(r"^\s*(?:[-*+•]\s*)?(?:(?P<n>\d{1,2})\s*[.、．)）]|[（(](?P<p>\d{1,2})[)）])\s*(?P<item>\S.*)$")
 MAX_ITEM_CHARS = 60
+# A list written inline after what divides it ("主要分为两个流派，基于参数共享和基于标注策略两类。", "包括：A、B、C"):
+# its items run to the end of the clause, joined by 、 / 和 / 与 / 及, the count of kinds after the last dropped.
+_INLINE_LIST = re.compile(
+    r"(?:分为|分成|包括|包含|有)(?:[^。；;：:，,]{0,12}[：:，,]|[两二三四五六七八九十\d]{1,2}\s*(?:个|类|种))\s*(?P<items>[^。；;：:]+)"
+)
+_ITEM_JOIN = re.compile(r"\s*(?:、|，|,|以及|和|与|及)\s*")
+_KINDS_AFTER = re.compile(r"\s*(?:这)?[两二三四五六七八九十\d]{1,2}\s*(?:个|类|种|部分|大类|方面)\S{0,4}$")
 
 
 def asks_for_item(text: str) -> bool:
@@ -31,13 +38,18 @@ def asks_for_item(text: str) -> bool:
 
 
 def answer_item(answer: str, n: int) -> str | None:
-    """Item n of the numbered list in an answer, without its number, markers and closing punctuation."""
+    """Item n of the numbered list in an answer, without its number, markers and closing punctuation; else of
+    the first list it writes inline ("分为两类：A 和 B")."""
     for line in answer.splitlines():
         match = _NUMBERED_LINE.match(strip_markers(line))
         if match and int(match.group("n") or match.group("p")) == n:
             item = match.group("item").strip().rstrip("；;。.，,：:").strip()
             return item[:MAX_ITEM_CHARS] if item else None
-    return None
+    inline = _INLINE_LIST.search(strip_markers(answer))
+    if inline is None:
+        return None
+    items = [i for i in _ITEM_JOIN.split(_KINDS_AFTER.sub("", inline.group("items").strip())) if i]
+    return items[n - 1][:MAX_ITEM_CHARS] if len(items) >= max(2, n) else None
 
 
 def resolve_ordinal(text: str, subject: str, answer: str) -> str | None:

@@ -43,6 +43,8 @@ END_MARKS = " \t\r\n?？。.!！"
 MAX_PARSE_CHARS = 200
 
 QUESTION_WORD = re.compile(r"什么|怎么|怎样|为什么|为何|为啥|哪|吗|如何|多少|几|啥|\b(?:why|how|what|which|when|where|who)\b", re.I)
+# A count of things ("两个", "三种"): how many, not of what
+_COUNT_WORD = re.compile(r"[一二两三四五六七八九十]+(?:个|种|类|项|条|点|步|层|部分)?")
 
 # Words that ask *about* a subject without naming one: "缺点", "原理", "example"...
 GENERIC = word_set(
@@ -116,8 +118,8 @@ def content_terms(text: str, tokenizer: Tokenizer) -> list[str]:
     for word in tokenizer.words(text):
         if word in GENERIC or ZH_REFERENCE.fullmatch(word) or EN_REFERENCE.fullmatch(word):
             continue
-        if is_cjk(word) and QUESTION_WORD.search(word):  # 哪几个, 几层, 为什么: what is asked, not about what
-            continue
+        if is_cjk(word) and (QUESTION_WORD.search(word) or _COUNT_WORD.fullmatch(word)):
+            continue  # 哪几个, 几层, 为什么: what is asked, not about what; 两个: how many
         if len(word) == 1 and not word.isascii():
             continue  # single CJK characters are too vague to carry a topic
         if word not in terms:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from rag.conversation import continues_conversation, looks_like_followup, resolve_followup
+from rag.ordinals import answer_item
 from rag.question_subject import question_subject
 from rag.successors import versioned_names
 from rag.text import Tokenizer
@@ -412,6 +413,22 @@ def test_an_ordinal_is_replaced_by_that_item_of_the_previous_answers_list(tokeni
     assert resolve_followup("What happens in the first step?", steps, tokenizer) == "What happens in RLHF 预训练一个语言模型 (LM)?"
     # an item the list does not have: the ordinal stays, with the subject
     assert resolve_followup("第五步呢？", steps, tokenizer) == "RLHF 第五步呢？"
+
+
+def test_an_ordinal_counts_in_a_list_written_inline_or_in_the_answer_before(tokenizer: Tokenizer) -> None:
+    kinds = conversation(
+        "联合抽取方法分为哪两类？", "Joint Method主要分为两个流派，基于参数共享和基于标注策略两类。[1]"
+    )
+    assert resolve_followup("第二类是怎么做的？", kinds, tokenizer) == "联合抽取方法基于标注策略是怎么做的？"
+    assert answer_item("按量化过程中是否需要进行训练可分为两类PTQ和QAT。[1]", 2) == "QAT"
+    assert answer_item("深度学习框架通常包括：自动微分、优化器、可视化。", 3) == "可视化"
+    assert answer_item("模型越大，效果越好。", 1) is None  # no list
+    # the answer just given is about the first kind; the list is in the one before
+    later = [*conversation("量化分为哪两类？", "按量化过程中是否需要进行训练可分为两类PTQ和QAT。[1]"),
+             *conversation("第一类是什么？", "PTQ, 顾名思义，就是在模型训练后做的量化。[1]")]
+    assert resolve_followup("第二种呢？", later, tokenizer) == "量化 QAT 呢？"
+    # a count is no subject: "有哪两个门？" asks about the conversation's
+    assert resolve_followup("有哪两个门？", conversation("什么是 GRU？", "GRU是LSTM结构的变式。[1]"), tokenizer) == "GRU 有哪两个门？"
 
 
 DISTILLATION = conversation(
