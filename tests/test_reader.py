@@ -34,6 +34,7 @@ from rag.answer.reader_features import (
 )
 from rag.answer.refusal_rules import name_only_inside, passages_naming, refusal_rule, subject_names
 from rag.answer.sentence_form import (
+    compound_sibling,
     count_asked,
     is_enumeration,
     is_link,
@@ -1507,3 +1508,20 @@ def test_a_line_of_code_opens_only_an_answer_to_how() -> None:
     assert leading_first(ranked, (), asks_list=False, takes_code=True)[0].sentence is code
     far = [Candidate(code, {}, 5.0), Candidate(prose, {}, 2.0)]  # prose far below: the notes' code is what they say
     assert leading_first(far, (), asks_list=False, takes_code=False)[0].sentence is code
+
+
+def test_a_sentence_about_a_compound_with_another_modifier_gives_way_to_one_about_the_questions() -> None:
+    words = {"动作", "状态", "价值", "函数", "不是", "回归", "训练", "测试", "数据", "部分", "连接", "组成"}.__contains__
+    question, subject = "动作价值函数是怎么定义的？", {"动作": 4.6, "价值": 4.0}
+    assert compound_sibling(question, "状态价值函数：定义为从状态 s 出发的期望回报", words, subject) == ("状态价值", "动作价值")
+    assert compound_sibling("训练数据怎么准备？", "测试数据用于评估模型。", words, {"训练", "数据"}) == ("测试数据", "训练数据")
+    assert compound_sibling(question, "动作价值函数：执行动作 a 得到的期望回报；状态价值函数……", words, subject) is None
+    # 不是 names no kind; 部分 of "由哪些部分组成" is not what the question is about
+    assert compound_sibling("逻辑回归算分类还是回归？", "logreg 是一种分类算法，而不是回归算法。", words, {"逻辑", "回归"}) is None
+    assert compound_sibling("编码器由哪些部分组成？", "即由编码组件和它们之间的连接组成。", words, {"编码器"}) is None
+    group = split_passage(0, hit("3. 动作价值函数：执行动作 a 得到的期望回报\n4. 状态价值函数：定义为从状态 s 出发的期望回报\n"))
+    action, state = group[0], group[1]
+    ranked = [Candidate(state, {}, 5.0), Candidate(action, {}, 4.0)]
+    assert leading_first(ranked, (), asks_list=False, subject=subject, question=question, is_word=words)[0].sentence is action
+    far = [Candidate(state, {}, 9.0), Candidate(action, {}, 4.0)]  # rated far below, it does not lead
+    assert leading_first(far, (), asks_list=False, subject=subject, question=question, is_word=words)[0].sentence is state

@@ -15,7 +15,14 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from rag.answer.citations import strip_markers
-from rag.answer.sentence_form import LEAD_IN, count_asked, sibling_named, states_count, states_something
+from rag.answer.sentence_form import (
+    LEAD_IN,
+    compound_sibling,
+    count_asked,
+    sibling_named,
+    states_count,
+    states_something,
+)
 from rag.answer_types import states, states_drawback
 from rag.text import normalize
 
@@ -94,6 +101,14 @@ def leading_first(
         candidates = _close_first(
             candidates,
             lambda c: all(t in normalize(c.sentence.text) for t in siblings) and states_something(c.sentence.text, c.features),
+            margin=SIBLING_MARGIN,
+        )
+    compound = compound_sibling(question, said, is_word, subject)
+    if compound is not None:
+        # "状态价值函数：定义为……" for "动作价值函数是怎么定义的？": one close to it that names 动作价值函数 comes first
+        candidates = _close_first(
+            candidates,
+            lambda c: compound[1] in normalize(c.sentence.text) and states_something(c.sentence.text, c.features),
             margin=SIBLING_MARGIN,
         )
     named_best = max((c.score for c in candidates if c.passage in naming), default=None)

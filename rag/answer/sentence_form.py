@@ -4,7 +4,7 @@ and the counts and names it holds ("按三个步骤分解", "欠拟合" beside �
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from rag.text import CJK_CHARS, is_cjk
@@ -119,6 +119,8 @@ def states_count(text: str, n: int) -> bool:
 
 # Characters that join words rather than name a thing: "让人类对模型生成" speaks of 模型, not of a sibling "对模型"
 _FUNCTION_CHARS = frozenset("的了对把被给让用从在与和及或是这那该此其各每某")
+_MAX_HEAD = 6  # characters of the head a compound's modifier names a kind of
+_NO_MODIFIER = _FUNCTION_CHARS | frozenset("不没非也都就还很最更")  # characters of no modifier that names a kind
 
 
 def sibling_named(text: str, term: str, is_word: Callable[[str], bool]) -> str | None:
@@ -139,6 +141,41 @@ def sibling_named(text: str, term: str, is_word: Callable[[str], bool]) -> str |
         ):
             return word
     return None
+
+
+def compound_sibling(
+    question: str, text: str, is_word: Callable[[str], bool], subject: Collection[str]
+) -> tuple[str, str] | None:
+    """(sibling, own) when the sentence names a sibling of a compound the question names: the same head with
+    another modifier ("状态价值函数" for 动作价值函数, "测试数据" for 训练数据), and never the question's own. The
+    question's modifier is one of its `subject` words ("部分" of "由哪些部分组成" is none); the modifiers are words
+    (`is_word`) of two or three characters; the head, a word or two, is what they share. None otherwise."""
+    for i in range(len(question)):
+        for size in (2, 3):
+            own_modifier = question[i : i + size]
+            if own_modifier not in subject or not all(is_cjk(ch) and ch not in _NO_MODIFIER for ch in own_modifier):
+                continue
+            for end in range(i + size + 2, min(len(question), i + size + _MAX_HEAD) + 1):
+                head = question[i + size : end]
+                if not all(map(is_cjk, head)) or head[-1] in _FUNCTION_CHARS or not _one_or_two_words(head, is_word):
+                    continue
+                if own_modifier + head in text:
+                    return None  # the sentence names it
+                for found in re.finditer(re.escape(head), text):
+                    modifier = text[max(0, found.start() - size) : found.start()]
+                    if (
+                        len(modifier) == size
+                        and modifier != own_modifier
+                        and all(is_cjk(ch) and ch not in _NO_MODIFIER for ch in modifier)  # "不是回归" is no kind
+                        and is_word(modifier)
+                        and modifier + head not in question
+                    ):
+                        return modifier + head, own_modifier + head
+    return None
+
+
+def _one_or_two_words(text: str, is_word: Callable[[str], bool]) -> bool:
+    return is_word(text) or any(is_word(text[:k]) and is_word(text[k:]) for k in range(2, len(text) - 1))
 
 
 def _item_limit(item: str) -> int:
