@@ -36,7 +36,7 @@ from rag.types import Chunk, Document, SkippedFile
 log = logging.getLogger(__name__)
 
 # Bump when tokenization, chunking or the stored glossary change meaning, so an old index is rebuilt rather than mixed.
-PIPELINE_VERSION = 4  # 2: plural-tolerant glossary matching, bridge term vectors; 3-4: reader sentence vectors
+PIPELINE_VERSION = 5  # 2: plural-tolerant glossary matching, bridge term vectors; 3-4: reader sentence vectors; 5: numbered list items quoted
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 StageHook = Callable[[str], None]  # called on entering each stage; tests use it to inject faults

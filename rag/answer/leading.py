@@ -64,12 +64,14 @@ def leading_first(
     lead_in: Callable[[Candidate], str] = lambda candidate: "",
     asks_drawback: bool = False,
     takes_code: bool = True,
+    translated: Collection[str] = (),
 ) -> list[Candidate]:
     """The ranked candidates with what may lead an answer first (`candidates` sorted best first); `count`: the
     number of parts the question names, if any; `subject`: the question's subject words (normalized), asked in
     `question`; `is_word`: whether the notes index a string as a word; `lead_in`: the line a candidate's list
     hangs from (`list_lead_in`); `asks_drawback`: the question names a drawback ("缺点", "limitations");
-    `takes_code`: the question asks how, or for a formula, which a line of code may answer."""
+    `takes_code`: the question asks how, or for a formula, which a line of code may answer; `translated`: the
+    Chinese names an English question's words were searched by ("overfitting": 过拟合), whose siblings count too."""
     if not candidates:
         return candidates
     if asks_list and count and not states_count(candidates[0].sentence.text, count):
@@ -94,13 +96,15 @@ def leading_first(
     # a sibling the question names itself ("硬标签和软标签有什么不同？") is no other entity
     # the line a list item hangs from says whose list it is ("导致欠拟合的原因：" above "2、特征项不够……")
     said = normalize(f"{lead_in(candidates[0])} {candidates[0].sentence.text}")
-    named = {t: sibling_named(said, t, is_word) for t in subject}
+    named = {t: sibling_named(said, t, is_word) for t in [*subject, *translated]}
     siblings = [t for t, word in named.items() if word and word not in question]
     if siblings:
-        # "欠拟合的解决方法：" for "过拟合怎么解决？": a sentence close to it that names the subject itself comes first
+        # "欠拟合的解决方法：" for "过拟合怎么解决？": a sentence close to it that names the subject itself (or whose
+        # list's line does: "过拟合的解决方法：" above "1、获取更多的训练数据") comes first
         candidates = _close_first(
             candidates,
-            lambda c: all(t in normalize(c.sentence.text) for t in siblings) and states_something(c.sentence.text, c.features),
+            lambda c: all(t in normalize(f"{lead_in(c)} {c.sentence.text}") for t in siblings)
+            and states_something(c.sentence.text, c.features),
             margin=SIBLING_MARGIN,
         )
     compound = compound_sibling(question, said, is_word, subject)

@@ -317,6 +317,7 @@ class Reader:
             lead_in=lambda c: list_lead_in(sentences[c.passage], c.sentence),
             asks_drawback=DRAWBACK_NAMED.search(question) is not None,
             takes_code=bool(profile.types & {"formula", "how"}),
+            translated=[t for t in profile.expansions if is_cjk(t)] if profile.no_chinese else (),
         )
         if lacks_figure(question, profile, candidates, sentences):  # else refused below, for want of a figure
             candidates = figure_first(candidates)

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 from rag.aliases import KIND_WORDS
 from rag.answer.reader_features import QuestionProfile
-from rag.answer.sentence_form import ITEM_NUMBER
+from rag.answer.sentence_form import ITEM_NUMBER, states_something
 from rag.answer.sentences import Sentence
 from rag.answer_types import (
     DRAWBACK_NAMED,
@@ -74,6 +74,8 @@ _LATIN_THEN_CJK = re.compile(rf"(?P<latin>[A-Za-z][A-Za-z0-9.]*)\s*(?P<cjk>[{CJK
 # a Latin name typed in a Chinese question, whole ("ZeRO", "zero-shot", "GPT-2"), and the Chinese after it
 _TYPED_LATIN = re.compile(rf"(?<![A-Za-z0-9.\-])(?P<latin>[A-Za-z][A-Za-z0-9.]*(?:-[A-Za-z0-9.]+)*)\s*(?P<cjk>[{CJK_CHARS}]{{0,4}})")
 MIN_INSIDE_NAME = 3
+# a question asking which things there are, which a list of bare names answers ("有哪些办法？", "分为哪几类？")
+_NAMES_ASKED = re.compile(r"哪些|哪几|哪[两二三四五六七八九十]|分为|分成|包括|包含|列举|\bwhich\b|\blist\b", re.I)
 FIGURE_MARGIN = 2.5  # logit units: sentences this close to the best are what an answer quotes besides it
 
 
@@ -138,8 +140,9 @@ def refusal_rule(
     if candidates and names and not naming:
         written = re.search(re.escape(names[0]), question, re.I)  # as the question spells it ("GAN")
         return f"no passage read names {written.group(0) if written else names[0]}, what the question is about"
-    if candidates and names and naming and not any(c.passage in naming for c in candidates):
-        # "# Elasticsearch" over an outline of headings: the sentences read are all about something else
+    if candidates and names and naming and not any(c.passage in naming and _says(c, question) for c in candidates):
+        # "# Elasticsearch" over an outline of headings, or of bare names ("1. 倒排索引"), which answer only a
+        # question asking for a list: the sentences read are all about something else
         written = re.search(re.escape(names[0]), question, re.I)
         return f"the notes name {written.group(0) if written else names[0]} only in headings, with no sentence under them"
     if (
@@ -310,6 +313,12 @@ def _sibling_phrase(
             if match.group(1) != first and match.group(1) not in STOPWORDS and sibling not in text:
                 return sibling, phrase
     return None
+
+
+def _says(c: Candidate, question: str) -> bool:
+    """Whether a candidate says something the question may ask: a statement, or any line when it asks which
+    things there are ("讲了哪些内容？", "分为哪几类？"), which bare names answer."""
+    return _NAMES_ASKED.search(question) is not None or states_something(c.sentence.text, c.features)
 
 
 def subject_names(question: str, profile: QuestionProfile, known: str = "") -> list[str]:

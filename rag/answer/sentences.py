@@ -29,6 +29,8 @@ _TITLE_LINE = re.compile(r"^\d{1,2}(?:\.\d{1,2})*\.?\s+[^，,。；;：:！？!?
 _GLOSS = re.compile(r"[（(][^（()）:/]*[)）]")
 _CITE_LIKE = re.compile(r"[\[［【]\s*\d+\s*[\]］】]")
 MEANINGFUL = re.compile(f"[{CJK_CHARS}A-Za-z0-9]")
+# the number opening a list item's line ("3. ", "3、"), not a section's ("2.1 ")
+_ITEM_NUMBER = re.compile(r"^(\d{1,2})(?:\s*[.、．)）](?!\d)|\s+)")
 LIST_ITEM = re.compile(r"^(?:\d{1,2}\s*[、.．)）]|[（(]\d{1,2}[)）]|[①-⑳]|[-*+•●▪◦·]\s)")
 _COLON_END = re.compile(r"[：:]\s*$")
 _LIST_NUMBER = re.compile(r"^\s*(?:[-*+•]\s*)?\d{1,2}[.．]\s*$")
@@ -87,10 +89,31 @@ def _url_only(text: str) -> bool:
     return all(_URL_TOKEN.match(t) for t in tokens)
 
 
-def _classify(raw_line: str, text: str, in_fence: bool) -> str:
+def _listed_lines(text: str) -> set[int]:
+    """Offsets of the numbered lines that are items of a list: the line before (blank lines aside) holds the
+    number before theirs or the line after the number after ("1. 量化" above "2. 剪枝"). A numbered title with
+    text under it heads that text ("1. 深度神经网络（DNNs）" over its description)."""
+    numbered: list[tuple[int, int | None]] = []  # (offset, number) of each non-blank line
+    offset = 0
+    for line in text.splitlines(keepends=True):
+        if line.strip():
+            number = _ITEM_NUMBER.match(_PREFIX.sub("", line.strip()))
+            numbered.append((offset, int(number.group(1)) if number else None))
+        offset += len(line)
+    listed = set()
+    for i, (start, n) in enumerate(numbered):
+        before = numbered[i - 1][1] if i > 0 else None
+        after = numbered[i + 1][1] if i + 1 < len(numbered) else None
+        if n is not None and (before == n - 1 or after == n + 1):
+            listed.add(start)
+    return listed
+
+
+def _classify(raw_line: str, text: str, in_fence: bool, listed: bool = False) -> str:
+    """The kind of a sentence; `listed`: its line is an item of a numbered list (`_listed_lines`), no title."""
     if in_fence:
         return "code"
-    if _HEADING_LINE.match(raw_line) or _TITLE_LINE.match(_GLOSS.sub("", text)):
+    if _HEADING_LINE.match(raw_line) or (not listed and _TITLE_LINE.match(_GLOSS.sub("", text))):
         return "heading"
     if _url_only(text):
         return "url"
@@ -128,6 +151,7 @@ def split_passage(index: int, hit: Hit) -> list[Sentence]:
     """Sentences of a passage, stripped of heading markers / bullets, classified."""
     text = hit.chunk.text
     fenced = _fenced_lines(text)
+    listed = _listed_lines(text)
     # a line that repeats a heading of the chunk's path ("• 学习率(Learning rate)" in a web-page dump, which has
     # no '#') is that heading, never an answer
     section_titles = {_heading_key(h) for h in hit.chunk.heading_path if h.strip()}
@@ -148,7 +172,7 @@ def split_passage(index: int, hit: Hit) -> list[Sentence]:
             continue
         body_start = text.index(body, raw_start)
         in_fence = any(a <= body_start < b for a, b in fenced)
-        kind = _classify(raw_line, body, in_fence)
+        kind = _classify(raw_line, body, in_fence, listed=line_begin in listed)
         line = _PREFIX.sub("", raw_line.strip())
         if kind in ("text", "short") and _heading_key(body) in section_titles and _heading_key(line) == _heading_key(body):
             kind = "heading"
