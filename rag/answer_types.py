@@ -224,7 +224,7 @@ _PROBLEM_ADDRESSED = re.compile(r"(?:解决|缓解|处理|应对|避免|克服)[
 
 
 # What goes wrong, besides the drawback type's cues: "可能带来模型的不稳定(振荡)", "越小越不稳定"
-_GOES_WRONG = re.compile(r"不稳定|振荡|震荡|过拟合|欠拟合|丢失|浪费|困难|较差|变差|不佳|不好")
+_GOES_WRONG = re.compile(r"不稳定|振荡|震荡|过拟合|欠拟合|丢失|浪费|困难|较差|变差|不佳|不好|不匹配|不一致")
 
 
 def states_drawback(text: str) -> bool:

@@ -342,10 +342,12 @@ def test_an_english_attribute_word_is_searched_by_the_chinese_section_names(engi
 def test_an_english_verb_of_remedy_is_searched_by_the_notes_words_for_a_fix(engine: Engine) -> None:
     # "reduce" is a word of the notes only in code ("reduce_sum"): "How do you reduce overfitting?" was refused,
     # and "How to fix underfitting?" opened with a sentence that merely names a remedy
-    for question, opening in (
-        ("How do you reduce overfitting?", "防止过拟合"),
-        ("How to prevent overfitting?", "防止过拟合"),
-        ("How to fix underfitting?", "欠拟合的解决方法"),
+    # any line of the notes' list of remedies for overfitting ("防止神经网络过拟合的常用方法包括:") opens well
+    overfitting = ("防止过拟合", "获取更多的训练数据", "减小网络容量", "添加权重正则化", "添加 dropout", "交叉检验")
+    for question, openings in (
+        ("How do you reduce overfitting?", overfitting),
+        ("How to prevent overfitting?", overfitting),
+        ("How to fix underfitting?", ("欠拟合的解决方法",)),
     ):
         result = engine.search(question, explain=True)
         assert result.explanation is not None
@@ -353,7 +355,7 @@ def test_an_english_verb_of_remedy_is_searched_by_the_notes_words_for_a_fix(engi
         assert len(searched) == 1 and {"解决", "防止"} <= set(searched[0]["added"]), question
         assert all(result.explanation["weighted_query"][t] < 1.0 for t in searched[0]["tokens"])
         answer = engine.ask(question)
-        assert not answer.refused and opening in answer.text.split("[")[0], question
+        assert not answer.refused and any(o in answer.text.split("[")[0] for o in openings), question
     # asked why something remedies, the question wants the cause, not a list of remedies
     result = engine.search("Why does dropout reduce overfitting?", explain=True)
     assert result.explanation is not None

@@ -1110,6 +1110,11 @@ def test_numbered_lines_that_follow_one_another_are_a_list_not_titles() -> None:
     assert [kinds[t] for t in ("1. 量化", "2. 剪枝", "3. ONNX-CPU", "4. ONNX-GPU")] == ["short", "short", "text", "text"]
     # numbered titles with no next number after them, or a section number ("2.1"), stay headings
     assert kinds["2. 过程和步骤"] == kinds["2.1 训练过程"] == "heading"
+    # a numbered line with a nested list under it heads that list, whatever numbers surround it
+    nested = "1. 选择基座模型\n2. 配置前端展示\n   1. Gradio\n   2. Streamlit\n3. 低成本部署考虑\n   1. 模型量化\n   2. 多卡部署\n"
+    kinds = {s.text: s.kind for s in split_passage(0, hit(nested))}
+    assert kinds["2. 配置前端展示"] == kinds["3. 低成本部署考虑"] == "heading"
+    assert kinds["1. 模型量化"] != "heading" and kinds["1. 选择基座模型"] != "heading"
 
 
 def test_a_list_of_bare_names_answers_the_question_that_asks_for_them(engine) -> None:
@@ -1447,6 +1452,7 @@ def test_a_shortcoming_denied_or_a_problem_solved_is_no_drawback() -> None:
     assert not states_drawback("FM主要目标：解决数据稀疏的情况下，特征怎样组合的问题。")
     assert not states_drawback("而结合不同的LSTM可以很好解决这个问题。")
     assert states_drawback("但只能建模二阶的特征交叉，不容易扩展到更高阶的特征交叉。")
+    assert states_drawback("目标函数和预测目标函数不匹配：HMM学到的是联合分布，而预测需要条件概率。")  # a mismatch
     assert states_drawback("越小越不稳定,但省资源")  # something going wrong, without a drawback word
 
 

@@ -91,20 +91,26 @@ def _url_only(text: str) -> bool:
 
 def _listed_lines(text: str) -> set[int]:
     """Offsets of the numbered lines that are items of a list: the line before (blank lines aside) holds the
-    number before theirs or the line after the number after ("1. 量化" above "2. 剪枝"). A numbered title with
-    text under it heads that text ("1. 深度神经网络（DNNs）" over its description)."""
-    numbered: list[tuple[int, int | None]] = []  # (offset, number) of each non-blank line
+    number before theirs, or the line after the number after, at the same indentation ("1. 量化" above "2. 剪枝").
+    A numbered title with text or a nested list under it heads them ("1. 深度神经网络（DNNs）" over its
+    description, "3. 低成本部署考虑" over "   1. 模型量化")."""
+    lines: list[tuple[int, int | None, int]] = []  # (offset, number, indentation) of each non-blank line
     offset = 0
     for line in text.splitlines(keepends=True):
         if line.strip():
             number = _ITEM_NUMBER.match(_PREFIX.sub("", line.strip()))
-            numbered.append((offset, int(number.group(1)) if number else None))
+            indent = len(line) - len(line.lstrip())
+            lines.append((offset, int(number.group(1)) if number else None, indent))
         offset += len(line)
     listed = set()
-    for i, (start, n) in enumerate(numbered):
-        before = numbered[i - 1][1] if i > 0 else None
-        after = numbered[i + 1][1] if i + 1 < len(numbered) else None
-        if n is not None and (before == n - 1 or after == n + 1):
+    for i, (start, n, indent) in enumerate(lines):
+        before = lines[i - 1] if i > 0 else None
+        after = lines[i + 1] if i + 1 < len(lines) else None
+        if n is None or (after is not None and after[2] > indent):
+            continue  # no number, or what follows is indented under it
+        if (before is not None and before[1] == n - 1 and before[2] == indent) or (
+            after is not None and after[1] == n + 1 and after[2] == indent
+        ):
             listed.add(start)
     return listed
 
