@@ -189,6 +189,26 @@ _PROBLEM_SOLVED = re.compile(
     r"|(?:solves?|address(?:es)?) what problems?",
     re.I,
 )
+# A question that asks who made something, or where it was published: a person, a paper, an organization.
+SOURCE_ASKED = re.compile(
+    r"(?:是|由)?谁(?:提出|发明|开发|发布|设计|写|创造|首先|最早)|哪篇论文|哪一篇论文|哪个公司|哪家公司|哪个团队|哪个机构"
+    r"|作者是(?:谁|哪)|\bwho (?:first )?(?:proposed|invented|introduced|developed|created|designed|wrote|released|published)\b"
+    r"|\bwhich (?:paper|company|lab|team|organi[sz]ation)\b|\bwho (?:are|were) the authors\b",
+    re.I,
+)
+# ... and what names one in a sentence: a paper, a lab or a company ("提出" alone names nobody: "最初提出的那个模型")
+_SOURCE_NAMED = re.compile(
+    r"论文|paper|et al|arxiv|公司|实验室|大学|研究院|团队"
+    r"|openai|google|谷歌|deepmind|\bmeta\b|facebook|微软|microsoft|百度|阿里|腾讯|清华|stanford|斯坦福",
+    re.I,
+)
+
+
+def names_source(text: str) -> bool:
+    """Whether a sentence names where something comes from: a paper, its authors, a lab or a company."""
+    return _SOURCE_NAMED.search(text) is not None
+
+
 DRAWBACK_NAMED = re.compile(r"缺点|不足|劣势|局限|弊端|坏处|缺陷|disadvantage|drawback|downside|limitation|weakness", re.I)
 
 

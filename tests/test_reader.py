@@ -540,6 +540,18 @@ def test_a_year_asked_that_no_passage_read_gives_is_refused(engine, reader: Read
     assert not read(engine, reader, "什么时候用 LSTM？", [lstm]).veto
 
 
+def test_who_made_it_or_where_it_was_published_needs_a_sentence_that_names_a_source(engine, reader: Reader) -> None:
+    lora = hit("LoRA 用两个低秩矩阵近似权重的更新量。\n在 Albert 中，作者把 Embedding 矩阵分解成两个小矩阵。\n", heading=("LoRA",))
+    for question in ("LoRA 的作者是哪个公司的？", "LoRA 是谁提出的？", "Which paper introduced LoRA?", "Who proposed LoRA?"):
+        reading = read(engine, reader, question, [lora])
+        assert not reading.answerable and "source" in reading.reason, question
+    sourced = hit("LoRA 是微软在论文《LoRA: Low-Rank Adaptation》中提出的。\n它用两个低秩矩阵近似更新量。\n", heading=("LoRA",))
+    assert not read(engine, reader, "LoRA 是谁提出的？", [sourced]).veto
+    assert not read(engine, reader, "LoRA 有什么用？", [lora]).veto  # no source asked
+    # over the bundled notes: "Warmup是在ResNet论文中提到的……" names one
+    assert not engine.ask("Warmup 是在哪篇论文中提出的？").refused
+
+
 def test_a_follow_up_opens_with_a_sentence_the_last_answer_did_not_quote(engine, reader: Reader) -> None:
     passage = hit("标签平滑是一种损失函数的修正。\n它让模型不会全力匹配每一个标签，错误标注的影响因此更小。\n", heading=("标签平滑",))
     reading = read(engine, reader, "标签平滑 有什么好处？", [passage])

@@ -22,9 +22,11 @@ from rag.answer.sentence_form import ITEM_NUMBER, states_something
 from rag.answer.sentences import Sentence
 from rag.answer_types import (
     DRAWBACK_NAMED,
+    SOURCE_ASKED,
     YEAR_ASKED,
     is_instruction,
     must_state,
+    names_source,
     states,
     states_drawback,
     states_quantity,
@@ -111,6 +113,8 @@ def refusal_rule(
         return "the question asks for a figure and no sentence the answer would quote states one"
     if candidates and YEAR_ASKED.search(question) and not _date_given(sentences):
         return "the question asks when and no sentence of the passages it is about gives a date"
+    if candidates and SOURCE_ASKED.search(question) and not any(names_source(s.text) for s in _quoted(candidates, sentences)):
+        return "the question asks who made it or where it was published, and no sentence read names a source"
     if candidates and DRAWBACK_NAMED.search(question) and not any(
         states_drawback(s.text) for s in _quoted(candidates, sentences)
     ):
