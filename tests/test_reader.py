@@ -990,6 +990,11 @@ def test_a_problem_solved_is_a_purpose_not_a_drawback() -> None:
     assert "drawback" in question_types("它解决了什么问题，又有什么缺点？")
 
 
+def test_a_colloquial_why_asks_for_a_cause() -> None:
+    for question in ("为啥要把数据归一化", "大模型为啥会胡说八道", "干嘛要做词表扩充？"):
+        assert "cause" in question_types(question), question
+
+
 def test_question_and_sentence_types() -> None:
     assert "formula" in question_types("交叉熵的公式是什么？")
     assert "formula" in question_types("怎么估算训练需要的显存？") and "formula" in question_types("How do I estimate it?")
