@@ -993,6 +993,10 @@ def test_a_problem_solved_is_a_purpose_not_a_drawback() -> None:
 def test_a_colloquial_why_asks_for_a_cause() -> None:
     for question in ("为啥要把数据归一化", "大模型为啥会胡说八道", "干嘛要做词表扩充？"):
         assert "cause" in question_types(question), question
+    # ... a colloquial how asks how, and "怎么回事" / "咋回事" what something is
+    assert "how" in question_types("过拟合咋整") and "how" in question_types("bert 咋预训练的")
+    for question in ("梯度消失是怎么回事？", "梯度消失是咋回事"):
+        assert question_types(question) == frozenset({"definition"}), question
 
 
 def test_question_and_sentence_types() -> None:
