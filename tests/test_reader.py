@@ -1583,3 +1583,15 @@ def test_a_sentence_about_a_compound_with_another_modifier_gives_way_to_one_abou
     assert leading_first(ranked, (), asks_list=False, subject=subject, question=question, is_word=words)[0].sentence is action
     far = [Candidate(state, {}, 9.0), Candidate(action, {}, 4.0)]  # rated far below, it does not lead
     assert leading_first(far, (), asks_list=False, subject=subject, question=question, is_word=words)[0].sentence is state
+
+
+def test_a_later_sentence_of_a_list_item_that_cannot_stand_alone_comes_with_its_item() -> None:
+    text = "欠拟合的解决方法：\n1、做特征工程。\n3、增加模型复杂度。如果模型太简单，不能够应对复杂的任务。可以使用更复杂的模型；\n"
+    group = split_passage(0, hit(text))
+    fragment = next(s for s in group if s.text.startswith("可以使用"))
+    texts = [s.text for s in span_for(fragment, group, asks_list=False)]
+    assert texts[0] == "3、增加模型复杂度。" and texts[-1] == fragment.text
+    # a later sentence with a subject of its own stands alone, first
+    l2 = split_passage(0, hit("16. L2(权重衰减)：在损失函数中添加权重的平方和。L2 正则化推动模型参数向零。\n17. Dropout：随机失活。\n"))
+    own = next(s for s in l2 if s.text.startswith("L2 正则化"))
+    assert span_for(own, l2, asks_list=False)[0] is own

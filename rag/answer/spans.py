@@ -34,6 +34,9 @@ REFERS_BACK = re.compile(
     r"^(?:[^，,。；;：:]{0,12}[，,]\s*)?(?:这|该|此(?!外)|上述|其(?![实次他余中])|它|(?:this|these|those|such)\b)", re.I
 )
 CONTINUES = re.compile(r"^(?:即|因此|所以|也就是|例如|比如|其中|(?:so|thus|therefore|i\.e\.|e\.g\.)\b)", re.I)
+# A sentence that opens without a subject of its own ("可以使用更复杂的模型；", "所以训练样本要尽可能的全面"): a later
+# sentence of a list item that opens so is quoted from the item's beginning
+_STANDS_ON_ITEM = re.compile(r"^(?:可以|能|如果|若|需要|应该|应|要|就|也|还|并且|但|而且?|且|所以|因此|即|例如|比如)")
 MAX_LIST_ITEMS = 8
 MAX_CUT_PIECES = 2  # a sentence cut by line breaks takes at most this many pieces on each side of the best one
 MAX_ITEM_SENTENCES = 4  # a list item quoted alone keeps at most this many of its sentences
@@ -58,6 +61,9 @@ def span_for(best: Sentence, group: Sequence[Sentence], *, asks_list: bool, take
     def quotable(s: Sentence) -> bool:
         return s.kind in QUOTABLE and not is_instruction(s.text)
 
+    item = _item_start(group, i) if _STANDS_ON_ITEM.match(best.text) else None
+    if item is not None and quotable(group[item]):
+        start = item  # a later sentence of a list item that cannot stand alone ("可以使用更复杂的模型；"), with its item
     if asks_list and best.bullet:  # quote a list from its first item
         while start > 0 and group[start - 1].bullet and quotable(group[start - 1]):
             start -= 1
@@ -98,6 +104,15 @@ def span_for(best: Sentence, group: Sequence[Sentence], *, asks_list: bool, take
             end += 1
     # a sentence the best leans on may already open the run: the line break that cut it made the best a piece
     return [s for s in group[start:end] if quotable(s) or s is best] + [s for s in leaned_on if s.pos < start]
+
+
+def _item_start(group: Sequence[Sentence], i: int) -> int | None:
+    """The position of the list item's first sentence when sentence i is a later sentence of that item, on its
+    line; None otherwise."""
+    j = i
+    while j > 0 and not group[j].line_start and i - j < MAX_ITEM_SENTENCES:
+        j -= 1
+    return j if j < i and group[j].bullet and group[j].line_start and group[j].kind == "text" else None
 
 
 def _goes_on(s: Sentence, nxt: Sentence) -> bool:
