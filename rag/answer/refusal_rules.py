@@ -144,7 +144,8 @@ def refusal_rule(
     if candidates and names and not naming:
         written = re.search(re.escape(names[0]), question, re.I)  # as the question spells it ("GAN")
         return f"no passage read names {written.group(0) if written else names[0]}, what the question is about"
-    if candidates and names and naming and not any(c.passage in naming and _says(c, question) for c in candidates):
+    names_asked = _NAMES_ASKED.search(question) is not None
+    if candidates and names and naming and not any(c.passage in naming and _says(c, names_asked) for c in candidates):
         # "# Elasticsearch" over an outline of headings, or of bare names ("1. 倒排索引"), which answer only a
         # question asking for a list: the sentences read are all about something else
         written = re.search(re.escape(names[0]), question, re.I)
@@ -319,10 +320,10 @@ def _sibling_phrase(
     return None
 
 
-def _says(c: Candidate, question: str) -> bool:
+def _says(c: Candidate, names_asked: bool) -> bool:
     """Whether a candidate says something the question may ask: a statement, or any line when it asks which
-    things there are ("讲了哪些内容？", "分为哪几类？"), which bare names answer."""
-    return _NAMES_ASKED.search(question) is not None or states_something(c.sentence.text, c.features)
+    things there are (`names_asked`: "讲了哪些内容？", "分为哪几类？"), which bare names answer."""
+    return names_asked or states_something(c.sentence.text, c.features)
 
 
 def subject_names(question: str, profile: QuestionProfile, known: str = "") -> list[str]:
