@@ -353,10 +353,11 @@ def _resolve(
             continue
         if _ZH_PLURAL.search(question) or _EN_PLURAL.search(question):
             subject = _both(question, subject, next(asked, None))
-        if asks_for_item(question) and resolve_ordinal(question, subject, answer) is None:
+        text = _LEADING_THEN.sub("", question.strip(), count=1) or question.strip()  # as `_apply` reads it
+        if asks_for_item(text) and resolve_ordinal(text, subject, answer) is None:
             # "第二种呢？" after "第一类是什么？": the list it counts in is the answer before
             earlier = next(asked, None)
-            item = resolve_ordinal(question, earlier[1], earlier[2]) if earlier is not None and earlier[1] else None
+            item = resolve_ordinal(text, earlier[1], earlier[2]) if earlier is not None and earlier[1] else None
             if earlier is not None and item is not None:
                 return item, earlier[1]
         resolved, elliptic = _apply(question, previous, subject, tokenizer, answer, known)

@@ -427,6 +427,7 @@ def test_an_ordinal_counts_in_a_list_written_inline_or_in_the_answer_before(toke
     later = [*conversation("量化分为哪两类？", "按量化过程中是否需要进行训练可分为两类PTQ和QAT。[1]"),
              *conversation("第一类是什么？", "PTQ, 顾名思义，就是在模型训练后做的量化。[1]")]
     assert resolve_followup("第二种呢？", later, tokenizer) == "量化 QAT 呢？"
+    assert resolve_followup("那第二种呢？", later, tokenizer) == "量化 QAT 呢？"  # read as without its 那
     # a count is no subject: "有哪两个门？" asks about the conversation's
     assert resolve_followup("有哪两个门？", conversation("什么是 GRU？", "GRU是LSTM结构的变式。[1]"), tokenizer) == "GRU 有哪两个门？"
 
