@@ -2,6 +2,7 @@
 
     python scripts/fit_reader.py            # fit, print cross-validated figures, write the weights
     python scripts/fit_reader.py --dry-run  # figures only
+    python scripts/fit_reader.py --dry-run --cross-validate  # and train's `rag eval` figures, out of fold
 
 Labels: for every training question, the candidate sentences of its top passages; a sentence is positive when
 it holds a gold string (rag.evaluation.holds_gold), negative otherwise. Two models, both linear over
@@ -18,6 +19,9 @@ standardized features:
   its probability (an instruction, a name the notes never spell, a figure asked for that no quoted sentence
   states: `Reading.veto`) counts as refused in every figure.
 Figures are 5-fold cross-validated on train (folds by question). dev and calibration are not fitted on.
+`--cross-validate` also answers each fold's train questions through the engine with the reader fitted on the
+other four folds (and the shipped threshold), and prints the `rag eval` figures of the pooled answers: train's
+figures as the hidden sets would see them, where `rag eval` on train reads with weights fitted on train itself.
 The training files are copied from ../shared/eval when that folder exists (the project never reads it at run
 time). Run with the settings of an ingested index (RAG_DATA_DIR, RAG_CORPUS_DIR), e.g. after `rag ingest`.
 """
@@ -219,6 +223,7 @@ def folds_of(examples: list[Example]) -> list[list[int]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--dry-run", action="store_true", help="print figures, do not write the weights")
+    parser.add_argument("--cross-validate", action="store_true", help="also print train's eval figures, out of fold")
     parser.add_argument("--ranker-l2", type=float, default=RANKER_L2, help="L2 penalty of the sentence ranker")
     args = parser.parse_args()
     globals()["RANKER_L2"] = args.ranker_l2
@@ -245,6 +250,7 @@ def main() -> None:
     oof_prob: dict[int, float] = {}
     q_names: list[str] = []
     fold_rankers: list[tuple[Ranker, Ranker]] = []
+    fold_answers: list[tuple] = []
     for test in folds:
         fit_idx = [i for i in range(len(train)) if i not in test]
         rankers = fit_rankers([train[i] for i in fit_idx] + followups, names)
@@ -255,6 +261,7 @@ def main() -> None:
         x = np.array([[r[k] for k in q_names] for r in fit_rows])
         y = np.array([1.0 if train[i].question.answerable else 0.0 for i in fit_idx])
         answer = fit_logistic(x, y)
+        fold_answers.append(answer)
         model = model_from(rankers, answer, q_names, 0.5)
         for i, row in zip(test, question_rows([train[i] for i in test], model), strict=True):
             e = train[i]
@@ -279,6 +286,9 @@ def main() -> None:
     threshold = min(highest_threshold(train_positives), highest_threshold(cal_positives))
 
     report(train, followups, calibration, oof_top, oof_prob, cal_prob, model, threshold)
+    if args.cross_validate:
+        fold_models = [model_from(r, a, q_names, threshold) for r, a in zip(fold_rankers, fold_answers, strict=True)]
+        report_out_of_fold(engine, [[train[i].question for i in test] for test in folds], fold_models)
     if args.dry_run:
         return
     payload = {
@@ -320,6 +330,27 @@ def report(train, followups, calibration, oof_top, oof_prob, cal_prob, model, th
           f"{np.mean([p < threshold for p in cpos]):.3f}, AUROC {auroc(cpos, cneg):.3f}; threshold {threshold:.4f}")
     fu = [float(e.labels[int(np.argmax(scores_of(model, e)))]) if e.rows else 0.0 for e in followups]
     print(f"followups (fitted on): top sentence holds gold {np.mean(fu):.3f}")
+
+
+def report_out_of_fold(engine: Engine, folds: list[list[EvalQuestion]], models: list[ReaderModel]) -> None:
+    """`rag eval`'s figures on train, each fold answered by the reader fitted without it."""
+    from rag.evaluation import evaluate, metrics, metrics_by_kind
+
+    rows = []
+    with engine.hold() as state:
+        shipped = state.reader.model, state.reader.threshold
+        try:
+            for questions, model in zip(folds, models, strict=True):
+                state.reader.model, state.reader.threshold = model, model.threshold
+                rows += evaluate(engine, questions)[1]
+        finally:
+            state.reader.model, state.reader.threshold = shipped
+    f = metrics(rows)
+    print(f"train out of fold: hit@5 {f['hit@5']:.3f} MRR@10 {f['mrr@10']:.3f} citation precision "
+          f"{f['citation_precision']:.3f} keyword coverage {f['keyword_coverage']:.3f} answer_hit {f['answer_hit']:.3f} "
+          f"refused {f['refusal_accuracy']:.3f} false refusals {f['false_refusal_rate']:.3f}")
+    for kind, k in metrics_by_kind(rows).items():
+        print(f"  {kind:3} " + " ".join(f"{name} {value:.3f}" if isinstance(value, float) else f"{name} {value}" for name, value in k.items()))
 
 
 def auroc(pos: list[float], neg: list[float]) -> float:

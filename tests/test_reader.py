@@ -1390,7 +1390,8 @@ def test_the_ui_shows_the_readers_sentences_as_rows_not_json(engine) -> None:
     assert render.notes_spelling_note(explanation) == "" and render.notes_spelling_note({"notes_spellings": 3}) == ""
 
 
-def test_the_shipped_ranker_ranks_as_the_mean_of_the_fold_rankers() -> None:
+def _fit_reader_script():
+    """scripts/fit_reader.py, imported as a module."""
     import importlib.util
     import sys
     from pathlib import Path
@@ -1404,6 +1405,11 @@ def test_the_shipped_ranker_ranks_as_the_mean_of_the_fold_rankers() -> None:
         spec.loader.exec_module(fit_reader)
     finally:
         del sys.modules["fit_reader"]
+    return fit_reader
+
+
+def test_the_shipped_ranker_ranks_as_the_mean_of_the_fold_rankers() -> None:
+    fit_reader = _fit_reader_script()
     rng = np.random.default_rng(3)
     names = ("a", "b", "c")
     folds = [Ranker(names, rng.normal(size=3), rng.uniform(0.5, 2.0, size=3), rng.normal(size=3)) for _ in range(5)]
@@ -1413,6 +1419,23 @@ def test_the_shipped_ranker_ranks_as_the_mean_of_the_fold_rankers() -> None:
     # the same scores up to one constant: the same order, the same margins
     assert np.allclose(bagged.scores(rows) - mean_scores, (bagged.scores(rows) - mean_scores)[0])
     assert list(np.argsort(-bagged.scores(rows))) == list(np.argsort(-mean_scores))
+
+
+def test_out_of_fold_figures_answer_each_fold_with_its_own_reader_and_restore_the_shipped_one(engine, capsys) -> None:
+    from rag.evaluation import EvalQuestion
+
+    fit_reader = _fit_reader_script()
+    with engine.hold() as state:
+        shipped, threshold = state.reader.model, state.reader.threshold
+    ask = EvalQuestion(id="a", question="LoRA 的原理是什么？", gold=["LoRA"], answer_keywords=[], answerable=True)
+    other = EvalQuestion(id="b", question="什么是过拟合？", gold=["过拟合"], answer_keywords=[], answerable=True)
+    answering = replace(shipped, threshold=0.0)
+    refusing = replace(shipped, threshold=1.01)  # no probability reaches it: this fold's question is refused
+    fit_reader.report_out_of_fold(engine, [[ask], [other]], [answering, refusing])
+    printed = capsys.readouterr().out
+    assert "false refusals 0.500" in printed  # one of the two, the one its fold's reader refuses
+    with engine.hold() as state:
+        assert state.reader.model is shipped and state.reader.threshold == threshold
 
 
 def test_a_sentence_read_under_another_heading_than_ingest_gave_it_finds_the_stored_vector(engine) -> None:
