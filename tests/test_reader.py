@@ -12,7 +12,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from rag.answer.extractive import ExtractiveGenerator
-from rag.answer.leading import figure_first, leading_first, new_first, subject_phrase_names, translation_first
+from rag.answer.leading import (
+    figure_first,
+    leading_first,
+    naming_topic,
+    new_first,
+    subject_phrase_names,
+    translation_first,
+)
 from rag.answer.reader import (
     Candidate,
     Ranker,
@@ -513,6 +520,20 @@ def test_a_name_that_is_only_context_does_not_move_the_answer_off_the_best_passa
     for question in ("numpy 的广播机制是什么？", "What is broadcasting in NumPy?"):
         answer = engine.ask(question)
         assert not answer.refused and "广播" in answer.text.split("\n")[0] + answer.text.split("\n")[1], question
+
+
+def test_the_passage_titled_by_the_chinese_subject_answers_first_when_close() -> None:
+    subject = {"思维链": 5.2, "提示": 4.4}
+    texts = ["提示学习 能够通过在输入中添加一个提示词 使得预训练模型的性能大幅提高", "在写prompt的时候 还要一步一步地写结果是怎么推算出来的"]
+    headings = ["notes 提示学习", "notes 思维链(chain-of-thought)"]
+    assert naming_topic(subject, texts, headings) == {1}
+    # a subject word no section is titled by says nothing of which passage is about it
+    assert naming_topic({"缓解": 5.0}, ["lstm 能够有效缓解梯度爆炸", "梯度爆炸的现象"], ["notes lstm", "notes 梯度爆炸"]) == set()
+    prompt, cot = split_passage(0, hit(texts[0] + "。\n"))[0], split_passage(1, hit(texts[1] + "。\n"))[0]
+    ranked = [Candidate(prompt, {}, 4.7), Candidate(cot, {}, 4.2)]
+    assert leading_first(ranked, {1}, asks_list=False)[0].sentence is cot
+    far = [Candidate(prompt, {}, 6.0), Candidate(cot, {}, 4.2)]  # rated far below, the best passage answers
+    assert leading_first(far, {1}, asks_list=False)[0].sentence is prompt
 
 
 def test_naming_passages_and_subject_names_are_pure() -> None:

@@ -1,10 +1,11 @@
 """Which candidate leads an answer: rules over the reader's ranking for what a sentence's score does not see.
 
-A passage naming the question's Latin subject answers first; a sentence stating the count a list question names,
-the shortcoming a drawback question asks for or the figure the best's passage does not give, one naming the
-subject where the best names only a sibling of it, or one writing the Chinese name of an English question's
-phrase comes first when rated close to the best; a title or a line of names never leads; a follow-up does not
-open with what the last answer already said. The verdict (answerable or not) is never changed here.
+A passage naming the question's Latin subject, or the Chinese subject word a section is titled by, answers
+first; a sentence stating the count a list question names, the shortcoming a drawback question asks for or the
+figure the best's passage does not give, one naming the subject where the best names only a sibling of it, or
+one writing the Chinese name of an English question's phrase comes first when rated close to the best; a title
+or a line of names never leads; a follow-up does not open with what the last answer already said. The verdict
+(answerable or not) is never changed here.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from rag.answer.sentence_form import (
     states_something,
 )
 from rag.answer_types import states, states_drawback
-from rag.text import normalize
+from rag.text import is_cjk, normalize
 
 if TYPE_CHECKING:
     from rag.answer.reader import Candidate, Reading
@@ -131,6 +132,18 @@ def leading_first(
         if stating is not None:
             candidates = [stating, *(c for c in candidates if c is not stating)]
     return candidates
+
+
+def naming_topic(subject: Mapping[str, float], texts: Sequence[str], headings: Sequence[str]) -> set[int]:
+    """The passages that write the question's rarest Chinese subject word a read passage is titled by ("思维链" of
+    "思维链提示为什么能提高推理能力？", a section of the notes), for `leading_first` to answer from first when close:
+    not a passage on prompting in general that never names it. A subject word no heading names (缓解 of "梯度爆炸
+    怎么缓解？") may be any passage's. `texts`, `headings`: each passage's normalized sentences and heading path."""
+    words = sorted((t for t in subject if len(t) >= 2 and all(is_cjk(ch) for ch in t)), key=lambda t: -subject[t])
+    topic = next((t for t in words if any(t in h for h in headings)), None)
+    if topic is None:
+        return set()
+    return {i for i, text in enumerate(texts) if topic in text or (i < len(headings) and topic in headings[i])}
 
 
 def figure_first(candidates: list[Candidate]) -> list[Candidate]:

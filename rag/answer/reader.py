@@ -22,7 +22,13 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from rag.answer.leading import figure_first, leading_first, subject_phrase_names, translation_first
+from rag.answer.leading import (
+    figure_first,
+    leading_first,
+    naming_topic,
+    subject_phrase_names,
+    translation_first,
+)
 from rag.answer.reader_features import (
     CandidateContext,
     QuestionProfile,
@@ -311,8 +317,10 @@ class Reader:
         headings = [normalize(" ".join((h.document_title, h.chunk.doc_id, *h.chunk.heading_path))) for h in passages]
         names = subject_names(question, profile, read_text(sentences, headings))
         naming = passages_naming(names, name_forms or {}, sentences, headings) if names else set()
+        # without a Latin name, the passages that write its Chinese subject ("思维链") answer first, alike
+        topic = naming if names else naming_topic(profile.subject, [read_text([g], []) for g in sentences], headings)
         candidates = leading_first(
-            candidates, naming, asks_list="list" in profile.types, count=count_asked(question), subject=profile.subject,
+            candidates, topic, asks_list="list" in profile.types, count=count_asked(question), subject=profile.subject,
             question=normalize(question), is_word=self.index.has_term, asks_compare="compare" in profile.types,
             lead_in=lambda c: list_lead_in(sentences[c.passage], c.sentence),
             asks_drawback=DRAWBACK_NAMED.search(question) is not None,
