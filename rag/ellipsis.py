@@ -2,7 +2,8 @@
 
 `resolve_ellipsis` reads X and decides how the previous question takes it: compared with the subject ("和 GPT
 比呢？"), another degree of the same adverb ("太小呢？"), a circumstance ("推理的时候呢？"), a part or version of the
-subject ("无监督版本呢？"), an English time or setting ("And at inference time?"), an owner and its attribute ("BERT 的呢？"), or X in the place of the subject.
+subject ("无监督版本呢？"), an English time or setting ("And at inference time?"), an owner and its attribute ("BERT 的呢？"),
+a sibling of another word of the question ("负样本呢？" after "……怎么构造正样本？"), or X in the place of the subject.
 """
 
 from __future__ import annotations
@@ -96,11 +97,43 @@ def resolve_ellipsis(question: str, previous: str, subject: str, tokenizer: Toke
         # "遗忘门的作用呢？" after "LSTM 有哪几个门？": X names its own thing and what is asked of it; the last
         # question's predicate ("有哪几个门") is not asked again
         return f"{x}是什么？", True
+    sibling = _sibling_word(previous, x, subject, tokenizer) if x is not None else None
+    if x is not None and sibling is not None:
+        # "SimCSE 怎么构造正样本？" + "负样本呢？": the same question of the other kind of sample, about SimCSE still;
+        # "LSTM 的输入门有什么作用？" + "遗忘门呢？": of LSTM's other gate, which is what it is about now
+        text = previous.strip()
+        at = text.find(subject) if subject else -1
+        return text[: sibling[0]] + x + text[sibling[1] :], at <= sibling[0] < at + len(subject)
     if x is not None:
         substituted = substitute_ellipsis(previous, x, subject, tokenizer)
         if substituted is not None:
             return substituted, True
     return None
+
+
+def _sibling_word(previous: str, x: str, subject: str, tokenizer: Tokenizer) -> tuple[int, int] | None:
+    """The span of the one word of `previous`, outside its subject, that Chinese X is a sibling of: as long, ending
+    alike, opening otherwise ("正样本" for "负样本", "训练集" for "测试集"); None when there is none or more than one."""
+    text = previous.strip()
+    if not 2 <= len(x) <= 6 or not all(is_cjk(ch) for ch in x) or x in text or (subject and subject in x):
+        return None  # "非均匀量化呢？" after "什么是均匀量化？" names a kind of the subject: it replaces the subject
+    bounds = word_bounds(text, tokenizer)
+    if bounds is None:
+        return None
+    at = text.find(subject) if subject else -1
+    shared = max(1, len(x) - 2)  # the head they share: 样本 of 正样本 / 负样本, 集 of 训练集 / 测试集
+    found = [
+        (i, i + len(x))
+        for i in range(len(text) - len(x) + 1)
+        if i in bounds
+        and i + len(x) in bounds
+        and all(is_cjk(ch) for ch in text[i : i + len(x)])
+        and text[i + len(x) - shared : i + len(x)] == x[-shared:]
+        and text[i] != x[0]
+        # wholly outside the subject, or one of its words ("输入门" of "LSTM 的输入门"), not across its edge
+        and (at < 0 or i + len(x) <= at or i >= at + len(subject) or (at <= i and i + len(x) <= at + len(subject)))
+    ]
+    return found[0] if len(found) == 1 else None
 
 
 def substitute_ellipsis(previous: str, x: str, subject: str, tokenizer: Tokenizer) -> str | None:

@@ -133,6 +133,10 @@ def test_the_answer_names_the_subject_when_the_question_asked_for_one(tokenizer:
         ("什么是 SimCSE？", "无监督版本呢？", "什么是 SimCSE 的无监督版本？"),
         ("Transformer 的编码器是什么结构？", "那解码器部分呢？", "Transformer 的解码器部分是什么结构？"),
         ("What is a GRU?", "What about LSTM?", "What is a LSTM?"),
+        # a sibling of another word of the question (the other kind of sample) takes its place; the subject stays
+        ("SimCSE 怎么构造正样本？", "负样本呢？", "SimCSE 怎么构造负样本？"),
+        ("NSP 任务的正样本怎么选？", "负样本呢？", "NSP 任务的负样本怎么选？"),
+        ("什么是均匀量化？", "非均匀量化呢？", "什么是非均匀量化？"),  # a kind of the subject: not a sibling of 是均匀量化
         # X's own: the same asked of another owner, or another thing asked of X, not the last predicate again
         ("GPT 的预训练目标是什么？", "BERT 的呢？", "BERT 的预训练目标是什么？"),
         ("Adam 的学习率一般设多少？", "SGD 的学习率呢？", "SGD 的学习率一般设多少？"),
@@ -173,6 +177,14 @@ def test_a_reference_to_two_things_with_one_earlier_question_or_a_pathological_o
     history = conversation("x" * 5000, "……", "What is GRU?", "……")
     resolved = resolve_followup("How do they differ?", history, tokenizer)
     assert resolved.endswith("and GRU differ?") and len(resolved) < 300
+
+
+def test_a_sibling_named_by_an_ellipsis_leaves_the_subject_to_the_next_reference(tokenizer: Tokenizer) -> None:
+    history = conversation("SimCSE 怎么构造正样本？", "……", "负样本呢？", "……")
+    assert resolve_followup("它有什么缺点？", history, tokenizer) == "SimCSE 有什么缺点？"
+    # two words it could be the sibling of: none is guessed
+    resolved = resolve_followup("验证集呢？", conversation("训练集上好但测试集上差怎么办？", "……"), tokenizer)
+    assert resolved not in ("验证集上好但测试集上差怎么办？", "训练集上好但验证集上差怎么办？")
 
 
 def test_ellipsis_of_a_generic_ask_stays_about_the_subject(tokenizer: Tokenizer) -> None:
