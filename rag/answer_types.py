@@ -34,7 +34,8 @@ QUESTION_TYPES: dict[str, re.Pattern[str]] = _compiled(
         "number": r"多少|几个|几种|几层|几维|几位|几倍|范围|取值|数值|比例|大小|how many|how much|range|value|number of|size",
         "cause": r"为什么|为何|为啥|干嘛要|原因|怎么会|导致|why|cause|reason",
         "definition": r"什么是|是什么|指什么|什么意思|含义|定义|是啥|咋回事|怎么回事|what is|what are|what does|mean|defin",
-        "list": r"哪些|哪几|有什么|包括|包含|分为|分成|种类|类型|步骤|[两二三四五六七八九十几多]\s*(?:个|种|类|步|项|点|部分|阶段|方面|大)"
+        "list": r"哪些|哪几|有什么|包括|包含|分为|分成|种类|类型|步骤|(?:什么|啥|的|个)流程|流程(?:是|如何|怎样|怎么)"
+        r"|[两二三四五六七八九十几多]\s*(?:个|种|类|步|项|点|部分|阶段|方面|大)"
         r"|which|what are|kinds|types|steps|list|(?:two|three|four|five) ",
         "drawback": r"缺点|不足|劣势|局限|问题|弊端|坏处|缺陷|disadvantage|drawback|downside|limitation|problem|weakness",
         "advantage": r"优点|优势|好处|作用|用处|意义|advantage|benefit|why use|purpose",

@@ -1018,6 +1018,10 @@ def test_a_colloquial_why_asks_for_a_cause() -> None:
     assert "how" in question_types("过拟合咋整") and "how" in question_types("bert 咋预训练的")
     for question in ("梯度消失是怎么回事？", "梯度消失是咋回事"):
         assert question_types(question) == frozenset({"definition"}), question
+    # asked for a process, the steps are the answer; a process named as a circumstance asks no steps
+    for question in ("RLHF 到底是个啥流程", "RLHF 的流程是什么？", "模型部署流程是怎样的？"):
+        assert "list" in question_types(question), question
+    assert "list" not in question_types("大模型训练流程里“模型压缩”那一步一般用啥法子啊？")
 
 
 def test_question_and_sentence_types() -> None:
