@@ -120,6 +120,28 @@ _ENGLISH_REMEDY = re.compile(
 REMEDY_WORDS = ("解决", "防止", "避免", "缓解", "克服", "减少", "降低")
 
 
+# A question asking how a problem is fixed ("梯度消失怎么解决", "如何防止过拟合", "有什么解决办法"), and a sentence
+# that says how ("能有效防止过拟合", "skip connect 改善了……梯度消散问题", "解决办法：……")
+_REMEDY_ASKED = re.compile(
+    r"(?:怎么|怎样|如何|咋|怎么样)(?:才能|来|去)?(?:解决|防止|避免|缓解|克服|减少|降低|应对|处理|改善)"
+    r"|(?:解决|防止|避免|缓解|克服|应对)(?:的)?(?:方法|办法|方案|措施)"
+)
+_REMEDY_STATED = re.compile(rf"{'|'.join(REMEDY_WORDS)}|改善|应对|措施|办法|方法(?:包括|有)|可以通过")
+
+
+def asks_remedy(question: str) -> bool:
+    """Whether a question asks how to fix a problem, in Chinese or in English ("How to prevent overfitting?")."""
+    if _REMEDY_ASKED.search(question):
+        return True
+    words = re.findall(r"[a-z]+", question.lower())
+    return "how" in words and any(is_remedy_verb(w) for w in words)
+
+
+def states_remedy(text: str) -> bool:
+    """Whether a sentence says how something is fixed, avoided or eased."""
+    return _REMEDY_STATED.search(text) is not None
+
+
 def is_remedy_verb(word: str) -> bool:
     """An English verb of remedy ("prevent", "reduces"): it asks how, whatever else the notes write it in
     ("reduce_sum")."""

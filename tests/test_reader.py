@@ -28,6 +28,7 @@ from rag.answer.reader import (
     default_model,
     names_nothing,
     reads_across_languages,
+    remedy_asked,
 )
 from rag.answer.reader_features import (
     CandidateContext,
@@ -54,6 +55,7 @@ from rag.answer.sentence_form import (
 from rag.answer.sentences import split_passage, whole_sentence
 from rag.answer.spans import REFERS_BACK, compose, repeats, span_for
 from rag.answer_types import (
+    asks_remedy,
     attribute_translations,
     is_instruction,
     must_state,
@@ -62,6 +64,7 @@ from rag.answer_types import (
     states,
     states_drawback,
     states_quantity,
+    states_remedy,
 )
 from rag.config import Settings
 from rag.question_names import without_glosses
@@ -534,6 +537,41 @@ def test_the_passage_titled_by_the_chinese_subject_answers_first_when_close() ->
     assert leading_first(ranked, {1}, asks_list=False)[0].sentence is cot
     far = [Candidate(prompt, {}, 6.0), Candidate(cot, {}, 4.2)]  # rated far below, the best passage answers
     assert leading_first(far, {1}, asks_list=False)[0].sentence is prompt
+
+
+def test_asked_how_to_fix_a_problem_the_ways_of_fixing_it_lead() -> None:
+    for question in ("过拟合怎么解决？", "如何防止过拟合", "有什么解决办法？", "How to prevent overfitting?"):
+        assert asks_remedy(question), question
+    for question in ("过拟合是什么？", "它解决了什么问题？", "How does dropout work?"):
+        assert not asks_remedy(question), question
+    assert states_remedy("集成学习方法bagging能有效防止过拟合；") and not states_remedy("即模型开始过拟合。")
+    profile = profile_question("过拟合怎么解决？", {"过拟合": 3.4, "解决": 2.6}, {}, [])
+    assert remedy_asked("过拟合怎么解决？", profile) == "过拟合"
+    assert remedy_asked("长文本怎么解决？", profile_question("长文本怎么解决？", {"长": 3.5, "解决": 2.6}, {}, [])) == ""
+    assert remedy_asked("过拟合是什么？", profile) == ""
+    group = split_passage(
+        0,
+        hit(
+            "但在训练数据上迭代一定次数之后,泛化不再提高,即模型开始过拟合。\n欠拟合的解决方法：\n1、增加模型复杂度。\n"
+            "防止神经网络过拟合的常用方法包括:\n1、获取更多的训练数据\n2、添加 dropout\n"
+        ),
+    )
+    what, under_ways, under_item, ways = group[0], group[1], group[2], group[3]
+    window = {"subject_window": 0.5}
+    ranked = [Candidate(what, window, 6.5), Candidate(under_ways, window, 7.9), Candidate(ways, window, 5.3)]
+    lead_in = lambda c: ""  # noqa: E731
+    assert leading_first(ranked, (), asks_list=False, lead_in=lead_in, remedy_of="过拟合")[0].sentence is ways
+    assert leading_first(ranked, (), asks_list=False, lead_in=lead_in)[0].sentence is what  # no fix asked
+    far = [Candidate(what, window, 8.0), Candidate(ways, window, 5.3)]  # rated far below, the best still leads
+    assert leading_first(far, (), asks_list=False, lead_in=lead_in, remedy_of="过拟合")[0].sentence is what
+    # the ways of fixing another problem (欠拟合) do not lead
+    other = [Candidate(what, window, 6.5), Candidate(under_ways, window, 6.0), Candidate(under_item, window, 5.9)]
+    assert leading_first(other, (), asks_list=False, lead_in=lead_in, remedy_of="过拟合")[0].sentence is what
+
+
+def test_the_notes_ways_to_prevent_overfitting_answer_how_to_fix_it(engine) -> None:
+    for question in ("过拟合怎么办？", "模型过拟合了咋整"):
+        assert engine.ask(question).text.startswith("防止神经网络过拟合的常用方法包括"), question
 
 
 def test_naming_passages_and_subject_names_are_pure() -> None:

@@ -1,8 +1,8 @@
 """Which candidate leads an answer: rules over the reader's ranking for what a sentence's score does not see.
 
 A passage naming the question's Latin subject, or the Chinese subject word a section is titled by, answers
-first; a sentence stating the count a list question names, the shortcoming a drawback question asks for or the
-figure the best's passage does not give, one naming the subject where the best names only a sibling of it, or
+first; a sentence stating the count a list question names, the shortcoming a drawback question asks for, the ways
+of fixing the problem a question asks how to fix, or the figure the best's passage does not give, one naming the subject where the best names only a sibling of it, or
 one writing the Chinese name of an English question's phrase comes first when rated close to the best; a title
 or a line of names never leads; a follow-up does not open with what the last answer already said. The verdict
 (answerable or not) is never changed here.
@@ -24,7 +24,7 @@ from rag.answer.sentence_form import (
     states_count,
     states_something,
 )
-from rag.answer_types import states, states_drawback
+from rag.answer_types import states, states_drawback, states_remedy
 from rag.text import is_cjk, normalize
 
 if TYPE_CHECKING:
@@ -38,6 +38,7 @@ CODE_MARGIN = 2.0  # logit units: prose this close to a best line of code answer
 # logit units: no sentence the answer would quote gives the figure the question insists on; one that does this
 # close leads (else `refusal_rules` refuses)
 FIGURE_LEAD_MARGIN = 2.0
+REMEDY_MARGIN = 2.0  # logit units: the best sentence says no fix the question asks for; one that does this close leads
 SIBLING_MARGIN = 3.0  # logit units: the best sentence speaks of a sibling; one naming the subject this close leads
 REPEAT_LOOKAHEAD = 5  # a follow-up's answer opens with the best of this many candidates the last answer did not quote
 NEW_MARGIN = 3.0  # logit units: ...and only with one rated this close to the best
@@ -66,13 +67,15 @@ def leading_first(
     asks_drawback: bool = False,
     takes_code: bool = True,
     translated: Collection[str] = (),
+    remedy_of: str = "",
 ) -> list[Candidate]:
     """The ranked candidates with what may lead an answer first (`candidates` sorted best first); `count`: the
     number of parts the question names, if any; `subject`: the question's subject words (normalized), asked in
     `question`; `is_word`: whether the notes index a string as a word; `lead_in`: the line a candidate's list
     hangs from (`list_lead_in`); `asks_drawback`: the question names a drawback ("缺点", "limitations");
     `takes_code`: the question asks how, or for a formula, which a line of code may answer; `translated`: the
-    Chinese names an English question's words were searched by ("overfitting": 过拟合), whose siblings count too."""
+    Chinese names an English question's words were searched by ("overfitting": 过拟合), whose siblings count too;
+    `remedy_of`: the problem the question asks how to fix ("过拟合"), if it asks that."""
     if not candidates:
         return candidates
     if asks_list and count and not states_count(candidates[0].sentence.text, count):
@@ -108,6 +111,26 @@ def leading_first(
             and states_something(c.sentence.text, c.features),
             margin=SIBLING_MARGIN,
         )
+    if remedy_of:
+        # "模型过拟合了怎么解决？": "……即模型开始过拟合" says what it is, "bagging 能有效防止过拟合" one way; a line close
+        # to the best that lists the ways of fixing the subject itself answers ("防止神经网络过拟合的常用方法包括:"), or
+        # else one that says a way, from a window as much about the subject as the best's
+        about = candidates[0].features.get("subject_window", 0.0)
+
+        def fixes(c: Candidate) -> bool:
+            said = normalize(f"{lead_in(c)} {c.sentence.text}")
+            return states_remedy(c.sentence.text) and remedy_of in said and c.features.get("subject_window", 0.0) >= about
+
+        def lists_fixes(c: Candidate) -> bool:  # "解决办法：充足有效的训练数据、降低模型复杂度、……": the ways, together
+            return fixes(c) and (LEAD_IN.search(c.sentence.text) is not None or c.features.get("enumeration", 0.0) > 0)
+
+        if not lists_fixes(candidates[0]):
+            listed = _close_first(candidates, lists_fixes, margin=REMEDY_MARGIN)
+            if listed is candidates and not states_remedy(candidates[0].sentence.text):
+                listed = _close_first(
+                    candidates, lambda c: fixes(c) and states_something(c.sentence.text, c.features), margin=REMEDY_MARGIN
+                )
+            candidates = listed
     compound = compound_sibling(question, said, is_word, subject)
     if compound is not None:
         # "状态价值函数：定义为……" for "动作价值函数是怎么定义的？": one close to it that names 动作价值函数 comes first

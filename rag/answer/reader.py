@@ -46,6 +46,7 @@ from rag.answer.sentences import Sentence, sentence_run, split_passage, whole_se
 from rag.answer_types import (
     DRAWBACK_NAMED,
     REMEDY_WORDS,
+    asks_remedy,
     attribute_translations,
     is_remedy_verb,
     searched_attribute_names,
@@ -326,6 +327,7 @@ class Reader:
             asks_drawback=DRAWBACK_NAMED.search(question) is not None,
             takes_code=bool(profile.types & {"formula", "how"}),
             translated=[t for t in profile.expansions if is_cjk(t)] if profile.no_chinese else (),
+            remedy_of=remedy_asked(question, profile),
         )
         if lacks_figure(question, profile, candidates, sentences):  # else refused below, for want of a figure
             candidates = figure_first(candidates)
@@ -450,6 +452,15 @@ class Reader:
 
 # One-character words that only ask ("这个怎么算？", "该怎么办呢"); any other may be a term of its own (熵, 秩).
 _ASKING_CHARACTERS = frozenset("算办做用弄搞整该")
+
+
+def remedy_asked(question: str, profile: QuestionProfile) -> str:
+    """The problem a question asks how to fix: its rarest subject word of two characters or more that is no word of
+    remedy ("过拟合" of "过拟合怎么解决？"); "" when it asks no fix, or names nothing that long ("长文本怎么办")."""
+    if not asks_remedy(question):
+        return ""
+    words = [t for t in profile.subject if len(t) >= 2 and t not in REMEDY_WORDS and not is_remedy_verb(t)]
+    return max(words, key=lambda t: profile.subject[t], default="")
 
 
 def names_nothing(question: str, profile: QuestionProfile, tokenizer: Tokenizer) -> bool:
