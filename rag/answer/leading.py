@@ -2,10 +2,10 @@
 
 A passage naming the question's Latin subject, or the Chinese subject word a section is titled by, answers
 first; a sentence stating the count a list question names, the shortcoming a drawback question asks for, the ways
-of fixing the problem a question asks how to fix, or the figure the best's passage does not give, one naming the subject where the best names only a sibling of it, or
-one writing the Chinese name of an English question's phrase comes first when rated close to the best; a title
-or a line of names never leads; a follow-up does not open with what the last answer already said. The verdict
-(answerable or not) is never changed here.
+of fixing the problem a question asks how to fix, or the figure the best's passage does not give, one naming the
+subject where the best names only a sibling of it, or one writing the Chinese name of an English question's
+phrase comes first when rated close to the best; a title or a line of names never leads; a follow-up does not
+open with what the last answer already said. The verdict (answerable or not) is never changed here.
 """
 
 from __future__ import annotations
