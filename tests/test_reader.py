@@ -569,6 +569,24 @@ def test_asked_how_to_fix_a_problem_the_ways_of_fixing_it_lead() -> None:
     assert leading_first(other, (), asks_list=False, lead_in=lead_in, remedy_of="过拟合")[0].sentence is what
 
 
+def test_an_english_drawback_question_reads_a_shortcoming_further_below_when_it_names_the_subject() -> None:
+    group = split_passage(
+        0,
+        hit(
+            "量化方法还分为均匀量化与非均匀量化。\n直觉上，非均匀量化似乎能达到更高的准确率，但它的缺点是不利于硬件加速。\n"
+            "训练很慢，代价很高。\n"
+        ),
+    )
+    overview, flaw, unnamed = group[0], group[1], group[2]
+    ranked = [Candidate(overview, {}, 5.85), Candidate(unnamed, {}, 2.9), Candidate(flaw, {}, 2.81)]
+    english = leading_first(ranked, (), asks_list=False, asks_drawback=True, translated=["量化"])
+    assert english[0].sentence is flaw  # 3 logits down, it names what the question was searched by
+    # a Chinese question's ranker is trusted to that distance; a shortcoming naming nothing asked does not lead
+    assert leading_first(ranked, (), asks_list=False, asks_drawback=True)[0].sentence is overview
+    nameless = [Candidate(overview, {}, 5.85), Candidate(unnamed, {}, 2.9)]
+    assert leading_first(nameless, (), asks_list=False, asks_drawback=True, translated=["量化"])[0].sentence is overview
+
+
 def test_the_notes_ways_to_prevent_overfitting_answer_how_to_fix_it(engine) -> None:
     for question in ("过拟合怎么办？", "模型过拟合了咋整"):
         assert engine.ask(question).text.startswith("防止神经网络过拟合的常用方法包括"), question

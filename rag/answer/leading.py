@@ -34,6 +34,7 @@ NAMING_MARGIN = 1.0  # logit units: a passage naming the question's subject this
 # logit units: the best sentence states no drawback the question asks for; one that does this close leads (else
 # `refusal_rules` refuses: an answer naming no shortcoming is not one)
 DRAWBACK_MARGIN = 2.0
+DRAWBACK_MARGIN_ACROSS = 3.5  # ... for an English question over Chinese notes
 CODE_MARGIN = 2.0  # logit units: prose this close to a best line of code answers a question that asks no how
 # logit units: no sentence the answer would quote gives the figure the question insists on; one that does this
 # close leads (else `refusal_rules` refuses)
@@ -90,6 +91,16 @@ def leading_first(
             lambda c: states_drawback(c.sentence.text) and c.features.get("subject_heading", 0.0) >= about,
             margin=DRAWBACK_MARGIN,
         )
+        if translated and not states_drawback(candidates[0].sentence.text):
+            # the English ranker reads few features and rates its candidates closer together: further below, one
+            # that writes a Chinese name the question was searched by ("非均匀量化……的缺点是不利于硬件加速")
+            candidates = _close_first(
+                candidates,
+                lambda c: states_drawback(c.sentence.text)
+                and c.features.get("subject_heading", 0.0) >= about
+                and any(t in normalize(c.sentence.text) for t in translated),
+                margin=DRAWBACK_MARGIN_ACROSS,
+            )
     pair = _joined_pair(question, subject)
     if pair and not all(t in normalize(candidates[0].sentence.text) for t in pair):
         # "QLoRA 和 LoRA 是什么关系？": a sentence close to the best that names both says how they relate
