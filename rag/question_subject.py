@@ -25,7 +25,8 @@ ZH_REFERENCE = re.compile(
     r"|(?<![因如彼从])此(?![外])|(?<![应活])该(?![怎如不])|(?<![尤极])其(?![他它中实余次后])"
 )
 
-EN_REFERENCE = re.compile(r"\b(?:it|its|this|that|they|them|their|these|those|one)\b", re.I)
+# ... not a word of a hyphenated name ("One-shot")
+EN_REFERENCE = re.compile(r"(?<!-)\b(?:it|its|this|that|they|them|their|these|those|one)\b(?!-)", re.I)
 
 # English pronouns that (nearly) always point back; "it" before an adjective of judgement is a dummy subject
 # ("is it hard to train a GAN?") unless nothing follows the verb it governs ("why is it hard to train?").

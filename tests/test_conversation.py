@@ -133,6 +133,7 @@ def test_the_answer_names_the_subject_when_the_question_asked_for_one(tokenizer:
         ("什么是 SimCSE？", "无监督版本呢？", "什么是 SimCSE 的无监督版本？"),
         ("Transformer 的编码器是什么结构？", "那解码器部分呢？", "Transformer 的解码器部分是什么结构？"),
         ("What is a GRU?", "What about LSTM?", "What is a LSTM?"),
+        ("什么是 Few-shot？", "One-shot 呢？", "什么是 One-shot？"),  # "One" of a hyphenated name refers to nothing
         # a sibling of another word of the question (the other kind of sample) takes its place; the subject stays
         ("SimCSE 怎么构造正样本？", "负样本呢？", "SimCSE 怎么构造负样本？"),
         ("NSP 任务的正样本怎么选？", "负样本呢？", "NSP 任务的负样本怎么选？"),
@@ -156,6 +157,7 @@ def test_ellipsis_asks_the_previous_question_about_x(
     [
         ("什么是 LSTM？", "GRU 呢？", "它们有什么区别？", "LSTM 和 GRU 有什么区别？"),
         ("什么是 BERT？", "GPT 呢？", "两者的区别是什么？", "BERT 和 GPT 两者的区别是什么？"),
+        ("什么是 Few-shot？", "One-shot 呢？", "两者有什么区别？", "Few-shot 和 One-shot 两者有什么区别？"),
         ("What is LayerNorm?", "What about BatchNorm?", "How do they differ?", "How do LayerNorm and BatchNorm differ?"),
         # one subject all along: 它们 are the things the answer listed, the subject stays alone
         ("什么是 LSTM？", "它有哪几个门？", "它们各自的作用是什么？", "LSTM 各自的作用是什么？"),
