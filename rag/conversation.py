@@ -403,7 +403,10 @@ def _both(question: str, subject: str, earlier: tuple[str, str, str] | None) -> 
     question; `subject` alone when that question had the same subject or there is none."""
     other = earlier[1] if earlier else ""
     a, b = normalize(other), normalize(subject)
-    if not a or a in b or b in a:
+    # one inside the other is the same subject ("lstm", "lstm 的门"), but for a kind of it named by a word put
+    # before it: 随机梯度下降 and 梯度下降, QLoRA and LoRA are two things
+    kind = a != b and (b.endswith(a) or a.endswith(b)) and not re.search(r"的\s*$", b[: -len(a)] or a[: -len(b)])
+    if not a or ((a in b or b in a) and not kind):
         return subject
     return f"{other} 和 {subject}" if is_cjk(question) else f"{other} and {subject}"
 

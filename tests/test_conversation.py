@@ -158,6 +158,9 @@ def test_ellipsis_asks_the_previous_question_about_x(
         ("什么是 LSTM？", "GRU 呢？", "它们有什么区别？", "LSTM 和 GRU 有什么区别？"),
         ("什么是 BERT？", "GPT 呢？", "两者的区别是什么？", "BERT 和 GPT 两者的区别是什么？"),
         ("什么是 Few-shot？", "One-shot 呢？", "两者有什么区别？", "Few-shot 和 One-shot 两者有什么区别？"),
+        # a kind of the first named by a word before it is another thing (not a part of it, as "LSTM 的门" is)
+        ("什么是 LoRA？", "QLoRA 呢？", "它们有什么区别？", "LoRA 和 QLoRA 有什么区别？"),
+        ("什么是梯度下降？", "随机梯度下降呢？", "它们各有什么缺点？", "梯度下降 和 随机梯度下降各有什么缺点？"),
         ("What is LayerNorm?", "What about BatchNorm?", "How do they differ?", "How do LayerNorm and BatchNorm differ?"),
         # one subject all along: 它们 are the things the answer listed, the subject stays alone
         ("什么是 LSTM？", "它有哪几个门？", "它们各自的作用是什么？", "LSTM 各自的作用是什么？"),
