@@ -68,7 +68,7 @@ from rag.answer_types import (
 )
 from rag.config import Settings
 from rag.question_names import without_glosses
-from rag.text import fold_hyphens, written_form
+from rag.text import fold_hyphens, normalize, written_form
 from rag.types import Chunk, Hit, Turn
 
 MARKER = re.compile(r"\[(\d+)\]")
@@ -1670,6 +1670,20 @@ def test_a_line_of_code_opens_only_an_answer_to_how() -> None:
     assert leading_first(ranked, (), asks_list=False, takes_code=True)[0].sentence is code
     far = [Candidate(code, {}, 5.0), Candidate(prose, {}, 2.0)]  # prose far below: the notes' code is what they say
     assert leading_first(far, (), asks_list=False, takes_code=False)[0].sentence is code
+
+
+def test_under_a_heading_naming_the_questions_compound_a_sentence_names_no_sibling_of_it() -> None:
+    words = {"梯度", "下降", "山谷", "山顶", "参数", "步长"}.__contains__
+    section = split_passage(0, hit("### 梯度下降法\n一种参数优化算法,就像山顶向山谷下降一样,最终达到某个局部最小值点。\n"))
+    rate = split_passage(1, hit("### 学习率\n控制梯度下降过程中,参数更新步长的超参数。\n", rank=2))
+    best = next(s for s in section if s.kind == "text")
+    other = next(s for s in rate if s.kind == "text")
+    assert best.heading == "梯度下降法"
+    ranked = [Candidate(best, {}, 7.4), Candidate(other, {}, 4.8)]
+    question, subject = "什么是梯度下降？", {"梯度": 3.0, "下降": 3.0}
+    assert compound_sibling(question, normalize(best.text), words, subject) == ("山谷下降", "梯度下降")
+    led = leading_first(ranked, (), asks_list=False, subject=subject, question=question, is_word=words)
+    assert led[0].sentence is best
 
 
 def test_a_sentence_about_a_compound_with_another_modifier_gives_way_to_one_about_the_questions() -> None:

@@ -143,8 +143,10 @@ def leading_first(
                 )
             candidates = listed
     compound = compound_sibling(question, said, is_word, subject)
-    if compound is not None:
-        # "状态价值函数：定义为……" for "动作价值函数是怎么定义的？": one close to it that names 动作价值函数 comes first
+    if compound is not None and compound[1] not in normalize(candidates[0].sentence.heading):
+        # "状态价值函数：定义为……" for "动作价值函数是怎么定义的？": one close to it that names 动作价值函数 comes first;
+        # under a heading that names the question's own compound the sentence is about it ("……向山谷下降……" of
+        # the 梯度下降法 section names no sibling of 梯度下降)
         candidates = _close_first(
             candidates,
             lambda c: compound[1] in normalize(c.sentence.text) and states_something(c.sentence.text, c.features),
