@@ -1672,6 +1672,20 @@ def test_a_line_of_code_opens_only_an_answer_to_how() -> None:
     assert leading_first(far, (), asks_list=False, takes_code=False)[0].sentence is code
 
 
+def test_asked_the_same_of_two_things_the_answer_quotes_the_others_own_section() -> None:
+    question = "生成式模型和判别式模型分别对什么概率建模？"
+    words = {"生成式": 4.0, "判别式": 4.2, "概率": 2.0, "建模": 2.5}
+    profile = profile_question(question, words, {}, list(words))
+    discriminative = split_passage(0, hit("### 判别式模型\n通常，判别式模型计算条件概率。\n"))
+    hmm = split_passage(1, hit("### 隐马尔科夫模型\nHMM模型对转移概率直接建模，是一种生成式模型。\n", rank=2))
+    generative = split_passage(2, hit("### 生成式模型\n通常，生成式模型计算联合概率分布。\n", rank=3))
+    groups = [discriminative, hmm, generative]
+    first = [next(s for s in g if s.kind == "text") for g in groups]
+    ranked = [Candidate(first[0], {}, 5.7), Candidate(first[1], {}, 4.68), Candidate(first[2], {}, 4.64)]
+    chosen, _ = compose(Reading(profile, ranked, groups, True, 0.9, 0.5), 3, max_chars=600)
+    assert [s.text for s in chosen] == ["通常，判别式模型计算条件概率。", "通常，生成式模型计算联合概率分布。"]
+
+
 def test_under_a_heading_naming_the_questions_compound_a_sentence_names_no_sibling_of_it() -> None:
     words = {"梯度", "下降", "山谷", "山顶", "参数", "步长"}.__contains__
     section = split_passage(0, hit("### 梯度下降法\n一种参数优化算法,就像山顶向山谷下降一样,最终达到某个局部最小值点。\n"))

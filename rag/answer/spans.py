@@ -37,6 +37,8 @@ CONTINUES = re.compile(r"^(?:即|因此|所以|也就是|例如|比如|其中|(?
 # A sentence that opens without a subject of its own ("可以使用更复杂的模型；", "所以训练样本要尽可能的全面"): a later
 # sentence of a list item that opens so is quoted from the item's beginning
 _STANDS_ON_ITEM = re.compile(r"^(?:可以|能|如果|若|需要|应该|应|要|就|也|还|并且|但|而且?|且|所以|因此|即|例如|比如)")
+# Two things joined and asked the same of each ("A 和 B 分别……", "A 与 B 各自……")
+_ASKS_EACH = re.compile(r"[和与跟及].+(?:分别|各自|各是|各有|各为)|\b(?:each|respectively)\b", re.I)
 MAX_LIST_ITEMS = 8
 MAX_CUT_PIECES = 2  # a sentence cut by line breaks takes at most this many pieces on each side of the best one
 MAX_ITEM_SENTENCES = 4  # a list item quoted alone keeps at most this many of its sentences
@@ -316,22 +318,30 @@ def _second(pool: Sequence[Candidate], best: Candidate, chosen: Sequence[Sentenc
     """A sentence of another passage that answers a part of the question the first span leaves open."""
     profile = reading.profile
     clauses = len(re.findall(r"[？?]", profile.text)) + len(re.findall(r"[，,；;]\s*(?:还有|以及|并且|另外|and\b)", profile.text))
-    if "compare" not in profile.types and clauses < 2:
+    # "生成式模型和判别式模型分别对什么概率建模？" asks the same of two things: as a comparison does
+    compared = "compare" in profile.types or _ASKS_EACH.search(profile.text) is not None
+    if not compared and clauses < 2:
         return None
     covered = normalize(" ".join(s.text for s in chosen))
     open_words = {t: w for t, w in profile.words.items() if t not in covered}
     if not open_words:
         return None
     # a comparison whose first span leaves one of the things compared unnamed asks for the other's sentence more
-    margin = SECOND_PASSAGE_MARGIN * (2 if "compare" in profile.types and set(profile.subject) & set(open_words) else 1)
-    for c in pool[1:6]:
-        if c.passage == best.passage or c.score < best.score - margin:
-            continue
-        if coverage(normalize(c.sentence.text + " " + c.sentence.heading), open_words) >= SECOND_PASSAGE_GAIN:
-            return c
+    margin = SECOND_PASSAGE_MARGIN * (2 if compared and set(profile.subject) & set(open_words) else 1)
+    others = [t for t in profile.subject if t in open_words] if compared else []
+    answering = [
+        c
+        for c in pool[1:6]
+        if c.passage != best.passage
+        and c.score >= best.score - margin
+        and coverage(normalize(c.sentence.text + " " + c.sentence.heading), open_words) >= SECOND_PASSAGE_GAIN
+    ]
+    # of those, one from the other compared thing's own section first (not HMM's "……是一种生成式模型")
+    own = [c for c in answering if any(t in normalize(c.sentence.heading) for t in others)]
+    if own or answering:
+        return (own or answering)[0]
     # "校验集和测试集有什么区别？" answered from the 校验集 section: the other one's own section says what it is, though
     # its sentence shares fewer of the question's words than sentences that merely name both
-    others = [t for t in profile.subject if t in open_words] if "compare" in profile.types else []
     for c in pool[1:]:
         if c.score < best.score - COMPARED_SECTION_MARGIN:
             break
