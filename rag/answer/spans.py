@@ -336,15 +336,15 @@ def _second(pool: Sequence[Candidate], best: Candidate, chosen: Sequence[Sentenc
         and c.score >= best.score - margin
         and coverage(normalize(c.sentence.text + " " + c.sentence.heading), open_words) >= SECOND_PASSAGE_GAIN
     ]
-    # of those, one from the other compared thing's own section first (not HMM's "……是一种生成式模型")
-    own = [c for c in answering if any(t in normalize(c.sentence.heading) for t in others)]
-    if own or answering:
-        return (own or answering)[0]
-    # "校验集和测试集有什么区别？" answered from the 校验集 section: the other one's own section says what it is, though
-    # its sentence shares fewer of the question's words than sentences that merely name both
+    # the other compared thing's own section says what it is first ("校验集和测试集有什么区别？" answered from the 校验集
+    # section), though its sentence shares fewer of the question's words than sentences that merely name both
+    # (HMM's "……是一种生成式模型" for "生成式模型和判别式模型分别……")
+    own = next((c for c in answering if any(t in normalize(c.sentence.heading) for t in others)), None)
+    if own is not None:
+        return own
     for c in pool[1:]:
         if c.score < best.score - COMPARED_SECTION_MARGIN:
             break
         if c.passage != best.passage and any(t in normalize(c.sentence.heading) for t in others):
             return c if reads_as_sentence(c.sentence.text) else None
-    return None
+    return answering[0] if answering else None
