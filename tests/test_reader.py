@@ -1686,6 +1686,23 @@ def test_asked_the_same_of_two_things_the_answer_quotes_the_others_own_section()
     assert [s.text for s in chosen] == ["通常，判别式模型计算条件概率。", "通常，生成式模型计算联合概率分布。"]
 
 
+def test_a_comparison_quotes_the_best_passages_sentence_on_the_other_thing_once() -> None:
+    question = "Few-shot 和 Zero-shot 的区别是什么？"
+    words = {"few": 3.0, "zero": 3.2, "shot": 2.0}
+    profile = profile_question(question, words, {}, list(words))
+    group = split_passage(
+        0,
+        hit(
+            "zero-shot：预训练 + task description + prompt，直接预测。\n实验结果表明，效果随模型容量上升。\n"
+            "few-shot（又称为in-context learning）：预训练 + task description + examples + prompt，预测。\n"
+        ),
+    )
+    zero, other, few = (s for s in group if s.kind == "text")
+    ranked = [Candidate(zero, {}, 7.4), Candidate(other, {}, 4.2), Candidate(few, {}, 4.0)]
+    chosen, _ = compose(Reading(profile, ranked, [group], True, 0.9, 0.5), 1, max_chars=600)
+    assert [s.text for s in chosen] == [zero.text, few.text]  # each once, the one naming few-shot added
+
+
 def test_under_a_heading_naming_the_questions_compound_a_sentence_names_no_sibling_of_it() -> None:
     words = {"梯度", "下降", "山谷", "山顶", "参数", "步长"}.__contains__
     section = split_passage(0, hit("### 梯度下降法\n一种参数优化算法,就像山顶向山谷下降一样,最终达到某个局部最小值点。\n"))

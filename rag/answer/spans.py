@@ -171,7 +171,8 @@ def compose(reading: Reading, n_passages: int, *, max_chars: int) -> tuple[list[
     chosen = span + support
     second = _second(pool, best, chosen, reading)
     if second is not None:
-        extra = span_for(second.sentence, reading.sentences[second.passage], asks_list=False)
+        quoted = set(map(id, chosen))  # a span of the best passage may run into what the first one quoted
+        extra = [s for s in span_for(second.sentence, reading.sentences[second.passage], asks_list=False) if id(s) not in quoted]
         chosen += _trim(extra, second, max_chars - sum(len(s.text) + 4 for s in chosen))
     stated = any(states(s.text, kind) for s in chosen for kind in missing)
     # the passage is relevant but states no formula / number: say so rather than stitch fragments
@@ -347,4 +348,19 @@ def _second(pool: Sequence[Candidate], best: Candidate, chosen: Sequence[Sentenc
             break
         if c.passage != best.passage and any(t in normalize(c.sentence.heading) for t in others):
             return c if reads_as_sentence(c.sentence.text) else None
-    return answering[0] if answering else None
+    if answering:
+        return answering[0]
+    # the best passage itself defines both ("zero-shot：……" and "few-shot（又称为in-context learning）：……" for
+    # "Few-shot 和 Zero-shot 的区别是什么？"): its sentence that names the other one
+    return next(
+        (
+            c
+            for c in pool[1:]
+            if c.score >= best.score - COMPARED_SECTION_MARGIN
+            and c.passage == best.passage
+            and c.sentence not in chosen
+            and any(t in normalize(c.sentence.text) for t in others)
+            and reads_as_sentence(c.sentence.text)
+        ),
+        None,
+    )
