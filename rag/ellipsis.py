@@ -111,6 +111,9 @@ def resolve_ellipsis(question: str, previous: str, subject: str, tokenizer: Toke
     return None
 
 
+_GLUED = frozenset("有是的在和与会能要呢吗")
+
+
 def _sibling_word(previous: str, x: str, subject: str, tokenizer: Tokenizer) -> tuple[int, int] | None:
     """The span of the one word of `previous`, outside its subject, that Chinese X is a sibling of: as long, ending
     alike, opening otherwise ("正样本" for "负样本", "训练集" for "测试集"); None when there is none or more than one."""
@@ -126,7 +129,8 @@ def _sibling_word(previous: str, x: str, subject: str, tokenizer: Tokenizer) -> 
         (i, i + len(x))
         for i in range(len(text) - len(x) + 1)
         if i in bounds
-        and i + len(x) in bounds
+        # ... or a particle or verb jieba glued to its end ("输入|门有" of "LSTM 的输入门有什么作用？")
+        and (i + len(x) in bounds or text[i + len(x) : i + len(x) + 1] in _GLUED)
         and all(is_cjk(ch) for ch in text[i : i + len(x)])
         and text[i + len(x) - shared : i + len(x)] == x[-shared:]
         and text[i] != x[0]
