@@ -710,7 +710,10 @@ def test_a_line_that_announces_the_asked_comparison_leads_its_items() -> None:
     assert leading_first(ranked, (), asks_list=False, subject=subject)[0].sentence is data  # not asked to compare
     # a lead-in naming one of them only, or far below, does not lead
     assert leading_first(ranked, (), asks_list=False, subject={**subject, "elmo": 3.0}, asks_compare=True)[0].sentence is data
-    far = [Candidate(data, {}, 9.0), *ranked[1:]]
+    # a logit and more below (the question says 不同, the line 区别) it still leads; far below it does not
+    close = [Candidate(data, {}, 8.4), *ranked[1:]]
+    assert leading_first(close, (), asks_list=False, subject=subject, asks_compare=True)[0].sentence is lead_in
+    far = [Candidate(data, {}, 9.5), *ranked[1:]]
     assert leading_first(far, (), asks_list=False, subject=subject, asks_compare=True)[0].sentence is data
     reading = Reading(profile_question("BERT 和 GPT 有什么区别？", {}, {}, []), [ranked[1], ranked[0], ranked[2]], [group], True, 0.9, 0.5)
     chosen, _ = compose(reading, 1, max_chars=600)

@@ -40,6 +40,9 @@ CODE_MARGIN = 2.0  # logit units: prose this close to a best line of code answer
 # close leads (else `refusal_rules` refuses)
 FIGURE_LEAD_MARGIN = 2.0
 REMEDY_MARGIN = 2.0  # logit units: the best sentence says no fix the question asks for; one that does this close leads
+# logit units: a line announcing the very comparison asked ("GPT和BERT的区别：") leads from this close, whichever
+# word of difference the question uses ("有什么不同？")
+ANNOUNCED_COMPARISON_MARGIN = 2.0
 SIBLING_MARGIN = 3.0  # logit units: the best sentence speaks of a sibling; one naming the subject this close leads
 REPEAT_LOOKAHEAD = 5  # a follow-up's answer opens with the best of this many candidates the last answer did not quote
 NEW_MARGIN = 3.0  # logit units: ...and only with one rated this close to the best
@@ -107,7 +110,9 @@ def leading_first(
         candidates = _close_first(candidates, lambda c: all(t in normalize(c.sentence.text) for t in pair))
     if asks_compare and len(subject) >= 2:
         # "BERT 和 GPT 有什么区别？": a line that announces that very comparison ("GPT和BERT的区别：") leads its items
-        candidates = _close_first(candidates, lambda c: _announces_comparison(c.sentence.text, subject))
+        candidates = _close_first(
+            candidates, lambda c: _announces_comparison(c.sentence.text, subject), margin=ANNOUNCED_COMPARISON_MARGIN
+        )
     # a sibling the question names itself ("硬标签和软标签有什么不同？") is no other entity
     # the line a list item hangs from says whose list it is ("导致欠拟合的原因：" above "2、特征项不够……")
     said = normalize(f"{lead_in(candidates[0])} {candidates[0].sentence.text}")
