@@ -101,9 +101,9 @@ def resolve_ellipsis(question: str, previous: str, subject: str, tokenizer: Toke
     if x is not None and sibling is not None:
         # "SimCSE 怎么构造正样本？" + "负样本呢？": the same question of the other kind of sample, about SimCSE still;
         # "LSTM 的输入门有什么作用？" + "遗忘门呢？": of LSTM's other gate, which is what it is about now
+        start, end, in_subject = sibling
         text = previous.strip()
-        at = text.find(subject) if subject else -1
-        return text[: sibling[0]] + x + text[sibling[1] :], at <= sibling[0] < at + len(subject)
+        return text[:start] + x + text[end:], in_subject
     if x is not None:
         substituted = substitute_ellipsis(previous, x, subject, tokenizer)
         if substituted is not None:
@@ -114,9 +114,10 @@ def resolve_ellipsis(question: str, previous: str, subject: str, tokenizer: Toke
 _GLUED = frozenset("有是的在和与会能要呢吗")
 
 
-def _sibling_word(previous: str, x: str, subject: str, tokenizer: Tokenizer) -> tuple[int, int] | None:
-    """The span of the one word of `previous`, outside its subject, that Chinese X is a sibling of: as long, ending
-    alike, opening otherwise ("正样本" for "负样本", "训练集" for "测试集"); None when there is none or more than one."""
+def _sibling_word(previous: str, x: str, subject: str, tokenizer: Tokenizer) -> tuple[int, int, bool] | None:
+    """The span in `previous` (stripped) of its one word that Chinese X is a sibling of: as long, ending alike,
+    opening otherwise ("正样本" for "负样本", "训练集" for "测试集"), and whether it is a word of the subject; None
+    when there is none or more than one."""
     text = previous.strip()
     if not 2 <= len(x) <= 6 or not all(is_cjk(ch) for ch in x) or x in text or (subject and subject in x):
         return None  # "非均匀量化呢？" after "什么是均匀量化？" names a kind of the subject: it replaces the subject
@@ -137,7 +138,10 @@ def _sibling_word(previous: str, x: str, subject: str, tokenizer: Tokenizer) -> 
         # wholly outside the subject, or one of its words ("输入门" of "LSTM 的输入门"), not across its edge
         and (at < 0 or i + len(x) <= at or i >= at + len(subject) or (at <= i and i + len(x) <= at + len(subject)))
     ]
-    return found[0] if len(found) == 1 else None
+    if len(found) != 1:
+        return None
+    start, end = found[0]
+    return start, end, at >= 0 and at <= start < at + len(subject)
 
 
 def substitute_ellipsis(previous: str, x: str, subject: str, tokenizer: Tokenizer) -> str | None:

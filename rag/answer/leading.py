@@ -89,19 +89,17 @@ def leading_first(
         # "DALL·E 2 的不足": a sentence close to the best that states a shortcoming answers before one that does
         # not, from a section as much about the subject (full fine-tuning's cost is not LoRA's drawback)
         about = candidates[0].features.get("subject_heading", 0.0)
-        candidates = _close_first(
-            candidates,
-            lambda c: states_drawback(c.sentence.text) and c.features.get("subject_heading", 0.0) >= about,
-            margin=DRAWBACK_MARGIN,
-        )
+
+        def flaw(c: Candidate) -> bool:
+            return states_drawback(c.sentence.text) and c.features.get("subject_heading", 0.0) >= about
+
+        candidates = _close_first(candidates, flaw, margin=DRAWBACK_MARGIN)
         if translated and not states_drawback(candidates[0].sentence.text):
             # the English ranker reads few features and rates its candidates closer together: further below, one
             # that writes a Chinese name the question was searched by ("非均匀量化……的缺点是不利于硬件加速")
             candidates = _close_first(
                 candidates,
-                lambda c: states_drawback(c.sentence.text)
-                and c.features.get("subject_heading", 0.0) >= about
-                and any(t in normalize(c.sentence.text) for t in translated),
+                lambda c: flaw(c) and any(t in normalize(c.sentence.text) for t in translated),
                 margin=DRAWBACK_MARGIN_ACROSS,
             )
     pair = _joined_pair(question, subject)
@@ -134,8 +132,12 @@ def leading_first(
         about = candidates[0].features.get("subject_window", 0.0)
 
         def fixes(c: Candidate) -> bool:
-            said = normalize(f"{lead_in(c)} {c.sentence.text}")
-            return states_remedy(c.sentence.text) and remedy_of in said and c.features.get("subject_window", 0.0) >= about
+            with_lead_in = normalize(f"{lead_in(c)} {c.sentence.text}")
+            return (
+                states_remedy(c.sentence.text)
+                and remedy_of in with_lead_in
+                and c.features.get("subject_window", 0.0) >= about
+            )
 
         def lists_fixes(c: Candidate) -> bool:  # "解决办法：充足有效的训练数据、降低模型复杂度、……": the ways, together
             return fixes(c) and (LEAD_IN.search(c.sentence.text) is not None or c.features.get("enumeration", 0.0) > 0)
