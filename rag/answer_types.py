@@ -129,6 +129,18 @@ _REMEDY_ASKED = re.compile(
 _REMEDY_STATED = re.compile(rf"{'|'.join(REMEDY_WORDS)}|改善|应对|措施|办法|方法(?:包括|有)|可以通过")
 
 
+# A question that asks which things make up a kind or a whole ("深度神经网络包括哪些网络？", "分为哪几类？",
+# "What types of attention are there?"), answered by a line that names them, not by the kind's definition
+_MEMBERS_ASKED = re.compile(
+    r"(?:包括|包含|有|分为|分成|分)哪(?:些|几)|哪几(?:种|类|个)|\b(?:types|kinds|categories|variants) of\b", re.I
+)
+
+
+def asks_members(question: str) -> bool:
+    """Whether the question asks what a kind or a whole is made of: its members, kinds or parts."""
+    return _MEMBERS_ASKED.search(question) is not None
+
+
 def asks_remedy(question: str) -> bool:
     """Whether a question asks how to fix a problem, in Chinese or in English ("How to prevent overfitting?")."""
     if _REMEDY_ASKED.search(question):

@@ -47,6 +47,7 @@ from rag.answer.sentence_form import (
     is_enumeration,
     is_link,
     list_lead_in,
+    names_members,
     reads_as_sentence,
     sibling_named,
     states_count,
@@ -55,6 +56,7 @@ from rag.answer.sentence_form import (
 from rag.answer.sentences import split_passage, whole_sentence
 from rag.answer.spans import REFERS_BACK, compose, repeats, span_for
 from rag.answer_types import (
+    asks_members,
     asks_remedy,
     attribute_translations,
     is_instruction,
@@ -1747,3 +1749,27 @@ def test_a_later_sentence_of_a_list_item_that_cannot_stand_alone_comes_with_its_
     l2 = split_passage(0, hit("16. L2(权重衰减)：在损失函数中添加权重的平方和。L2 正则化推动模型参数向零。\n17. Dropout：随机失活。\n"))
     own = next(s for s in l2 if s.text.startswith("L2 正则化"))
     assert span_for(own, l2, asks_list=False)[0] is own
+
+
+def test_asked_what_a_kind_includes_a_sentence_naming_its_members_leads_when_close() -> None:
+    for question in ("深度神经网络这一大类具体包括哪些网络？", "机器学习分为哪几类？", "What types of attention are there?"):
+        assert asks_members(question), question
+    for question in ("深度神经网络是什么？", "有什么缺点？", "Which is faster?"):
+        assert not asks_members(question), question
+    assert names_members("包括多层感知机（MLPs）、卷积神经网络（CNNs）、循环神经网络（RNNs）和门控循环单元（GRUs）。")
+    assert names_members("这里简要介绍了 LLM 的三种代表性的涌现能力：")  # the list follows it
+    assert not names_members("具有多层的神经网络我们一般就可以认为是深度神经网络。")
+    group = split_passage(
+        0, hit("具有多层的神经网络我们一般就可以认为是深度神经网络。\n包括多层感知机（MLPs）、卷积神经网络（CNNs）、循环神经网络（RNNs）。\n")
+    )
+    definition, members = group[0], group[1]
+    window = {"subject_window": 0.5}
+    ranked = [Candidate(definition, window, 5.05), Candidate(members, window, 4.5)]
+    question = "深度神经网络包括哪些网络？"
+    assert leading_first(ranked, (), asks_list=True, question=question)[0].sentence is members
+    assert leading_first(ranked, (), asks_list=False, question="深度神经网络是什么？")[0].sentence is definition
+    far = [Candidate(definition, window, 6.5), Candidate(members, window, 4.5)]  # rated far below, the best leads
+    assert leading_first(far, (), asks_list=True, question=question)[0].sentence is definition
+    # members from a window less about the subject do not lead
+    elsewhere = [Candidate(definition, window, 5.05), Candidate(members, {"subject_window": 0.2}, 4.5)]
+    assert leading_first(elsewhere, (), asks_list=True, question=question)[0].sentence is definition

@@ -1,11 +1,12 @@
 """Which candidate leads an answer: rules over the reader's ranking for what a sentence's score does not see.
 
 A passage naming the question's Latin subject, or the Chinese subject word a section is titled by, answers
-first; a sentence stating the count a list question names, the shortcoming a drawback question asks for, the ways
-of fixing the problem a question asks how to fix, or the figure the best's passage does not give, one naming the
-subject where the best names only a sibling of it, or one writing the Chinese name of an English question's
-phrase comes first when rated close to the best; a title or a line of names never leads; a follow-up does not
-open with what the last answer already said. The verdict (answerable or not) is never changed here.
+first; a sentence stating the count a list question names or the members it asks for, the shortcoming a
+drawback question asks for, the ways of fixing the problem a question asks how to fix, or the figure the best's
+passage does not give, one naming the subject where the best names only a sibling of it, or one writing the
+Chinese name of an English question's phrase comes first when rated close to the best; a title or a line of
+names never leads; a follow-up does not open with what the last answer already said. The verdict (answerable or
+not) is never changed here.
 """
 
 from __future__ import annotations
@@ -20,11 +21,12 @@ from rag.answer.sentence_form import (
     LEAD_IN,
     compound_sibling,
     count_asked,
+    names_members,
     sibling_named,
     states_count,
     states_something,
 )
-from rag.answer_types import states, states_drawback, states_remedy
+from rag.answer_types import asks_members, states, states_drawback, states_remedy
 from rag.text import is_cjk, normalize
 
 if TYPE_CHECKING:
@@ -43,6 +45,7 @@ REMEDY_MARGIN = 2.0  # logit units: the best sentence says no fix the question a
 # logit units: a line announcing the very comparison asked ("GPT和BERT的区别：") leads from this close, whichever
 # word of difference the question uses ("有什么不同？")
 ANNOUNCED_COMPARISON_MARGIN = 2.0
+MEMBERS_MARGIN = 1.0  # logit units: the best sentence names no members the question asks for; one that does this close leads
 SIBLING_MARGIN = 3.0  # logit units: the best sentence speaks of a sibling; one naming the subject this close leads
 REPEAT_LOOKAHEAD = 5  # a follow-up's answer opens with the best of this many candidates the last answer did not quote
 NEW_MARGIN = 3.0  # logit units: ...and only with one rated this close to the best
@@ -85,6 +88,15 @@ def leading_first(
     if asks_list and count and not states_count(candidates[0].sentence.text, count):
         # "哪三个步骤？": a sentence close to the best that states three steps introduces the answer
         candidates = _close_first(candidates, lambda c: states_count(c.sentence.text, count))
+    if asks_members(question) and not names_members(candidates[0].sentence.text):
+        # "深度神经网络（DNN）这一大类具体包括哪些网络？": the definition of a DNN names none; a sentence close to it that
+        # names them ("包括多层感知机（MLPs）、卷积神经网络（CNNs）、……"), from a window as much about the subject, leads
+        about = candidates[0].features.get("subject_window", 0.0)
+        candidates = _close_first(
+            candidates,
+            lambda c: names_members(c.sentence.text) and c.features.get("subject_window", 0.0) >= about,
+            margin=MEMBERS_MARGIN,
+        )
     if asks_drawback and not states_drawback(candidates[0].sentence.text):
         # "DALL·E 2 的不足": a sentence close to the best that states a shortcoming answers before one that does
         # not, from a section as much about the subject (full fine-tuning's cost is not LoRA's drawback)

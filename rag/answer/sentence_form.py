@@ -44,6 +44,16 @@ def is_enumeration(text: str) -> bool:
     )
 
 
+# Members named after the word that introduces them: "包括多层感知机（MLPs）、卷积神经网络（CNNs）、……"
+_MEMBERS_NAMED = re.compile(r"(?:包括|包含|分为|分成|有)[^。；;]{0,40}、[^。；;、]{1,30}、")
+
+
+def names_members(text: str) -> bool:
+    """Whether a sentence names the members of something: three or more after 包括/分为/有, four or more in a
+    row, or a line introducing the list below it ("LLM 的三种代表性的涌现能力：")."""
+    return _MEMBERS_NAMED.search(text) is not None or text.count("、") >= 3 or LEAD_IN.search(text) is not None
+
+
 def states_something(text: str, features: Mapping[str, float]) -> bool:
     """Whether a candidate states anything: not a line of names or a link, nor a short title of Latin words
     alone ("Temperature Sampling"), nor a numbered title ("3. 图神经网络（GNNs，Graph Neural Networks）"), nor a
