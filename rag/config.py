@@ -117,6 +117,14 @@ class Settings(BaseSettings):
         description="Weight of a passage's best sentence in its rank (rag.sentence_ranking; 0 = off): a question "
         "about one sentence of a long passage finds that passage.",
     )
+    deep_candidates: int = Field(
+        60,
+        ge=1,
+        le=1000,
+        description="Top-N of each retriever fused when the passages are then ranked by their best sentence (a "
+        "hybrid search of a Chinese question): the ones below `candidates` are scored on the scale of the top "
+        "`candidates`, so a passage BM25 ranks 40th keeps its BM25 score and its best sentence can lift it.",
+    )
     rerank_model: str | None = Field(
         None,
         description="Optional sentence-transformers CrossEncoder (a directory or a Hugging Face id); one that cannot "

@@ -42,12 +42,14 @@ def score_fusion(
     scores: Mapping[str, Mapping[Hashable, float]],
     *,
     weights: Mapping[str, float] | None = None,
+    basis: Sequence[Hashable] | None = None,
 ) -> list[tuple[Hashable, float, dict[str, float]]]:
     """Distribution-based score fusion over the union of the candidates.
 
     Each retriever's scores are rescaled so that its mean - 3 sd maps to 0 and its mean + 3 sd to 1 (so one
     retriever's scale or spread cannot dominate), weighted and summed; a candidate a retriever did not score
-    counts 0 there before rescaling. Returns (id, fused score, contribution per retriever) sorted by score,
+    counts 0 there before rescaling. The mean and sd are those of the `basis` candidates when given (the top of
+    each ranking), so candidates fetched from deeper down are scored without moving the scale. Returns (id, fused score, contribution per retriever) sorted by score,
     ties broken by first appearance (the first mapping's order first), so the order is deterministic.
     """
     candidates = list(dict.fromkeys(item for ranked in scores.values() for item in ranked))
@@ -58,8 +60,9 @@ def score_fusion(
     for name, by_item in scores.items():
         weight = 1.0 if weights is None else float(weights.get(name, 1.0))
         values = [float(by_item.get(item, 0.0)) for item in candidates]
-        mean = sum(values) / len(values)
-        spread = 6 * math.sqrt(sum((v - mean) ** 2 for v in values) / len(values))
+        sample = values if not basis else [float(by_item.get(item, 0.0)) for item in basis]
+        mean = sum(sample) / len(sample)
+        spread = 6 * math.sqrt(sum((v - mean) ** 2 for v in sample) / len(sample))
         for item, value in zip(candidates, values, strict=True):
             contribution = weight * ((value - mean) / spread + 0.5 if spread > 0 else 0.5)
             fused[item] += contribution

@@ -160,9 +160,13 @@ class Retriever:
                 translated, query_vector = self._bridge(query, weighted, expansions)
         else:
             weighted, expansions = dict.fromkeys(tokens, 1.0), []
-        bm25 = self.index.keyword_search(weighted, n if rows is None else len(self.index)) if weighted else []
+        # passages ranked by their best sentence afterwards are fetched from deeper down: a paraphrase's passage
+        # that BM25 ranks 40th and the dense model 2nd then counts both, and its best sentence can lift it
+        rescoring = mode == "hybrid" and s.sentence_weight > 0 and self.reranker is None and not mostly_english(query)
+        deep = max(n, s.deep_candidates) if rescoring and s.fusion == "score" else n
+        bm25 = self.index.keyword_search(weighted, deep if rows is None else len(self.index)) if weighted else []
         if rows is not None:
-            bm25 = [(row, score) for row, score in bm25 if row in rows][:n]
+            bm25 = [(row, score) for row, score in bm25 if row in rows][:deep]
         t1 = time.perf_counter()
         timings["bm25_ms"] = (t1 - t0) * 1000
 
@@ -174,7 +178,7 @@ class Retriever:
             vectors = query_vector[None, :]
         else:
             vectors = self.embedder.embed_queries([translated or query])
-        dense = self._dense(vectors[0], n, rows)
+        dense = self._dense(vectors[0], deep, rows)
         t2 = time.perf_counter()
         timings["dense_ms"] = (t2 - t1) * 1000
 
@@ -198,6 +202,7 @@ class Retriever:
             fused = score_fusion(
                 {"bm25": dict(bm25), "dense": dict(zip(candidates, map(float, similarity), strict=True))},
                 weights={"bm25": s.bm25_weight, "dense": s.dense_weight},
+                basis=list(dict.fromkeys([r for r, _ in bm25[:n]] + [r for r, _ in dense[:n]])),
             )
         fused = fused[: max(top_k * 3, 10)]
         rows = [int(row) for row, _, _ in fused]
@@ -221,7 +226,7 @@ class Retriever:
             )
         if self.reranker is not None and hits:
             hits = self._rerank(query, hits)
-        elif hits and mode == "hybrid" and s.sentence_weight > 0 and not mostly_english(query):
+        elif hits and rescoring:
             # an English question's similarities to single Chinese sentences run low and flat: they would only
             # add noise to a ranking its bridged names already steer
             similarities = best_sentence_similarities(self.index, vectors[0], hits)

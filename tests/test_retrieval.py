@@ -123,6 +123,45 @@ def test_score_fusion_weights_missing_scores_and_ties() -> None:
     assert score_fusion({}) == [] and score_fusion({"bm25": {}, "dense": {}}) == []
 
 
+def test_score_fusion_scores_deeper_candidates_on_the_scale_of_the_top_ones() -> None:
+    top_bm25 = {"a": 12.0, "b": 9.0, "c": 4.0}
+    top_dense = {"a": 0.82, "b": 0.80, "c": 0.86}
+    deeper_bm25, deeper_dense = {**top_bm25, "d": 1.0}, {**top_dense, "d": 0.88}
+    basis = ["a", "b", "c"]
+    alone = {item: score for item, score, _ in score_fusion({"bm25": top_bm25, "dense": top_dense})}
+    deep = {item: score for item, score, _ in score_fusion({"bm25": deeper_bm25, "dense": deeper_dense}, basis=basis)}
+    assert {k: deep[k] for k in alone} == pytest.approx(alone)  # the top ones keep their scores
+    assert "d" in deep and deep["d"] > deep["b"]  # fetched from deeper down, it still counts its dense lead
+    moved = {item: score for item, score, _ in score_fusion({"bm25": deeper_bm25, "dense": deeper_dense})}
+    assert moved["a"] != pytest.approx(alone["a"])  # without a basis, the deeper one moves the scale
+
+
+def test_a_chinese_hybrid_search_fuses_deeper_candidates_than_the_others(engine: Engine, base_settings: Settings) -> None:
+    def search(settings: Settings, query: str, mode: str = "hybrid") -> list[Hit]:
+        e = Engine(settings, embedder=engine.embedder)
+        e.load()
+        return e.search(query, top_k=5, mode=mode).hits
+
+    shallow = base_settings.model_copy(update={"deep_candidates": base_settings.candidates})
+    # a paraphrase of 判别性微调: BM25 ranks its passage below the top 30, the dense model near the top
+    question = "每一层学习率都不同的微调方式叫啥"
+    def titled(hits: list[Hit]) -> list[Hit]:
+        return [h for h in hits if "判别性微调" in h.chunk.heading_path[-1]]
+
+    found = titled(search(base_settings, question))
+    assert found and found[0].bm25_rank > base_settings.candidates
+    assert not titled(search(shallow, question))
+
+    def deepest(hits: list[Hit]) -> int:
+        return max(r for h in hits for r in (h.bm25_rank, h.dense_rank) if r is not None)
+
+    # no best-sentence ranking follows (an English question, BM25 alone, the sentence weight off): no deeper reach
+    deep = base_settings.model_copy(update={"deep_candidates": 500})
+    assert deepest(search(deep, "Which learning rate does each layer get in discriminative fine-tuning?")) <= 30
+    assert deepest(search(deep, question, mode="bm25")) <= 30
+    assert deepest(search(deep.model_copy(update={"sentence_weight": 0.0}), question)) <= 30
+
+
 # ------------------------------------------------------------------------------------ merge_adjacent
 
 DOC = "".join(f"第{i:03d}句讲的是检索增强生成的一个细节。" for i in range(40))
