@@ -47,6 +47,7 @@ from rag.answer.sentence_form import (
     is_enumeration,
     is_link,
     list_lead_in,
+    name_given_after,
     names_members,
     reads_as_sentence,
     sibling_named,
@@ -1773,3 +1774,27 @@ def test_asked_what_a_kind_includes_a_sentence_naming_its_members_leads_when_clo
     # members from a window less about the subject do not lead
     elsewhere = [Candidate(definition, window, 5.05), Candidate(members, {"subject_window": 0.2}, 4.5)]
     assert leading_first(elsewhere, (), asks_list=True, question=question)[0].sentence is definition
+
+
+def test_a_sentence_the_notes_go_on_to_name_as_the_question_does_leads_when_close() -> None:
+    group = split_passage(
+        0,
+        hit(
+            "假设信号长度是n,卷积核大小是m,则结果长度为n-m+1;这种卷积的方式称为 valid;\n"
+            "如果通过零填充把卷积核能够划过的位置扩展到最大，则结果长度为 n+m-1;这种方式称为full.\n"
+        ),
+    )
+    valid, valid_name, full, full_name = group[0], group[1], group[2], group[3]
+    assert name_given_after(group, valid) == "valid" and name_given_after(group, full) == "full"
+    assert name_given_after(group, full_name) == "" and name_given_after(group, valid_name) == ""
+    ranked = [Candidate(valid, {}, 8.1), Candidate(full, {}, 6.6)]
+
+    def named(c: Candidate) -> str:
+        return name_given_after(group, c.sentence)
+
+    question = normalize("长度为 n 的信号和大小为 m 的卷积核做 full 方式的卷积，输出长度是多少？")
+    assert leading_first(ranked, (), asks_list=False, question=question, named_after=named)[0].sentence is full
+    asked_valid = normalize("valid 方式的卷积输出长度是多少？")  # the best is already the one it names
+    assert leading_first(ranked, (), asks_list=False, question=asked_valid, named_after=named)[0].sentence is valid
+    far = [Candidate(valid, {}, 9.5), Candidate(full, {}, 6.6)]  # rated far below, the best still leads
+    assert leading_first(far, (), asks_list=False, question=question, named_after=named)[0].sentence is valid

@@ -3,8 +3,9 @@
 A passage naming the question's Latin subject, or the Chinese subject word a section is titled by, answers
 first; a sentence stating the count a list question names or the members it asks for, the shortcoming a
 drawback question asks for, the ways of fixing the problem a question asks how to fix, or the figure the best's
-passage does not give, one naming the subject where the best names only a sibling of it, or one writing the
-Chinese name of an English question's phrase comes first when rated close to the best; a title or a line of
+passage does not give, one naming the subject where the best names only a sibling of it, one the notes go on
+to name as the question does ("……n+m-1;这种方式称为full."), or one writing the Chinese name of an English
+question's phrase comes first when rated close to the best; a title or a line of
 names never leads; a follow-up does not open with what the last answer already said. The verdict (answerable or
 not) is never changed here.
 """
@@ -46,6 +47,9 @@ REMEDY_MARGIN = 2.0  # logit units: the best sentence says no fix the question a
 # word of difference the question uses ("有什么不同？")
 ANNOUNCED_COMPARISON_MARGIN = 2.0
 MEMBERS_MARGIN = 1.0  # logit units: the best sentence names no members the question asks for; one that does this close leads
+# logit units: the best sentence is what the notes go on to name otherwise than the question ("这种卷积的方式称为
+# valid" for "full 方式的卷积……"); one they name as the question does this close leads
+NAMED_AFTER_MARGIN = 2.0
 SIBLING_MARGIN = 3.0  # logit units: the best sentence speaks of a sibling; one naming the subject this close leads
 REPEAT_LOOKAHEAD = 5  # a follow-up's answer opens with the best of this many candidates the last answer did not quote
 NEW_MARGIN = 3.0  # logit units: ...and only with one rated this close to the best
@@ -75,6 +79,7 @@ def leading_first(
     takes_code: bool = True,
     translated: Collection[str] = (),
     remedy_of: str = "",
+    named_after: Callable[[Candidate], str] = lambda candidate: "",
 ) -> list[Candidate]:
     """The ranked candidates with what may lead an answer first (`candidates` sorted best first); `count`: the
     number of parts the question names, if any; `subject`: the question's subject words (normalized), asked in
@@ -82,7 +87,8 @@ def leading_first(
     hangs from (`list_lead_in`); `asks_drawback`: the question names a drawback ("缺点", "limitations");
     `takes_code`: the question asks how, or for a formula, which a line of code may answer; `translated`: the
     Chinese names an English question's words were searched by ("overfitting": 过拟合), whose siblings count too;
-    `remedy_of`: the problem the question asks how to fix ("过拟合"), if it asks that."""
+    `remedy_of`: the problem the question asks how to fix ("过拟合"), if it asks that; `named_after`: the name the
+    sentence after a candidate gives what it describes (`name_given_after`)."""
     if not candidates:
         return candidates
     if asks_list and count and not states_count(candidates[0].sentence.text, count):
@@ -161,6 +167,13 @@ def leading_first(
                     candidates, lambda c: fixes(c) and states_something(c.sentence.text, c.features), margin=REMEDY_MARGIN
                 )
             candidates = listed
+    given = named_after(candidates[0])
+    if given and given not in question:
+        # "……则结果长度为n-m+1;这种卷积的方式称为 valid" for "full 方式的卷积……输出长度是多少？": the sentence the notes
+        # name full ("……则结果长度为 n+m-1;这种方式称为full.") comes first when close
+        candidates = _close_first(
+            candidates, lambda c: (name := named_after(c)) != "" and name in question, margin=NAMED_AFTER_MARGIN
+        )
     compound = compound_sibling(question, said, is_word, subject)
     if compound is not None and compound[1] not in normalize(candidates[0].sentence.heading):
         # "状态价值函数：定义为……" for "动作价值函数是怎么定义的？": one close to it that names 动作价值函数 comes first;

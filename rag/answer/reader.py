@@ -41,7 +41,7 @@ from rag.answer.reader_features import (
     reader_text,
 )
 from rag.answer.refusal_rules import lacks_figure, passages_naming, read_text, refusal_rule, subject_names
-from rag.answer.sentence_form import count_asked, list_lead_in
+from rag.answer.sentence_form import count_asked, list_lead_in, name_given_after
 from rag.answer.sentences import Sentence, sentence_run, split_passage, whole_sentence
 from rag.answer_types import (
     DRAWBACK_NAMED,
@@ -328,6 +328,7 @@ class Reader:
             takes_code=bool(profile.types & {"formula", "how"}),
             translated=[t for t in profile.expansions if is_cjk(t)] if profile.no_chinese else (),
             remedy_of=remedy_asked(question, profile),
+            named_after=lambda c: name_given_after(sentences[c.passage], c.sentence),
         )
         if lacks_figure(question, profile, candidates, sentences):  # else refused below, for want of a figure
             candidates = figure_first(candidates)

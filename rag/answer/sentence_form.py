@@ -7,7 +7,7 @@ import re
 from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import TYPE_CHECKING
 
-from rag.text import CJK_CHARS, is_cjk
+from rag.text import CJK_CHARS, is_cjk, normalize
 
 if TYPE_CHECKING:
     from rag.answer.sentences import Sentence
@@ -212,4 +212,18 @@ def list_lead_in(group: Sequence[Sentence], sentence: Sentence) -> str:
         if not (earlier.bullet or ITEM_NUMBER.match(earlier.text) or earlier.continues):
             return ""
     return ""
+
+
+# A sentence that names what the one before it described: "这种方式称为full.", "这种现象就是梯度弥散"
+_NAMES_THE_LAST = re.compile(
+    r"^(?:这种|这个|这类|该|此|这)[^，,。；;：:]{0,10}?(?:被称为|称为|称作|叫做|叫作|就是)\s*(?P<name>[^，,。；;：:（(\s]{1,24})"
+)
+
+
+def name_given_after(group: Sequence[Sentence], sentence: Sentence) -> str:
+    """The name the next sentence of its passage gives to what `sentence` describes ("…则结果长度为 n+m-1;" then
+    "这种方式称为full."), normalized; "" when the next sentence names nothing back."""
+    after = group[sentence.pos + 1] if sentence.pos + 1 < len(group) else None
+    named = _NAMES_THE_LAST.match(after.text.strip()) if after is not None else None
+    return normalize(named.group("name")).strip(" .。") if named else ""
 
