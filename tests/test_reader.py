@@ -15,6 +15,7 @@ from rag.answer.extractive import ExtractiveGenerator
 from rag.answer.leading import (
     figure_first,
     leading_first,
+    names_asked_together,
     naming_topic,
     new_first,
     subject_phrase_names,
@@ -1798,3 +1799,26 @@ def test_a_sentence_the_notes_go_on_to_name_as_the_question_does_leads_when_clos
     assert leading_first(ranked, (), asks_list=False, question=asked_valid, named_after=named)[0].sentence is valid
     far = [Candidate(valid, {}, 9.5), Candidate(full, {}, 6.6)]  # rated far below, the best still leads
     assert leading_first(far, (), asks_list=False, question=question, named_after=named)[0].sentence is valid
+
+
+def test_an_english_question_about_several_names_opens_with_a_sentence_naming_them_all() -> None:
+    words = {"transformer", "rnn", "lora", "qlora", "type"}.__contains__
+    question = "Why can a Transformer avoid the vanishing-gradient problem that RNNs run into?"
+    together = names_asked_together(question, words)
+    assert together == [("rnns", "rnn"), ("transformer",)]
+    assert names_asked_together("Is a false positive a Type I or a Type II error?", words) == []  # asks which one
+    assert names_asked_together("What is LoRA?", words) == []  # one name
+    assert names_asked_together("LoRA 和 QLoRA 有什么区别？", words) == []  # a Chinese question: its own rules
+    group = split_passage(
+        0,
+        hit(
+            "靠近输出层的hidden layer 梯度大，参数更新快，所以很快就会收敛；\n"
+            "Transformer不需要像循环神经网络（RNN）那样处理序列数据，因此它可以避免RNN在处理长序列时遇到的梯度消失问题。\n"
+        ),
+    )
+    problem, both = group[0], group[1]
+    ranked = [Candidate(problem, {}, 5.49), Candidate(both, {}, 4.21)]
+    assert leading_first(ranked, (), asks_list=False, names_together=together)[0].sentence is both
+    assert leading_first(ranked, (), asks_list=False)[0].sentence is problem
+    far = [Candidate(problem, {}, 6.5), Candidate(both, {}, 4.21)]  # rated far below, the best still leads
+    assert leading_first(far, (), asks_list=False, names_together=together)[0].sentence is problem

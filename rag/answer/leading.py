@@ -4,10 +4,10 @@ A passage naming the question's Latin subject, or the Chinese subject word a sec
 first; a sentence stating the count a list question names or the members it asks for, the shortcoming a
 drawback question asks for, the ways of fixing the problem a question asks how to fix, or the figure the best's
 passage does not give, one naming the subject where the best names only a sibling of it, one the notes go on
-to name as the question does ("……n+m-1;这种方式称为full."), or one writing the Chinese name of an English
-question's phrase comes first when rated close to the best; a title or a line of
-names never leads; a follow-up does not open with what the last answer already said. The verdict (answerable or
-not) is never changed here.
+to name as the question does ("……n+m-1;这种方式称为full."), one writing the Chinese name of an English
+question's phrase, or one naming every name an English question asks about together, comes first when rated
+close to the best; a title or a line of names never leads; a follow-up does not open with what the last answer
+already said. The verdict (answerable or not) is never changed here.
 """
 
 from __future__ import annotations
@@ -28,7 +28,8 @@ from rag.answer.sentence_form import (
     states_something,
 )
 from rag.answer_types import asks_members, states, states_drawback, states_remedy
-from rag.text import is_cjk, normalize
+from rag.question_names import latin_names
+from rag.text import is_cjk, normalize, singular
 
 if TYPE_CHECKING:
     from rag.answer.reader import Candidate, Reading
@@ -50,6 +51,7 @@ MEMBERS_MARGIN = 1.0  # logit units: the best sentence names no members the ques
 # logit units: the best sentence is what the notes go on to name otherwise than the question ("这种卷积的方式称为
 # valid" for "full 方式的卷积……"); one they name as the question does this close leads
 NAMED_AFTER_MARGIN = 2.0
+TOGETHER_MARGIN = 1.5  # logit units, English questions only: a sentence naming all the names asked together this close leads
 SIBLING_MARGIN = 3.0  # logit units: the best sentence speaks of a sibling; one naming the subject this close leads
 REPEAT_LOOKAHEAD = 5  # a follow-up's answer opens with the best of this many candidates the last answer did not quote
 NEW_MARGIN = 3.0  # logit units: ...and only with one rated this close to the best
@@ -80,6 +82,7 @@ def leading_first(
     translated: Collection[str] = (),
     remedy_of: str = "",
     named_after: Callable[[Candidate], str] = lambda candidate: "",
+    names_together: Sequence[Sequence[str]] = (),
 ) -> list[Candidate]:
     """The ranked candidates with what may lead an answer first (`candidates` sorted best first); `count`: the
     number of parts the question names, if any; `subject`: the question's subject words (normalized), asked in
@@ -88,7 +91,8 @@ def leading_first(
     `takes_code`: the question asks how, or for a formula, which a line of code may answer; `translated`: the
     Chinese names an English question's words were searched by ("overfitting": 过拟合), whose siblings count too;
     `remedy_of`: the problem the question asks how to fix ("过拟合"), if it asks that; `named_after`: the name the
-    sentence after a candidate gives what it describes (`name_given_after`)."""
+    sentence after a candidate gives what it describes (`name_given_after`); `names_together`: the names an
+    English question asks about together, each with the forms it may be written in (`names_asked_together`)."""
     if not candidates:
         return candidates
     if asks_list and count and not states_count(candidates[0].sentence.text, count):
@@ -199,7 +203,32 @@ def leading_first(
         stating = next((c for c in candidates if states_something(c.sentence.text, c.features)), None)
         if stating is not None:
             candidates = [stating, *(c for c in candidates if c is not stating)]
+    if len(names_together) >= 2:
+        # "Why can a Transformer avoid the vanishing-gradient problem that RNNs run into?": a sentence that names
+        # them all says how they relate ("Transformer……不需要像循环神经网络（RNN）那样……"), not one on the problem alone
+        def names_all(c: Candidate) -> bool:
+            said = normalize(c.sentence.text)
+            return all(any(form in said for form in forms) for forms in names_together)
+
+        if not names_all(candidates[0]):
+            candidates = _close_first(
+                candidates, lambda c: names_all(c) and states_something(c.sentence.text, c.features), margin=TOGETHER_MARGIN
+            )
     return candidates
+
+
+# "Is a false positive a Type I or a Type II error?" asks which one, not how they relate
+_ASKS_WHICH_ONE = re.compile(r"\b(?:or|either|whether)\b", re.I)
+
+
+def names_asked_together(question: str, is_word: Callable[[str], bool]) -> list[tuple[str, ...]]:
+    """The Latin names an English question asks about together that the notes write, each as written and in the
+    singular ("rnns": rnns, rnn); [] for a question of one name, or one asking which of them ("A or B")."""
+    if is_cjk(question) or _ASKS_WHICH_ONE.search(question):
+        return []
+    forms = [tuple(dict.fromkeys((name, singular(name)))) for name in latin_names(question)]
+    known = [f for f in forms if any(is_word(form) for form in f)]
+    return known if len(known) >= 2 else []
 
 
 def naming_topic(subject: Mapping[str, float], texts: Sequence[str], headings: Sequence[str]) -> set[int]:

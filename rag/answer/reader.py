@@ -25,6 +25,7 @@ import numpy as np
 from rag.answer.leading import (
     figure_first,
     leading_first,
+    names_asked_together,
     naming_topic,
     subject_phrase_names,
     translation_first,
@@ -329,6 +330,7 @@ class Reader:
             translated=[t for t in profile.expansions if is_cjk(t)] if profile.no_chinese else (),
             remedy_of=remedy_asked(question, profile),
             named_after=lambda c: name_given_after(sentences[c.passage], c.sentence),
+            names_together=names_asked_together(question, self.index.has_term) if profile.no_chinese else (),
         )
         if lacks_figure(question, profile, candidates, sentences):  # else refused below, for want of a figure
             candidates = figure_first(candidates)
