@@ -932,6 +932,16 @@ def test_the_answering_sentence_comes_first_and_what_it_leans_on_follows() -> No
     assert answer.citations[0].snippet == text[: text.index("。这样") + len("。") + len(leaning.text)]
 
 
+def test_a_sentence_that_only_names_what_the_one_before_describes_follows_it() -> None:
+    text = "在Online Learning的训练过程中，会有全新的数据进入模型，此时预测结果就会存在较大的偏差。这种现象称为概念漂移（Concept Drifting）。\n"
+    group = split_passage(0, hit(text, heading=("概念漂移",)))
+    described, naming = group[0], group[1]
+    assert span_for(naming, group, asks_list=False) == [described, naming]  # read in the notes' order
+    # a sentence that says more than a name ("这样一来，……") still answers first
+    leaning = split_passage(0, hit("P-Tuning v2 插入连续提示。这样一来，可训练的参数增加到了0.1%-3%。\n"))
+    assert span_for(leaning[1], leaning, asks_list=False) == [leaning[1], leaning[0]]
+
+
 def test_a_supporting_sentence_that_refers_back_comes_with_what_it_refers_to() -> None:
     text = (
         "复读机问题指的是模型反复输出相同的句子。这种现象使得输出缺乏多样性。\n"

@@ -215,9 +215,11 @@ def list_lead_in(group: Sequence[Sentence], sentence: Sentence) -> str:
 
 
 # A sentence that names what the one before it described: "这种方式称为full.", "这种现象就是梯度弥散"
-_NAMES_THE_LAST = re.compile(
-    r"^(?:这种|这个|这类|该|此|这)[^，,。；;：:]{0,10}?(?:被称为|称为|称作|叫做|叫作|就是)\s*(?P<name>[^，,。；;：:（(\s]{1,24})"
-)
+_BACK = r"^(?:这种|这个|这类|该|此|这)[^，,。；;：:]{0,10}?"
+_NAMING = r"被称为|称为|称作|叫做|叫作"
+_NAMES_THE_LAST = re.compile(rf"{_BACK}(?:{_NAMING}|就是)\s*(?P<name>[^，,。；;：:（(\s]{{1,24}})")
+# ... and says nothing but the name ("这种现象称为概念漂移（Concept Drifting）。"), unlike "这种现象就是……" of a cause
+NAMES_BACK = re.compile(rf"{_BACK}(?:{_NAMING})")
 
 
 def name_given_after(group: Sequence[Sentence], sentence: Sentence) -> str:
