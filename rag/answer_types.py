@@ -185,8 +185,10 @@ def searched_attribute_names(word: str) -> tuple[str, ...]:
 # the "number" type: 几 + a measure word asks for a count unless it is a determiner (哪几/好几/这几/少数几:
 # "which", "several", "these few") or opens a noun phrase ("我把几个基础模型的预测结果……"), and 大小 / size
 # name a quantity rather than ask for one ("batch 大小为什么取 2 的次方").
+# A choice between figures asks for one ("k 一般取 5 还是 10？", "3 层还是 5 层", "0.1 or 0.01?")
+NUMBER_CHOICE = r"\d+(?:\.\d+)?\s*[^\s\d，,。？?]{0,2}\s*还是\s*\d|\b\d+(?:\.\d+)?\s+or\s+\d"
 FIGURE_ASKED = re.compile(
-    r"(?<![或])多少|(?<![哪好这那前后])(?<!少数)几(?:个|种|层|维|位|倍|次|月|天|年|分钟|小时|步|轮)(?![^，,。？?！!；;、]{0,8}的)"
+    NUMBER_CHOICE + r"|(?<![或])多少|(?<![哪好这那前后])(?<!少数)几(?:个|种|层|维|位|倍|次|月|天|年|分钟|小时|步|轮)(?![^，,。？?！!；;、]{0,8}的)"
     r"|多大(?!的?(?:影响|作用|区别|关系|意义|帮助|用处|差别|差异|提升|改善|好处|优势|问题|变化))|取值范围"
     r"|how many|how much(?! (?:does|do|did|can|will|would|should|is|are)\b)",
     re.I,

@@ -214,6 +214,12 @@ def test_a_figure_asked_for_that_no_quoted_sentence_states_is_refused(engine) ->
     # a count of things in words is no quantity: "这两个过程", "分解为两个主要部分" do not say from what β rises to what
     answer = engine.ask("DDPM 的线性噪声调度里，β 是从多少增加到多少的？", explain=True)
     assert answer.refused and "figure" in answer.explanation["reader"]["reason"]
+    # a choice between figures asks for one; a list's numbering ("6、交叉检验……") states none
+    for question in ("dropout 设 0.1 还是 0.5 好？", "隐藏层用 3 层还是 5 层？", "Should the batch be 32 or 64?"):
+        assert must_state(question) == ("number",), question
+    assert must_state("GPT-3 还是 GPT-4 更大？") == ()  # names with digits are no figures offered
+    answer = engine.ask("交叉验证一般分 5 折还是 10 折？", explain=True)  # the notes give no number of folds
+    assert answer.refused and "figure" in answer.explanation["reader"]["reason"]
 
 
 def test_a_quantity_is_a_figure_with_a_unit_that_counts_no_things() -> None:

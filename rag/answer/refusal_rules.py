@@ -22,6 +22,7 @@ from rag.answer.sentence_form import ITEM_NUMBER, states_something
 from rag.answer.sentences import Sentence
 from rag.answer_types import (
     DRAWBACK_NAMED,
+    NUMBER_CHOICE,
     SOURCE_ASKED,
     YEAR_ASKED,
     is_instruction,
@@ -39,7 +40,9 @@ if TYPE_CHECKING:
 
 # A figure only a number gives: a quantity, not a count of things or kinds ("有几个门", "多少种方法", "how many": a
 # list of the things answers)
-MEASURE_ASKED = re.compile(r"多少(?![种类项])|多大|取值范围|how much|几(?:位|层|维|倍|次|天|年|月|分钟|小时|度)", re.I)
+MEASURE_ASKED = re.compile(
+    rf"{NUMBER_CHOICE}|多少(?![种类项])|多大|取值范围|how much|几(?:位|层|维|倍|次|天|年|月|分钟|小时|度)", re.I
+)
 # ... and one that counts things, which a count in words answers ("GRU 有多少个门？" - "两个门")
 COUNT_ASKED = re.compile(r"(?:多少|几)(?:个|种|类|项|条|部分|方面|点|步|阶段)|how many", re.I)
 NAMED_MIN_CHARS = 3  # a name the notes may only list has at least this many characters
@@ -426,7 +429,8 @@ def _figure_stated(
     group = sentences[candidates[0].passage]
     spellings = [spelled_as_one(_words(name)) for name in names]
     for s in _quoted(candidates, sentences):
-        if not (states(s.text, "number") if counts else states_quantity(s.text)):
+        text = ITEM_NUMBER.sub("", s.text)  # "6、交叉检验……": a list's numbering is no figure
+        if not (states(text, "number") if counts else states_quantity(text)):
             continue
         around = normalize(" ".join(x.text for x in group[max(0, s.pos - 1) : s.pos + 2]) + " " + s.heading)
         if not spellings or any(spelling.search(around) for spelling in spellings):
