@@ -531,10 +531,15 @@ def test_english_words_a_passage_writes_apart_are_no_unknown_name(engine: Engine
     assert not written_together(["kv", "cache"], ["kv 在这里", "cache 在那里"])  # never in one passage
     assert not written_together(["rank"], ["ranking"])  # a word of its own, not a piece of a longer one
     # Chinese questions mix in English words: the LoRA section writes "lora" and "rank", never side by side
-    for question in ("LoRA rank 一般设多少？", "attention mask 有什么用？", "BERT embedding 维度是多少？"):
+    for question in ("LoRA rank 一般设多少？", "attention mask 有什么用？", "BERT embedding 的维度跟 hidden size 有什么关系？"):
         assert engine.search(question).gate.features["unknown_latin"] == 0.0, question
         assert not engine.ask(question).refused, question
-    assert "维度" in engine.ask("BERT embedding 维度是多少？").text.split("[1]")[0]
+    assert "维度" in engine.ask("BERT embedding 的维度跟 hidden size 有什么关系？").text.split("[1]")[0]
+    # asked for a figure the passages read do not state (a list's "1、" is none), it is refused for that, not
+    # for a name the notes never spell
+    answer = engine.ask("BERT embedding 维度是多少？", explain=True)
+    assert engine.search("BERT embedding 维度是多少？").gate.features["unknown_latin"] == 0.0
+    assert answer.refused and "figure" in answer.explanation["reader"]["reason"]
     # what no passage read writes together stays a name the notes never spell
     for question in ("KV cache 有什么用？", "flash attention 是什么？", "knowledge graph 是什么？"):
         assert engine.ask(question).refused, question
