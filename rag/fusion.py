@@ -49,8 +49,9 @@ def score_fusion(
     Each retriever's scores are rescaled so that its mean - 3 sd maps to 0 and its mean + 3 sd to 1 (so one
     retriever's scale or spread cannot dominate), weighted and summed; a candidate a retriever did not score
     counts 0 there before rescaling. The mean and sd are those of the `basis` candidates when given (the top of
-    each ranking), so candidates fetched from deeper down are scored without moving the scale. Returns (id, fused score, contribution per retriever) sorted by score,
-    ties broken by first appearance (the first mapping's order first), so the order is deterministic.
+    each ranking), so candidates fetched from deeper down are scored without moving the scale. Returns (id, fused
+    score, contribution per retriever) sorted by score, ties broken by first appearance (the first mapping's order
+    first), so the order is deterministic.
     """
     candidates = list(dict.fromkeys(item for ranked in scores.values() for item in ranked))
     if not candidates:

@@ -1,15 +1,16 @@
 """The names a question spells: its Latin names, and the terms it glosses in parentheses.
 
 Pure functions over the question's text, read by the relevance gate (a name the notes never spell) and by the
-reader's refusal rules (a name no passage read spells).
+reader's refusal rules (a name no passage read spells) and its choice of what leads (the names an English
+question asks about together).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
-from rag.text import CJK_CHARS, JOINING_CHARS, is_cjk, normalize, spelled_as_one
+from rag.text import CJK_CHARS, JOINING_CHARS, is_cjk, normalize, singular, spelled_as_one
 
 # The Latin names of a Chinese question, words run together as one ("focal loss", "p-tuning v2").
 _LATIN_NAME_RUN = re.compile(r"[a-z][a-z0-9]*(?:-[a-z0-9]+)*(?:\s+[a-z0-9]+(?:-[a-z0-9]+)*)*")
@@ -82,3 +83,17 @@ def written_together(words: Sequence[str], texts: Sequence[str]) -> bool:
     own: "lora" and "rank" in the LoRA section, though never side by side."""
     patterns = [spelled_as_one([w]) for w in words]
     return bool(patterns) and any(all(p.search(text) for p in patterns) for text in texts)
+
+
+# "Is a false positive a Type I or a Type II error?" asks which one, not how they relate
+_ASKS_WHICH_ONE = re.compile(r"\b(?:or|either|whether)\b", re.I)
+
+
+def names_asked_together(question: str, is_word: Callable[[str], bool]) -> list[tuple[str, ...]]:
+    """The Latin names an English question asks about together that the notes write, each as written and in the
+    singular ("rnns": rnns, rnn); [] for a question of one name, or one asking which of them ("A or B")."""
+    if is_cjk(question) or _ASKS_WHICH_ONE.search(question):
+        return []
+    forms = [tuple(dict.fromkeys((name, singular(name)))) for name in latin_names(question)]
+    known = [f for f in forms if any(is_word(form) for form in f)]
+    return known if len(known) >= 2 else []

@@ -15,7 +15,6 @@ from rag.answer.extractive import ExtractiveGenerator
 from rag.answer.leading import (
     figure_first,
     leading_first,
-    names_asked_together,
     naming_topic,
     new_first,
     subject_phrase_names,
@@ -71,7 +70,7 @@ from rag.answer_types import (
     states_remedy,
 )
 from rag.config import Settings
-from rag.question_names import without_glosses
+from rag.question_names import names_asked_together, without_glosses
 from rag.text import fold_hyphens, normalize, written_form
 from rag.types import Chunk, Hit, Turn
 

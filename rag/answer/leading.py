@@ -28,8 +28,7 @@ from rag.answer.sentence_form import (
     states_something,
 )
 from rag.answer_types import asks_members, states, states_drawback, states_remedy
-from rag.question_names import latin_names
-from rag.text import is_cjk, normalize, singular
+from rag.text import is_cjk, normalize
 
 if TYPE_CHECKING:
     from rag.answer.reader import Candidate, Reading
@@ -215,20 +214,6 @@ def leading_first(
                 candidates, lambda c: names_all(c) and states_something(c.sentence.text, c.features), margin=TOGETHER_MARGIN
             )
     return candidates
-
-
-# "Is a false positive a Type I or a Type II error?" asks which one, not how they relate
-_ASKS_WHICH_ONE = re.compile(r"\b(?:or|either|whether)\b", re.I)
-
-
-def names_asked_together(question: str, is_word: Callable[[str], bool]) -> list[tuple[str, ...]]:
-    """The Latin names an English question asks about together that the notes write, each as written and in the
-    singular ("rnns": rnns, rnn); [] for a question of one name, or one asking which of them ("A or B")."""
-    if is_cjk(question) or _ASKS_WHICH_ONE.search(question):
-        return []
-    forms = [tuple(dict.fromkeys((name, singular(name)))) for name in latin_names(question)]
-    known = [f for f in forms if any(is_word(form) for form in f)]
-    return known if len(known) >= 2 else []
 
 
 def naming_topic(subject: Mapping[str, float], texts: Sequence[str], headings: Sequence[str]) -> set[int]:

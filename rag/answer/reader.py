@@ -25,7 +25,6 @@ import numpy as np
 from rag.answer.leading import (
     figure_first,
     leading_first,
-    names_asked_together,
     naming_topic,
     subject_phrase_names,
     translation_first,
@@ -52,6 +51,7 @@ from rag.answer_types import (
     is_remedy_verb,
     searched_attribute_names,
 )
+from rag.question_names import names_asked_together
 from rag.question_subject import GENERIC, content_terms
 from rag.text import Tokenizer, fold_hyphens, is_cjk, known_words, normalize
 from rag.types import Chunk, Hit

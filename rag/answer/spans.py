@@ -56,8 +56,9 @@ REPEATED_OPENING = 10  # ... whose first characters it writes
 def span_for(best: Sentence, group: Sequence[Sentence], *, asks_list: bool, takes_code: bool = True) -> list[Sentence]:
     """The sentences of one passage that answer, around `best` (sentences of `group`): the run `best` opens
     (or the list it is an item of, from its first item), then the sentence it leans on, if any (before it, when
-    `best` only names what that one describes: "……此时预测结果就会存在较大的偏差。" then "这种现象称为概念漂移"). A code block or
-    formula after `best` comes with it when `takes_code` (the question asks how, or for a formula)."""
+    `best` only names what that one describes: "……此时预测结果就会存在较大的偏差。" then "这种现象称为概念漂移").
+    A code block or formula after `best` comes with it when `takes_code` (the question asks how, or for a
+    formula)."""
     i = best.pos
     start, end = i, i + 1  # [start, end) into group
     leaned_on: list[Sentence] = []
@@ -107,11 +108,10 @@ def span_for(best: Sentence, group: Sequence[Sentence], *, asks_list: bool, take
         if end == i + 1 and end < len(group) and quotable(group[end]) and _goes_on(group[i], group[end]):
             end += 1
     # a sentence the best leans on may already open the run: the line break that cut it made the best a piece
+    run = [s for s in group[start:end] if quotable(s) or s is best]
     leaned_on = [s for s in leaned_on if s.pos < start]
-    if leaned_on and NAMES_BACK.match(best.text.strip()):
-        # "这种现象称为概念漂移。" only names what the sentence before it describes: that one is read first
-        return leaned_on + [s for s in group[start:end] if quotable(s) or s is best]
-    return [s for s in group[start:end] if quotable(s) or s is best] + leaned_on
+    # "这种现象称为概念漂移。" only names what the sentence before it describes: that one is read first
+    return leaned_on + run if NAMES_BACK.match(best.text.strip()) else run + leaned_on
 
 
 def _item_start(group: Sequence[Sentence], i: int) -> int | None:
