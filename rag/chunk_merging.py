@@ -1,10 +1,13 @@
-"""Adjacent-chunk merging: hits on neighbouring chunks of one section become one passage. A pure function.
+"""Adjacent-chunk merging: hits on neighbouring chunks of one section become one passage. Pure functions.
 
 A passage that ingest cut in two reads whole again, and its citation spans both halves: the merged chunk's
 text is exactly the note's text from the first chunk's start to the second's end.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
 
 from rag.types import Chunk, Hit
 
@@ -37,6 +40,22 @@ def merge_adjacent(hits: list[Hit]) -> list[Hit]:
             if theirs is not None and (mine is None or theirs < mine):
                 setattr(target, name, theirs)
     return merged
+
+
+def continued(hits: list[Hit], following: Sequence[Chunk | None]) -> list[Hit]:
+    """Each hit read on into the next chunk of its section (`following[i]`: the chunk after hit i's last one in
+    its note, or None); hits that then meet are merged, as `merge_adjacent` does.
+
+    Ingest cuts a long section into chunks of a few hundred characters, and what a matched chunk leads into
+    often completes it: a lead-in's list, a definition's consequences, the rest of a list ("……出现了小模型中
+    不存在的能力" is followed by the chunk naming the three). The hits themselves are not changed.
+    """
+    out = []
+    for hit, after in zip(hits, following, strict=True):
+        if after is not None and _adjacent(hit.chunk, after) and after.start > hit.chunk.start:
+            hit = replace(hit, chunk=_join(hit.chunk, after), chunk_ids=(*hit.chunk_ids, after.chunk_id))
+        out.append(hit)
+    return merge_adjacent(out)
 
 
 def _contains(outer: Chunk, inner: Chunk) -> bool:

@@ -17,7 +17,7 @@ import numpy as np
 from rag.aliases import AliasIndex
 from rag.answer.sentence_form import count_in_chinese
 from rag.answer_types import REMEDY_WORDS, is_remedy_verb, question_types, searched_attribute_names
-from rag.chunk_merging import merge_adjacent
+from rag.chunk_merging import continued, merge_adjacent
 from rag.config import Settings
 from rag.crosslingual import (
     GENERIC_ANCHORS,
@@ -44,7 +44,7 @@ from rag.text import (
     singular,
     unglued,
 )
-from rag.types import Hit, RetrievalMode
+from rag.types import Chunk, Hit, RetrievalMode
 
 GLOSS_POOL = 10  # passages an English question's phrases are looked for as glosses in
 MIN_COMMON_PASSAGES = 3  # a bridge target found in this many passages or fewer is never too common
@@ -238,6 +238,7 @@ class Retriever:
         named = named_documents(query, self._names)
         hits = named_lifted(hits, named)  # "周会记录里……": that note's passages lifted
         merged = merge_adjacent(hits)
+        merged = continued(merged, self._following(merged, chunks))
         hits = merged[:top_k]
         for rank, hit in enumerate(hits, start=1):
             hit.rank = rank
@@ -307,6 +308,16 @@ class Retriever:
             name_forms=self.gate.name_forms(query, expansions),
             phrase_forms=phrase_forms(expansions),
         )
+
+    def _following(self, hits: Sequence[Hit], chunks: dict[int, Chunk]) -> list[Chunk | None]:
+        """The chunk after each hit's last one (`chunks`: the hits' chunks by row). Ingest writes a note's chunks
+        in order, one row after the other; `continued` checks that the one after is of the same section."""
+        row_of = {chunk.chunk_id: row for row, chunk in chunks.items()}
+        last = [max((row_of[i] for i in hit.chunk_ids if i in row_of), default=None) for hit in hits]
+        after = [row + 1 if row is not None and row + 1 < len(self.index) else None for row in last]
+        wanted = sorted({row for row in after if row is not None})
+        found = dict(zip(wanted, self.index.chunks(wanted), strict=True))
+        return [found.get(row) if row is not None else None for row in after]
 
     def _dense(self, vector: np.ndarray, n: int, rows: Collection[int] | None) -> list[tuple[int, float]]:
         """Top-n (row, cosine) over every chunk, or exactly over `rows` when the search is filtered."""

@@ -14,7 +14,7 @@ from live import LiveServer
 
 from rag import notes_spelling
 from rag.api import create_app
-from rag.chunk_merging import merge_adjacent
+from rag.chunk_merging import continued, merge_adjacent
 from rag.config import Settings
 from rag.engine import Engine
 from rag.evaluation import is_hit
@@ -228,6 +228,35 @@ def test_duplicates_and_contained_chunks_are_dropped() -> None:
     merged = merge_adjacent([hit(a, 0.9), hit(a, 0.8), hit(inner, 0.7)])
     assert len(merged) == 1
     assert merged[0].chunk == a and merged[0].score == 0.9
+
+
+def test_a_hit_reads_on_into_the_next_chunk_of_its_section() -> None:
+    a, b, c = chunk("n.md", 0, 120), chunk("n.md", 100, 220), chunk("n.md", 220, 330)
+    out = continued([hit(a, 0.9)], [b])
+    assert [(h.chunk.start, h.chunk.end) for h in out] == [(0, 220)]
+    assert out[0].chunk.text == DOC[0:220] and out[0].chunk_ids == (a.chunk_id, b.chunk_id)
+    assert out[0].score == 0.9
+    # not into another section, another note, a chunk before it, or nothing
+    for after in (chunk("n.md", 120, 220, heading=("生成",)), chunk("m.md", 120, 220), chunk("n.md", 0, 50), None):
+        assert [(h.chunk.start, h.chunk.end) for h in continued([hit(a, 0.9)], [after])] == [(0, 120)]
+    # a passage it then meets joins it (one passage, the better rank), and one it now holds is dropped
+    out = continued([hit(a, 0.9), hit(c, 0.5), hit(b, 0.4)], [b, None, None])
+    assert [(h.chunk.start, h.chunk.end, h.score) for h in out] == [(0, 330, 0.9)]
+    assert out[0].chunk.text == DOC[0:330]
+
+
+def test_search_returns_passages_read_on_to_the_next_chunk_of_their_section(engine: Engine) -> None:
+    """Over the bundled notes: a passage of one chunk is the last of its section, and every passage is exactly
+    the note's text over its span."""
+    for question in ("大型语言模型有什么特点？", "LoRA 的原理是什么？", "What is the rank in LoRA?"):
+        hits = engine.search(question, top_k=5).hits
+        for h in hits:
+            note = engine.document(h.chunk.doc_id)
+            assert note["text"][h.chunk.start : h.chunk.end] == h.chunk.text
+            if len(h.chunk_ids) == 1:
+                section = [c for c in note["chunks"] if tuple(c["heading_path"]) == h.chunk.heading_path]
+                assert not [c for c in section if h.chunk.start < c["start"] <= h.chunk.end < c["end"]], question
+        assert any(len(h.chunk_ids) > 1 for h in hits), question  # some passage did read on
 
 
 # ------------------------------------------------------------------------------------------- modes

@@ -34,6 +34,8 @@ _LETTER = re.compile(r"[^\W\d_]")
 # Weight of a term that came from alias expansion or the cross-lingual bridge, relative to the question's own.
 EXPANSION_SHARE = 1.0
 SUBJECT_TERMS = 2  # the rarest own terms of a question stand for its subject
+# A word that only asks ("哪儿" of "DCN-V2 改了哪儿？"), which the notes rarely write: never the question's subject
+_ASKING_WORD = re.compile(r"哪(?:儿|里|边|些|个|种)?|什么|啥|怎么|咋|怎样|如何|为什么|为啥|多少|几")
 SUBJECT_OPENING = 16  # characters: a sentence's subject stands at its start
 # Features an English question gets its own copy of ("en_<name>", 0 for other questions): it reads Chinese notes
 # through bridged terms and cross-lingual vectors, where the same figure means something else.
@@ -78,7 +80,11 @@ def profile_question(
     own = {normalize(w): float(v) for w, v in words.items()}
     extra = {normalize(t): float(v) for t, v in expansions.items() if normalize(t) not in own}
     # the subject: the rarest own words that are not the asked attribute (缺点, 公式, 区别 ...)
-    named = {w: v for w, v in own.items() if not any(p.search(w) for p in QUESTION_TYPES.values())}
+    named = {
+        w: v
+        for w, v in own.items()
+        if not any(p.search(w) for p in QUESTION_TYPES.values()) and not _ASKING_WORD.fullmatch(w)
+    }
     subject = dict(sorted(named.items(), key=lambda item: -item[1])[:SUBJECT_TERMS])
     return QuestionProfile(
         text=text,
