@@ -141,6 +141,16 @@ def asks_members(question: str) -> bool:
     return _MEMBERS_ASKED.search(question) is not None
 
 
+# A question that asks what a term means ("“多头”指什么？", "温度是什么意思？", "What does perplexity mean?"): a
+# sentence that defines it ("“多头”实际上是指……") answers, not one that merely uses it
+_MEANING_ASKED = re.compile(r"指(?:的是)?什么|(?:什么|啥)意思|含义|\bwhat does\b.*\bmean\b|\bmeaning of\b", re.I)
+
+
+def asks_meaning(question: str) -> bool:
+    """Whether the question asks what a term means."""
+    return _MEANING_ASKED.search(question) is not None
+
+
 def asks_remedy(question: str) -> bool:
     """Whether a question asks how to fix a problem, in Chinese or in English ("How to prevent overfitting?")."""
     if _REMEDY_ASKED.search(question):

@@ -57,6 +57,7 @@ from rag.answer.sentence_form import (
 from rag.answer.sentences import split_passage, whole_sentence
 from rag.answer.spans import REFERS_BACK, compose, repeats, span_for
 from rag.answer_types import (
+    asks_meaning,
     asks_members,
     asks_remedy,
     attribute_translations,
@@ -594,6 +595,45 @@ def test_an_english_drawback_question_reads_a_shortcoming_further_below_when_it_
     assert leading_first(ranked, (), asks_list=False, asks_drawback=True)[0].sentence is overview
     nameless = [Candidate(overview, {}, 5.85), Candidate(unnamed, {}, 2.9)]
     assert leading_first(nameless, (), asks_list=False, asks_drawback=True, translated=["量化"])[0].sentence is overview
+
+
+def test_a_drawback_under_a_heading_that_names_one_leads_from_further_below() -> None:
+    training = split_passage(0, hit("DALL·E 2 是将其各个子模块分开训练的。\n", heading=("DALL·E 2", "训练")))[0]
+    flaw = split_passage(1, hit("在生成复杂场景图片时，对细节处理有缺陷\n", heading=("DALL·E 2", "不足")))[0]
+    unnamed = split_passage(2, hit("生成复杂场景时，细节处理有缺陷\n", heading=("DALL·E 2", "推理")))[0]
+    about = {"subject_heading": 1.0}
+    ranked = [Candidate(training, about, 5.92), Candidate(flaw, about, 3.82)]
+    assert leading_first(ranked, (), asks_list=False, asks_drawback=True)[0].sentence is flaw  # 2.1 logits down
+    # a shortcoming stated under another heading is trusted only to the usual distance
+    elsewhere = [Candidate(training, about, 5.92), Candidate(unnamed, about, 3.82)]
+    assert leading_first(elsewhere, (), asks_list=False, asks_drawback=True)[0].sentence is training
+    far = [Candidate(training, about, 8.0), Candidate(flaw, about, 3.82)]
+    assert leading_first(far, (), asks_list=False, asks_drawback=True)[0].sentence is training
+
+
+def test_asked_what_a_term_means_a_sentence_defining_it_leads_when_close() -> None:
+    for question in ("多头注意力里的“多头”指什么？", "温度是什么意思？", "AUC 的含义是什么？", "What does perplexity mean?"):
+        assert asks_meaning(question), question
+    for question in ("多头注意力有什么用？", "What is the meaning-preserving transform used for?", "指数衰减怎么算？"):
+        assert not asks_meaning(question), question
+    group = split_passage(0, hit("利用多头机制，明显学会了不同的任务下采取不一样的注意力。\n“多头”实际上是指在初始化Q，K，V时，使用多组初始化值。\n"))
+    uses, defines = group[0], group[1]
+    question = "多头注意力里的“多头”指什么？"
+    ranked = [Candidate(uses, {}, 7.99), Candidate(defines, {"type_definition": 1.0, "subject_defined": 0.64}, 7.77)]
+    assert leading_first(ranked, (), asks_list=False, question=question)[0].sentence is defines
+    assert leading_first(ranked, (), asks_list=False, question="为什么要用多头注意力？")[0].sentence is uses
+    far = [Candidate(uses, {}, 9.0), ranked[1]]  # rated far below, the best leads
+    assert leading_first(far, (), asks_list=False, question=question)[0].sentence is uses
+    # a best sentence that already defines something ("AUC：……，即 ROC 曲线下的面积") keeps the lead
+    defining = [Candidate(uses, {"type_definition": 1.0}, 7.99), ranked[1]]
+    assert leading_first(defining, (), asks_list=False, question=question)[0].sentence is uses
+
+
+def test_a_word_that_only_asks_is_never_the_subject() -> None:
+    profile = profile_question("DCN-V2 改了哪儿？", {"哪儿": 7.2, "改": 6.1, "dcn": 4.8, "v2": 3.0}, {}, [])
+    assert "哪儿" not in profile.subject and "dcn" in profile.subject
+    profile = profile_question("GAN 用在哪里？", {"哪里": 6.0, "gan": 5.0}, {}, [])
+    assert list(profile.subject) == ["gan"]
 
 
 def test_the_notes_ways_to_prevent_overfitting_answer_how_to_fix_it(engine) -> None:

@@ -27,7 +27,7 @@ from rag.answer.sentence_form import (
     states_count,
     states_something,
 )
-from rag.answer_types import asks_members, states, states_drawback, states_remedy
+from rag.answer_types import asks_meaning, asks_members, states, states_drawback, states_remedy
 from rag.text import is_cjk, normalize
 
 if TYPE_CHECKING:
@@ -37,7 +37,7 @@ NAMING_MARGIN = 1.0  # logit units: a passage naming the question's subject this
 # logit units: the best sentence states no drawback the question asks for; one that does this close leads (else
 # `refusal_rules` refuses: an answer naming no shortcoming is not one)
 DRAWBACK_MARGIN = 2.0
-DRAWBACK_MARGIN_ACROSS = 3.5  # ... for an English question over Chinese notes
+DRAWBACK_MARGIN_ACROSS = 3.5  # ... for an English question over Chinese notes, or one under a heading naming a drawback
 CODE_MARGIN = 2.0  # logit units: prose this close to a best line of code answers a question that asks no how
 # logit units: no sentence the answer would quote gives the figure the question insists on; one that does this
 # close leads (else `refusal_rules` refuses)
@@ -46,6 +46,7 @@ REMEDY_MARGIN = 2.0  # logit units: the best sentence says no fix the question a
 # logit units: a line announcing the very comparison asked ("GPT和BERT的区别：") leads from this close, whichever
 # word of difference the question uses ("有什么不同？")
 ANNOUNCED_COMPARISON_MARGIN = 2.0
+MEANING_MARGIN = 1.0  # logit units: the best sentence defines nothing, where the question asks what a term means; one defining it this close leads
 MEMBERS_MARGIN = 1.0  # logit units: the best sentence names no members the question asks for; one that does this close leads
 # logit units: the best sentence is what the notes go on to name otherwise than the question ("这种卷积的方式称为
 # valid" for "full 方式的卷积……"); one they name as the question does this close leads
@@ -106,6 +107,13 @@ def leading_first(
             lambda c: names_members(c.sentence.text) and c.features.get("subject_window", 0.0) >= about,
             margin=MEMBERS_MARGIN,
         )
+    if asks_meaning(question) and not candidates[0].features.get("type_definition"):
+        # "多头注意力里的“多头”指什么？": "利用多头机制，……" uses the word; "“多头”实际上是指……" says what it means
+        candidates = _close_first(
+            candidates,
+            lambda c: c.features.get("type_definition", 0.0) > 0 and c.features.get("subject_defined", 0.0) > 0,
+            margin=MEANING_MARGIN,
+        )
     if asks_drawback and not states_drawback(candidates[0].sentence.text):
         # "DALL·E 2 的不足": a sentence close to the best that states a shortcoming answers before one that does
         # not, from a section as much about the subject (full fine-tuning's cost is not LoRA's drawback)
@@ -115,6 +123,11 @@ def leading_first(
             return states_drawback(c.sentence.text) and c.features.get("subject_heading", 0.0) >= about
 
         candidates = _close_first(candidates, flaw, margin=DRAWBACK_MARGIN)
+        if not states_drawback(candidates[0].sentence.text):
+            # a section the notes title by the shortcoming itself ("DALL·E 2 > 不足") says it from further below
+            candidates = _close_first(
+                candidates, lambda c: flaw(c) and states_drawback(c.sentence.heading), margin=DRAWBACK_MARGIN_ACROSS
+            )
         if translated and not states_drawback(candidates[0].sentence.text):
             # the English ranker reads few features and rates its candidates closer together: further below, one
             # that writes a Chinese name the question was searched by ("非均匀量化……的缺点是不利于硬件加速")
