@@ -47,7 +47,15 @@ from rag.answer.reader_features import QuestionProfile  # noqa: E402
 from rag.answer.sentences import whole_sentence  # noqa: E402
 from rag.config import Settings  # noqa: E402
 from rag.engine import Engine  # noqa: E402
-from rag.evaluation import EvalQuestion, holds_gold, load_questions  # noqa: E402
+from rag.evaluation import (  # noqa: E402
+    EvalQuestion,
+    QuestionResult,
+    evaluate,
+    holds_gold,
+    load_questions,
+    metrics,
+    metrics_by_kind,
+)
 from rag.question_rewrite import resolve_question  # noqa: E402
 
 EVAL = ROOT / "eval"
@@ -220,17 +228,25 @@ def folds_of(examples: list[Example]) -> list[list[int]]:
     return [sorted(order[i::FOLDS].tolist()) for i in range(FOLDS)]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--dry-run", action="store_true", help="print figures, do not write the weights")
-    parser.add_argument("--cross-validate", action="store_true", help="also print train's eval figures, out of fold")
-    parser.add_argument("--ranker-l2", type=float, default=RANKER_L2, help="L2 penalty of the sentence ranker")
-    args = parser.parse_args()
-    globals()["RANKER_L2"] = args.ranker_l2
-    copy_training_files()
-    settings = Settings()
-    engine = Engine(settings)
-    engine.load()
+@dataclass
+class Fit:
+    """What one fit makes: the shipped model, each fold's, and the figures `report` prints."""
+
+    model: ReaderModel  # the mean of the fold rankers and the answerability model fitted on all of train
+    threshold: float
+    payload: dict  # the weights file's content
+    folds: list[list[EvalQuestion]]  # train's questions, cut into the folds
+    fold_models: list[ReaderModel]  # each fitted without its fold, at the shipped threshold
+    train: list[Example]
+    followups: list[Example]
+    calibration: list[Example]
+    oof_top: dict[int, float]
+    oof_prob: dict[int, float]
+    cal_prob: list[float]
+
+
+def fit(engine: Engine) -> Fit:
+    """Fit the reader on train (and the follow-ups) over `engine`'s index; deterministic."""
     placeholder = ReaderModel(
         Ranker(("cover",), np.zeros(1), np.ones(1), np.zeros(1)), ("gate_logit",), np.zeros(1), np.ones(1), np.zeros(1), 0.0, 0.5
     )
@@ -284,13 +300,6 @@ def main() -> None:
     train_positives = [oof_prob[i] for i in range(len(train)) if train[i].question.answerable]
     cal_positives = [p for p, e in zip(cal_prob, calibration, strict=True) if e.question.answerable]
     threshold = min(highest_threshold(train_positives), highest_threshold(cal_positives))
-
-    report(train, followups, calibration, oof_top, oof_prob, cal_prob, model, threshold)
-    if args.cross_validate:
-        fold_models = [model_from(r, a, q_names, threshold) for r, a in zip(fold_rankers, fold_answers, strict=True)]
-        report_out_of_fold(engine, [[train[i].question for i in test] for test in folds], fold_models)
-    if args.dry_run:
-        return
     payload = {
         "about": "Fitted by scripts/fit_reader.py on eval/train.jsonl (+ followups for the ranker); do not edit.",
         "sentence": rankers[0].to_dict(),
@@ -304,12 +313,46 @@ def main() -> None:
             "threshold": threshold,
         },
     }
+    return Fit(
+        model=model,
+        threshold=threshold,
+        payload=payload,
+        folds=[[train[i].question for i in test] for test in folds],
+        fold_models=[model_from(r, a, q_names, threshold) for r, a in zip(fold_rankers, fold_answers, strict=True)],
+        train=train,
+        followups=followups,
+        calibration=calibration,
+        oof_top=oof_top,
+        oof_prob=oof_prob,
+        cal_prob=cal_prob,
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--dry-run", action="store_true", help="print figures, do not write the weights")
+    parser.add_argument("--cross-validate", action="store_true", help="also print train's eval figures, out of fold")
+    parser.add_argument("--ranker-l2", type=float, default=RANKER_L2, help="L2 penalty of the sentence ranker")
+    args = parser.parse_args()
+    globals()["RANKER_L2"] = args.ranker_l2
+    copy_training_files()
+    engine = Engine(Settings())
+    engine.load()
+    fitted = fit(engine)
+    report(fitted)
+    if args.cross_validate:
+        report_out_of_fold(engine, fitted.folds, fitted.fold_models)
+    if args.dry_run:
+        return
     target = ROOT / "rag" / "answer" / WEIGHTS_FILE
-    target.write_text(json.dumps(payload, indent=1) + "\n", encoding="utf-8")
+    target.write_text(json.dumps(fitted.payload, indent=1) + "\n", encoding="utf-8")
     print(f"wrote {target.relative_to(ROOT)}")
 
 
-def report(train, followups, calibration, oof_top, oof_prob, cal_prob, model, threshold) -> None:
+def report(fitted: Fit) -> None:
+    train, followups, calibration = fitted.train, fitted.followups, fitted.calibration
+    oof_top, oof_prob, cal_prob = fitted.oof_top, fitted.oof_prob, fitted.cal_prob
+    model, threshold = fitted.model, fitted.threshold
     answerable = [i for i, e in enumerate(train) if e.question.answerable]
     print(f"train (cross-validated): top sentence holds gold {np.mean([oof_top[i] for i in answerable]):.3f} "
           f"(any candidate: {np.mean([train[i].labels.any() for i in answerable]):.3f})")
@@ -332,10 +375,8 @@ def report(train, followups, calibration, oof_top, oof_prob, cal_prob, model, th
     print(f"followups (fitted on): top sentence holds gold {np.mean(fu):.3f}")
 
 
-def report_out_of_fold(engine: Engine, folds: list[list[EvalQuestion]], models: list[ReaderModel]) -> None:
-    """`rag eval`'s figures on train, each fold answered by the reader fitted without it."""
-    from rag.evaluation import evaluate, metrics, metrics_by_kind
-
+def out_of_fold_rows(engine: Engine, folds: list[list[EvalQuestion]], models: list[ReaderModel]) -> list[QuestionResult]:
+    """`rag eval`'s rows on train, each fold answered by the reader fitted without it."""
     rows = []
     with engine.hold() as state:
         shipped = state.reader.model, state.reader.threshold
@@ -345,6 +386,12 @@ def report_out_of_fold(engine: Engine, folds: list[list[EvalQuestion]], models: 
                 rows += evaluate(engine, questions)[1]
         finally:
             state.reader.model, state.reader.threshold = shipped
+    return rows
+
+
+def report_out_of_fold(engine: Engine, folds: list[list[EvalQuestion]], models: list[ReaderModel]) -> None:
+    """`rag eval`'s figures on train, each fold answered by the reader fitted without it."""
+    rows = out_of_fold_rows(engine, folds, models)
     f = metrics(rows)
     print(f"train out of fold: hit@5 {f['hit@5']:.3f} MRR@10 {f['mrr@10']:.3f} citation precision "
           f"{f['citation_precision']:.3f} keyword coverage {f['keyword_coverage']:.3f} answer_hit {f['answer_hit']:.3f} "

@@ -136,3 +136,20 @@ def copy_corpus(dest: Path) -> Path:
     """A private, editable copy of the bundled corpus."""
     shutil.copytree(CORPUS, dest)
     return dest
+
+
+def fit_reader_script():
+    """scripts/fit_reader.py, imported as a module."""
+    import importlib.util
+    import sys
+
+    path = ROOT / "scripts" / "fit_reader.py"
+    spec = importlib.util.spec_from_file_location("fit_reader", path)
+    assert spec is not None and spec.loader is not None
+    fit_reader = importlib.util.module_from_spec(spec)
+    sys.modules["fit_reader"] = fit_reader  # its dataclasses look their module up
+    try:
+        spec.loader.exec_module(fit_reader)
+    finally:
+        del sys.modules["fit_reader"]
+    return fit_reader

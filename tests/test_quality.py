@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import re
 
+import numpy as np
 import pytest
-from conftest import ROOT
+from conftest import ROOT, fit_reader_script
 
 from rag.engine import Engine
-from rag.evaluation import QuestionResult, evaluate, load_questions
+from rag.evaluation import QuestionResult, evaluate, load_questions, metrics
 
 CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
 Run = tuple[dict, list[QuestionResult]]
@@ -58,23 +60,31 @@ def test_dev_set_covers_what_the_bar_is_about(dev: Run) -> None:
     assert any(not CJK.search(r.question) for r in rows)
 
 
-def test_dev_retrieval_quality(dev: Run) -> None:
-    figures, rows = dev
-    assert figures["hit@5"] >= 0.95, misses(rows)
-    assert figures["mrr@10"] >= 0.88, misses(rows)
+# Issue 14's floors (default settings, extractive answerer), per set: at least for the first five figures,
+# the refused share of unanswerable questions at least, the false refusal rate at most.
+FLOORS = {
+    "dev": (0.97, 0.93, 0.95, 0.85, 0.70, 1.0, 0.0),
+    "calibration": (0.88, 0.72, 0.80, 0.60, 0.45, 0.80, 0.05),
+    "train, out of fold": (0.86, 0.75, 0.82, 0.60, 0.50, 0.82, 0.05),
+}
+AT_LEAST = ("hit@5", "mrr@10", "citation_precision", "keyword_coverage", "answer_hit", "refusal_accuracy")
 
 
-def test_dev_refusals(dev: Run) -> None:
+def below_floors(name: str, figures: dict) -> list[str]:
+    """The figures of one set that miss its floors, as "name value < floor"."""
+    *floors, most_false_refusals = FLOORS[name]
+    missed = [f"{k} {figures[k]:.3f} < {f}" for k, f in zip(AT_LEAST, floors, strict=True) if figures[k] < f]
+    if figures["false_refusal_rate"] > most_false_refusals:
+        missed.append(f"false_refusal_rate {figures['false_refusal_rate']:.3f} > {most_false_refusals}")
+    return missed
+
+
+def test_dev_meets_the_readers_floors(dev: Run) -> None:
+    # measured when set: hit@5 0.979, MRR@10 0.970, citation precision 0.958, keyword coverage 0.915,
+    # answer_hit 0.702, 3 of 3 refused, no false refusal
     figures, rows = dev
-    assert figures["refusal_accuracy"] == 1.0, misses(rows)
+    assert not below_floors("dev", figures), (below_floors("dev", figures), misses(rows))
     assert sum(1 for r in rows if not r.answerable and r.refused) == 3
-    assert figures["false_refusal_rate"] <= 0.05, misses(rows)
-
-
-def test_dev_answers_cite_the_right_passages_and_say_the_key_words(dev: Run) -> None:
-    figures, rows = dev
-    assert figures["keyword_coverage"] >= 0.75, misses(rows)
-    assert figures["citation_precision"] >= 0.90, misses(rows)
 
 
 def test_expansion_never_lowers_dev_quality(dev: Run, dev_no_expansion: Run) -> None:
@@ -92,15 +102,43 @@ def test_english_dev_questions_are_found_with_expansion(dev: Run) -> None:
     assert not any(r.refused for r in english)
 
 
-def test_calibration_set_stays_above_its_floors(calibration: Run) -> None:
-    # Measured when these floors were set: hit@5 0.875, mrr@10 0.71, refusal_accuracy 0.78,
-    # false_refusal_rate 0.08; the floors sit a little below so only a real regression fails.
+def test_calibration_meets_the_readers_floors(calibration: Run) -> None:
+    # measured when set: hit@5 0.917, MRR@10 0.773, citation precision 0.826, keyword coverage 0.750,
+    # answer_hit 0.542, 0.944 of the unanswerable refused at 0.042 false refusals
     figures, rows = calibration
     assert figures["n"] == len(rows) == 60
-    assert figures["hit@5"] >= 0.80, misses(rows)
-    assert figures["mrr@10"] >= 0.65, misses(rows)
-    assert figures["refusal_accuracy"] >= 0.75, misses(rows)
-    assert figures["false_refusal_rate"] <= 0.15, misses(rows)
+    assert not below_floors("calibration", figures), (below_floors("calibration", figures), misses(rows))
+
+
+@pytest.fixture(scope="module")
+def fitted(engine: Engine):
+    """The reader fitted afresh by scripts/fit_reader.py over the bundled notes, and the script."""
+    script = fit_reader_script()
+    return script, script.fit(engine)
+
+
+def test_train_out_of_fold_meets_the_readers_floors(engine: Engine, fitted) -> None:
+    # each fold answered by the reader fitted on the other four: measured when set, hit@5 0.922, MRR@10 0.800,
+    # citation precision 0.853, keyword coverage 0.766, answer_hit 0.610, 0.909 refused at 0.039 false refusals
+    script, fit = fitted
+    rows = script.out_of_fold_rows(engine, fit.folds, fit.fold_models)
+    figures = metrics(rows)
+    show("train, out of fold", figures)
+    assert figures["n"] == len(rows) == 110
+    assert not below_floors("train, out of fold", figures), (below_floors("train, out of fold", figures), misses(rows))
+
+
+def test_the_shipped_reader_weights_are_what_the_fitting_script_writes(fitted) -> None:
+    # an index built afresh embeds the notes with float differences of about 1e-5, which move the fitted
+    # weights by a few 1e-4: a feature changed without a refit moves them by far more
+    _, fit = fitted
+    shipped = json.loads((ROOT / "rag" / "answer" / "reader_weights.json").read_text(encoding="utf-8"))
+    assert shipped.keys() == fit.payload.keys()
+    for part in ("sentence", "sentence_english", "question"):
+        assert shipped[part]["features"] == fit.payload[part]["features"], part
+        for key in ("mean", "scale", "weights"):
+            assert np.allclose(shipped[part][key], fit.payload[part][key], rtol=0, atol=5e-3), (part, key)
+    assert shipped["question"]["threshold"] == pytest.approx(fit.payload["question"]["threshold"], abs=2e-3)
 
 
 @pytest.fixture(scope="module")
@@ -108,25 +146,6 @@ def followups(engine: Engine) -> Run:
     run = evaluate(engine, load_questions(ROOT / "eval" / "followups-train.jsonl"))
     show("followups-train", run[0])
     return run
-
-
-def test_the_reader_quotes_the_answering_sentence_first(dev: Run, calibration: Run) -> None:
-    # Issue 14, measured when set: answer_hit dev 0.511, calibration 0.417 (0.43 / 0.17 before the reader);
-    # citation precision dev 0.936, calibration 0.773; keyword coverage dev 0.844, calibration 0.694.
-    d, c = dev[0], calibration[0]
-    assert d["answer_hit"] >= 0.46, misses(dev[1])
-    assert c["answer_hit"] >= 0.33, misses(calibration[1])
-    assert d["citation_precision"] >= 0.91 and c["citation_precision"] >= 0.65
-    assert d["keyword_coverage"] >= 0.78 and c["keyword_coverage"] >= 0.62
-
-
-def test_the_reader_refuses_what_no_sentence_answers(calibration: Run) -> None:
-    # measured when set: 0.833 of the unanswerable refused at 0.083 false refusals (0.778 / 0.083 before the
-    # reader). The floors keep a margin (two unanswerable, one answerable question): near-threshold questions
-    # moved between two environments with the same code.
-    figures, rows = calibration
-    assert figures["refusal_accuracy"] >= 0.77, misses(rows)
-    assert figures["false_refusal_rate"] <= 0.13, misses(rows)
 
 
 def test_no_english_question_is_refused_when_its_passage_ranks_in_the_top_3(dev: Run, calibration: Run) -> None:

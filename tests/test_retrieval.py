@@ -808,8 +808,9 @@ def assert_same_ranking(search: dict, ask: dict, hit_ids: list[list[str]]) -> No
         (r["chunk_id"], r["score"]) for r in search["fused"]
     ]
     rank_of = {r["chunk_id"]: r["rank"] for r in ask["fused"]}
-    assert all(cid in rank_of for ids in hit_ids for cid in ids)
-    first_ranks = [min(rank_of[cid] for cid in ids) for ids in hit_ids]
+    # a passage read on into the next chunk of its section lists that chunk too, which nothing ranked
+    assert all(any(cid in rank_of for cid in ids) for ids in hit_ids)
+    first_ranks = [min(rank_of[cid] for cid in ids if cid in rank_of) for ids in hit_ids]
     assert first_ranks == sorted(first_ranks)
     assert first_ranks[0] == 1
 
