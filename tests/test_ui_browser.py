@@ -329,9 +329,9 @@ def test_hostile_note_executes_nothing(page: Page) -> None:
     assert page.evaluate("typeof window.__xss") == "undefined"
     message = ask(page, "什么是跨站脚本攻击？怎么防御？")
     cards = message.locator("[data-testid='stExpander']")
-    # every card is read before one is opened: opening one reruns the page, and cards read after it may be
-    # mid-render
-    texts = [cards.nth(i).inner_text() for i in range(cards.count())]
+    # every card is read at once, before one is opened: opening one reruns the page, and a late rerun may replace
+    # the cards between reading one and the next (a card read by its index then waits for one that is gone)
+    texts = cards.all_inner_texts()
     hostile = [i for i, text in enumerate(texts) if "跨站脚本防护笔记" in text or "xss-note" in text]
     assert hostile, "the hostile note is cited"
     open_card(cards.nth(hostile[0]))
