@@ -259,7 +259,12 @@ def _joined_pair(question: str, subject: Collection[str]) -> tuple[str, str] | N
     """Two subject words the question joins with 和 / 与 / 跟 / and ("QLoRA 和 LoRA 是什么关系？"), or None."""
     for a in subject:
         for b in subject:
-            if a != b and re.search(rf"{re.escape(a)}\s*(?:和|与|跟|同|及|and)\s*{re.escape(b)}", question):
+            if (
+                a != b
+                and a in question
+                and b in question
+                and re.search(rf"{re.escape(a)}\s*(?:和|与|跟|同|及|and)\s*{re.escape(b)}", question)
+            ):
                 return a, b
     return None
 

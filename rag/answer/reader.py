@@ -42,7 +42,7 @@ from rag.answer.reader_features import (
 )
 from rag.answer.refusal_rules import lacks_figure, passages_naming, read_text, refusal_rule, subject_names
 from rag.answer.sentence_form import count_asked, list_lead_in, name_given_after
-from rag.answer.sentences import Sentence, sentence_run, split_passage, whole_sentence
+from rag.answer.sentences import Sentence, lines_before, sentence_run, split_passage, whole_sentence
 from rag.answer_types import (
     DRAWBACK_NAMED,
     REMEDY_WORDS,
@@ -306,8 +306,7 @@ class Reader:
         passages = list(hits[:READ_PASSAGES])
         sentences = [split_passage(i, hit) for i, hit in enumerate(passages)]
         pool = [s for group in sentences for s in group if s.kind not in NOT_CANDIDATES]
-        sections = [hit.chunk.heading_path[-1] if hit.chunk.heading_path else "" for hit in passages]
-        dense = self._dense(pool, query_vectors, sections) if pool else []
+        dense = self._dense(pool, query_vectors, passages) if pool else []
         features = self._features(profile, passages, sentences, pool, dense)
         # whether any sentence answers is judged on the shared ranker's scale, the one it was fitted on
         shared = self.model.rank_scores(features)
@@ -423,10 +422,11 @@ class Reader:
         return rows
 
     def _dense(
-        self, pool: Sequence[Sentence], query_vectors: np.ndarray | None, sections: Sequence[str]
+        self, pool: Sequence[Sentence], query_vectors: np.ndarray | None, passages: Sequence[Hit]
     ) -> list[float]:
-        """Similarity of each candidate's "heading：sentence" vector to the question (or its translation).
-        `sections`: each passage's section heading, which a sentence ingest read in a chunk of its own had."""
+        """Similarity of each candidate's "heading：sentence" vector to the question (or its translation), from
+        the vector ingest stored for it; a sentence of a passage merged from several chunks may have been stored
+        under another heading than it reads under now."""
         if query_vectors is None or len(query_vectors) == 0:
             return [0.0] * len(pool)
         texts = [reader_text(s.heading, s.text) for s in pool]
@@ -435,12 +435,22 @@ class Reader:
         if missing:
             # a passage merged from two chunks reads the second one's sentences under the last heading line of the
             # first; ingest read them in their own chunk, under the section's heading: that vector is stored
+            sections = [hit.chunk.heading_path[-1] if hit.chunk.heading_path else "" for hit in passages]
             alternatives = [reader_text(sections[pool[i].passage], pool[i].text) for i in missing]
             stored, known = self.index.reader_vectors(alternatives)
             for j, i in enumerate(missing):
                 if known[j]:
                     vectors[i], found[i] = stored[j], True
             missing = [i for i in missing if not found[i]]
+        for i in missing:
+            # a line the passage reads as a list item ("55. PolynomialDecay" before "56. ……") was the heading of
+            # the chunk it opened, read alone at ingest
+            s = pool[i]
+            above = lines_before(passages[s.passage].chunk.text, s.start)
+            stored, known = self.index.reader_vectors([reader_text(line, s.text) for line in above])
+            if known.any():
+                vectors[i], found[i] = stored[int(np.argmax(known))], True
+        missing = [i for i in missing if not found[i]]
         if missing and self.embed_passages is not None:
             now = missing[:MAX_EMBEDDED_NOW]
             try:

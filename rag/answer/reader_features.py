@@ -142,7 +142,8 @@ def defined_share(text: str, subject: Mapping[str, float]) -> float:
         return 0.0
     # a gloss in parentheses sits between the term and its definition: "长度外推性（Length Extrapolation）是指…"
     text = PARENTHESES.sub("", text)
-    return sum(w for t, w in subject.items() if re.search(re.escape(t) + _DEFINED, text)) / total
+    # the plain test first: most sentences hold no subject term, and each term's pattern is compiled anew
+    return sum(w for t, w in subject.items() if t in text and re.search(re.escape(t) + _DEFINED, text)) / total
 
 
 def rarity_weights(terms: Sequence[str], texts: Sequence[str]) -> dict[str, float]:

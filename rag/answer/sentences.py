@@ -241,3 +241,13 @@ def clause_cut(text: str, limit: int) -> str:
     head = text[:limit]
     cut = max(head.rfind(ch) for ch in "，,；;、：:）)")
     return head[: cut + 1] if cut >= limit // 2 else head
+
+
+def lines_before(text: str, start: int, limit: int = 30) -> list[str]:
+    """The lines of `text` above offset `start`, nearest first (at most `limit`), stripped of markdown heading marks:
+    the headings a sentence may have been read under when its chunk stood alone."""
+    above = text[:start].splitlines()
+    if above and not text[:start].endswith("\n"):
+        above.pop()  # the sentence's own line
+    lines = (line.strip().lstrip("#").strip() for line in reversed(above))
+    return [line for line in lines if line][:limit]
