@@ -55,7 +55,7 @@ from rag.answer.sentence_form import (
     states_count,
     states_something,
 )
-from rag.answer.sentences import split_passage, whole_sentence
+from rag.answer.sentences import lines_before, split_passage, whole_sentence
 from rag.answer.spans import REFERS_BACK, compose, repeats, span_for
 from rag.answer_types import (
     asks_meaning,
@@ -1564,6 +1564,36 @@ def test_out_of_fold_figures_answer_each_fold_with_its_own_reader_and_restore_th
         assert state.reader.model is shipped and state.reader.threshold == threshold
 
 
+class _StoredOnly:
+    """An index whose stored reader vectors are exactly `stored` (text -> vector)."""
+
+    def __init__(self, inner, stored: dict[str, np.ndarray]) -> None:
+        self.inner, self.stored = inner, stored
+
+    def __getattr__(self, name: str):
+        return getattr(self.inner, name)
+
+    def __len__(self) -> int:
+        return len(self.inner)
+
+    def reader_vectors(self, texts):
+        vectors = np.array([self.stored.get(t, np.zeros(384)) for t in texts], dtype=np.float32)
+        return vectors, np.array([t in self.stored for t in texts])
+
+
+def _dense_read(engine, question: str, passage: Hit, stored: dict[str, np.ndarray]) -> tuple[Reading, list[str]]:
+    """Read `passage` over an index storing only `stored`; also returns what was embedded at question time."""
+    embedded: list[str] = []
+
+    def embed(texts: list[str]) -> np.ndarray:
+        embedded.extend(texts)
+        return engine.embedder.embed_passages(texts)
+
+    with engine.hold() as state:
+        reader = Reader(_StoredOnly(state.index, stored), state.tokenizer, embed_passages=embed)
+        return read(engine, reader, question, [passage]), embedded
+
+
 def test_a_sentence_read_under_another_heading_than_ingest_gave_it_finds_the_stored_vector(engine) -> None:
     """A passage merged from two chunks reads the second one's sentences under a heading line of the first;
     ingest stored them under the section's heading, and that vector is used: nothing is embedded at question time."""
@@ -1573,31 +1603,29 @@ def test_a_sentence_read_under_another_heading_than_ingest_gave_it_finds_the_sto
     assert sentences and all(s.heading == "两种模型" for s in sentences)  # not the section's heading
     stored_texts = [reader_text("生成模型", s.text) for s in sentences]  # what ingest stored
     stored = dict(zip(stored_texts, engine.embedder.embed_passages(stored_texts), strict=True))
-    embedded: list[str] = []
-
-    class StoredUnderSection:
-        def __init__(self, inner) -> None:
-            self.inner = inner
-
-        def __getattr__(self, name: str):
-            return getattr(self.inner, name)
-
-        def __len__(self) -> int:
-            return len(self.inner)
-
-        def reader_vectors(self, texts):
-            vectors = np.array([stored.get(t, np.zeros(384)) for t in texts], dtype=np.float32)
-            return vectors, np.array([t in stored for t in texts])
-
-    def embed(texts: list[str]) -> np.ndarray:
-        embedded.extend(texts)
-        return engine.embedder.embed_passages(texts)
-
     question = "哪种模型生成得更快？"
-    with engine.hold() as state:
-        reader = Reader(StoredUnderSection(state.index), state.tokenizer, embed_passages=embed)
-        reading = read(engine, reader, question, [passage])
+    reading, embedded = _dense_read(engine, question, passage, stored)
     assert embedded == []
+    query = engine.embedder.embed_queries([question])[0]
+    by_text = {c.sentence.text: c.features["dense"] for c in reading.candidates}
+    for s, t in zip(sentences, stored_texts, strict=True):
+        assert by_text[s.text] == pytest.approx(float(stored[t] @ query), abs=1e-5)
+
+
+def test_a_sentence_under_a_line_the_passage_reads_as_a_list_item_finds_the_vector_stored_under_it(engine) -> None:
+    """Read alone at ingest, a chunk opening with "55. PolynomialDecay" stored its sentences under that title; read
+    on from the chunk before, that line is one of a numbered list and the sentences read under the section."""
+    assert lines_before("# 标题\n55. 衰减\n第一句。第二句。", 12) == ["55. 衰减", "标题"]
+    assert lines_before("a\nb\nc", 4, limit=1) == ["b"]  # not the sentence's own line, nearest first
+    text = "54. ExponentialDecay\n55. PolynomialDecay\n多项式衰减到终点学习率为止。\npower 参数决定曲线的形状。\n"
+    passage = hit(text, heading=("NLP",))
+    sentences = [s for s in split_passage(0, passage) if s.text.startswith(("多项式", "power"))]
+    assert len(sentences) == 2 and all(s.heading == "NLP" for s in sentences)
+    stored_texts = [reader_text("55. PolynomialDecay", s.text) for s in sentences]
+    stored = dict(zip(stored_texts, engine.embedder.embed_passages(stored_texts), strict=True))
+    question = "PolynomialDecay 的 power 参数有什么用？"
+    reading, embedded = _dense_read(engine, question, passage, stored)
+    assert not {s.text for s in sentences} & {t.split("：", 1)[-1] for t in embedded}
     query = engine.embedder.embed_queries([question])[0]
     by_text = {c.sentence.text: c.features["dense"] for c in reading.candidates}
     for s, t in zip(sentences, stored_texts, strict=True):
