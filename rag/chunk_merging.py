@@ -1,4 +1,5 @@
-"""Adjacent-chunk merging: hits on neighbouring chunks of one section become one passage. Pure functions.
+"""Adjacent-chunk merging: hits on neighbouring chunks of one section become one passage, and a passage reads on
+into the next chunk of its section. Pure functions.
 
 A passage that ingest cut in two reads whole again, and its citation spans both halves: the merged chunk's
 text is exactly the note's text from the first chunk's start to the second's end.

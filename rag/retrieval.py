@@ -1,5 +1,5 @@
-"""Hybrid retrieval (BM25 + dense, score-fused; adjacent chunks merged by `rag.chunk_merging`), judged by the
-relevance gate (`rag.relevance_gate`).
+"""Hybrid retrieval (BM25 + dense, score-fused; adjacent chunks merged and passages read on into the next chunk
+of their section by `rag.chunk_merging`), judged by the relevance gate (`rag.relevance_gate`).
 
 `Retriever.search` is the one code path behind `rag search`, `rag ask`, `/search` and `/ask`, so the
 search test and the chat always rank the same passages the same way.
