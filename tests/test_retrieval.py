@@ -232,6 +232,7 @@ def test_duplicates_and_contained_chunks_are_dropped() -> None:
 
 def test_a_hit_reads_on_into_the_next_chunk_of_its_section() -> None:
     a, b, c = chunk("n.md", 0, 120), chunk("n.md", 100, 220), chunk("n.md", 220, 330)
+    assert continued([], []) == []
     out = continued([hit(a, 0.9)], [b])
     assert [(h.chunk.start, h.chunk.end) for h in out] == [(0, 220)]
     assert out[0].chunk.text == DOC[0:220] and out[0].chunk_ids == (a.chunk_id, b.chunk_id)

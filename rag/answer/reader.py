@@ -433,24 +433,22 @@ class Reader:
         vectors, found = self.index.reader_vectors(texts)
         missing = [i for i in range(len(texts)) if not found[i]]
         if missing:
-            # a passage merged from two chunks reads the second one's sentences under the last heading line of the
-            # first; ingest read them in their own chunk, under the section's heading: that vector is stored
-            sections = [hit.chunk.heading_path[-1] if hit.chunk.heading_path else "" for hit in passages]
-            alternatives = [reader_text(sections[pool[i].passage], pool[i].text) for i in missing]
-            stored, known = self.index.reader_vectors(alternatives)
-            for j, i in enumerate(missing):
-                if known[j]:
-                    vectors[i], found[i] = stored[j], True
+            # ingest read each chunk alone: a sentence a merged passage reads under a heading line of its first chunk
+            # was stored under the section's heading, and one under a line the passage reads as a list item
+            # ("55. PolynomialDecay" before "56. ……") under that line. Section first, then each line up, one lookup.
+            def headings(s: Sentence) -> tuple[str, ...]:
+                chunk = passages[s.passage].chunk
+                return (chunk.heading_path[-1] if chunk.heading_path else "", *lines_before(chunk.text, s.start))
+
+            tried = [[reader_text(heading, pool[i].text) for heading in headings(pool[i])] for i in missing]
+            stored, known = self.index.reader_vectors([text for group in tried for text in group])
+            start = 0
+            for i, group in zip(missing, tried, strict=True):
+                first = next((start + j for j in range(len(group)) if known[start + j]), None)
+                if first is not None:
+                    vectors[i], found[i] = stored[first], True
+                start += len(group)
             missing = [i for i in missing if not found[i]]
-        for i in missing:
-            # a line the passage reads as a list item ("55. PolynomialDecay" before "56. ……") was the heading of
-            # the chunk it opened, read alone at ingest
-            s = pool[i]
-            above = lines_before(passages[s.passage].chunk.text, s.start)
-            stored, known = self.index.reader_vectors([reader_text(line, s.text) for line in above])
-            if known.any():
-                vectors[i], found[i] = stored[int(np.argmax(known))], True
-        missing = [i for i in missing if not found[i]]
         if missing and self.embed_passages is not None:
             now = missing[:MAX_EMBEDDED_NOW]
             try:
